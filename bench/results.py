@@ -1,0 +1,336 @@
+"""Result rows: schema, crash-safe CSV append, reading back with clear errors.
+
+One row per cell. A row is appended with a single write() of a whole line and
+flushed, so a run killed at any instant leaves every finished row and no half
+line; a half line left by a power cut is dropped (and reported) on read.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import pandas as pd
+from pydantic import BaseModel, ConfigDict
+
+from bench.errors import BenchError
+
+Status = Literal["ok", "failed", "timeout", "skipped"]
+SAMPLE_SEP = ";"
+
+
+class ResultRow(BaseModel):
+    """The CSV schema (README documents it). Units are in the column names."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # --- identity of the cell (see bench.suite.Cell)
+    run_id: str = ""
+    suite: str = ""
+    cell_id: str = ""
+    status: Status = "ok"
+    reason: str = ""
+    model_id: str = ""
+    model_source: str = ""
+    model_file: str = ""
+    quantization: str = ""
+    derived_from: str = ""
+    backend: str = ""
+    device_id: str = ""
+    device_kind: str = ""
+    device_index: int | None = None
+    threads: int | None = None
+    n_gpu_layers: int | None = None
+    n_batch: int | None = None
+    n_ubatch: int | None = None
+    flash_attn: str | None = None
+    kv_cache_type: str | None = None
+    mmap: bool | None = None
+    repack: bool | None = None
+    torch_compile: bool | None = None
+    static_cache: bool | None = None
+    prompt_tokens: int | None = None
+    gen_tokens: int | None = None
+    depth: int | None = None
+    repetitions: int | None = None
+    warmup: int | None = None
+    started_utc: str = ""
+    finished_utc: str = ""
+
+    # --- speed (values from measured repetitions; warm-ups kept apart)
+    prefill_tok_s_mean: float | None = None
+    prefill_tok_s_std: float | None = None
+    prefill_tok_s_median: float | None = None
+    prefill_tok_s_cv_pct: float | None = None
+    decode_tok_s_mean: float | None = None
+    decode_tok_s_std: float | None = None
+    decode_tok_s_median: float | None = None
+    decode_tok_s_cv_pct: float | None = None
+    ttft_ms_mean: float | None = None
+    ttft_ms_median: float | None = None
+    itl_ms_p50: float | None = None
+    itl_ms_p90: float | None = None
+    itl_ms_p99: float | None = None
+    load_s: float | None = None
+    prefill_tok_s_samples: str = ""  # one value per repetition, ';'-separated
+    decode_tok_s_samples: str = ""
+    warmup_prefill_tok_s: str = ""
+    warmup_decode_tok_s: str = ""
+    unstable: bool | None = None
+    warnings: str = ""
+
+    # --- memory
+    model_file_bytes: int | None = None
+    n_params: int | None = None
+    peak_rss_bytes: int | None = None
+    peak_vram_bytes: int | None = None
+    kv_cache_bytes: int | None = None
+    n_ctx: int | None = None
+    est_weights_bytes: int | None = None
+    est_kv_bytes: int | None = None
+    est_compute_bytes: int | None = None
+    est_total_bytes: int | None = None
+    est_device_free_bytes: int | None = None
+
+    # --- energy (NVML where the hardware reports it)
+    energy_j_per_decode_token: float | None = None
+    avg_power_w: float | None = None
+
+    # --- model metadata (GGUF header)
+    arch: str = ""
+    n_layers: int | None = None
+    n_heads: int | None = None
+    n_kv_heads: int | None = None
+    head_dim: int | None = None
+    n_ctx_train: int | None = None
+    file_type: str = ""
+    bits_per_weight: float | None = None
+
+    # --- quality (once per model x quantization x backend, joined onto every row of it)
+    baseline_quantization: str = ""
+    eval_text_sha256: str = ""
+    eval_tokens: int | None = None
+    ppl: float | None = None
+    ppl_stderr: float | None = None
+    ppl_ratio: float | None = None
+    kld_mean: float | None = None
+    kld_stderr: float | None = None
+    kld_median: float | None = None
+    kld_p99: float | None = None
+    kld_max: float | None = None
+    top1_agreement_pct: float | None = None
+    dp_correct_mean_pct: float | None = None
+    dp_correct_rms_pct: float | None = None
+    task_name: str = ""
+    task_sha256: str = ""
+    task_accuracy_pct: float | None = None
+    task_accuracy_stderr_pct: float | None = None
+    task_items: int | None = None
+
+    # --- machine fingerprint and software
+    host: str = ""
+    os: str = ""
+    cpu_brand: str = ""
+    cpu_arch: str = ""
+    cpu_physical_cores: int | None = None
+    cpu_logical_cores: int | None = None
+    cpu_flags: str = ""
+    ram_total_bytes: int | None = None
+    ram_available_bytes: int | None = None
+    gpu_name: str = ""
+    gpu_vram_total_bytes: int | None = None
+    gpu_vram_free_bytes: int | None = None
+    gpu_driver: str = ""
+    cuda_version: str = ""
+    gpu_power_limit_w: float | None = None
+    gpu_count: int | None = None
+    fingerprint: str = ""
+    bench_version: str = ""
+    python_version: str = ""
+    llama_cpp_python_version: str = ""
+    llama_cpp_build: str = ""
+    torch_version: str = ""
+
+
+COLUMNS: tuple[str, ...] = tuple(ResultRow.model_fields)
+IDENTITY_COLUMNS = (
+    "suite", "model_id", "quantization", "backend", "device_id", "threads", "n_gpu_layers", "n_batch", "n_ubatch",
+    "flash_attn", "kv_cache_type", "mmap", "repack", "torch_compile", "static_cache", "prompt_tokens",
+    "gen_tokens", "depth",
+)
+
+
+def _format(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return repr(round(value, 6)) if abs(value) >= 1e-6 or value == 0 else f"{value:.6e}"
+    return str(value)
+
+
+def _line(values: Iterable[Any]) -> str:
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerow([_format(v) for v in values])
+    return buffer.getvalue()
+
+
+@dataclass
+class ResultsWriter:
+    """Appends rows to a CSV, one atomic write per row."""
+
+    path: Path
+
+    def __post_init__(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.path.exists() or self.path.stat().st_size == 0:
+            self._write(_line(COLUMNS))
+        else:
+            drop_partial_last_line(self.path)
+            header = read_header(self.path)
+            if tuple(header) != COLUMNS:
+                raise BenchError(
+                    f"{self.path}: its columns differ from this version of bench; "
+                    "resume into a new file or re-run the suite"
+                )
+
+    def append(self, row: ResultRow) -> None:
+        self._write(_line(getattr(row, c) for c in COLUMNS))
+
+    def _write(self, text: str) -> None:
+        data = text.encode("utf-8")
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            written = os.write(fd, data)
+            if written != len(data):
+                # Never leave half a line: take back the partial write.
+                os.ftruncate(fd, os.fstat(fd).st_size - written)
+                raise OSError(28, "short write (disk full?)")
+            os.fsync(fd)
+        except OSError as exc:
+            raise BenchError(
+                f"cannot write results to {self.path}: {exc.strerror or exc}; rows written before are intact",
+                hint="free disk space or pass --output to a file on another disk, then --resume it",
+            ) from None
+        finally:
+            os.close(fd)
+
+
+def drop_partial_last_line(path: Path) -> bool:
+    """Remove a trailing line without newline (a write cut by power loss). Returns True if one was dropped."""
+    size = path.stat().st_size
+    if size == 0:
+        return False
+    with path.open("rb+") as handle:
+        handle.seek(size - 1)
+        if handle.read(1) == b"\n":
+            return False
+        handle.seek(0)
+        data = handle.read()
+        handle.truncate(data.rfind(b"\n") + 1)
+    return True
+
+
+def read_header(path: Path) -> list[str]:
+    with path.open(encoding="utf-8", newline="") as handle:
+        return next(csv.reader(handle), [])
+
+
+def read_results(paths: Iterable[str | Path]) -> pd.DataFrame:
+    """Read result CSVs (files or folders of *.csv) into one frame, with errors that name file and line."""
+    frames = []
+    for path in expand_result_paths(paths):
+        frames.append(_read_one(path))
+    if not frames:
+        raise BenchError("no result files given (expected one or more .csv files or folders holding them)")
+    frame = pd.concat(frames, ignore_index=True, sort=False)
+    for column in COLUMNS:
+        if column not in frame.columns:
+            frame[column] = pd.NA
+    return frame
+
+
+def expand_result_paths(paths: Iterable[str | Path]) -> Iterator[Path]:
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            yield from sorted(path.rglob("*.csv"))
+        elif path.exists():
+            yield path
+        else:
+            raise BenchError(f"results file not found: {path}")
+
+
+_NUMERIC_TYPES = {name: field.annotation for name, field in ResultRow.model_fields.items()}
+
+
+def _read_one(path: Path) -> pd.DataFrame:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BenchError(f"cannot read results file {path}: {exc}") from None
+    lines = text.splitlines()
+    if not lines:
+        raise BenchError(f"{path}: empty file, expected a bench results CSV with a header line")
+    header = next(csv.reader([lines[0]]))
+    missing = [c for c in ("suite", "model_id", "status") if c not in header]
+    if missing:
+        raise BenchError(f"{path}:1: not a bench results CSV: header lacks {', '.join(missing)}")
+    records: list[list[str]] = []
+    for number, record in enumerate(csv.reader(io.StringIO(text)), start=1):
+        if number == 1:
+            continue
+        if not record:
+            continue
+        if len(record) != len(header):
+            raise BenchError(
+                f"{path}:{number}: expected {len(header)} fields as in the header, found {len(record)} "
+                "(truncated or hand-edited line?)"
+            )
+        records.append(record)
+    frame = pd.DataFrame(records, columns=header, dtype=object).replace("", pd.NA)
+    for column in frame.columns:
+        if column in _NUMERIC_TYPES and _is_numeric(_NUMERIC_TYPES[column]):
+            converted = pd.to_numeric(frame[column], errors="coerce")
+            bad = frame[column].notna() & converted.isna()
+            if bad.any():
+                line = int(bad.idxmax()) + 2
+                raise BenchError(
+                    f"{path}:{line}: column {column!r} holds {frame[column][bad.idxmax()]!r}, expected a number"
+                )
+            frame[column] = converted
+        elif column in _NUMERIC_TYPES and _is_bool(_NUMERIC_TYPES[column]):
+            frame[column] = frame[column].map({"True": True, "False": False, "true": True, "false": False})
+    frame["source_file"] = str(path)
+    return frame
+
+
+def _is_numeric(annotation: Any) -> bool:
+    text = str(annotation)
+    return ("int" in text or "float" in text) and "bool" not in text
+
+
+def _is_bool(annotation: Any) -> bool:
+    return "bool" in str(annotation)
+
+
+def measured_cell_ids(path: Path) -> set[str]:
+    """Cells already finished in a results file (for --resume): any status but a crash of bench itself."""
+    if not path.exists():
+        return set()
+    drop_partial_last_line(path)
+    frame = _read_one(path)
+    return set(frame["cell_id"].dropna().astype(str))
+
+
+def samples_to_text(values: Iterable[float]) -> str:
+    return SAMPLE_SEP.join(_format(v) for v in values)
+
+
+def samples_from_text(text: Any) -> list[float]:
+    if text is None or (isinstance(text, float) and pd.isna(text)) or text is pd.NA or text == "":
+        return []
+    return [float(v) for v in str(text).split(SAMPLE_SEP) if v]

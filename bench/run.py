@@ -1,0 +1,202 @@
+"""Run a suite: plan -> resolve models -> isolated workers -> CSV rows as each cell ends."""
+from __future__ import annotations
+
+import socket
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from bench.errors import BenchError, ModelUnavailable
+from bench.hardware import Fingerprint, detect
+from bench.isolation import CellOutcome, Interrupted, WorkGroup, run_group
+from bench.models import ResolvedModel, cell_model_reference, check_gguf, gguf_metadata, needs_derivation, resolve
+from bench.plan import PlannedCell, parse_filters, plan_cells, select_filters, select_shard
+from bench.results import COLUMNS, ResultRow, ResultsWriter, measured_cell_ids
+from bench.suite import Cell, Suite, load_suite
+
+
+@dataclass
+class RunOptions:
+    output: Path | None = None
+    resume: Path | None = None
+    shard: tuple[int, int] | None = None
+    filters: list[str] = field(default_factory=list)
+    quiet: bool = False
+    history: Path | None = None
+    force: bool = False
+
+
+@dataclass
+class RunSummary:
+    path: Path
+    counts: dict[str, int]
+    interrupted: bool = False
+
+
+def utc_stamp() -> str:
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+
+
+def default_output(suite: Suite, host: str, results_dir: Path = Path("results")) -> Path:
+    return results_dir / f"{suite.name}-{host}-{utc_stamp()}.csv"
+
+
+def build_row(cell: Cell, status: str, reason: str, fields: dict[str, Any], fingerprint: Fingerprint,
+              run_id: str, model_source: str) -> ResultRow:
+    values: dict[str, Any] = {k: v for k, v in fields.items() if k in COLUMNS}
+    values.update(cell.model_dump())
+    values.update(fingerprint.row_fields(cell.device_kind, cell.device_index))
+    values.update(run_id=run_id, cell_id=cell.cell_id, status=status, reason=reason, model_source=model_source)
+    return ResultRow.model_validate(values)
+
+
+class SuiteRun:
+    """One execution of a suite; writes each row the moment its cell ends."""
+
+    def __init__(self, suite: Suite, options: RunOptions, console: Console) -> None:
+        self.suite = suite
+        self.options = options
+        self.console = console
+        self.fingerprint = detect()
+        self.run_id = uuid.uuid4().hex[:12]
+        self.counts = {"ok": 0, "failed": 0, "timeout": 0, "skipped": 0}
+        self.path = self._output_path()
+        self.writer = ResultsWriter(self.path)
+        self._model_cache: dict[tuple[str, str, str], ResolvedModel | BenchError] = {}
+        self._meta_cache: dict[Path, dict[str, Any]] = {}
+
+    def _output_path(self) -> Path:
+        if self.options.resume:
+            return self.options.resume
+        if self.options.output:
+            return self.options.output
+        host = self.fingerprint.host or socket.gethostname()
+        if self.options.history:
+            return self.options.history / host / f"{utc_stamp()}.csv"
+        return default_output(self.suite, host)
+
+    # ------------------------------------------------------------------ selection
+    def select(self) -> list[PlannedCell]:
+        planned = plan_cells(self.suite, self.fingerprint)
+        if self.options.shard:
+            planned = select_shard(planned, self.options.shard)
+        if self.options.filters:
+            planned = select_filters(planned, parse_filters(self.options.filters))
+        if self.options.resume:
+            done = measured_cell_ids(self.options.resume)
+            planned = [p for p in planned if p.cell.cell_id not in done]
+        return planned
+
+    # ------------------------------------------------------------------ rows
+    def record(self, cell: Cell, status: str, reason: str = "", fields: dict[str, Any] | None = None,
+               model_source: str = "") -> None:
+        row = build_row(cell, status, reason, fields or {}, self.fingerprint, self.run_id, model_source)
+        self.writer.append(row)
+        self.counts[status] += 1
+
+    # ------------------------------------------------------------------ models
+    def resolve_model(self, cell: Cell) -> ResolvedModel:
+        key = (cell.model_id, cell.quantization, cell.backend)
+        if key not in self._model_cache:
+            try:
+                self._model_cache[key] = self._resolve_uncached(cell)
+            except BenchError as exc:
+                self._model_cache[key] = exc
+        found = self._model_cache[key]
+        if isinstance(found, BenchError):
+            raise found
+        return found
+
+    def _resolve_uncached(self, cell: Cell) -> ResolvedModel:
+        model = self.suite.model(cell.model_id)
+        if needs_derivation(model, cell.quantization, cell.backend):
+            from bench.quantize import derived_model  # the quantization ladder (issue: models and quantization)
+
+            return derived_model(self.suite, model, cell.quantization)
+        resolved = resolve(cell_model_reference(model, cell.quantization, cell.backend))
+        if cell.backend == "llamacpp":
+            check_gguf(resolved.path)
+        return resolved
+
+    def model_fields(self, resolved: ResolvedModel) -> dict[str, Any]:
+        if resolved.path not in self._meta_cache:
+            fields: dict[str, Any] = {"model_file": str(resolved.path), "derived_from": resolved.derived_from}
+            if resolved.path.is_file():
+                fields["model_file_bytes"] = resolved.path.stat().st_size
+                try:
+                    fields.update(gguf_metadata(resolved.path))
+                except Exception:  # not a GGUF (e.g. a torch checkpoint): the backend reports what it knows
+                    pass
+            self._meta_cache[resolved.path] = fields
+        return dict(self._meta_cache[resolved.path])
+
+    # ------------------------------------------------------------------ execution
+    def execute(self, planned: list[PlannedCell], on_progress: Callable[[str], None]) -> None:
+        groups: dict[tuple[Any, ...], list[Cell]] = {}
+        for item in planned:
+            if not item.runnable:
+                self.record(item.cell, "skipped", item.skip_reason)
+                on_progress(item.cell.label)
+                continue
+            groups.setdefault(item.cell.load_key(), []).append(item.cell)
+        limits = self.suite.limits
+        memory_limit = int(limits.memory_limit_gb * 2**30) if limits.memory_limit_gb else None
+        for cells in groups.values():
+            first = cells[0]
+            source = ""
+            try:
+                source = cell_model_reference(self.suite.model(first.model_id), first.quantization, first.backend)
+                resolved = self.resolve_model(first)
+            except ModelUnavailable as exc:
+                for cell in cells:
+                    self.record(cell, "skipped", str(exc), model_source=source)
+                    on_progress(cell.label)
+                continue
+            except BenchError as exc:
+                for cell in cells:
+                    self.record(cell, "failed", str(exc), model_source=source)
+                    on_progress(cell.label)
+                continue
+            static = self.model_fields(resolved)
+
+            def on_outcome(outcome: CellOutcome, static: dict[str, Any] = static, source: str = source) -> None:
+                self.record(outcome.cell, outcome.status, outcome.reason, {**static, **outcome.fields}, source)
+                on_progress(outcome.cell.label)
+
+            group = WorkGroup(backend=first.backend, model_path=resolved.path, cells=cells,
+                              memory_limit_bytes=memory_limit, load_timeout_s=limits.load_timeout_s,
+                              cell_timeout_s=limits.cell_timeout_s)
+            run_group(group, on_outcome)
+
+
+def run_suite(suite_path: Path, options: RunOptions, console: Console | None = None) -> RunSummary:
+    console = console or Console(stderr=True)
+    suite = load_suite(suite_path)
+    if options.resume and not options.resume.exists():
+        raise BenchError(f"--resume {options.resume}: file not found (start a run with --output instead)")
+    runner = SuiteRun(suite, options, console)
+    planned = runner.select()
+    if not options.quiet:
+        console.print(f"[bold]{suite.name}[/]: {len(planned)} cells -> {runner.path}")
+    progress = Progress(
+        TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TimeElapsedColumn(), TimeRemainingColumn(), console=console, disable=options.quiet, transient=False,
+    )
+    interrupted = False
+    with progress:
+        task = progress.add_task("starting", total=len(planned))
+
+        def advance(label: str) -> None:
+            progress.update(task, advance=1, description=label)
+
+        try:
+            runner.execute(planned, advance)
+        except (Interrupted, KeyboardInterrupt):
+            interrupted = True
+    return RunSummary(path=runner.path, counts=runner.counts, interrupted=interrupted)

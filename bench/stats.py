@@ -1,0 +1,69 @@
+"""Statistics as pure functions: summaries of repetitions, spread, instability, significance."""
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+# A coefficient of variation above this flags a cell as unstable (pyperf warns at 10%; we are stricter
+# because tok/s comparisons in procurement decisions are often within 10%).
+UNSTABLE_CV_PCT = 5.0
+
+
+@dataclass(frozen=True)
+class Summary:
+    n: int
+    mean: float
+    std: float
+    median: float
+    cv_pct: float
+
+    @property
+    def unstable(self) -> bool:
+        return self.n > 1 and self.cv_pct > UNSTABLE_CV_PCT
+
+
+def summarize(values: Sequence[float]) -> Summary:
+    if not values:
+        raise ValueError("summarize() needs at least one value")
+    mean = statistics.fmean(values)
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    cv = 100.0 * std / mean if mean else 0.0
+    return Summary(n=len(values), mean=mean, std=std, median=statistics.median(values), cv_pct=cv)
+
+
+def percentile(values: Sequence[float], pct: float) -> float:
+    """Linear-interpolated percentile (numpy's default method), pct in [0, 100]."""
+    if not values:
+        raise ValueError("percentile() needs at least one value")
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * pct / 100.0
+    low = math.floor(rank)
+    high = math.ceil(rank)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+# Two-sided 95% Student t critical values by degrees of freedom; beyond 30 the normal value is close enough.
+_T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
+        12: 2.179, 15: 2.131, 20: 2.086, 25: 2.060, 30: 2.042}
+
+
+def t_critical_95(dof: int) -> float:
+    if dof < 1:
+        return math.inf
+    keys = [k for k in sorted(_T95) if k <= dof]
+    return _T95[keys[-1]] if dof <= 30 else 1.960
+
+
+def confidence_interval_95(values: Sequence[float]) -> tuple[float, float]:
+    """95% CI of the mean from repetitions (Student t). One value gives an infinite interval."""
+    summary = summarize(values)
+    if summary.n < 2:
+        return (-math.inf, math.inf)
+    half = t_critical_95(summary.n - 1) * summary.std / math.sqrt(summary.n)
+    return (summary.mean - half, summary.mean + half)
+
+
+def intervals_overlap(a: tuple[float, float], b: tuple[float, float]) -> bool:
+    return a[0] <= b[1] and b[0] <= a[1]
