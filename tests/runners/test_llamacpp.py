@@ -1,0 +1,67 @@
+"""The llama.cpp runner on the real SmolLM2 model (no mocks): sane figures, depth costs decode speed."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bench.runners.base import measure_cell, repetition_fields
+from bench.runners.llamacpp import LlamaCppRunner
+from bench.suite import Cell
+
+
+def _cell(depth: int, prompt: int = 64, gen: int = 32, reps: int = 3) -> Cell:
+    return Cell(suite="t", model_id="smollm2", quantization="Q4_1", backend="llamacpp", device_id="cpu",
+                device_kind="cpu", device_index=0, threads=1, n_gpu_layers=0, n_batch=2048, n_ubatch=512,
+                flash_attn="auto", kv_cache_type="f16", mmap=True, repack=True, torch_compile=None,
+                static_cache=None, prompt_tokens=prompt, gen_tokens=gen, depth=depth, repetitions=reps, warmup=1)
+
+
+@pytest.fixture(scope="module")
+def runner(smollm2_path: Path):
+    runner = LlamaCppRunner(smollm2_path, _cell(0))
+    info = runner.load()
+    assert info.n_params == pytest.approx(134.5e6, rel=0.01)  # SmolLM2-135M
+    assert info.model_file_bytes == smollm2_path.stat().st_size
+    yield runner
+    runner.close()
+
+
+def test_figures_are_sane(runner: LlamaCppRunner) -> None:
+    cell = _cell(0)
+    fields = runner.start_context(cell)
+    assert fields["n_ctx"] >= cell.prompt_tokens + cell.gen_tokens
+    # KV cache: 30 layers x 3 KV heads x 64 dims x 2 (K and V) x 2 bytes (f16) per token.
+    assert fields["kv_cache_bytes"] == pytest.approx(30 * 3 * 64 * 2 * 2 * fields["n_ctx"], rel=0.02)
+    warmups, measured = measure_cell(runner, cell)
+    assert len(warmups) == 1 and len(measured) == 3
+    row = repetition_fields(cell, warmups, measured)
+    assert 5 < row["prefill_tok_s_mean"] < 100_000
+    assert 2 < row["decode_tok_s_mean"] < 10_000
+    # TTFT is the prompt's prefill plus one token: longer than one decode step, and consistent with prefill speed.
+    assert row["ttft_ms_mean"] > row["itl_ms_p50"]
+    assert row["ttft_ms_mean"] >= 1000 * cell.prompt_tokens / row["prefill_tok_s_mean"] * 0.5
+    assert row["itl_ms_p50"] <= row["itl_ms_p90"] <= row["itl_ms_p99"]
+    assert len(row["decode_tok_s_samples"].split(";")) == 3
+    assert len(row["warmup_decode_tok_s"].split(";")) == 1
+
+
+def test_deep_context_decodes_slower(runner: LlamaCppRunner) -> None:
+    """Each decoded token attends over the whole cache, so decode at depth 1024 must be slower than at 0."""
+    speeds = {}
+    for depth in (0, 1024):
+        cell = _cell(depth, prompt=16, gen=24, reps=2)
+        runner.start_context(cell)
+        warmups, measured = measure_cell(runner, cell)
+        speeds[depth] = repetition_fields(cell, warmups, measured)["decode_tok_s_median"]
+    assert speeds[1024] < speeds[0], speeds
+
+
+def test_logits_are_deterministic_and_shaped(runner: LlamaCppRunner) -> None:
+    cell = _cell(0)
+    runner.open_context(256, cell, logits_all=True)
+    tokens = runner.tokenize("The capital of France is Paris. The capital of Italy is")
+    first = runner.logits(tokens)
+    second = runner.logits(tokens)
+    assert first.shape == (len(tokens), runner.n_vocab())
+    assert (first == second).all()
