@@ -137,7 +137,8 @@ class SuiteRun:
         return dict(self._meta_cache[resolved.path])
 
     # ------------------------------------------------------------------ execution
-    def execute(self, planned: list[PlannedCell], on_progress: Callable[[str], None]) -> None:
+    def execute(self, planned: list[PlannedCell], on_progress: Callable[[str], None],
+                on_start: Callable[[Cell], None] | None = None) -> None:
         groups: dict[tuple[Any, ...], list[Cell]] = {}
         for item in planned:
             if not item.runnable:
@@ -172,7 +173,7 @@ class SuiteRun:
             group = WorkGroup(backend=first.backend, model_path=resolved.path, cells=cells,
                               memory_limit_bytes=memory_limit, load_timeout_s=limits.load_timeout_s,
                               cell_timeout_s=limits.cell_timeout_s)
-            run_group(group, on_outcome)
+            run_group(group, on_outcome, on_start)
 
 
 def run_suite(suite_path: Path, options: RunOptions, console: Console | None = None) -> RunSummary:
@@ -193,10 +194,13 @@ def run_suite(suite_path: Path, options: RunOptions, console: Console | None = N
         task = progress.add_task("starting", total=len(planned))
 
         def advance(label: str) -> None:
-            progress.update(task, advance=1, description=label)
+            progress.update(task, advance=1)
+
+        def starting(cell: Cell) -> None:
+            progress.update(task, description=cell.label)
 
         try:
-            runner.execute(planned, advance)
+            runner.execute(planned, advance, starting)
         except (Interrupted, KeyboardInterrupt):
             interrupted = True
     return RunSummary(path=runner.path, counts=runner.counts, interrupted=interrupted)
