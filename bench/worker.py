@@ -22,8 +22,7 @@ from typing import Any, TextIO
 from bench.errors import BenchError
 from bench.suite import Cell
 
-FAULT_ENV = "BENCH_FAULT"  # test-only fault injection: "<action>@<field>=<value>" or "<action>@load"
-FAULT_ACTIONS = ("SIGSEGV", "SIGILL", "SIGABRT", "SIGKILL", "hang", "oom", "raise")
+FAULT_ENV = "BENCH_FAULT"  # test-only fault injection: "<action>@<field>=<value>" or "<action>@load", ';'-separated
 
 
 def _emit(stream: TextIO, event: str, **payload: Any) -> None:
@@ -62,21 +61,25 @@ def _apply_memory_limit(limit_bytes: int | None) -> None:
         resource.setrlimit(resource.RLIMIT_AS, (limit_bytes, limit_bytes))
 
 
+def _fault_action(where: str, cell: Cell | None) -> str | None:
+    """The action of the first BENCH_FAULT spec (';'-separated) that targets this point, if any."""
+    for spec in filter(None, os.environ.get(FAULT_ENV, "").split(";")):
+        action, _, target = spec.partition("@")
+        if target == "load":
+            if where == "load":
+                return action
+        elif cell is not None and where == "cell":
+            field, _, value = target.partition("=")
+            if str(cell.axis_value(field)) == value:
+                return action
+    return None
+
+
 def maybe_inject_fault(where: str, cell: Cell | None) -> None:
     """Make this worker fail on purpose (tests of isolation). Inactive unless BENCH_FAULT is set."""
-    spec = os.environ.get(FAULT_ENV, "")
-    if not spec:
+    action = _fault_action(where, cell)
+    if action is None:
         return
-    action, _, target = spec.partition("@")
-    if target == "load":
-        if where != "load":
-            return
-    else:
-        if cell is None or where != "cell":
-            return
-        field, _, value = target.partition("=")
-        if str(cell.axis_value(field)) != value:
-            return
     if action.startswith("SIG"):
         os.kill(os.getpid(), getattr(signal, action))
         time.sleep(5)  # a signal that is blocked or handled must not look like success
@@ -84,9 +87,11 @@ def maybe_inject_fault(where: str, cell: Cell | None) -> None:
         while True:
             time.sleep(1)
     elif action == "oom":
+        import numpy as np
+
         hoard = []
-        while True:  # grows until the address-space limit raises MemoryError
-            hoard.append(bytearray(64 * 1024 * 1024))
+        while True:  # untouched allocations grow the address space fast, until the limit raises MemoryError
+            hoard.append(np.empty(256 * 2**20, dtype=np.uint8))
     elif action == "raise":
         raise RuntimeError("injected failure")
 
