@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -55,7 +56,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.report:
         from bench.report import write_report
 
-        report_path = write_report([summary.path], Path(args.report))
+        report = Path(args.report)
+        report_path = write_report([summary.path], report, fmt="html" if report.suffix == ".html" else "md",
+                                   suite_path=Path(args.suite))
         console.print(f"report -> {report_path}")
     return EXIT_OK
 
@@ -90,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--only", "--filter", action="append", metavar="FIELD=VALUE",
                      help="only cells whose FIELD matches (e.g. quant=Q4_K_M, threads=1,2); repeatable")
     run.add_argument("--history", metavar="DIR", help="write to DIR/<host>/<UTC time>.csv")
-    run.add_argument("--report", metavar="MD", help="also write a report of this run to MD")
+    run.add_argument("--report", metavar="FILE", help="also write a report of this run to FILE (.md, or .html)")
     run.add_argument("--force", action="store_true", help="run cells the memory planner says will not fit")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bar (for CI logs)")
     run.set_defaults(func=cmd_run)
@@ -122,7 +125,13 @@ def _extra_commands() -> list[Callable[[argparse._SubParsersAction], None]]:
     return registrars
 
 
+def _terminate_as_interrupt(signum: int, frame: object) -> None:
+    # CI cancelling a job sends SIGTERM: stop like Ctrl-C, so workers are killed and rows kept.
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, _terminate_as_interrupt)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -143,7 +143,21 @@ def run_job(job: dict[str, Any], events: TextIO) -> None:
     runner.close()
 
 
+def die_with_parent() -> None:
+    """Linux: get SIGKILL when the parent dies (even by SIGKILL), so no worker outlives its run."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() == 1:  # the parent already died before prctl took effect
+        os._exit(1)
+
+
 def main() -> int:
+    die_with_parent()
     events = os.fdopen(os.dup(1), "w", encoding="utf-8")
     os.dup2(2, 1)  # stray prints from native code go to stderr, not into the event stream
     sys.stdout = sys.stderr

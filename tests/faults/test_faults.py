@@ -150,3 +150,21 @@ def test_model_of_an_architecture_llamacpp_does_not_know(write_suite, tmp_path: 
     row = read_results([out]).iloc[0]
     assert row["status"] == "failed" and "could not load" in row["reason"], row["reason"]
     assert "alienformer" in row["reason"]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_killing_bench_leaves_no_worker_behind(write_suite, tmp_path: Path, sig: signal.Signals) -> None:
+    suite = write_suite(quick_suite_yaml(knobs="knobs: {threads: [1, 2]}"))
+    out = tmp_path / "r.csv"
+    process = subprocess.Popen(bench_cmd("run", str(suite), "-o", str(out), "--quiet"),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "BENCH_FAULT": "hang@threads=2"})
+    _wait_for_rows(out, 1)
+    time.sleep(1.0)
+    workers = psutil.Process(process.pid).children(recursive=True)
+    assert workers
+    process.send_signal(sig)
+    process.communicate(timeout=60)
+    gone, alive = psutil.wait_procs(workers, timeout=10)
+    assert not alive, f"workers outlived bench after {sig.name}: {alive}"
+    assert read_results([out])["threads"].tolist() == [1]  # the finished row is intact
