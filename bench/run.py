@@ -10,10 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from bench.errors import BenchError, ModelUnavailable
-from bench.hardware import Fingerprint, detect
+from bench.hardware import Fingerprint, detect, system_warnings
 from bench.isolation import CellOutcome, Interrupted, WorkGroup, run_group
 from bench.models import ResolvedModel, cell_model_reference, check_gguf, gguf_metadata, needs_derivation, resolve
 from bench.plan import PlannedCell, parse_filters, plan_cells, select_filters, select_shard
@@ -70,6 +71,7 @@ class SuiteRun:
         self.writer = ResultsWriter(self.path)
         self._model_cache: dict[tuple[str, str, str], ResolvedModel | BenchError] = {}
         self._meta_cache: dict[Path, dict[str, Any]] = {}
+        self._bandwidth_cache: dict[tuple[str, int], float | None] = {}
 
     def _output_path(self) -> Path:
         if self.options.resume:
@@ -96,9 +98,26 @@ class SuiteRun:
     # ------------------------------------------------------------------ rows
     def record(self, cell: Cell, status: str, reason: str = "", fields: dict[str, Any] | None = None,
                model_source: str = "") -> None:
-        row = build_row(cell, status, reason, fields or {}, self.fingerprint, self.run_id, model_source)
+        fields = dict(fields or {})
+        if status == "ok":
+            fields.setdefault("mem_bandwidth_gbs", self.bandwidth_gbs(cell))
+        row = build_row(cell, status, reason, fields, self.fingerprint, self.run_id, model_source)
         self.writer.append(row)
         self.counts[status] += 1
+
+    def bandwidth_gbs(self, cell: Cell) -> float | None:
+        """Memory bandwidth for the roofline, once per device per run: RAM probe for CPU, NVML peak for CUDA."""
+        key = (cell.device_kind, cell.device_index)
+        if key not in self._bandwidth_cache:
+            if cell.device_kind == "cpu":
+                from bench.bandwidth import measure_bandwidth_gbs
+
+                self._bandwidth_cache[key] = round(measure_bandwidth_gbs(), 1)
+            else:
+                gpus = self.fingerprint.gpus
+                gpu = gpus[cell.device_index] if 0 <= cell.device_index < len(gpus) else None
+                self._bandwidth_cache[key] = gpu.memory_bandwidth_gbs() if gpu else None
+        return self._bandwidth_cache[key]
 
     # ------------------------------------------------------------------ models
     def resolve_model(self, cell: Cell) -> ResolvedModel:
@@ -146,6 +165,8 @@ class SuiteRun:
                 on_progress(item.cell.label)
                 continue
             groups.setdefault(item.cell.load_key(), []).append(item.cell)
+        for cells in groups.values():  # probe now: a probe while a worker measures would disturb it
+            self.bandwidth_gbs(cells[0])
         limits = self.suite.limits
         memory_limit = int(limits.memory_limit_gb * 2**30) if limits.memory_limit_gb else None
         for cells in groups.values():
@@ -183,6 +204,9 @@ def run_suite(suite_path: Path, options: RunOptions, console: Console | None = N
         raise BenchError(f"--resume {options.resume}: file not found (start a run with --output instead)")
     runner = SuiteRun(suite, options, console)
     planned = runner.select()
+    # Noise sources are reported up front, as pyperf does, each with its fix (also in CI logs).
+    for warning in system_warnings(runner.fingerprint):
+        console.print(f"[yellow]warning[/] {warning.name}: {escape(warning.message)}\n  fix: {escape(warning.fix)}")
     if not options.quiet:
         console.print(f"[bold]{suite.name}[/]: {len(planned)} cells -> {runner.path}")
     progress = Progress(
