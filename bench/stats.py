@@ -67,3 +67,35 @@ def confidence_interval_95(values: Sequence[float]) -> tuple[float, float]:
 
 def intervals_overlap(a: tuple[float, float], b: tuple[float, float]) -> bool:
     return a[0] <= b[1] and b[0] <= a[1]
+
+
+@dataclass(frozen=True)
+class WelchTest:
+    """Welch's unequal-variance t-test of mean(current) - mean(baseline), two-sided at 95%."""
+
+    t: float
+    dof: float
+    critical: float
+
+    @property
+    def significant(self) -> bool:
+        return abs(self.t) > self.critical
+
+
+def welch_t_test(baseline: Sequence[float], current: Sequence[float]) -> WelchTest | None:
+    """None when either side has fewer than two values (no spread to judge noise by).
+
+    Degrees of freedom by Welch-Satterthwaite, rounded down to the table's next lower entry, so the
+    critical value errs towards "within noise". Two sides without any spread differ significantly
+    exactly when their means differ.
+    """
+    if len(baseline) < 2 or len(current) < 2:
+        return None
+    a, b = summarize(baseline), summarize(current)
+    var_a, var_b = a.std**2 / a.n, b.std**2 / b.n
+    diff = b.mean - a.mean
+    if var_a + var_b == 0:
+        return WelchTest(t=0.0 if diff == 0 else math.copysign(math.inf, diff), dof=a.n + b.n - 2, critical=0.0)
+    dof_terms = (var_a**2 / (a.n - 1) if var_a else 0.0) + (var_b**2 / (b.n - 1) if var_b else 0.0)
+    dof = (var_a + var_b) ** 2 / dof_terms
+    return WelchTest(t=diff / math.sqrt(var_a + var_b), dof=dof, critical=t_critical_95(math.floor(dof)))
