@@ -6,13 +6,17 @@ installed package (or assembled by the package's `assemble()` helper); `hf://<or
 """
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
+import math
+import mmap
 import os
+import re
+import struct
 from dataclasses import dataclass
 from pathlib import Path
-
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from bench.errors import BenchError, ModelUnavailable
 
@@ -44,7 +48,7 @@ def resolve(reference: str) -> ResolvedModel:
     if reference.startswith("package:"):
         path = _resolve_package(reference)
     elif reference.startswith("hf://"):
-        path = _resolve_hf(reference)
+        path = _resolve_hf_repo(reference) if _names_hf_repo(reference) else _resolve_hf(reference)
     else:
         path = Path(reference).expanduser()
         if not path.exists():
@@ -96,6 +100,17 @@ def parse_hf_reference(reference: str) -> tuple[str, str, str | None]:
     return f"{parts[0]}/{parts[1]}", filename, revision
 
 
+_HUB_STATE = {"unreachable": False}  # per process: set once the hub failed to answer
+
+
+def _hf_offline() -> bool:
+    try:
+        from huggingface_hub import constants
+    except ImportError:
+        return False
+    return bool(constants.HF_HUB_OFFLINE) or os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE")
+
+
 def _resolve_hf(reference: str) -> Path:
     repo_id, filename, revision = parse_hf_reference(reference)
     try:
@@ -104,74 +119,260 @@ def _resolve_hf(reference: str) -> Path:
     except ImportError as exc:
         raise ModelUnavailable(f"{reference}: huggingface_hub is not installed ({exc})") from None
     how = (
-        "download the file elsewhere and put its local path in the suite, or pre-fill the Hugging Face cache "
-        "(huggingface-cli download) and set HF_HUB_OFFLINE=1"
+        f"download {filename} from huggingface.co/{repo_id} elsewhere and put its local path in the suite "
+        f"(models[].source or models[].files), or pre-fill the Hugging Face cache "
+        f"(huggingface-cli download {repo_id} {filename}) and set HF_HUB_OFFLINE=1"
     )
+    offline = _hf_offline()
     try:
-        return Path(hf_hub_download(repo_id=repo_id, filename=filename, revision=revision))
+        # After one failed connection, later references look in the cache only: each retry costs ~20 s.
+        return Path(hf_hub_download(repo_id=repo_id, filename=filename, revision=revision,
+                                    local_files_only=offline or _HUB_STATE["unreachable"]))
     except LocalEntryNotFoundError:
-        raise ModelUnavailable(f"{reference}: not in the local Hugging Face cache and the hub is unreachable",
-                               hint=how) from None
+        if offline:
+            why = "HF_HUB_OFFLINE is set and the file is not in the local Hugging Face cache"
+        else:
+            _HUB_STATE["unreachable"] = True
+            why = "not in the local Hugging Face cache and the hub is unreachable"
+        raise ModelUnavailable(f"{reference}: {why}", hint=how) from None
     except Exception as exc:  # network errors, 401/404 from the hub, ...
         raise ModelUnavailable(f"{reference}: cannot download from the Hugging Face hub: "
                                f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
                                hint=how) from None
 
 
-def check_gguf(path: Path) -> None:
-    """Cheap sanity check before llama.cpp sees the file: a bad file must be an error, not a crash."""
+def _names_hf_repo(reference: str) -> bool:
+    """hf://org/repo[@revision] (a whole repository, as the torch backend loads it), not one file in it."""
+    return len(reference.removeprefix("hf://").rsplit("@", 1)[0].strip("/").split("/")) == 2
+
+
+# What the torch backend needs from a repository: config, tokenizer and safetensors weights (never pickles).
+HF_REPO_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja"]
+
+
+def _resolve_hf_repo(reference: str) -> Path:
+    spec = reference.removeprefix("hf://")
+    repo_id, _, revision = spec.partition("@")
+    if ".." in repo_id or "\\" in repo_id or not all(repo_id.split("/")):
+        raise BenchError(f"bad model reference {reference!r}: expected hf://<org>/<repo>[@revision]")
     try:
-        size = path.stat().st_size
-        with path.open("rb") as handle:
-            magic = handle.read(4)
+        from huggingface_hub import snapshot_download
+        from huggingface_hub.errors import LocalEntryNotFoundError
+    except ImportError as exc:
+        raise ModelUnavailable(f"{reference}: huggingface_hub is not installed ({exc})") from None
+    how = (f"download huggingface.co/{repo_id} elsewhere and put the local folder in the suite, or pre-fill the "
+           f"Hugging Face cache (huggingface-cli download {repo_id}) and set HF_HUB_OFFLINE=1")
+    offline = _hf_offline()
+    try:
+        return Path(snapshot_download(repo_id=repo_id, revision=revision or None, allow_patterns=HF_REPO_PATTERNS,
+                                      local_files_only=offline or _HUB_STATE["unreachable"]))
+    except LocalEntryNotFoundError:
+        if offline:
+            why = "HF_HUB_OFFLINE is set and the repository is not in the local Hugging Face cache"
+        else:
+            _HUB_STATE["unreachable"] = True
+            why = "not in the local Hugging Face cache and the hub is unreachable"
+        raise ModelUnavailable(f"{reference}: {why}", hint=how) from None
+    except Exception as exc:  # network errors, 401/404 from the hub, ...
+        raise ModelUnavailable(f"{reference}: cannot download the repository from the Hugging Face hub: "
+                               f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+                               hint=how) from None
+
+
+def check_torch_model(path: Path) -> None:
+    """What the torch backend can load: a Hugging Face model folder with safetensors weights, or a GGUF file."""
+    if path.is_file():
+        check_gguf(path)
+        return
+    if not path.is_dir():
+        raise BenchError(f"cannot read model {path}: not a file or folder")
+    if not (path / "config.json").is_file():
+        raise BenchError(f"{path} is not a Hugging Face model folder: it has no config.json "
+                         "(expected config.json, tokenizer files and *.safetensors, or a GGUF file)")
+    if not any(path.glob("*.safetensors")):
+        pickles = sorted(p.name for p in path.glob("*.bin"))[:3]
+        found = f" (it has {', '.join(pickles)}: pickled weights can run code when loaded)" if pickles else ""
+        raise BenchError(f"{path} has no *.safetensors weights{found}; the torch backend loads only safetensors: "
+                         "convert the checkpoint with transformers' save_pretrained(safe_serialization=True)")
+
+
+@dataclass(frozen=True)
+class GgufTensor:
+    name: str
+    shape: tuple[int, ...]  # ggml order: shape[0] is the row length
+    type_name: str  # ggml type, e.g. Q4_K, F32
+    offset: int  # from the start of the file
+    n_elements: int
+    n_bytes: int
+
+
+@dataclass(frozen=True)
+class GgufHeader:
+    """A GGUF file's metadata and tensor table. Arrays of strings (the vocabulary) are kept as their length."""
+
+    version: int
+    fields: dict[str, object]
+    tensors: tuple[GgufTensor, ...]
+    data_offset: int  # where tensor data starts: everything before it is header (read through the mapping)
+    file_size: int
+
+    def get(self, key: str) -> object | None:
+        return self.fields.get(key)
+
+
+class _GgufCursor:
+    """Walks a GGUF header with struct; string arrays are skipped, not materialised (gguf's GGUFReader makes a
+    numpy view per vocabulary entry: seconds per file, tens of seconds for 256K-token vocabularies)."""
+
+    SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
+    STRING, ARRAY = 8, 9
+    SMALL_ARRAY = 65536  # numeric arrays longer than this are kept as their length too
+
+    def __init__(self, data: memoryview, order: str) -> None:
+        self.data, self.order, self.pos = data, order, 0
+
+    def scalar(self, code: str) -> Any:
+        size = struct.calcsize(code)
+        if self.pos + size > len(self.data):
+            raise ValueError(f"header ends at byte {len(self.data)} in the middle of a value")
+        (value,) = struct.unpack_from(self.order + code, self.data, self.pos)
+        self.pos += size
+        return value
+
+    def string(self) -> str:
+        length = self.scalar("Q")
+        if self.pos + length > len(self.data):
+            raise ValueError(f"a string of {length} bytes at byte {self.pos} runs past the end of the file")
+        text = bytes(self.data[self.pos:self.pos + length]).decode("utf-8", errors="replace")
+        self.pos += length
+        return text
+
+    def value(self, value_type: int) -> object:
+        if value_type == self.STRING:
+            return self.string()
+        if value_type in self.SCALARS:
+            return self.scalar(self.SCALARS[value_type])
+        if value_type != self.ARRAY:
+            raise ValueError(f"unknown metadata value type {value_type} at byte {self.pos}")
+        element_type, count = self.scalar("I"), self.scalar("Q")
+        if count > len(self.data):
+            raise ValueError(f"an array of {count} entries cannot fit in a file of {len(self.data)} bytes")
+        if element_type in self.SCALARS and count <= self.SMALL_ARRAY:
+            code = f"{count}{self.SCALARS[element_type]}"
+            if self.pos + struct.calcsize(code) > len(self.data):
+                raise ValueError(f"an array at byte {self.pos} runs past the end of the file")
+            values = list(struct.unpack_from(self.order + code, self.data, self.pos))
+            self.pos += struct.calcsize(code)
+            return values
+        if element_type in self.SCALARS:
+            self.pos += count * struct.calcsize(self.SCALARS[element_type])
+        elif element_type == self.STRING:
+            for _ in range(count):
+                length = self.scalar("Q")  # (read first: `pos += scalar()` would add to the old position)
+                self.pos += length
+        else:
+            for _ in range(count):
+                self.value(element_type)
+        if self.pos > len(self.data):
+            raise ValueError("an array runs past the end of the file")
+        return count
+
+
+def _parse_gguf(path: Path) -> GgufHeader:
+    from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+
+    size = path.stat().st_size
+    with path.open("rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+        data = memoryview(mapped)
+        try:
+            if bytes(data[:4]) != GGUF_MAGIC:
+                raise ValueError(f"magic {bytes(data[:4])!r}, expected {GGUF_MAGIC!r}")
+            order = "<" if struct.unpack_from("<I", data, 4)[0] < 65536 else ">"  # big-endian files exist
+            cursor = _GgufCursor(data, order)
+            cursor.pos = 4
+            version = cursor.scalar("I")
+            if version < 2:
+                raise ValueError(f"GGUF version {version} is too old (llama.cpp reads 2 and 3)")
+            n_tensors, n_fields = cursor.scalar("Q"), cursor.scalar("Q")
+            if n_tensors > size or n_fields > size:
+                raise ValueError(f"{n_tensors} tensors and {n_fields} fields cannot fit in {size} bytes")
+            fields: dict[str, object] = {}
+            for _ in range(n_fields):
+                key = cursor.string()
+                fields[key] = cursor.value(cursor.scalar("I"))
+            infos = []
+            for _ in range(n_tensors):
+                name = cursor.string()
+                n_dims = cursor.scalar("I")
+                if n_dims > 8:
+                    raise ValueError(f"tensor {name!r} claims {n_dims} dimensions")
+                shape = tuple(int(cursor.scalar("Q")) for _ in range(n_dims))
+                infos.append((name, shape, cursor.scalar("I"), cursor.scalar("Q")))
+            alignment = int(fields.get("general.alignment") or 32)  # type: ignore[call-overload]
+            data_offset = -(-cursor.pos // alignment) * alignment
+            tensors = []
+            for name, shape, type_id, offset in infos:
+                quant = GGMLQuantizationType(type_id)
+                block, block_bytes = GGML_QUANT_SIZES[quant]
+                n_elements = math.prod(shape)
+                tensors.append(GgufTensor(name, shape, quant.name, data_offset + offset, n_elements,
+                                          n_elements // block * block_bytes))
+        finally:
+            data.release()
+    return GgufHeader(version, fields, tuple(tensors), data_offset, size)
+
+
+@functools.lru_cache(maxsize=32)
+def _read_gguf_cached(path: str, size: int, mtime_ns: int) -> GgufHeader:
+    return _parse_gguf(Path(path))
+
+
+def read_gguf_header(path: Path) -> GgufHeader:
+    """The GGUF header of a file (cached per file version); BenchError when it is not a readable GGUF."""
+    try:
+        stat = path.stat()
+        if stat.st_size < 24:
+            with path.open("rb") as handle:
+                magic = handle.read(4)
+            if magic != GGUF_MAGIC:
+                raise BenchError(f"{path} is not a GGUF file (magic {magic!r}, expected {GGUF_MAGIC!r})")
+            raise BenchError(f"{path}: truncated GGUF: {stat.st_size} bytes cannot hold a header")
+        return _read_gguf_cached(str(path), stat.st_size, stat.st_mtime_ns)
+    except BenchError:
+        raise
     except OSError as exc:
         raise BenchError(f"cannot read model file {path}: {exc.strerror or exc}") from None
-    if magic != GGUF_MAGIC:
-        raise BenchError(f"{path} is not a GGUF file (magic {magic!r}, expected {GGUF_MAGIC!r})")
-    try:
-        from gguf import GGUFReader
-
-        reader = GGUFReader(str(path))
-        end = max((int(t.data_offset) + int(t.n_bytes) for t in reader.tensors), default=0)
-    except Exception as exc:
-        raise BenchError(f"{path}: unreadable GGUF header ({type(exc).__name__}: {exc}); is the file truncated?") from None
-    if end > size:
-        raise BenchError(f"{path}: truncated GGUF: tensors need {end} bytes, the file has {size}")
+    except Exception as exc:  # a malformed header: say so instead of crashing later inside llama.cpp
+        if str(exc).startswith("magic "):
+            raise BenchError(f"{path} is not a GGUF file ({exc})") from None
+        raise BenchError(f"{path}: unreadable GGUF header ({exc}); is the file truncated or corrupt?") from None
 
 
-def _field_value(reader: object, key: str) -> object | None:
-    field = reader.fields.get(key)  # type: ignore[attr-defined]
-    if field is None:
-        return None
-    try:
-        return field.contents()
-    except Exception:
-        return None
+def check_gguf(path: Path) -> None:
+    """Cheap sanity check before llama.cpp sees the file: a bad file must be an error, not a crash."""
+    header = read_gguf_header(path)
+    end = max((t.offset + t.n_bytes for t in header.tensors), default=header.data_offset)
+    if end > header.file_size:
+        raise BenchError(f"{path}: truncated GGUF: tensors need {end} bytes, the file has {header.file_size}")
 
 
 def gguf_metadata(path: Path) -> dict[str, object]:
     """Row fields from a GGUF header: architecture, shape, trained context, file type, bits per weight."""
-    from gguf import GGUFReader, LlamaFileType
-
-    reader = GGUFReader(str(path))
-    arch = str(_field_value(reader, "general.architecture") or "")
+    header = read_gguf_header(path)
+    arch = str(header.get("general.architecture") or "")
 
     def arch_int(name: str) -> int | None:
-        value = _field_value(reader, f"{arch}.{name}")
+        value = header.get(f"{arch}.{name}")
         if isinstance(value, list):  # per-layer values (e.g. head counts that vary by layer)
             value = max(value) if value else None
-        return int(value) if value is not None else None
+        return int(value) if isinstance(value, int | float) else None
 
     n_heads = arch_int("attention.head_count")
     n_embd = arch_int("embedding_length")
     head_dim = arch_int("attention.key_length") or (n_embd // n_heads if n_embd and n_heads else None)
-    n_params = sum(int(t.n_elements) for t in reader.tensors)
-    weight_bytes = sum(int(t.n_bytes) for t in reader.tensors)
-    file_type_id = _field_value(reader, "general.file_type")
-    try:
-        file_type = LlamaFileType(int(file_type_id)).name.removeprefix("MOSTLY_") if file_type_id is not None else ""
-    except ValueError:
-        file_type = str(file_type_id)
+    n_params = sum(t.n_elements for t in header.tensors)
+    weight_bytes = sum(t.n_bytes for t in header.tensors)
+    file_type = file_type_name(header.get("general.file_type"))
     return {
         "arch": arch,
         "n_layers": arch_int("block_count"),
@@ -182,6 +383,45 @@ def gguf_metadata(path: Path) -> dict[str, object]:
         "file_type": file_type,
         "bits_per_weight": 8.0 * weight_bytes / n_params if n_params else None,
     }
+
+
+def file_type_name(file_type_id: object) -> str:
+    """general.file_type -> the quantization name bench uses ('Q4_K_M', 'F16', 'F32'); '' when absent."""
+    from gguf import LlamaFileType
+
+    if file_type_id is None:
+        return ""
+    try:
+        name = LlamaFileType(int(file_type_id)).name  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        return str(file_type_id)
+    return name.removeprefix("MOSTLY_").removeprefix("ALL_")
+
+
+def quant_type_from_name(reference: str) -> str:
+    """The quantization a file name announces ('...-Q4_K_M.gguf' -> 'Q4_K_M'), or '' when it names none."""
+    from bench.suite import GGUF_QUANT_TYPES
+
+    stem = Path(reference.rsplit("@", 1)[0]).name.upper()
+    found = [t for t in GGUF_QUANT_TYPES if re.search(rf"(?<![A-Z0-9]){t}(?![A-Z0-9_])", stem)]
+    return max(found, key=len) if found else ""  # Q4_K_M, not Q4_K... nor Q4
+
+
+def local_model_file(reference: str) -> Path | None:
+    """The file a reference names if it is on this machine already: never downloads (for planning)."""
+    if reference.startswith("hf://"):
+        try:
+            from huggingface_hub import try_to_load_from_cache
+        except ImportError:
+            return None
+        repo_id, filename, revision = parse_hf_reference(reference)
+        cached = try_to_load_from_cache(repo_id, filename, revision=revision)
+        return Path(cached) if isinstance(cached, str) else None
+    try:
+        path = resolve(reference).path  # local paths and installed packages
+    except BenchError:
+        return None
+    return path if path.is_file() else None
 
 
 def cell_model_reference(model: ModelSpec, quantization: str, backend: str) -> str:

@@ -3,17 +3,22 @@ from __future__ import annotations
 
 import fnmatch
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from bench.errors import BenchError
 from bench.hardware import Fingerprint, device_available
 from bench.runners import backend_missing_reason
 from bench.suite import AXES, Cell, Suite, expand
 
+if TYPE_CHECKING:
+    from bench.planner import CellMemory
+
 
 @dataclass
 class PlannedCell:
     cell: Cell
     skip_reason: str = ""
+    memory: CellMemory | None = None  # the memory planner's estimate (bench.planner.plan_memory)
 
     @property
     def runnable(self) -> bool:
@@ -29,7 +34,33 @@ def plan_cells(suite: Suite, fingerprint: Fingerprint) -> list[PlannedCell]:
             ok, why = device_available(fingerprint, cell.device_kind, cell.device_index, cell.backend)
             reason = "" if ok else why
         planned.append(PlannedCell(cell, reason))
+    torch_cells = [p.cell for p in planned if p.runnable and p.cell.backend == "torch"]
+    torch_reasons = _torch_quantization_reasons(torch_cells)
+    for item in planned:
+        if item.runnable and item.cell.backend == "torch":
+            cell = item.cell
+            item.skip_reason = torch_reasons[(cell.device_kind, cell.device_index, cell.quantization)]
     return planned
+
+
+def _torch_quantization_reasons(cells: list[Cell]) -> dict[tuple[str, int, str], str]:
+    """Why a device cannot run a torch quantization (e.g. fp16 or int4 on some CPUs); '' where it can.
+
+    A real check (a small layer at each quantization, in a subprocess), once per device and only when
+    the suite has runnable torch cells.
+    """
+    wanted: dict[tuple[str, int], set[str]] = {}
+    for cell in cells:
+        wanted.setdefault((cell.device_kind, cell.device_index), set()).add(cell.quantization)
+    if not wanted:
+        return {}
+    from bench.runners.torch import quantization_skip_reasons
+
+    reasons: dict[tuple[str, int, str], str] = {}
+    for (kind, index), quantizations in wanted.items():
+        for quantization, reason in quantization_skip_reasons(kind, index, sorted(quantizations)).items():
+            reasons[(kind, index, quantization)] = reason
+    return reasons
 
 
 def parse_shard(text: str) -> tuple[int, int]:

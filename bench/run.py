@@ -16,9 +16,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from bench.errors import BenchError, ModelUnavailable
 from bench.hardware import Fingerprint, detect, system_warnings
 from bench.isolation import CellOutcome, Interrupted, WorkGroup, run_group
-from bench.models import ResolvedModel, cell_model_reference, check_gguf, gguf_metadata, needs_derivation, resolve
+from bench.models import (
+    ResolvedModel, cell_model_reference, check_gguf, check_torch_model, gguf_metadata, needs_derivation, resolve,
+)
 from bench.plan import PlannedCell, parse_filters, plan_cells, select_filters, select_shard
-from bench.results import COLUMNS, ResultRow, ResultsWriter, measured_cell_ids
+from bench.planner import file_memory, plan_memory
+from bench.quality import QualityScheduler, join_quality
+from bench.results import (
+    COLUMNS, ResultRow, ResultsWriter, drop_partial_last_line, measured_cell_ids, read_results,
+)
 from bench.suite import Cell, Suite, load_suite
 
 
@@ -68,10 +74,19 @@ class SuiteRun:
         self.run_id = uuid.uuid4().hex[:12]
         self.counts = {"ok": 0, "failed": 0, "timeout": 0, "skipped": 0}
         self.path = self._output_path()
+        # Quality reads its text and task files now: a malformed file stops the run before a row is written.
+        self.quality = self._quality_scheduler() if suite.quality.enabled else None
         self.writer = ResultsWriter(self.path)
         self._model_cache: dict[tuple[str, str, str], ResolvedModel | BenchError] = {}
         self._meta_cache: dict[Path, dict[str, Any]] = {}
         self._bandwidth_cache: dict[tuple[str, int], float | None] = {}
+
+    def _quality_scheduler(self) -> QualityScheduler:
+        limit_gb = self.suite.limits.memory_limit_gb
+        limit = int(limit_gb * 2**30) if limit_gb else None
+        if self.options.quiet:
+            return QualityScheduler(self.suite, self.resolve_model, limit)
+        return QualityScheduler(self.suite, self.resolve_model, limit, lambda text: self.console.print(escape(text)))
 
     def _output_path(self) -> Path:
         if self.options.resume:
@@ -93,6 +108,8 @@ class SuiteRun:
         if self.options.resume:
             done = measured_cell_ids(self.options.resume)
             planned = [p for p in planned if p.cell.cell_id not in done]
+        # Before any download or build: cells the planner says will not fit are skipped (unless --force).
+        plan_memory(self.suite, planned, self.fingerprint, force=self.options.force)
         return planned
 
     # ------------------------------------------------------------------ rows
@@ -141,6 +158,8 @@ class SuiteRun:
         resolved = resolve(cell_model_reference(model, cell.quantization, cell.backend))
         if cell.backend == "llamacpp":
             check_gguf(resolved.path)
+        elif cell.backend == "torch":
+            check_torch_model(resolved.path)
         return resolved
 
     def model_fields(self, resolved: ResolvedModel) -> dict[str, Any]:
@@ -155,13 +174,32 @@ class SuiteRun:
             self._meta_cache[resolved.path] = fields
         return dict(self._meta_cache[resolved.path])
 
+    def check_memory(self, cells: list[Cell], resolved: ResolvedModel, source: str,
+                     on_progress: Callable[[str], None]) -> dict[str, dict[str, Any]]:
+        """Estimates from the file now on disk (exact sizes): est_* fields of the cells that fit (all with
+        --force); the others are recorded as skipped."""
+        if cells[0].backend != "llamacpp" or not resolved.path.is_file():
+            return {cell.cell_id: {} for cell in cells}
+        fitting: dict[str, dict[str, Any]] = {}
+        estimates = file_memory(cells, resolved.path, self.suite, self.fingerprint)
+        for cell in cells:
+            memory = estimates[cell.cell_id]
+            reason = "" if self.options.force else memory.skip_reason()
+            if reason:
+                self.record(cell, "skipped", reason, {**self.model_fields(resolved), **memory.row_fields()}, source)
+                on_progress(cell.label)
+            else:
+                fitting[cell.cell_id] = memory.row_fields()
+        return fitting
+
     # ------------------------------------------------------------------ execution
     def execute(self, planned: list[PlannedCell], on_progress: Callable[[str], None],
                 on_start: Callable[[Cell], None] | None = None) -> None:
         groups: dict[tuple[Any, ...], list[Cell]] = {}
+        planned_memory = {p.cell.cell_id: p.memory.row_fields() for p in planned if p.memory}
         for item in planned:
             if not item.runnable:
-                self.record(item.cell, "skipped", item.skip_reason)
+                self.record(item.cell, "skipped", item.skip_reason, planned_memory.get(item.cell.cell_id))
                 on_progress(item.cell.label)
                 continue
             groups.setdefault(item.cell.load_key(), []).append(item.cell)
@@ -177,7 +215,7 @@ class SuiteRun:
                 resolved = self.resolve_model(first)
             except ModelUnavailable as exc:
                 for cell in cells:
-                    self.record(cell, "skipped", str(exc), model_source=source)
+                    self.record(cell, "skipped", str(exc), planned_memory.get(cell.cell_id), model_source=source)
                     on_progress(cell.label)
                 continue
             except BenchError as exc:
@@ -186,9 +224,18 @@ class SuiteRun:
                     on_progress(cell.label)
                 continue
             static = self.model_fields(resolved)
+            memory = self.check_memory(cells, resolved, source, on_progress)
+            cells = [c for c in cells if c.cell_id in memory]
+            if not cells:
+                continue
+            first = cells[0]
+            # Once per model x quantization x backend (baseline first), joined onto each of its rows.
+            quality = self.quality.fields_for(first) if self.quality else {}
 
-            def on_outcome(outcome: CellOutcome, static: dict[str, Any] = static, source: str = source) -> None:
-                self.record(outcome.cell, outcome.status, outcome.reason, {**static, **outcome.fields}, source)
+            def on_outcome(outcome: CellOutcome, static: dict[str, Any] = static, source: str = source,
+                           quality: dict[str, Any] = quality, memory: dict[str, dict[str, Any]] = memory) -> None:
+                fields = join_quality({**static, **memory[outcome.cell.cell_id], **outcome.fields}, quality)
+                self.record(outcome.cell, outcome.status, outcome.reason, fields, source)
                 on_progress(outcome.cell.label)
 
             group = WorkGroup(backend=first.backend, model_path=resolved.path, cells=cells,
@@ -197,11 +244,24 @@ class SuiteRun:
             run_group(group, on_outcome, on_start)
 
 
+def check_resume_suite(path: Path, suite_name: str) -> None:
+    """Resuming into another suite's file would mix two suites in one CSV (and re-run every cell)."""
+    if path.stat().st_size == 0:  # nothing written yet: the writer adds the header
+        return
+    drop_partial_last_line(path)  # a line cut by a crash; resuming drops it anyway
+    others = sorted(set(read_results([path])["suite"].dropna().astype(str)) - {suite_name})
+    if others:
+        raise BenchError(f"--resume {path}: the file holds results of suite {', '.join(others)}, not {suite_name}; "
+                         "resume with the suite that wrote it, or start a new file with --output")
+
+
 def run_suite(suite_path: Path, options: RunOptions, console: Console | None = None) -> RunSummary:
     console = console or Console(stderr=True)
     suite = load_suite(suite_path)
     if options.resume and not options.resume.exists():
         raise BenchError(f"--resume {options.resume}: file not found (start a run with --output instead)")
+    if options.resume:
+        check_resume_suite(options.resume, suite.name)
     runner = SuiteRun(suite, options, console)
     planned = runner.select()
     # Noise sources are reported up front, as pyperf does, each with its fix (also in CI logs).

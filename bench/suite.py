@@ -68,6 +68,9 @@ class DeviceSpec(StrictModel):
     threads: list[int] | None = None
     n_gpu_layers: list[int | Literal["all"]] | None = None
     memory_bandwidth_gbs: float | None = Field(default=None, gt=0)
+    # Memory the planner assumes when bench cannot see this device (planning for a card you do not have);
+    # a present device's free memory is used instead.
+    memory_gb: float | None = Field(default=None, gt=0)
 
     _listify = field_validator("threads", "n_gpu_layers", mode="before")(_as_list)
 
@@ -134,13 +137,13 @@ class Limits(StrictModel):
 
 class QualitySpec(StrictModel):
     enabled: bool = True
-    baseline: str | None = None  # quantization name of the reference (e.g. F16); default: highest precision
+    baseline: str | None = None  # reference quantization (e.g. F16, or source); default: highest precision
     text: str = "builtin"  # "builtin" or a path to a UTF-8 text file
     context: int = Field(default=512, ge=16)
     max_chunks: int = Field(default=8, ge=1)
     tasks: list[str] = Field(default_factory=lambda: ["builtin:arithmetic"])
     task_limit: int = Field(default=50, ge=1)
-    top_k: int = Field(default=32, ge=1, le=1024)
+    top_k: int = Field(default=64, ge=1, le=1024)  # baseline cache: top-k log-probs + k tail samples
 
 
 class Constraints(StrictModel):
@@ -215,8 +218,10 @@ class Suite(StrictModel):
             if unknown:
                 raise ValueError(f"quantizations keys must be backends ({', '.join(BACKENDS)}), got {sorted(unknown)}")
         for device_id in self.costs:
-            if device_id not in {d.id for d in self.devices}:
-                raise ValueError(f"costs names device {device_id!r}, which is not in devices")
+            # "HOST/DEVICE" prices one machine's device when several machines run the same suite.
+            if device_id.rpartition("/")[2] not in {d.id for d in self.devices}:
+                raise ValueError(f"costs names device {device_id!r}, which is not in devices "
+                                 "(expected a device id, or HOST/DEVICE-ID for one machine)")
         return self
 
     def _is_model_file_quant(self, quant: str) -> bool:

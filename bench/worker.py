@@ -133,7 +133,12 @@ def run_job(job: dict[str, Any], events: TextIO) -> None:
             fields["avg_power_w"] = sampler.avg_power_w
             fields["peak_vram_bytes"] = sampler.peak_vram_bytes
             fields.update(repetition_fields(cell, warmups, measured))
-            fields.update({k: v for k, v in runner.memory_fields().items() if v is not None})
+            backend_memory = {k: v for k, v in runner.memory_fields().items() if v is not None}
+            if fields["peak_vram_bytes"] is not None and "peak_vram_bytes" in backend_memory:
+                # NVML's per-process figure includes the CUDA context an allocator's own peak leaves out.
+                backend_memory["peak_vram_bytes"] = max(fields["peak_vram_bytes"],
+                                                        backend_memory["peak_vram_bytes"])
+            fields.update(backend_memory)
             fields["peak_rss_bytes"] = peak_rss_bytes()
             fields.pop("compute_buffer_bytes", None)
             _emit(events, "cell_done", cell_id=cell.cell_id, finished_utc=_now(), fields=fields)
@@ -141,6 +146,28 @@ def run_job(job: dict[str, Any], events: TextIO) -> None:
             _emit(events, "cell_error", cell_id=cell.cell_id, reason=_reason(exc, limit),
                   detail=traceback.format_exc(limit=-3))
     runner.close()
+
+
+def run_quality_job(job: dict[str, Any], events: TextIO) -> None:
+    """Quality of one model x quantization x backend (bench.quality): load, measure, one event."""
+    from bench.quality import QualityJob, measure_quality
+    from bench.runners import create_runner
+
+    limit = job.get("memory_limit_bytes")
+    _apply_memory_limit(limit)
+    cell = Cell.model_validate(job["cell"])
+    runner = None
+    try:
+        maybe_inject_fault("load", None)
+        runner = create_runner(job["backend"], Path(job["model_path"]), cell)
+        runner.load()
+        fields = measure_quality(runner, cell, QualityJob.model_validate(job["quality"]))
+        _emit(events, "quality_done", fields=fields)
+    except (Exception, MemoryError) as exc:
+        _emit(events, "quality_error", reason=_reason(exc, limit), detail=traceback.format_exc(limit=-3))
+    finally:
+        if runner is not None:
+            runner.close()
 
 
 def die_with_parent() -> None:
@@ -163,7 +190,10 @@ def main() -> int:
     sys.stdout = sys.stderr
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when a worker stops
     job = json.loads(sys.stdin.read())
-    run_job(job, events)
+    if job.get("kind") == "quality":  # one model x quantization x backend: bench.quality
+        run_quality_job(job, events)
+    else:
+        run_job(job, events)
     return 0
 
 

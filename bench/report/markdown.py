@@ -1,76 +1,81 @@
-"""Markdown tables from a results frame."""
+"""Markdown (GitHub flavour) from report blocks; every text piece is escaped here."""
+
 from __future__ import annotations
 
-import math
+import re
 from typing import Any
+from urllib.parse import quote
 
-import pandas as pd
+from bench.report.document import Block, Bullets, Code, Heading, Image, Inline, Paragraph, Strong, Table
+from bench.report.format import is_missing
+
+# Characters with a markdown meaning. An underscore inside a word (Q4_K_M) means nothing in GFM, so it stays.
+_SPECIAL = re.compile(r"[\\`*\[\]|~$]|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])")
+_WHITESPACE = re.compile(r"[\r\n\t\v\f]+")
+_TAG_OPEN = re.compile(r"<(?=[A-Za-z/!?])")
+_BLOCK_START = re.compile(r"^(?:[#>+=-]|\d+[.)])")  # text that would open a heading, quote or list
 
 
 def escape_md(value: Any) -> str:
-    """A value safe inside a markdown table cell: no pipes, newlines or HTML."""
-    text = "" if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA else str(value)
-    text = text.replace("\\", "\\\\").replace("|", "\\|").replace("\r", " ").replace("\n", " ")
-    return text.replace("<", "&lt;").replace(">", "&gt;")
+    """A value safe in a markdown paragraph, heading or table cell: no pipes, newlines, markup or HTML."""
+    if is_missing(value):
+        return ""
+    text = _WHITESPACE.sub(" ", str(value))
+    # An HTML tag, comment or autolink opens with "<" and a letter, "/", "!" or "?"; "< 100" stays readable.
+    text = _TAG_OPEN.sub("&lt;", text.replace("&", "&amp;"))
+    return _SPECIAL.sub(lambda match: "\\" + match.group(0), text)
 
 
-def fmt_num(value: Any, digits: int = 1) -> str:
-    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    return f"{float(value):,.{digits}f}"
+def _code(text: str, in_table: bool) -> str:
+    text = _WHITESPACE.sub(" ", text)
+    if in_table:
+        text = text.replace("|", "\\|")  # GFM splits cells on | even inside code spans
+    fence = "``" if "`" in text else "`"
+    pad = " " if fence == "``" else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
 
 
-def fmt_mib(value: Any) -> str:
-    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    return f"{float(value) / 2**20:,.0f}"
+def inline(part: Inline, in_table: bool = False) -> str:
+    if isinstance(part, Strong):
+        text = escape_md(part.text)
+        return f"**{text}**" if text else ""
+    if isinstance(part, Code):
+        return _code(part.text, in_table)
+    return escape_md(part)
 
 
-def table(headers: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
+def _text_block(parts: tuple[Inline, ...]) -> str:
+    text = "".join(inline(part) for part in parts)
+    start = _BLOCK_START.match(text)
+    if not start:
+        return text
+    cut = start.end() - 1  # escape the punctuation that makes it a block ("\\#", "1\\.")
+    return text[:cut] + "\\" + text[cut:]
+
+
+def _table(table: Table) -> str:
+    lines = [
+        "| " + " | ".join(escape_md(h) for h in table.headers) + " |",
+        "|" + "|".join("---:" if numeric else "---" for numeric in table.numeric) + "|",
+    ]
+    lines += ["| " + " | ".join(inline(cell, in_table=True) for cell in row) + " |" for row in table.rows]
     return "\n".join(lines)
 
 
-def build_markdown(frame: pd.DataFrame) -> str:
-    parts = ["# Benchmark report", ""]
-    parts += _machines(frame)
-    ok = frame[frame["status"] == "ok"]
-    for (host, device), group in ok.groupby(["host", "device_id"], sort=True, dropna=False):
-        parts += [f"## {escape_md(host)} / {escape_md(device)}", ""]
-        rows = []
-        ordered = group.sort_values(["model_id", "quantization", "threads", "depth"], na_position="first")
-        for _, row in ordered.iterrows():
-            rows.append([
-                escape_md(row["model_id"]), escape_md(row["quantization"]), escape_md(row["threads"]),
-                escape_md(row["depth"]), fmt_mib(row["model_file_bytes"]), fmt_mib(row["peak_rss_bytes"]),
-                f"{fmt_num(row['prefill_tok_s_mean'])} ± {fmt_num(row['prefill_tok_s_std'])}",
-                f"{fmt_num(row['decode_tok_s_mean'])} ± {fmt_num(row['decode_tok_s_std'])}",
-                fmt_num(row["ttft_ms_mean"], 0), fmt_num(row["itl_ms_p99"]),
-            ])
-        parts.append(table(["model", "quant", "threads", "depth (tok)", "file (MiB)", "peak RSS (MiB)",
-                            "prefill (tok/s)", "decode (tok/s)", "TTFT (ms)", "ITL p99 (ms)"], rows))
-        parts.append("")
-    bad = frame[frame["status"] != "ok"]
-    parts += ["## Failed and skipped cells", ""]
-    if bad.empty:
-        parts.append("None.")
-    else:
-        parts.append(table(["host", "model", "quant", "backend", "device", "status", "reason"], [
-            [escape_md(r["host"]), escape_md(r["model_id"]), escape_md(r["quantization"]), escape_md(r["backend"]),
-             escape_md(r["device_id"]), escape_md(r["status"]), escape_md(r["reason"])] for _, r in bad.iterrows()
-        ]))
-    return "\n".join(parts) + "\n"
+def render_block(block: Block, image_dir: str) -> str:
+    if isinstance(block, Heading):
+        return "#" * block.level + " " + escape_md(block.text)
+    if isinstance(block, Paragraph):
+        return _text_block(block.parts)
+    if isinstance(block, Bullets):
+        return "\n".join("- " + _text_block(item.parts) for item in block.items)
+    if isinstance(block, Table):
+        return _table(block)
+    if isinstance(block, Image):
+        return f"![{escape_md(block.alt)}]({quote(f'{image_dir}/{block.filename}')})"
+    raise TypeError(f"unknown report block {type(block).__name__}")
 
 
-def _machines(frame: pd.DataFrame) -> list[str]:
-    rows = []
-    for host, group in frame.groupby("host", sort=True, dropna=False):
-        first = group.iloc[0]
-        rows.append([escape_md(host), escape_md(first["cpu_brand"]),
-                     escape_md(f"{first['cpu_physical_cores']}/{first['cpu_logical_cores']}"),
-                     fmt_num(first["ram_total_bytes"] / 2**30 if pd.notna(first["ram_total_bytes"]) else None),
-                     escape_md(first["gpu_name"]), escape_md(first["llama_cpp_python_version"]),
-                     escape_md(first["started_utc"] if "started_utc" in group else "")])
-    return ["## Machines", "", table(["host", "CPU", "cores (phys/log)", "RAM (GiB)", "GPU", "llama-cpp-python",
-                                      "measured (UTC)"], rows), ""]
+def render_markdown(blocks: list[Block], image_dir: str) -> str:
+    """The whole report; images are linked as `image_dir/<file>` (relative to the report)."""
+    return "\n\n".join(render_block(block, image_dir) for block in blocks) + "\n"

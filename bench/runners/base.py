@@ -72,6 +72,33 @@ class Runner(abc.ABC):
     def decode(self, tokens: np.ndarray) -> list[float]:
         """Process tokens one at a time; seconds for each, device synchronized."""
 
+    # ------------------------------------------------------------ quality (bench.quality, bench.tasks)
+    @abc.abstractmethod
+    def tokenize(self, text: str, add_bos: bool = True) -> np.ndarray:
+        """Token ids (int32) of text; add_bos: start with the model's BOS token if the model uses one."""
+
+    @abc.abstractmethod
+    def logits(self, tokens: np.ndarray) -> np.ndarray:
+        """Logits at every position of `tokens` as one fresh sequence: float32 [len(tokens), n_vocab]."""
+
+    def prepare_logits(self, n_ctx: int, cell: Cell) -> None:  # noqa: B027 - optional hook
+        """Get ready for logits()/generate_greedy() on up to n_ctx tokens. Default: nothing to do."""
+
+    def detokenize(self, tokens: np.ndarray) -> str:
+        """Text of generated tokens (special tokens dropped); generation tasks need it."""
+        from bench.errors import BenchError
+
+        raise BenchError(f"backend {self.backend} cannot turn tokens back into text, so it cannot score "
+                         "generation tasks; use multiple-choice tasks with it")
+
+    def generate_greedy(self, tokens: np.ndarray, max_new_tokens: int) -> np.ndarray:
+        """Up to max_new_tokens tokens, each the most probable next one; backends with a KV cache override it."""
+        sequence = np.asarray(tokens, dtype=np.int32)
+        generated: list[int] = []
+        for _ in range(max_new_tokens):
+            generated.append(int(np.argmax(self.logits(np.append(sequence, generated).astype(np.int32))[-1])))
+        return np.asarray(generated, dtype=np.int32)
+
     def memory_fields(self) -> dict[str, Any]:
         """Device-side memory the backend can read (peak VRAM, KV bytes). Default: nothing."""
         return {}

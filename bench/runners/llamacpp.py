@@ -245,6 +245,7 @@ class LlamaCppRunner(Runner):
     def logits(self, tokens: np.ndarray) -> np.ndarray:
         """Logits for every position of `tokens` as one fresh sequence: float32 [len(tokens), n_vocab]."""
         llama_cpp = _llama()
+        self._check_fits(len(tokens))
         llama_cpp.llama_memory_clear(self._memory(), True)
         n_vocab = self.n_vocab()
         out = np.empty((len(tokens), n_vocab), dtype=np.float32)
@@ -256,6 +257,53 @@ class LlamaCppRunner(Runner):
             out[start:start + len(chunk)] = np.ctypeslib.as_array(pointer, shape=(len(chunk), n_vocab))
         self._pos = len(tokens)
         return out
+
+    def _check_fits(self, n_tokens: int) -> None:
+        if not self.ctx:
+            raise BenchError("no context: call prepare_logits() before logits()")
+        if n_tokens > self.n_ctx:
+            raise BenchError(f"{n_tokens} tokens do not fit the context of {self.n_ctx} tokens")
+
+    def prepare_logits(self, n_ctx: int, cell: Cell) -> None:
+        self.open_context(n_ctx, cell, logits_all=True)
+
+    def detokenize(self, tokens: np.ndarray) -> str:
+        llama_cpp = _llama()
+        array = (llama_cpp.llama_token * max(1, len(tokens)))(*[int(t) for t in tokens])
+        capacity = 64 + 32 * len(tokens)
+        buffer = ctypes.create_string_buffer(capacity)
+        count = llama_cpp.llama_detokenize(self.vocab, array, len(tokens), buffer, capacity, True, False)
+        if count < 0:
+            capacity = -count
+            buffer = ctypes.create_string_buffer(capacity)
+            count = llama_cpp.llama_detokenize(self.vocab, array, len(tokens), buffer, capacity, True, False)
+        return buffer.raw[:count].decode("utf-8", errors="replace")
+
+    def generate_greedy(self, tokens: np.ndarray, max_new_tokens: int) -> np.ndarray:
+        """Greedy decoding on the KV cache (one step per new token); stops at an end-of-generation token."""
+        llama_cpp = _llama()
+        self._check_fits(len(tokens) + max_new_tokens)
+        llama_cpp.llama_memory_clear(self._memory(), True)
+        for start in range(0, len(tokens), self.n_batch):
+            chunk = tokens[start:start + self.n_batch]
+            self._fill_batch(chunk, start, start + len(chunk) == len(tokens))
+            self._decode_batch()
+        n_vocab = self.n_vocab()
+        position = len(tokens)
+        generated: list[int] = []
+        while True:
+            row = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self.ctx, -1), shape=(n_vocab,))
+            token = int(np.argmax(row))
+            if llama_cpp.llama_vocab_is_eog(self.vocab, token):
+                break
+            generated.append(token)
+            if len(generated) == max_new_tokens:
+                break
+            self._fill_batch(np.asarray([token]), position, True)
+            self._decode_batch()
+            position += 1
+        self._pos = position
+        return np.asarray(generated, dtype=np.int32)
 
 
 def _physical_cores() -> int:

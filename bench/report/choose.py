@@ -1,0 +1,154 @@
+"""Recommendations: which configurations meet the suite's constraints, and which is best.
+
+Each constraint is checked for every configuration at once and leaves a reason where it fails
+("decode 41.2 tok/s at depth 4096 < 60 required"), so the report can say what rules each option
+out. A constraint on something that was not measured rules the option out too (it cannot be shown
+to pass). Eligible options are ranked by cost per million tokens when every one of them has a
+cost, otherwise by decode speed; ties go to lower quality loss, then lower memory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import reduce
+
+import numpy as np
+import pandas as pd
+
+from bench.report import format as fmt
+from bench.suite import Constraints
+
+CONSTRAINT_TEXT = {
+    "min_decode_tok_s": "decode ≥ {} tok/s at every measured depth",
+    "max_kld": "mean KLD ≤ {} vs the baseline",
+    "max_ppl_increase_pct": "perplexity increase ≤ {} % vs the baseline",
+    "min_context": "fits a context of ≥ {} tokens",
+    "max_memory_gb": "peak memory ≤ {} GiB",
+    "min_task_accuracy": "task accuracy ≥ {} %",
+}
+
+
+@dataclass
+class Recommendation:
+    constraints: dict[str, float]
+    ranking: str
+    table: pd.DataFrame  # configs + eligible, reasons, rank (1 = best; NaN when ruled out)
+    best_per_device: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+    @property
+    def best(self) -> pd.Series | None:
+        ranked = self.table[self.table["rank"] == 1]
+        return None if ranked.empty else ranked.iloc[0]
+
+
+def _check(values: pd.Series, limit: float, at_least: bool, unmeasured: str, failed: pd.Series) -> pd.Series:
+    """Reason text where the check fails ('' where it passes)."""
+    missing = values.isna()
+    bad = (values < limit) if at_least else (values > limit)
+    reasons = pd.Series("", index=values.index, dtype=object)
+    reasons = reasons.where(~missing, unmeasured)
+    return reasons.where(~(bad & ~missing), failed)
+
+
+def constraint_reasons(configs: pd.DataFrame, constraints: Constraints) -> pd.DataFrame:
+    """One column of reasons per declared constraint."""
+    reasons: dict[str, pd.Series] = {}
+    c = constraints
+    if c.min_decode_tok_s is not None:
+        worst = configs["decode_worst"]
+        reasons["min_decode_tok_s"] = _check(
+            worst,
+            c.min_decode_tok_s,
+            True,
+            "decode speed not measured",
+            "decode "
+            + fmt.fixed(worst, 1)
+            + " tok/s at depth "
+            + fmt.integer(configs["decode_worst_depth"])
+            + f" < {c.min_decode_tok_s:g} required",
+        )
+    if c.max_kld is not None:
+        reasons["max_kld"] = _check(
+            configs["kld"],
+            c.max_kld,
+            False,
+            "KLD not measured",
+            "KLD " + fmt.fixed(configs["kld"], 4) + f" > {c.max_kld:g} allowed",
+        )
+    if c.max_ppl_increase_pct is not None:
+        reasons["max_ppl_increase_pct"] = _check(
+            configs["dppl_pct"],
+            c.max_ppl_increase_pct,
+            False,
+            "perplexity not measured",
+            "ΔPPL " + fmt.fixed(configs["dppl_pct"], 2) + f" % > {c.max_ppl_increase_pct:g} % allowed",
+        )
+    if c.min_context is not None:
+        fits = _check(
+            configs["max_context"],
+            c.min_context,
+            True,
+            "context fit unknown (no planner estimate)",
+            "fits " + fmt.integer(configs["max_context"]) + f" tokens < {c.min_context:,} required",
+        )
+        trained = fmt.as_float(configs["n_ctx_train"])
+        short = trained.notna() & (trained < c.min_context)
+        trained_reason = "model trained for " + fmt.integer(trained) + f" tokens < {c.min_context:,} required"
+        reasons["min_context"] = fits.where(~short | (fits != ""), trained_reason)
+    if c.max_memory_gb is not None:
+        memory_gib = configs["memory_bytes"] / fmt.GIB
+        reasons["max_memory_gb"] = _check(
+            memory_gib,
+            c.max_memory_gb,
+            False,
+            "peak memory not measured",
+            "memory " + fmt.fixed(memory_gib, 2) + f" GiB > {c.max_memory_gb:g} allowed",
+        )
+    if c.min_task_accuracy is not None:
+        accuracy = fmt.as_float(configs["task_accuracy_pct"])
+        reasons["min_task_accuracy"] = _check(
+            accuracy,
+            c.min_task_accuracy,
+            True,
+            "task accuracy not measured",
+            "task accuracy " + fmt.fixed(accuracy, 1) + f" % < {c.min_task_accuracy:g} % required",
+        )
+    return pd.DataFrame(reasons, index=configs.index)
+
+
+def recommend(
+    configs: pd.DataFrame, constraints: Constraints | None, quality_column: str | None
+) -> Recommendation:
+    constraints = constraints or Constraints()
+    declared = {k: v for k, v in constraints.model_dump().items() if v is not None}
+    reasons = constraint_reasons(configs, constraints)
+    table = configs.copy()
+    table["reasons"] = reduce(
+        lambda a, b: a + "; " + b,
+        (reasons[c] for c in reasons.columns),
+        pd.Series("", index=table.index, dtype=object),
+    )
+    table["reasons"] = table["reasons"].str.replace(r"(; )+", "; ", regex=True).str.strip("; ")
+    table["eligible"] = table["reasons"] == ""
+    eligible = table[table["eligible"]]
+    by_cost = not eligible.empty and eligible["usd_per_mtok"].notna().all()
+    ranking = "lowest cost per million tokens" if by_cost else "highest decode tok/s"
+    quality = table[quality_column] if quality_column else pd.Series(np.nan, index=table.index)
+    order = (
+        pd.DataFrame(
+            {
+                "primary": table["usd_per_mtok"] if by_cost else -fmt.as_float(table["decode_tok_s_mean"]),
+                "quality": quality,
+                "memory": table["memory_bytes"],
+                "setup": table["setup"],
+                "device": table["device"],
+            }
+        )
+        .loc[eligible.index]
+        .sort_values(["primary", "quality", "memory", "device", "setup"], na_position="last")
+    )
+    table["rank"] = np.nan
+    table.loc[order.index, "rank"] = np.arange(1, len(order) + 1, dtype=float)
+    ranked = table.loc[order.index]
+    best_per_device = ranked.drop_duplicates("device", keep="first").sort_values("device")
+    return Recommendation(constraints=declared, ranking=ranking, table=table, best_per_device=best_per_device)

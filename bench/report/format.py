@@ -1,0 +1,96 @@
+"""Numbers to table text, a whole column at a time: one precision and one unit per column."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+MISSING = "–"
+GIB = 2**30
+MIB = 2**20
+
+
+def is_missing(value: Any) -> bool:
+    if value is None or value is pd.NA:
+        return True
+    return isinstance(value, float) and math.isnan(value)
+
+
+def as_float(values: pd.Series) -> pd.Series:
+    return pd.to_numeric(values, errors="coerce").astype("float64")
+
+
+def _decimals_each(numbers: np.ndarray, significant: int = 3) -> np.ndarray:
+    """Per value: decimals giving it `significant` digits, at least 1 and at most 3: 0.312 → 3, 8.21 → 2,
+    712.4 → 1 (a tenth of a token per second is what run-to-run comparisons quote)."""
+    magnitude = np.floor(np.log10(np.abs(np.where(np.isfinite(numbers) & (numbers != 0), numbers, 1.0))))
+    return np.clip(significant - 1 - magnitude, 1, 3).astype(int)
+
+
+def _format(numbers: np.ndarray, digits: np.ndarray, suffix: str) -> list[str]:
+    return [
+        MISSING if math.isnan(v) else f"{v:,.{d}f}{suffix}"
+        for v, d in zip(numbers.tolist(), digits.tolist(), strict=True)
+    ]
+
+
+def fixed(values: pd.Series, decimals: int | None = None, suffix: str = "") -> pd.Series:
+    """Thousands separators and `decimals` decimals, or per value 3 significant digits (1 to 3 decimals)."""
+    numbers = as_float(values).to_numpy()
+    digits = _decimals_each(numbers) if decimals is None else np.full(len(numbers), decimals)
+    return pd.Series(_format(numbers, digits, suffix), index=values.index, dtype=object)
+
+
+def plus_minus(mean: pd.Series, spread: pd.Series, decimals: int | None = None) -> pd.Series:
+    """'82.0 ± 4.9' (mean ± standard deviation at the mean's precision), or the mean without a spread."""
+    means = as_float(mean).to_numpy()
+    digits = _decimals_each(means) if decimals is None else np.full(len(means), decimals)
+    mean_text = pd.Series(_format(means, digits, ""), index=mean.index, dtype=object)
+    spread_text = pd.Series(_format(as_float(spread).to_numpy(), digits, ""), index=mean.index, dtype=object)
+    has_spread = as_float(spread).notna() & as_float(mean).notna()
+    return mean_text.where(~has_spread, mean_text + " ± " + spread_text)
+
+
+def integer(values: pd.Series) -> pd.Series:
+    return fixed(values, 0)
+
+
+def bytes_unit(values: pd.Series) -> tuple[str, float, int]:
+    """(unit, divisor, decimals) for a byte column: GiB once its largest value reaches 10 GiB, else MiB."""
+    largest = as_float(values).max()
+    if not math.isnan(largest) and largest >= 10 * GIB:
+        return "GiB", float(GIB), 1
+    return "MiB", float(MIB), 0
+
+
+def byte_column(values: pd.Series) -> tuple[str, pd.Series]:
+    unit, divisor, decimals = bytes_unit(values)
+    return unit, fixed(as_float(values) / divisor, decimals)
+
+
+def text(values: pd.Series) -> pd.Series:
+    """Any column as display text ('' for missing); booleans as on/off."""
+
+    def one(value: Any) -> str:
+        if is_missing(value):
+            return ""
+        if isinstance(value, bool | np.bool_):
+            return "on" if value else "off"
+        if isinstance(value, float) and value.is_integer():
+            return str(int(value))
+        return str(value)
+
+    return values.map(one).astype(object)
+
+
+def tokens(value: float | int | None) -> str:
+    """A context length as people say it: 4K, 32K, 128K (K = 1024), or the exact number."""
+    if value is None or is_missing(value):
+        return MISSING
+    number = int(value)
+    if number >= 1024 and number % 1024 == 0:
+        return f"{number // 1024}K"
+    return f"{number:,}"

@@ -1,0 +1,56 @@
+"""One module per report section; each has `build(analysis) -> list[Block]`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from bench.report import format as fmt
+from bench.report.document import Strong, Table
+
+
+@dataclass(frozen=True)
+class Column:
+    header: str
+    values: pd.Series  # display text, aligned with the frame the table is built from
+    numeric: bool = False
+
+
+def frame_table(
+    columns: Sequence[Column], strong_rows: pd.Series | None = None, strong_column: str = ""
+) -> Table:
+    """A table from display-text columns; where `strong_rows` is True, the cell of `strong_column`
+    (default: the first column) is emphasized."""
+    if not columns:
+        return Table(headers=[], rows=[])
+    texts = [c.values.reset_index(drop=True).astype(object).fillna("") for c in columns]
+    rows = pd.concat(texts, axis=1).to_numpy().tolist()
+    if strong_rows is not None:
+        index = next((i for i, c in enumerate(columns) if c.header == strong_column), 0)
+        for position in np.flatnonzero(strong_rows.to_numpy(dtype=bool)):
+            rows[position][index] = Strong(str(rows[position][index]))
+    return Table(headers=[c.header for c in columns], rows=rows, numeric=[c.numeric for c in columns])
+
+
+def present(frame: pd.DataFrame, column: str) -> bool:
+    """The column exists and holds at least one value."""
+    return column in frame and frame[column].notna().any()
+
+
+def sort_configs(frame: pd.DataFrame, first: Sequence[str] = ()) -> pd.DataFrame:
+    """Stable, readable order: (first...), model, higher precision first, quant, backend, knobs, workload."""
+    from bench.report.data import KNOB_COLUMNS, WORKLOAD_COLUMNS
+
+    keyed = frame.assign(_bits=-fmt.as_float(frame["bits_per_weight"]))
+    keys = [*first, "model_id", "_bits", "quantization", "backend", *KNOB_COLUMNS, *WORKLOAD_COLUMNS]
+    if "depth" in frame:
+        keys.append("depth")
+    ordered = keyed.sort_values(keys, na_position="last", kind="stable")
+    return ordered.drop(columns="_bits")
+
+
+def count_text(number: int, singular: str, plural: str | None = None) -> str:
+    return f"{number:,} {singular if number == 1 else (plural or singular + 's')}"

@@ -1,0 +1,126 @@
+"""Section 4: Pareto fronts — quality loss vs decode speed, and vs memory; dominated options named."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+from bench.report import format as fmt
+from bench.report.data import QUALITY_LOSS_COLUMN, QUALITY_LOSS_LABEL
+from bench.report.document import Block, Heading, Paragraph
+from bench.report.plots import pareto_plot
+from bench.report.sections import Column, frame_table, sort_configs
+
+if TYPE_CHECKING:
+    from bench.report.build import Analysis
+
+
+def _verdict(configs: pd.DataFrame, front: str, dominated: str) -> pd.Series:
+    """'front', 'dominated by <setup> on <device>', or '–' when an axis was not measured."""
+    names = configs["setup"] + " on " + configs["device"]
+    by = configs[dominated]
+    has_dominator = by.notna()
+    dominator_names = names.reindex(by[has_dominator].astype("int64")).set_axis(by[has_dominator].index)
+    text = pd.Series(fmt.MISSING, index=configs.index, dtype=object)
+    text = text.where(~configs[front].astype(bool), "front")
+    text.loc[has_dominator] = "dominated by " + dominator_names
+    return text
+
+
+def build(analysis: Analysis) -> list[Block]:
+    data = analysis.data
+    configs = data.configs
+    blocks: list[Block] = [Heading(2, "Pareto fronts")]
+    if configs.empty:
+        return blocks + [Paragraph.of("Nothing was measured successfully.")]
+    metric = data.quality_metric
+    unit, divisor, decimals = fmt.bytes_unit(configs["memory_bytes"])
+    memory_label = f"peak memory ({unit})"
+    plotted = configs.assign(memory_unit=configs["memory_bytes"] / divisor)
+    if metric is None:
+        blocks.append(
+            Paragraph.of(
+                "Quality was not measured, so the front here is decode speed vs peak memory (faster and "
+                "smaller is "
+                "better). A configuration is dominated when another configuration of the same model is at "
+                "least as "
+                "fast and as small, and better on one of them."
+            )
+        )
+        image = pareto_plot(
+            plotted,
+            "decode_tok_s_mean",
+            "memory_unit",
+            "decode (tok/s)",
+            memory_label,
+            "front_speed",
+            "pareto-speed-memory.png",
+            "Decode speed vs peak memory",
+        )
+        blocks += [image] if image is not None else []
+        loss_column = None
+    else:
+        loss_column = QUALITY_LOSS_COLUMN[metric]
+        label = QUALITY_LOSS_LABEL[metric]
+        blocks.append(
+            Paragraph.of(
+                f"Quality loss is measured as {label} (lower is better), per model against its baseline "
+                "quantization, so fronts are drawn per model across every device and setting. A "
+                "configuration is "
+                "dominated when another one of the same model is at least as good on both axes and better "
+                "on one."
+            )
+        )
+        for front, x, x_label, name, title in (
+            (
+                "front_speed",
+                "decode_tok_s_mean",
+                "decode (tok/s)",
+                "pareto-quality-speed.png",
+                f"{label} vs decode speed",
+            ),
+            (
+                "front_memory",
+                "memory_unit",
+                memory_label,
+                "pareto-quality-memory.png",
+                f"{label} vs peak memory",
+            ),
+        ):
+            image = pareto_plot(plotted, x, loss_column, x_label, label, front, name, title)
+            blocks += [image] if image is not None else []
+    ordered = sort_configs(
+        configs.assign(
+            _off=~configs["front_speed"].astype(bool), _decode=-fmt.as_float(configs["decode_tok_s_mean"])
+        ),
+        first=["model_id", "_off", "_decode", "device"],
+    )
+    columns = [
+        Column("model", fmt.text(ordered["model_id"])),
+        Column("device", ordered["device"]),
+        Column("configuration", ordered["setup"]),
+        Column("decode (tok/s)", fmt.fixed(ordered["decode_tok_s_mean"]), True),
+        Column(memory_label, fmt.fixed(ordered["memory_bytes"] / divisor, decimals), True),
+    ]
+    if loss_column is not None:
+        columns.append(
+            Column(
+                QUALITY_LOSS_LABEL[metric], fmt.fixed(ordered[loss_column], 4 if metric == "kld" else 2), True
+            )
+        )
+        columns += [
+            Column("speed front", _verdict(ordered, "front_speed", "dominated_speed")),
+            Column("memory front", _verdict(ordered, "front_memory", "dominated_memory")),
+        ]
+    else:
+        columns.append(Column("speed/memory front", _verdict(ordered, "front_speed", "dominated_speed")))
+    on_any = ordered["front_speed"].astype(bool) | ordered["front_memory"].astype(bool)
+    dominated = int((~on_any).sum())
+    blocks.append(
+        Paragraph.of(
+            f"{int(on_any.sum())} configuration(s) on a front, {dominated} dominated (bold: on a front)."
+        )
+    )
+    blocks.append(frame_table(columns, strong_rows=on_any, strong_column="configuration"))
+    return blocks

@@ -1,0 +1,155 @@
+"""Section 6: the best configuration per device and overall under the constraints, and why not the rest."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+from bench.report import format as fmt
+from bench.report.choose import CONSTRAINT_TEXT
+from bench.report.data import QUALITY_LOSS_COLUMN, QUALITY_LOSS_LABEL
+from bench.report.document import Block, Bullets, Code, Heading, Inline, Paragraph, Strong
+from bench.report.economics import device_cost_table
+from bench.report.sections import Column, frame_table
+
+if TYPE_CHECKING:
+    from bench.report.build import Analysis
+
+
+def _constraints(analysis: Analysis) -> list[Block]:
+    declared = analysis.recommendation.constraints
+    if not declared:
+        where: tuple[Inline, ...] = (
+            (" in this suite",)
+            if analysis.data.suite is not None
+            else (" (no suite given: pass ", Code("--suite SUITE.yaml"), ")")
+        )
+        return [
+            Paragraph.of(
+                "No constraints were declared",
+                *where,
+                ", so every measured configuration is eligible. Declare them under ",
+                Code("constraints:"),
+                " (min_decode_tok_s, max_kld, max_ppl_increase_pct, min_context, "
+                "max_memory_gb, min_task_accuracy) to rule out options that are too slow, too lossy or too "
+                "big.",
+            )
+        ]
+    items = tuple(
+        Paragraph.of(CONSTRAINT_TEXT[name].format(f"{value:g}"), " (", Code(name), ")")
+        for name, value in declared.items()
+    )
+    return [
+        Paragraph.of("Constraints declared in the suite — a configuration must meet all of them:"),
+        Bullets(items),
+    ]
+
+
+def _costs(analysis: Analysis) -> list[Block]:
+    data = analysis.data
+    table = device_cost_table(data.configs, data.suite)
+    table = table[table["declared"]].sort_values("device")
+    if table.empty:
+        return [
+            Paragraph.of(
+                "No device costs were declared (",
+                Code("costs:"),
+                " in the suite, by device id or "
+                "HOST/DEVICE-ID): options are ranked by speed, and cost per million tokens is not shown.",
+            )
+        ]
+    electricity = table["power_w"] / 1000.0 * table["electricity_usd_per_kwh"]
+    columns = [
+        Column("device", table["device"]),
+        Column("price ($)", fmt.fixed(table["price_usd"], 0), True),
+        Column("amortized over (years)", fmt.fixed(table["amortization_years"], 1), True),
+        Column("utilization (%)", fmt.fixed(table["utilization"] * 100, 0), True),
+        Column("power (W)", fmt.fixed(table["power_w"], 0), True),
+        Column("electricity ($/kWh)", fmt.fixed(table["electricity_usd_per_kwh"], 3), True),
+        Column("hardware ($/h)", fmt.fixed(table["hardware_usd_per_h"], 4), True),
+        Column("electricity ($/h)", fmt.fixed(electricity, 4), True),
+    ]
+    return [Heading(3, "Device costs"), frame_table(columns)]
+
+
+def _option_columns(frame: pd.DataFrame, metric: str | None) -> list[Column]:
+    unit, divisor, decimals = fmt.bytes_unit(frame["memory_bytes"])
+    columns = [
+        Column("device", frame["device"]),
+        Column("configuration", frame["setup"]),
+        Column("decode (tok/s)", fmt.fixed(frame["decode_tok_s_mean"]), True),
+        Column(
+            "slowest decode (tok/s @ depth)",
+            fmt.fixed(frame["decode_worst"]) + " @" + fmt.integer(frame["decode_worst_depth"]),
+            True,
+        ),
+    ]
+    if metric is not None:
+        column = QUALITY_LOSS_COLUMN[metric]
+        columns.append(
+            Column(QUALITY_LOSS_LABEL[metric], fmt.fixed(frame[column], 4 if metric == "kld" else 2), True)
+        )
+    if frame["task_accuracy_pct"].notna().any():
+        columns.append(Column("task acc. (%)", fmt.fixed(frame["task_accuracy_pct"], 1), True))
+    columns += [
+        Column(f"peak memory ({unit})", fmt.fixed(frame["memory_bytes"] / divisor, decimals), True),
+        Column("largest context (tok)", fmt.integer(frame["max_context"]), True),
+    ]
+    if frame["usd_per_mtok"].notna().any():
+        cost = ("$" + fmt.fixed(frame["usd_per_mtok"], 3)).where(frame["usd_per_mtok"].notna(), fmt.MISSING)
+        columns.append(Column("cost ($ per 1M tok)", cost, True))
+    return columns
+
+
+def build(analysis: Analysis) -> list[Block]:
+    data, choice = analysis.data, analysis.recommendation
+    blocks: list[Block] = [Heading(2, "Recommendations")]
+    if data.configs.empty:
+        return blocks + [Paragraph.of("Nothing was measured successfully, so there is nothing to recommend.")]
+    blocks += _constraints(analysis)
+    blocks += _costs(analysis)
+    best = choice.best
+    table = choice.table
+    eligible = int(table["eligible"].sum())
+    if best is None:
+        blocks.append(
+            Paragraph.of(
+                Strong("No configuration meets every constraint."),
+                f" All {len(table)} are ruled out; the table below says by which constraint.",
+            )
+        )
+    else:
+        cost = f", ${best['usd_per_mtok']:,.3f} per million tokens" if pd.notna(best["usd_per_mtok"]) else ""
+        blocks.append(
+            Paragraph.of(
+                "Best overall: ",
+                Strong(f"{best['setup']} on {best['device']}"),
+                f" — {best['decode_tok_s_mean']:,.1f} tok/s decode{cost}; {eligible} of {len(table)} "
+                "configurations "
+                f"meet the constraints, ranked by {choice.ranking} (ties: lower quality loss, then lower "
+                "memory).",
+            )
+        )
+    metric = data.quality_metric
+    if not choice.best_per_device.empty:
+        per_device = choice.best_per_device
+        blocks += [Heading(3, "Best per device"), frame_table(_option_columns(per_device, metric))]
+    ordered = table.assign(_unranked=table["rank"].isna()).sort_values(
+        ["_unranked", "rank", "device", "setup"], kind="stable"
+    )
+    best_on_device = ordered.index.isin(choice.best_per_device.index)
+    verdict = pd.Series("eligible, #" + fmt.integer(ordered["rank"]), index=ordered.index, dtype=object)
+    verdict = verdict.where(~best_on_device, "best on its device, #" + fmt.integer(ordered["rank"]))
+    verdict = verdict.where(ordered["rank"] != 1, "recommended")
+    verdict = verdict.where(ordered["eligible"], "ruled out: " + ordered["reasons"])
+    columns = [
+        Column("rank", fmt.integer(ordered["rank"]), True),
+        *_option_columns(ordered, metric),
+        Column("verdict", verdict),
+    ]
+    blocks += [
+        Heading(3, "Every option"),
+        frame_table(columns, strong_rows=ordered["rank"] == 1, strong_column="configuration"),
+    ]
+    return blocks

@@ -1,0 +1,80 @@
+"""Report generation on a 100,000-row result history (prints the time; no timed assertion).
+
+The history is synthetic but shaped like real use: 20 machines × 10 models × 5 quantizations ×
+2 thread counts × 2 depths = 4,000 cells, measured on 25 nights. The issue's target is < 5 s here.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bench.report import write_report
+
+FIXTURES = Path(__file__).parent.parent / "fixtures" / "report"
+HOSTS, MODELS, QUANTS, THREADS, DEPTHS, NIGHTS = 20, 10, 5, 2, 2, 25
+QUANT_BITS = {"F16": 16.0, "Q8_0": 8.5, "Q6_K": 6.56, "Q4_K_M": 4.89, "Q2_K": 3.0}
+
+
+def synthetic_history(path: Path) -> int:
+    """Write the 100,000-row CSV (vectorized) and return its row count."""
+    template = pd.read_csv(FIXTURES / "host-a.csv", dtype=str, keep_default_na=False).iloc[[0]]
+    grid = np.array(
+        np.meshgrid(
+            np.arange(NIGHTS),
+            np.arange(HOSTS),
+            np.arange(MODELS),
+            np.arange(QUANTS),
+            np.arange(THREADS),
+            np.arange(DEPTHS),
+            indexing="ij",
+        )
+    ).reshape(6, -1)
+    night, host, model, quant, threads, depth = grid
+    count = grid.shape[1]
+    frame = pd.DataFrame(np.repeat(template.to_numpy(), count, axis=0), columns=template.columns)
+    rng = np.random.default_rng(7)
+    quants = np.array(list(QUANT_BITS))
+    bits = np.array(list(QUANT_BITS.values()))[quant]
+    size = (1 + model) * 4e8 * bits / 16
+    decode = 4e10 / size * (1 + 0.3 * threads) * np.where(depth == 1, 0.8, 1.0) * rng.normal(1, 0.03, count)
+    frame["host"] = np.char.add("host-", host.astype(str))
+    frame["model_id"] = np.char.add("model-", model.astype(str))
+    frame["quantization"] = quants[quant]
+    frame["bits_per_weight"] = bits.astype(str)
+    frame["threads"] = (threads + 1).astype(str)
+    frame["depth"] = (depth * 2048).astype(str)
+    frame["cell_id"] = [
+        f"{h}-{m}-{q}-{t}-{d}" for h, m, q, t, d in zip(host, model, quant, threads, depth, strict=True)
+    ]
+    frame["run_id"] = np.char.add("run-", night.astype(str))
+    frame["finished_utc"] = [f"2026-10-{1 + n:02d}T03:00:00Z" for n in night]
+    frame["decode_tok_s_mean"] = decode.round(3).astype(str)
+    frame["prefill_tok_s_mean"] = (decode * 8).round(3).astype(str)
+    frame["model_file_bytes"] = size.astype(np.int64).astype(str)
+    frame["peak_rss_bytes"] = (size * 1.1).astype(np.int64).astype(str)
+    frame["kld_mean"] = np.where(quant == 0, 0.0, 0.002 * 4.0**quant).astype(str)
+    frame["baseline_quantization"] = "F16"
+    frame.to_csv(path, index=False, lineterminator="\n")
+    return count
+
+
+@pytest.fixture(scope="module")
+def history(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("history") / "history.csv"
+    assert synthetic_history(path) == 100_000
+    return path
+
+
+def test_report_on_100k_rows(benchmark, history: Path, tmp_path: Path) -> None:  # noqa: ANN001 - pytest-benchmark
+    output = tmp_path / "report.md"
+    started = time.perf_counter()
+    benchmark.pedantic(write_report, args=([history], output), rounds=1, iterations=1)
+    print(f"\nreport on 100,000 rows: {time.perf_counter() - started:.2f} s (target < 5 s)")
+    text = output.read_text()
+    assert "host-19 / cpu" in text and "model-9" in text  # every machine and model made it through the merge
+    assert "## Recommendations" in text
