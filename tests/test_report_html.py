@@ -113,7 +113,7 @@ def test_html_and_markdown_say_the_same(tmp_path: Path) -> None:
     from bench.report.build import build_document
 
     page = render_html(build_document(analysis), "t")
-    for figure in ("$0.134", "gpu-box / gpu0", "KLD 0.3480 &gt; 0.05 allowed", "18,000 ± 150"):
+    for figure in ("$0.134", "gpu-box / gpu0", "KLD 0.3480 &gt; 0.05 allowed", "18,000.0 ± 150.0"):
         assert figure.replace("&gt;", ">").replace("$", "\\$") in markdown and figure in page
 
 

@@ -23,11 +23,12 @@ def as_float(values: pd.Series) -> pd.Series:
     return pd.to_numeric(values, errors="coerce").astype("float64")
 
 
-def _decimals_each(numbers: np.ndarray, significant: int = 3) -> np.ndarray:
-    """Per value: decimals giving it `significant` digits, at least 1 and at most 3: 0.312 → 3, 8.21 → 2,
-    712.4 → 1 (a tenth of a token per second is what run-to-run comparisons quote)."""
-    magnitude = np.floor(np.log10(np.abs(np.where(np.isfinite(numbers) & (numbers != 0), numbers, 1.0))))
-    return np.clip(significant - 1 - magnitude, 1, 3).astype(int)
+def _decimals_each(numbers: np.ndarray) -> np.ndarray:
+    """Per value: one decimal from 1 up (82.0, 1,234.5: a tenth is what run-to-run comparisons quote);
+    below 1, three significant digits up to 3 decimals (0.346, 0.0312 → 0.031)."""
+    safe = np.abs(np.where(np.isfinite(numbers) & (numbers != 0), numbers, 1.0))
+    small = np.clip(2 - np.floor(np.log10(safe)), 1, 3)
+    return np.where(safe >= 1, 1, small).astype(int)
 
 
 def _format(numbers: np.ndarray, digits: np.ndarray, suffix: str) -> list[str]:
@@ -38,7 +39,7 @@ def _format(numbers: np.ndarray, digits: np.ndarray, suffix: str) -> list[str]:
 
 
 def fixed(values: pd.Series, decimals: int | None = None, suffix: str = "") -> pd.Series:
-    """Thousands separators and `decimals` decimals, or per value 3 significant digits (1 to 3 decimals)."""
+    """Thousands separators and `decimals` decimals (default: 1, or 3 significant digits below 1)."""
     numbers = as_float(values).to_numpy()
     digits = _decimals_each(numbers) if decimals is None else np.full(len(numbers), decimals)
     return pd.Series(_format(numbers, digits, suffix), index=values.index, dtype=object)

@@ -9,7 +9,7 @@ import pandas as pd
 
 from bench.report import format as fmt
 from bench.report.context import CONTEXT_MARKS, MEMORY_SETUP, PLANNER_MISSING
-from bench.report.document import Block, Heading, Paragraph, Strong
+from bench.report.document import Block, Heading, Inline, Paragraph, Strong
 from bench.report.sections import Column, frame_table, sort_configs
 from bench.report.sections.devices import KNOB_HEADERS
 
@@ -27,6 +27,15 @@ def mark(largest: pd.Series, trained: pd.Series, tokens: int) -> pd.Series:
     return text.where(largest.notna(), fmt.MISSING)
 
 
+def _bases(setups: pd.DataFrame) -> list[Inline]:
+    """The planner's bases found in the data, emphasized: 'estimated', 'measured', ..."""
+    bases = sorted(set(fmt.text(setups["context_basis"])) - {""})
+    parts: list[Inline] = []
+    for position, basis in enumerate(bases or ["no basis given"]):
+        parts += ([", "] if position else []) + [Strong(basis)]
+    return parts
+
+
 def build(analysis: Analysis) -> list[Block]:
     configs = analysis.data.configs
     blocks: list[Block] = [Heading(2, "What fits")]
@@ -38,15 +47,11 @@ def build(analysis: Analysis) -> list[Block]:
         blocks.append(
             Paragraph.of(
                 "The largest context (prompt + generated tokens in the KV cache) that fits each device's "
-                "memory, from "
-                "the memory planner: weights + KV cache + compute buffers against the device's memory, ",
-                Strong("estimated"),
-                " from the model's shapes or ",
-                Strong("measured"),
-                f" where a run at that size was recorded. {marks} are the usual chat, long-document and "
-                "reasoning "
-                "lengths; 'memory only' means the memory fits but the model was trained for a shorter "
-                "context.",
+                "memory, from the memory planner (weights + KV cache + compute buffers against the device's "
+                "total memory); the basis column says how the planner got it (",
+                *_bases(setups),
+                f"). {marks} are the usual chat, long-document and reasoning lengths; 'memory only' means "
+                "the memory fits but the model was trained for a shorter context.",
             )
         )
         largest = fmt.as_float(setups["max_context"])

@@ -135,6 +135,9 @@ def build(analysis: Analysis) -> list[Block]:
     if not choice.best_per_device.empty:
         per_device = choice.best_per_device
         blocks += [Heading(3, "Best per device"), frame_table(_option_columns(per_device, metric))]
+        without = sorted(set(table["device"]) - set(per_device["device"]))
+        if without:
+            blocks.append(Paragraph.of(f"No configuration meets the constraints on: {', '.join(without)}."))
     ordered = table.assign(_unranked=table["rank"].isna()).sort_values(
         ["_unranked", "rank", "device", "setup"], kind="stable"
     )
