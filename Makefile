@@ -7,5 +7,6 @@ install:
 quickstart: install
 	.venv/bin/bench run suites/quickstart.yaml --report reports/quickstart.md
 
-test: install
+test:
+	BENCH_EXTRAS=dev,models,torch ./scripts/install.sh
 	.venv/bin/python -m pytest -q

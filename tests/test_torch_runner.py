@@ -179,6 +179,27 @@ def test_static_cache_gives_the_same_logits_as_dynamic(tiny_model: Path) -> None
     assert torch.get_num_threads() == 1  # the cell's thread count
 
 
+@pytest.mark.slow
+def test_torch_compile_knob_measures_and_matches_eager(tiny_model: Path) -> None:
+    """torch.compile (Inductor, ~1 min of compiling here, in the warm-up) computes what eager does."""
+    from bench.runners.base import measure_cell, repetition_fields
+    from bench.runners.torch import TorchRunner
+
+    cell = _torch_cell("fp32", torch_compile=True, static_cache=True, prompt_tokens=8, gen_tokens=3, warmup=1)
+    runner = TorchRunner(tiny_model, cell)
+    runner.load()
+    runner.start_context(cell)
+    warmups, measured = measure_cell(runner, cell)
+    assert repetition_fields(cell, warmups, measured)["decode_tok_s_mean"] > 0
+    tokens = np.arange(3, 11, dtype=np.int32)  # the prefill's shape: its compiled graph is reused
+    outputs = []
+    for eager in (False, True):
+        runner.reset(np.zeros(0, dtype=np.int32))
+        outputs.append(runner._forward(*runner._inputs(tokens, 0), runner.cache, eager=eager)[0, -1].numpy())
+    np.testing.assert_allclose(outputs[0], outputs[1], rtol=1e-4, atol=1e-4)
+    runner.close()
+
+
 def test_bench_run_on_tiny_model_with_quality(tiny_model: Path, write_suite, tmp_path: Path) -> None:
     pytest.importorskip("torchao")
     suite = write_suite(quick_suite_yaml(
@@ -330,7 +351,7 @@ def test_shipped_torch_suites_expand() -> None:
 
 
 def test_hf_repo_reference_resolves_from_the_local_cache(tiny_model: Path, tmp_path: Path) -> None:
-    """hf://org/repo names a whole repository (the torch backend's form); offline it comes from the HF cache."""
+    """hf://org/repo names a whole repository (the torch form); offline it comes from the HF cache."""
     import shutil
 
     commit = "0" * 40

@@ -352,6 +352,8 @@ class TorchRunner(Runner):
         extra["file_type"] = file_type
         extra["bits_per_weight"] = 8.0 * weight_bytes / n_params if n_params else None
         _release_freed_memory()
+        if self.device_kind == "cuda":
+            torch.cuda.empty_cache()  # the float weights' blocks, freed by quantization, leave the allocator
         return LoadInfo(load_s=load_s, n_params=n_params, model_file_bytes=self._file_bytes(), extra=extra)
 
     def _quantize(self, model: Any, quant: str) -> str:
