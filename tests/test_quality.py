@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import os
 import re
 import shutil
 import subprocess
@@ -51,7 +52,18 @@ from bench.runners.llamacpp import LlamaCppRunner
 from bench.suite import QualitySpec
 from tests.conftest import GEMMA3_REF, SMOLLM2_REF, quick_suite_yaml
 
-LLAMA_PERPLEXITY = Path("/tmp/llama-src/build/bin/llama-perplexity")
+
+def _find_perplexity_tool() -> Path:
+    """$LLAMA_PERPLEXITY, else scripts/build_llama_tools.sh's output, else a source tree build, else PATH."""
+    candidates = [os.environ.get("LLAMA_PERPLEXITY", ""),
+                  str(Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "bench" / "llama-tools"
+                      / "build" / "bin" / "llama-perplexity"),
+                  "/tmp/llama-src/build/bin/llama-perplexity", shutil.which("llama-perplexity") or ""]
+    found = [Path(c) for c in candidates if c and Path(c).is_file()]
+    return found[0] if found else Path("llama-perplexity")
+
+
+LLAMA_PERPLEXITY = _find_perplexity_tool()
 LADDER = ("F16", "Q8_0", "Q4_K_M", "Q2_K")
 BUILTIN_TEXT = load_eval_text("builtin").text
 
