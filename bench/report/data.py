@@ -196,7 +196,9 @@ def _bandwidth(frame: pd.DataFrame, suite: Suite | None) -> pd.DataFrame:
 
 def _roofline(frame: pd.DataFrame) -> pd.DataFrame:
     """Bytes read per decoded token ≈ weights + KV cache at the mean position of the decode; tok/s bound."""
-    weights = fmt.as_float(frame["est_weights_bytes"]).fillna(fmt.as_float(frame["model_file_bytes"]))
+    # Weights as held in memory (a dequantized torch row is larger than its GGUF file).
+    in_memory = fmt.as_float(frame["n_params"]) * fmt.as_float(frame["bits_per_weight"]) / 8
+    weights = in_memory.fillna(fmt.as_float(frame["est_weights_bytes"])).fillna(fmt.as_float(frame["model_file_bytes"]))
     per_token_measured = fmt.as_float(frame["kv_cache_bytes"]) / fmt.as_float(frame["n_ctx"])
     element_bytes = fmt.as_float(frame["kv_cache_type"].map(KV_TYPE_BYTES)).fillna(2.0)
     per_token_shape = (
