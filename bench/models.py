@@ -312,7 +312,11 @@ def _parse_gguf(path: Path) -> GgufHeader:
             data_offset = -(-cursor.pos // alignment) * alignment
             tensors = []
             for name, shape, type_id, offset in infos:
-                quant = GGMLQuantizationType(type_id)
+                try:
+                    quant = GGMLQuantizationType(type_id)
+                except ValueError:
+                    raise ValueError(f"tensor {name!r} has ggml type {type_id}, unknown to the installed gguf "
+                                     "package (pip install -U gguf)") from None
                 block, block_bytes = GGML_QUANT_SIZES[quant]
                 n_elements = math.prod(shape)
                 tensors.append(GgufTensor(name, shape, quant.name, data_offset + offset, n_elements,

@@ -296,14 +296,15 @@ def shape_from_suite(model: ModelSpec) -> ModelShape | None:
     n_heads = pick("n_heads", known.n_heads if known else n_kv_heads)
     n_embd = pick("n_embd", known.n_embd if known else n_heads * head_dim)
     n_vocab = pick("n_vocab", known.n_vocab if known else 32000)
-    n_params = int(meta["params_b"] * 1e9) if meta["params_b"] is not None else known.n_params  # type: ignore[union-attr]
+    params_b = meta["params_b"]
+    n_params = int(params_b * 1e9) if params_b is not None else known.n_params  # type: ignore[union-attr]
     tied = known.tied_embeddings if known else False
     embeddings = n_vocab * n_embd
     output = 0 if tied else embeddings
     per_layer = max(0, n_params - embeddings - output) // max(1, n_layers)
-    basis = f"known shape of {known.name}" if known else "the suite's models[].metadata"
+    basis = f"known shape: {known.name}" if known else "suite metadata"
     if known and any(meta[k] is not None for k in meta):
-        basis += " with the suite's models[].metadata"
+        basis += " + suite metadata"
     return ModelShape(
         name=known.name if known else model.id, basis=basis, arch=known.arch if known else "",
         n_layers=n_layers, n_heads=n_heads, n_kv_heads=(n_kv_heads,) * n_layers, head_dim_k=head_dim,
@@ -411,32 +412,40 @@ def estimate_memory(
     flash_attn: str = "auto", n_gpu_layers: int | None = 0, device_kind: str = "cpu",
     quantization: str | None = None, swa_full: bool = RUNNER_SWA_FULL, repack: bool = True,
 ) -> MemoryEstimate:
-    """Memory of the model at a context of n_ctx cells with batches of up to batch_tokens tokens."""
+    """Memory of the model at a context of n_ctx cells with batches of up to batch_tokens tokens.
+
+    Weights count each tensor once where llama.cpp puts it. Compute counts everything else a process holds:
+    compute buffers, the runtime and tokenizer tables, and the file pages loading leaves resident (the GGUF
+    header, and the originals of tensors the CPU backend repacked into a copy).
+    """
     weights = weights_for(shape, quantization)
+    exact_file = quantization in (None, "", "source") or quantization == shape.file_type
     gpu_layers, output_on_gpu = offloaded_layers(shape, n_gpu_layers, device_kind)
     on_gpu = set(gpu_layers)
+    on_cpu = [i for i in range(shape.n_layers) if i not in on_gpu]
     flash = flash_attn != "off"
     tokens = max(1, min(batch_tokens, n_ubatch))
-    kv_per_layer = [kv_bytes_per_cell(shape, kv_cache_type, range(i, i + 1)) * _kv_cells(shape, i, n_ctx, n_ubatch, swa_full)
-                    for i in range(shape.n_layers)]
-    weights_vram = sum(weights.layers[i] for i in on_gpu) + (weights.output + weights.output_copy if output_on_gpu else 0)
-    weights_ram = (sum(weights.layers[i] for i in range(shape.n_layers) if i not in on_gpu) + weights.input
-                   + (0 if output_on_gpu else weights.output) + shape.header_bytes)
-    if repack and weights is not None and shape.repack_bytes and (quantization in (None, "", "source", shape.file_type)):
-        weights_ram += sum(shape.repack_bytes[i] for i in range(shape.n_layers) if i not in on_gpu)
+    kv_per_layer = [kv_bytes_per_cell(shape, kv_cache_type, range(i, i + 1))
+                    * _kv_cells(shape, i, n_ctx, n_ubatch, swa_full) for i in range(shape.n_layers)]
+    weights_vram = sum(weights.layers[i] for i in on_gpu)
+    weights_vram += weights.output + weights.output_copy if output_on_gpu else 0
+    weights_ram = sum(weights.layers[i] for i in on_cpu) + weights.input + (0 if output_on_gpu else weights.output)
     kv_vram = int(sum(kv_per_layer[i] for i in on_gpu))
     kv_ram = int(sum(kv_per_layer)) - kv_vram
-    runtime = LLAMA_RUNTIME_BYTES + TOKENIZER_BYTES_PER_TOKEN * shape.n_vocab
+    loader_residue = shape.header_bytes
+    if repack and exact_file and shape.repack_bytes:
+        loader_residue += sum(shape.repack_bytes[i] for i in on_cpu)
+    runtime = LLAMA_RUNTIME_BYTES + TOKENIZER_BYTES_PER_TOKEN * shape.n_vocab + loader_residue
+    compute_vram = 0
     if on_gpu or output_on_gpu:
         compute_vram = CUDA_RUNTIME_BYTES + _reserved_compute_bytes(shape, n_ubatch, n_ctx, flash, output_on_gpu)
-        host_layers = shape.n_layers - len(on_gpu)
-        compute_ram = runtime + (2 * shape.n_embd * tokens * 4 if not host_layers
-                                 else _touched_compute_bytes(shape, tokens, n_ctx, flash))
-    else:
-        compute_vram = 0
+    if on_cpu or not (on_gpu or output_on_gpu):
         compute_ram = runtime + _touched_compute_bytes(shape, tokens, n_ctx, flash)
+    else:  # every layer on the GPU: the host only stages each batch's embeddings
+        compute_ram = runtime + 2 * shape.n_embd * tokens * 4
     return MemoryEstimate(n_ctx=n_ctx, weights_ram=weights_ram, weights_vram=weights_vram, kv_ram=kv_ram,
-                          kv_vram=kv_vram, compute_ram=compute_ram, compute_vram=compute_vram, basis=shape.basis)
+                          kv_vram=kv_vram, compute_ram=compute_ram, compute_vram=compute_vram,
+                          basis=shape.basis)
 
 
 def cell_context(cell: Cell) -> int:
@@ -470,23 +479,27 @@ class Budget:
 
     ram_bytes: int | None
     vram_bytes: int | None
-    source: str  # "free now", "declared (devices[].memory_gb)", ...
+    source: str  # said after the number: "available now", "free now", "memory_gb: 24 in the suite", ...
 
     def on(self, where: str) -> int | None:
         return self.vram_bytes if where == "VRAM" else self.ram_bytes
 
 
 def device_budget(fingerprint: Fingerprint, device: DeviceSpec, limits: Limits | None = None) -> Budget:
+    """RAM available now (or the worker's memory limit, if lower); a present GPU's free VRAM, or for an
+    absent one the suite's devices[].memory_gb."""
     ram: int | None = fingerprint.ram_available_bytes or None
-    if ram is not None and limits is not None and limits.memory_limit_gb:
-        ram = min(ram, int(limits.memory_limit_gb * GIB))
-    declared = int(device.memory_gb * GIB) if getattr(device, "memory_gb", None) else None
+    source = "available now"
+    limit_gb = limits.memory_limit_gb if limits is not None else None
+    if ram is not None and limit_gb and limit_gb * GIB < ram:  # the worker cannot use more than its limit
+        ram, source = int(limit_gb * GIB), f"the suite's limits.memory_limit_gb ({limit_gb:g})"
+    declared = int(device.memory_gb * GIB) if device.memory_gb else None
     if device.kind == "cpu":
-        return Budget(ram, None, "available now")
+        return Budget(ram, None, source)
     if 0 <= device.index < len(fingerprint.gpus):
         return Budget(ram, fingerprint.gpus[device.index].vram_free_bytes, "free now")
     if declared:  # planning for a card this machine does not have: its host RAM is unknown
-        return Budget(None, declared, f"declared in the suite (memory_gb: {device.memory_gb:g})")
+        return Budget(None, declared, f"memory_gb: {device.memory_gb:g} in the suite")
     return Budget(None, None, "unknown: the device is absent (set devices[].memory_gb to plan for it)")
 
 
@@ -529,12 +542,11 @@ def max_context(shape: ModelShape, budget: Budget, *, quantization: str | None =
                                    device_kind=device_kind, quantization=quantization)
         return fits(estimate, budget)
 
-    low, high = 0, MAX_CONTEXT // N_CTX_ROUND  # in units of 256 tokens; fits(low) holds (0 = nothing)
     if not ok(N_CTX_ROUND):
         return 0
-    low = 1
     if ok(MAX_CONTEXT):
         return MAX_CONTEXT
+    low, high = 1, MAX_CONTEXT // N_CTX_ROUND  # in units of 256 tokens: low fits, high does not
     while high - low > 1:
         middle = (low + high) // 2
         low, high = (middle, high) if ok(middle * N_CTX_ROUND) else (low, middle)
@@ -545,7 +557,7 @@ def max_context(shape: ModelShape, budget: Budget, *, quantization: str | None =
 
 
 def _number(row: Mapping[str, Any], key: str) -> float | None:
-    value = row.get(key) if hasattr(row, "get") else None
+    value = row.get(key)
     if value is None or isinstance(value, str) and not value.strip():
         return None
     try:
@@ -657,7 +669,12 @@ class ShapeFinder:
         return self._found[key]
 
     def _find(self, model: ModelSpec, quantization: str) -> ShapeSource:
-        from bench.models import cell_model_reference, local_model_file, needs_derivation, quant_type_from_name
+        from bench.models import (
+            cell_model_reference,
+            local_model_file,
+            needs_derivation,
+            quant_type_from_name,
+        )
 
         if needs_derivation(model, quantization, "llamacpp"):
             from bench.quantize import cached_derived_file

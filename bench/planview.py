@@ -97,8 +97,9 @@ def context_table(planned: list[PlannedCell]) -> Table | None:
         return None
     table = Table(title="Largest context that fits (estimated; prompt + generated tokens in the KV cache)")
     for column in ("model", "quant", "device", "ngl", "KV", "weights", "KV per 1K tok", "memory", "trained",
-                   "largest", *(f"fits {_tokens(t)}" for t in CONTEXT_MARKS)):
-        table.add_column(column, justify="left" if column in ("model", "quant", "device", "memory") else "right")
+                   "largest", *(f"fits {_tokens(t)}" for t in CONTEXT_MARKS), "shape from"):
+        table.add_column(column, justify="left" if column in ("model", "quant", "device", "memory", "shape from")
+                         else "right")
     for item in setups.values():
         cell, memory = item.cell, item.memory
         assert memory is not None and memory.estimate is not None and memory.shape is not None
@@ -113,7 +114,7 @@ def context_table(planned: list[PlannedCell]) -> Table | None:
         table.add_row(cell.model_id, cell.quantization, cell.device_id, ngl, cell.kv_cache_type or "",
                       f"{estimate.weights_bytes / GIB:.2f} GiB", f"{per_1k / 2**20:.0f} MiB", memory_text,
                       _tokens(shape.n_ctx_train), _tokens(largest) if largest is not None else "?",
-                      *(_fit_mark(largest, shape.n_ctx_train, t) for t in CONTEXT_MARKS))
+                      *(_fit_mark(largest, shape.n_ctx_train, t) for t in CONTEXT_MARKS), shape.basis)
     return table
 
 

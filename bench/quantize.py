@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import functools
 import hashlib
 import json
 import os
@@ -47,6 +48,7 @@ def derivable_types() -> list[str]:
     return [t for t in GGUF_QUANT_TYPES if hasattr(llama_cpp, _ftype_attribute(t)) and t not in NEEDS_IMATRIX]
 
 
+@functools.lru_cache(maxsize=1)
 def llama_cpp_version_key() -> str:
     """llama-cpp-python's version plus ggml's version and commit: a new llama.cpp may quantize differently."""
     import llama_cpp
@@ -184,21 +186,21 @@ def build_derived(source: Path, quantization: str, *, source_type: str, allow_re
     with FileLock(str(target.with_suffix(".lock"))):
         if _valid_gguf(target):  # another process built it while we waited
             return Derived(target, quantization, source_type, built=False, seconds=0.0)
+        # Same folder as the target, so os.replace() is an atomic rename; the pid keeps racers apart.
         temporary = target.with_name(f".{target.stem}.{os.getpid()}.tmp.gguf")
         try:
             _quantize_in_child(source, temporary, quantization, allow_requantize)
             check_gguf(temporary)
-            seconds = time.perf_counter() - start
             _write_json_atomically(target.with_suffix(".json"), {
                 "source_reference": reference, "source_path": str(source), "source_sha256": source_sha256(source),
                 "source_type": source_type, "quantization": quantization, "llama_cpp": llama_cpp_version_key(),
-                "built_utc": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), "seconds": round(seconds, 2),
-                "bytes": temporary.stat().st_size,
+                "built_utc": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "seconds": round(time.perf_counter() - start, 2), "bytes": temporary.stat().st_size,
             })
             os.replace(temporary, target)
         finally:
             temporary.unlink(missing_ok=True)
-    return Derived(target, quantization, source_type, built=True, seconds=seconds)
+    return Derived(target, quantization, source_type, built=True, seconds=time.perf_counter() - start)
 
 
 def derive(model: ModelSpec, quantization: str) -> Derived:
