@@ -12,12 +12,13 @@ from tests.conftest import quick_suite_yaml
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_quickstart_suite_expands_to_threads_times_depths() -> None:
+def test_quickstart_suite_expands_to_threads_times_depths_plus_derived_quantizations() -> None:
     suite = load_suite(ROOT / "suites" / "quickstart.yaml")
     cells = expand(suite)
-    speed = {(c.threads, c.depth) for c in cells}
-    assert speed == {(1, 0), (1, 512), (2, 0), (2, 512)}
-    assert all(c.quantization == "Q4_1" and c.backend == "llamacpp" and c.n_gpu_layers == 0 for c in cells)
+    points = {(c.quantization, c.threads, c.depth) for c in cells}
+    assert points == {("Q4_1", 1, 0), ("Q4_1", 1, 512), ("Q4_1", 2, 0), ("Q4_1", 2, 512),
+                      ("Q8_0", 2, 0), ("Q2_K", 2, 0)}
+    assert all(c.backend == "llamacpp" and c.n_gpu_layers == 0 for c in cells)
     assert len({c.cell_id for c in cells}) == len(cells)
 
 
