@@ -16,7 +16,8 @@ from bench.errors import BenchError
 EXIT_OK, EXIT_USAGE, EXIT_INTERRUPTED = 0, 2, 130
 
 console = Console(stderr=True)
-out = Console()
+# Piped to a file or a CI log, rich would squeeze the wide tables into 80 columns.
+out = Console() if sys.stdout.isatty() else Console(width=220)
 
 
 def cmd_hw(args: argparse.Namespace) -> int:
