@@ -79,6 +79,7 @@ class ResultRow(BaseModel):
     load_s: float | None = None
     prefill_tok_s_samples: str = ""  # one value per repetition, ';'-separated
     decode_tok_s_samples: str = ""
+    ttft_ms_samples: str = ""
     warmup_prefill_tok_s: str = ""
     warmup_decode_tok_s: str = ""
     unstable: bool | None = None

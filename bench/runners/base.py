@@ -179,6 +179,7 @@ def repetition_fields(cell: Cell, warmups: list[Repetition], measured: list[Repe
         "itl_ms_p99": percentile(itl_ms, 99),
         "prefill_tok_s_samples": samples_to_text(prefill),
         "decode_tok_s_samples": samples_to_text(decode),
+        "ttft_ms_samples": samples_to_text(ttft_ms),
         "warmup_prefill_tok_s": samples_to_text(cell.prompt_tokens / r.prefill_s for r in warmups),
         "warmup_decode_tok_s": samples_to_text(len(r.decode_token_s) / sum(r.decode_token_s) for r in warmups),
         "unstable": pp.unstable or tg.unstable,
