@@ -14,6 +14,7 @@ import mmap
 import os
 import re
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -115,7 +116,6 @@ def _resolve_hf(reference: str) -> Path:
     repo_id, filename, revision = parse_hf_reference(reference)
     try:
         from huggingface_hub import hf_hub_download
-        from huggingface_hub.errors import LocalEntryNotFoundError
     except ImportError as exc:
         raise ModelUnavailable(f"{reference}: huggingface_hub is not installed ({exc})") from None
     how = (
@@ -123,22 +123,30 @@ def _resolve_hf(reference: str) -> Path:
         f"(models[].source or models[].files), or pre-fill the Hugging Face cache "
         f"(huggingface-cli download {repo_id} {filename}) and set HF_HUB_OFFLINE=1"
     )
+    return _from_hub(reference, "file", how,
+                     lambda cache_only: hf_hub_download(repo_id=repo_id, filename=filename, revision=revision,
+                                                        local_files_only=cache_only))
+
+
+def _from_hub(reference: str, what: str, how: str, fetch: Callable[[bool], str]) -> Path:
+    """Run a huggingface_hub download, turning offline/missing/network failures into ModelUnavailable."""
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
     offline = _hf_offline()
     try:
         # After one failed connection, later references look in the cache only: each retry costs ~20 s.
-        return Path(hf_hub_download(repo_id=repo_id, filename=filename, revision=revision,
-                                    local_files_only=offline or _HUB_STATE["unreachable"]))
+        return Path(fetch(offline or _HUB_STATE["unreachable"]))
     except LocalEntryNotFoundError:
         if offline:
-            why = "HF_HUB_OFFLINE is set and the file is not in the local Hugging Face cache"
+            why = f"HF_HUB_OFFLINE is set and the {what} is not in the local Hugging Face cache"
         else:
             _HUB_STATE["unreachable"] = True
             why = "not in the local Hugging Face cache and the hub is unreachable"
         raise ModelUnavailable(f"{reference}: {why}", hint=how) from None
     except Exception as exc:  # network errors, 401/404 from the hub, ...
-        raise ModelUnavailable(f"{reference}: cannot download from the Hugging Face hub: "
-                               f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
-                               hint=how) from None
+        first_line = str(exc).splitlines()[0] if str(exc) else ""
+        raise ModelUnavailable(f"{reference}: cannot download the {what} from the Hugging Face hub: "
+                               f"{type(exc).__name__}: {first_line}", hint=how) from None
 
 
 def _names_hf_repo(reference: str) -> bool:
@@ -157,26 +165,13 @@ def _resolve_hf_repo(reference: str) -> Path:
         raise BenchError(f"bad model reference {reference!r}: expected hf://<org>/<repo>[@revision]")
     try:
         from huggingface_hub import snapshot_download
-        from huggingface_hub.errors import LocalEntryNotFoundError
     except ImportError as exc:
         raise ModelUnavailable(f"{reference}: huggingface_hub is not installed ({exc})") from None
     how = (f"download huggingface.co/{repo_id} elsewhere and put the local folder in the suite, or pre-fill the "
            f"Hugging Face cache (huggingface-cli download {repo_id}) and set HF_HUB_OFFLINE=1")
-    offline = _hf_offline()
-    try:
-        return Path(snapshot_download(repo_id=repo_id, revision=revision or None, allow_patterns=HF_REPO_PATTERNS,
-                                      local_files_only=offline or _HUB_STATE["unreachable"]))
-    except LocalEntryNotFoundError:
-        if offline:
-            why = "HF_HUB_OFFLINE is set and the repository is not in the local Hugging Face cache"
-        else:
-            _HUB_STATE["unreachable"] = True
-            why = "not in the local Hugging Face cache and the hub is unreachable"
-        raise ModelUnavailable(f"{reference}: {why}", hint=how) from None
-    except Exception as exc:  # network errors, 401/404 from the hub, ...
-        raise ModelUnavailable(f"{reference}: cannot download the repository from the Hugging Face hub: "
-                               f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
-                               hint=how) from None
+    return _from_hub(reference, "repository", how,
+                     lambda cache_only: snapshot_download(repo_id=repo_id, revision=revision or None,
+                                                          allow_patterns=HF_REPO_PATTERNS, local_files_only=cache_only))
 
 
 def check_torch_model(path: Path) -> None:
