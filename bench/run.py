@@ -17,13 +17,24 @@ from bench.errors import BenchError, ModelUnavailable
 from bench.hardware import Fingerprint, detect, system_warnings
 from bench.isolation import CellOutcome, Interrupted, WorkGroup, run_group
 from bench.models import (
-    ResolvedModel, cell_model_reference, check_gguf, check_torch_model, gguf_metadata, needs_derivation, resolve,
+    ResolvedModel,
+    cell_model_reference,
+    check_gguf,
+    check_torch_model,
+    gguf_metadata,
+    needs_derivation,
+    resolve,
 )
 from bench.plan import PlannedCell, parse_filters, plan_cells, select_filters, select_shard
 from bench.planner import file_memory, plan_memory
 from bench.quality import QualityScheduler, join_quality
 from bench.results import (
-    COLUMNS, ResultRow, ResultsWriter, drop_partial_last_line, measured_cell_ids, read_results,
+    COLUMNS,
+    ResultRow,
+    ResultsWriter,
+    drop_partial_last_line,
+    measured_cell_ids,
+    read_results,
 )
 from bench.suite import Cell, Suite, load_suite
 

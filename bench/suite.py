@@ -54,7 +54,7 @@ class ModelSpec(StrictModel):
     metadata: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
-    def _needs_a_file(self) -> "ModelSpec":
+    def _needs_a_file(self) -> ModelSpec:
         if self.source is None and not self.files:
             raise ValueError("a model needs `source` (a path, package:<pkg>/<file> or hf://...) or `files`")
         return self
@@ -205,7 +205,7 @@ class Suite(StrictModel):
         return devices
 
     @model_validator(mode="after")
-    def _known_quantizations(self) -> "Suite":
+    def _known_quantizations(self) -> Suite:
         for backend in self.backends:
             allowed = QUANT_TYPES_BY_BACKEND[backend]
             for quant in self.quantizations_for(backend):
@@ -457,7 +457,7 @@ def _cells_for(suite: Suite, model: ModelSpec, quant: str, backend: str, device:
     names = list(axes)
     cells = []
     for combo in itertools.product(*(axes[n] for n in names)):
-        point = dict(zip(names, combo))
+        point = dict(zip(names, combo, strict=True))
         cells.append(
             Cell(
                 suite=suite.name, model_id=model.id, quantization=_resolved_quant(model, quant), backend=backend,
@@ -532,6 +532,6 @@ def _apply_overrides(cells: list[Cell], overrides: dict[str, Any]) -> list[Cell]
         names = list(overrides)
         for combo in itertools.product(*(_as_list(overrides[n]) for n in names)):
             update = {AXIS_TO_FIELD.get(n, n): (-1 if (n == "n_gpu_layers" and v == "all") else v)
-                      for n, v in zip(names, combo)}
+                      for n, v in zip(names, combo, strict=True)}
             out.append(cell.model_copy(update=update))
     return list(dict.fromkeys(out))
