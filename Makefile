@@ -9,4 +9,5 @@ quickstart: install
 
 test:
 	BENCH_EXTRAS=dev,models,torch ./scripts/install.sh
+	.venv/bin/ruff check .
 	.venv/bin/python -m pytest -q
