@@ -5,8 +5,8 @@ every machine) plus `fingerprint` (host and hardware): a regression gate compare
 `--across-machines` matches by `cell_id` alone (e.g. a replaced runner).
 
 A metric regressed when its change is worse than the threshold (default 5%) AND larger than the run-to-run
-noise: Welch's t-test on the per-repetition samples (95%, two-sided). TTFT and ITL have no samples of
-their own, so they are judged with the prefill and decode repetitions they come from; memory and quality
+noise: Welch's t-test on the per-repetition samples (95%, two-sided). TTFT has its own per-repetition
+samples; ITL percentiles are judged with the decode repetitions they come from; memory and quality
 are single, deterministic measurements judged by the threshold alone.
 
 Exit codes: 0 no regression, 1 regression, 2 cannot compare (the reason is printed).
@@ -48,12 +48,13 @@ class Metric:
     min_abs_change: float = (
         0.0  # changes smaller than this are no change (KLD near 0 has huge relative changes)
     )
+    samples_bigger_is_better: bool = True  # direction of the noise samples (tok/s up, TTFT ms down)
 
 
 METRICS: tuple[Metric, ...] = (
     Metric("prefill_tok_s", "prefill_tok_s_mean", "tok/s", True, "prefill_tok_s_samples"),
     Metric("decode_tok_s", "decode_tok_s_mean", "tok/s", True, "decode_tok_s_samples"),
-    Metric("ttft_ms", "ttft_ms_mean", "ms", False, "prefill_tok_s_samples"),
+    Metric("ttft_ms", "ttft_ms_mean", "ms", False, "ttft_ms_samples", samples_bigger_is_better=False),
     Metric("itl_ms_p50", "itl_ms_p50", "ms", False, "decode_tok_s_samples"),
     Metric("itl_ms_p99", "itl_ms_p99", "ms", False, "decode_tok_s_samples"),
     Metric("peak_rss_bytes", "peak_rss_bytes", "bytes", False),
@@ -65,12 +66,11 @@ METRICS: tuple[Metric, ...] = (
 )
 METRICS_BY_NAME = {m.name: m for m in METRICS}
 # The samples columns hold tok/s, where bigger is better.
-SAMPLES_BIGGER_IS_BETTER = True
 
 TEST_DESCRIPTION = (
     "A change is a regression when it is worse than the threshold AND Welch's t-test on the "
-    "per-repetition samples rejects 'no change' at 95% (two-sided). TTFT is tested on the prefill "
-    "repetitions and ITL on the decode repetitions they come from; memory, energy and quality have one "
+    "per-repetition samples rejects 'no change' at 95% (two-sided). TTFT is tested on its own "
+    "repetitions and ITL on the decode repetitions it comes from; memory, energy and quality have one "
     "measurement per run and are judged by the threshold alone."
 )
 
@@ -372,7 +372,7 @@ def compare_metric(
 
 def _real_change(test: WelchTest, worse: bool, metric: Metric) -> bool:
     """Significant, and the repetitions moved the same way as the metric (TTFT up = prefill tok/s down)."""
-    samples_worse = test.t < 0 if SAMPLES_BIGGER_IS_BETTER else test.t > 0
+    samples_worse = test.t < 0 if metric.samples_bigger_is_better else test.t > 0
     return test.significant and samples_worse == worse
 
 

@@ -296,3 +296,22 @@ def test_welch_t_test_known_values() -> None:
     assert unequal.t == pytest.approx(2.8735, rel=1e-3) and not unequal.significant  # critical 4.303 at dof 2
     assert welch_t_test([1.0], [1.0, 2.0]) is None
     assert not welch_t_test([5, 5], [5, 5]).significant and welch_t_test([5, 5], [4, 4]).significant
+
+
+def test_ttft_is_judged_on_its_own_repetitions(tmp_path: Path) -> None:
+    (cell, _) = cells()
+    steady = (500.0, 505.0, 495.0, 502.0, 498.0)
+    slower = tuple(v * 1.2 for v in steady)
+    noisy = (400.0, 700.0, 450.0, 800.0, 650.0)  # mean +20% too, but within its own spread
+
+    def ttft_row(samples: tuple[float, ...]) -> ResultRow:
+        return row(cell, ttft_ms_mean=summarize(samples).mean, ttft_ms_samples=samples_to_text(samples))
+
+    base = write(tmp_path / "base.csv", [ttft_row(steady)])
+    options = CompareOptions(metrics=("ttft_ms",))
+    slow = compare_results([base], [write(tmp_path / "slow.csv", [ttft_row(slower)])], options)
+    assert slow.exit_code == 1
+    change = slow.cells[0].changes[0]
+    assert change.verdict == "regression" and "ttft repetitions" in change.test
+    noise = compare_results([base], [write(tmp_path / "noise.csv", [ttft_row(noisy)])], options)
+    assert noise.exit_code == 0 and noise.cells[0].changes[0].verdict == "within-noise"
