@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -17,7 +18,7 @@ EXIT_OK, EXIT_USAGE, EXIT_INTERRUPTED = 0, 2, 130
 
 console = Console(stderr=True)
 # Piped to a file or a CI log, rich would squeeze the wide tables into 80 columns.
-out = Console() if sys.stdout.isatty() else Console(width=220)
+out = Console() if sys.stdout.isatty() or "COLUMNS" in os.environ else Console(width=220)
 
 
 def cmd_hw(args: argparse.Namespace) -> int:
