@@ -186,7 +186,7 @@ class SuiteRun:
         return dict(self._meta_cache[resolved.path])
 
     def check_memory(self, cells: list[Cell], resolved: ResolvedModel, source: str,
-                     on_progress: Callable[[str], None]) -> dict[str, dict[str, Any]]:
+                     on_progress: Callable[[], None]) -> dict[str, dict[str, Any]]:
         """Estimates from the file now on disk (exact sizes): est_* fields of the cells that fit (all with
         --force); the others are recorded as skipped."""
         if cells[0].backend != "llamacpp" or not resolved.path.is_file():
@@ -198,20 +198,20 @@ class SuiteRun:
             reason = "" if self.options.force else memory.skip_reason()
             if reason:
                 self.record(cell, "skipped", reason, {**self.model_fields(resolved), **memory.row_fields()}, source)
-                on_progress(cell.label)
+                on_progress()
             else:
                 fitting[cell.cell_id] = memory.row_fields()
         return fitting
 
     # ------------------------------------------------------------------ execution
-    def execute(self, planned: list[PlannedCell], on_progress: Callable[[str], None],
+    def execute(self, planned: list[PlannedCell], on_progress: Callable[[], None],
                 on_start: Callable[[Cell], None] | None = None) -> None:
         groups: dict[tuple[Any, ...], list[Cell]] = {}
         planned_memory = {p.cell.cell_id: p.memory.row_fields() for p in planned if p.memory}
         for item in planned:
             if not item.runnable:
                 self.record(item.cell, "skipped", item.skip_reason, planned_memory.get(item.cell.cell_id))
-                on_progress(item.cell.label)
+                on_progress()
                 continue
             groups.setdefault(item.cell.load_key(), []).append(item.cell)
         for cells in groups.values():  # probe now: a probe while a worker measures would disturb it
@@ -227,12 +227,12 @@ class SuiteRun:
             except ModelUnavailable as exc:
                 for cell in cells:
                     self.record(cell, "skipped", str(exc), planned_memory.get(cell.cell_id), model_source=source)
-                    on_progress(cell.label)
+                    on_progress()
                 continue
             except BenchError as exc:
                 for cell in cells:
                     self.record(cell, "failed", str(exc), model_source=source)
-                    on_progress(cell.label)
+                    on_progress()
                 continue
             static = self.model_fields(resolved)
             memory = self.check_memory(cells, resolved, source, on_progress)
@@ -247,7 +247,7 @@ class SuiteRun:
                            quality: dict[str, Any] = quality, memory: dict[str, dict[str, Any]] = memory) -> None:
                 fields = join_quality({**static, **memory[outcome.cell.cell_id], **outcome.fields}, quality)
                 self.record(outcome.cell, outcome.status, outcome.reason, fields, source)
-                on_progress(outcome.cell.label)
+                on_progress()
 
             group = WorkGroup(backend=first.backend, model_path=resolved.path, cells=cells,
                               memory_limit_bytes=memory_limit, load_timeout_s=limits.load_timeout_s,
@@ -288,7 +288,7 @@ def run_suite(suite_path: Path, options: RunOptions, console: Console | None = N
     with progress:
         task = progress.add_task("starting", total=len(planned))
 
-        def advance(label: str) -> None:
+        def advance() -> None:
             progress.update(task, advance=1)
 
         def starting(cell: Cell) -> None:

@@ -56,17 +56,6 @@ def t_critical_95(dof: int) -> float:
     return _T95[keys[-1]] if dof <= 30 else 1.960
 
 
-def confidence_interval_95(values: Sequence[float]) -> tuple[float, float]:
-    """95% CI of the mean from repetitions (Student t). One value gives an infinite interval."""
-    summary = summarize(values)
-    if summary.n < 2:
-        return (-math.inf, math.inf)
-    half = t_critical_95(summary.n - 1) * summary.std / math.sqrt(summary.n)
-    return (summary.mean - half, summary.mean + half)
-
-
-def intervals_overlap(a: tuple[float, float], b: tuple[float, float]) -> bool:
-    return a[0] <= b[1] and b[0] <= a[1]
 
 
 @dataclass(frozen=True)
