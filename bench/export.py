@@ -15,7 +15,6 @@ Only ok rows are exported, the newest per cell and machine.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -308,29 +307,3 @@ def export(
         raise BenchError(f"cannot write {output}: {exc.strerror or exc}") from None
     return output
 
-
-def cmd_export(args: argparse.Namespace) -> int:
-    from bench.cli import console
-
-    path = export([Path(p) for p in args.results], args.format, Path(args.output), args.direction, args.host)
-    console.print(f"{args.format} -> {path}", soft_wrap=True, highlight=False)
-    return 0
-
-
-def register_cli(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "export",
-        help="write results as pytest-benchmark or github-action-benchmark JSON",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("results", nargs="+", help="result CSV files or folders (newest row per cell)")
-    parser.add_argument("--format", required=True, choices=FORMATS)
-    parser.add_argument("-o", "--output", required=True, metavar="FILE")
-    parser.add_argument(
-        "--direction",
-        choices=tuple(DIRECTIONS),
-        help="github-action-benchmark: bigger-is-better metrics or smaller-is-better ones",
-    )
-    parser.add_argument("--host", help="only this host's results")
-    parser.set_defaults(func=cmd_export)

@@ -227,7 +227,7 @@ def derived_model(suite: Suite, model: ModelSpec, quantization: str) -> Resolved
 # ------------------------------------------------------------------------------------------ bench quantize
 
 
-def _derived_pairs(suite: Suite, filters: list[str]) -> list[tuple[str, str]]:
+def derived_pairs(suite: Suite, filters: list[str]) -> list[tuple[str, str]]:
     from bench.models import needs_derivation
     from bench.plan import PlannedCell, parse_filters, select_filters
     from bench.suite import expand
@@ -244,46 +244,6 @@ def _derived_pairs(suite: Suite, filters: list[str]) -> list[tuple[str, str]]:
         raise BenchError(f"--only {' '.join(filters)}: matches none of the derived quantizations; the suite derives "
                          + ", ".join(f"{m} {q}" for m, q in every))
     return pairs
-
-
-def cmd_quantize(args: argparse.Namespace) -> int:
-    from rich.console import Console
-    from rich.table import Table
-
-    from bench.suite import load_suite
-
-    suite = load_suite(Path(args.suite))
-    table = Table(title=f"{suite.name}: derived quantizations (cache {cache_dir() / 'quantized'})")
-    for column, justify in (("model", "left"), ("type", "left"), ("from", "left"), ("size MiB", "right"),
-                            ("bits/weight", "right"), ("status", "left"), ("seconds", "right")):
-        table.add_column(column, justify=justify)  # type: ignore[arg-type]
-    problems = 0
-    for model_id, quantization in _derived_pairs(suite, list(args.only or [])):
-        try:
-            derived = derive(suite.model(model_id), quantization)
-        except ModelUnavailable as exc:
-            table.add_row(model_id, quantization, "", "", "", f"skipped: {exc}", "")
-            problems += 1
-            continue
-        except BenchError as exc:
-            table.add_row(model_id, quantization, "", "", "", f"failed: {exc}", "")
-            problems += 1
-            continue
-        bits = gguf_metadata(derived.path).get("bits_per_weight")
-        status = "built" if derived.built else ("source file" if not derived.derived_from else "cached")
-        table.add_row(model_id, quantization, derived.derived_from, f"{derived.path.stat().st_size / 2**20:.1f}",
-                      f"{bits:.2f}" if isinstance(bits, float) else "", status, f"{derived.seconds:.1f}")
-    Console().print(table)
-    return 1 if problems else 0
-
-
-def register_cli(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "quantize", help="build every quantization a suite derives from its source models (cached, built once)")
-    parser.add_argument("suite")
-    parser.add_argument("--only", "--filter", action="append", metavar="FIELD=VALUE",
-                        help="only these (e.g. quant=Q4_K_M, model=smollm2); repeatable")
-    parser.set_defaults(func=cmd_quantize)
 
 
 # ------------------------------------------------------------------------------------------ child process

@@ -1,0 +1,13 @@
+"""The terminals bench prints to: the only place in bench that owns a console."""
+from __future__ import annotations
+
+import os
+import sys
+
+from rich.console import Console
+
+EXIT_OK, EXIT_USAGE, EXIT_INTERRUPTED = 0, 2, 130
+
+console = Console(stderr=True)
+# Piped to a file or a CI log, rich would squeeze the wide tables into 80 columns.
+out = Console() if sys.stdout.isatty() or "COLUMNS" in os.environ else Console(width=220)
