@@ -16,7 +16,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -82,6 +82,27 @@ _GPU_SLOWDOWN_REASONS: dict[int, str] = {
 # --------------------------------------------------------------------------------------- data
 
 
+# What identifies a machine across driver, kernel and bench updates: hardware only, RAM to the GiB (the
+# kernel's MemTotal moves by a few MiB between versions). Every result row carries these columns, so the id
+# can be recomputed from a row, also from CSVs written before this rule.
+STABLE_HARDWARE_COLUMNS = ("host", "cpu_brand", "cpu_physical_cores", "cpu_logical_cores", "ram_total_bytes",
+                           "gpu_count")
+
+
+def stable_fingerprint(fields: Mapping[str, Any]) -> str:
+    """The machine id from its stable hardware columns (a result row, or a live Fingerprint's values)."""
+    def number(name: str) -> int:
+        value = fields.get(name)
+        try:
+            return int(float(value)) if value not in (None, "") else 0
+        except (TypeError, ValueError):
+            return 0
+
+    hardware = [str(fields.get("host") or ""), str(fields.get("cpu_brand") or ""), number("cpu_physical_cores"),
+                number("cpu_logical_cores"), round(number("ram_total_bytes") / 2**30), number("gpu_count")]
+    return hashlib.sha256(json.dumps(hardware).encode()).hexdigest()[:12]
+
+
 @dataclass(frozen=True)
 class GpuInfo:
     """One NVIDIA GPU as NVML reports it; `index` is the CUDA ordinal (cuda:<index>)."""
@@ -128,11 +149,10 @@ class Fingerprint:
 
     def fingerprint_id(self) -> str:
         """Short stable id of the hardware: same machine, same id, whatever is free right now."""
-        hardware = [
-            self.host, self.cpu_brand, self.cpu_physical_cores, self.cpu_logical_cores, self.ram_total_bytes,
-            [[g.name, g.vram_total_bytes, g.driver] for g in self.gpus],
-        ]
-        return hashlib.sha256(json.dumps(hardware).encode()).hexdigest()[:12]
+        return stable_fingerprint({"host": self.host, "cpu_brand": self.cpu_brand,
+                                   "cpu_physical_cores": self.cpu_physical_cores,
+                                   "cpu_logical_cores": self.cpu_logical_cores,
+                                   "ram_total_bytes": self.ram_total_bytes, "gpu_count": len(self.gpus)})
 
     def row_fields(self, device_kind: str, device_index: int) -> dict[str, object]:
         """The machine columns of a result row; GPU columns describe the GPU the cell ran on, if any."""
