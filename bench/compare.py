@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import math
 import statistics
-import sys
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path

@@ -851,3 +851,11 @@ def format_fingerprint(fp: Fingerprint, warnings: list[SystemWarning] | None = N
     if not warnings:
         table.add_row("warnings", Text("none"))
     return table
+
+
+def resolve_threads(requested: int) -> int:
+    """0 -> every usable core: physical cores within this process's CPU affinity."""
+    if requested > 0:
+        return requested
+    physical = psutil.cpu_count(logical=False) or psutil.cpu_count() or 1
+    return max(1, min(physical, len(os.sched_getaffinity(0))))

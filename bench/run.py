@@ -14,19 +14,11 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from bench.errors import BenchError, ModelUnavailable
+from bench.execute.local import CellOutcome, WorkGroup, run_group
+from bench.execute.process import Interrupted
 from bench.hardware import Fingerprint, detect, system_warnings
-from bench.isolation import CellOutcome, Interrupted, WorkGroup, run_group
-from bench.models import (
-    ResolvedModel,
-    cell_model_reference,
-    check_gguf,
-    check_torch_model,
-    gguf_metadata,
-    needs_derivation,
-    resolve,
-)
-from bench.plan import PlannedCell, parse_filters, plan_cells, select_filters, select_shard
-from bench.planner import file_memory, plan_memory
+from bench.models import ResolvedModel, cell_model_reference, resolve
+from bench.plan import PlannedCell, parse_filters, plan_cells, select_filters, select_shard, with_memory
 from bench.quality import QualityScheduler, join_quality
 from bench.results import (
     COLUMNS,
@@ -36,7 +28,10 @@ from bench.results import (
     measured_cell_ids,
     read_results,
 )
+from bench.runners.registry import backend, quantization_catalog
 from bench.suite import Cell, Suite, load_suite
+
+FAILED_STATUSES = ("failed", "timeout")
 
 
 @dataclass
@@ -67,8 +62,11 @@ def default_output(suite: Suite, host: str, results_dir: Path = Path("results"))
 
 def build_row(cell: Cell, status: str, reason: str, fields: dict[str, Any], fingerprint: Fingerprint,
               run_id: str, model_source: str) -> ResultRow:
-    values: dict[str, Any] = {k: v for k, v in fields.items() if k in COLUMNS}
-    values.update(cell.model_dump())
+    unknown = sorted(set(fields) - set(COLUMNS))
+    if unknown:  # nothing measured is silently dropped: a field without a column is a bug to fix here
+        raise BenchError(f"internal: measured fields without a CSV column: {', '.join(unknown)}")
+    values: dict[str, Any] = dict(fields)
+    values.update(cell.fields())
     values.update(fingerprint.row_fields(cell.device_kind, cell.device_index))
     values.update(run_id=run_id, cell_id=cell.cell_id, status=status, reason=reason, model_source=model_source)
     return ResultRow.model_validate(values)
@@ -82,6 +80,7 @@ class SuiteRun:
         self.options = options
         self.console = console
         self.fingerprint = detect()
+        self.system_warnings = system_warnings(self.fingerprint)
         self.run_id = uuid.uuid4().hex[:12]
         self.counts = {"ok": 0, "failed": 0, "timeout": 0, "skipped": 0}
         self.path = self._output_path()
@@ -89,7 +88,7 @@ class SuiteRun:
         self.quality = self._quality_scheduler() if suite.quality.enabled else None
         self.writer = ResultsWriter(self.path)
         self._model_cache: dict[tuple[str, str, str], ResolvedModel | BenchError] = {}
-        self._meta_cache: dict[Path, dict[str, Any]] = {}
+        self._meta_cache: dict[tuple[Path, str], dict[str, Any]] = {}
         self._bandwidth_cache: dict[tuple[str, int], float | None] = {}
 
     def _quality_scheduler(self) -> QualityScheduler:
@@ -120,8 +119,7 @@ class SuiteRun:
             done = measured_cell_ids(self.options.resume)
             planned = [p for p in planned if p.cell.cell_id not in done]
         # Before any download or build: cells the planner says will not fit are skipped (unless --force).
-        plan_memory(self.suite, planned, self.fingerprint, force=self.options.force)
-        return planned
+        return with_memory(self.suite, planned, self.fingerprint, force=self.options.force)
 
     # ------------------------------------------------------------------ rows
     def record(self, cell: Cell, status: str, reason: str = "", fields: dict[str, Any] | None = None,
@@ -162,42 +160,38 @@ class SuiteRun:
 
     def _resolve_uncached(self, cell: Cell) -> ResolvedModel:
         model = self.suite.model(cell.model_id)
-        if needs_derivation(model, cell.quantization, cell.backend):
-            from bench.quantize import derived_model  # the quantization ladder (issue: models and quantization)
-
-            return derived_model(self.suite, model, cell.quantization)
-        resolved = resolve(cell_model_reference(model, cell.quantization, cell.backend))
-        if cell.backend == "llamacpp":
-            check_gguf(resolved.path)
-        elif cell.backend == "torch":
-            check_torch_model(resolved.path)
+        spec = backend(cell.backend)
+        if spec.derives(model, cell.quantization) and spec.derive is not None:
+            return spec.derive(self.suite, model, cell.quantization)
+        resolved = resolve(cell_model_reference(model, cell.quantization))
+        spec.check_model_file(resolved.path)
         return resolved
 
-    def model_fields(self, resolved: ResolvedModel) -> dict[str, Any]:
-        if resolved.path not in self._meta_cache:
+    def model_fields(self, resolved: ResolvedModel, backend_name: str) -> dict[str, Any]:
+        key = (resolved.path, backend_name)
+        if key not in self._meta_cache:
             fields: dict[str, Any] = {"model_file": str(resolved.path), "derived_from": resolved.derived_from}
             if resolved.path.is_file():
                 fields["model_file_bytes"] = resolved.path.stat().st_size
-                try:
-                    fields.update(gguf_metadata(resolved.path))
-                except Exception:  # not a GGUF (e.g. a torch checkpoint): the backend reports what it knows
-                    pass
-            self._meta_cache[resolved.path] = fields
-        return dict(self._meta_cache[resolved.path])
+                fields.update(backend(backend_name).model_fields(resolved.path))
+            self._meta_cache[key] = fields
+        return dict(self._meta_cache[key])
 
     def check_memory(self, cells: list[Cell], resolved: ResolvedModel, source: str,
                      on_progress: Callable[[], None]) -> dict[str, dict[str, Any]]:
         """Estimates from the file now on disk (exact sizes): est_* fields of the cells that fit (all with
         --force); the others are recorded as skipped."""
-        if cells[0].backend != "llamacpp" or not resolved.path.is_file():
+        planner = backend(cells[0].backend).plan_memory
+        if planner is None or not resolved.path.is_file():
             return {cell.cell_id: {} for cell in cells}
         fitting: dict[str, dict[str, Any]] = {}
-        estimates = file_memory(cells, resolved.path, self.suite, self.fingerprint)
+        estimates = planner(cells, self.suite, self.fingerprint, resolved.path)
         for cell in cells:
             memory = estimates[cell.cell_id]
             reason = "" if self.options.force else memory.skip_reason()
             if reason:
-                self.record(cell, "skipped", reason, {**self.model_fields(resolved), **memory.row_fields()}, source)
+                self.record(cell, "skipped", reason, {**self.model_fields(resolved, cell.backend), **memory.row_fields()},
+                            source)
                 on_progress()
             else:
                 fitting[cell.cell_id] = memory.row_fields()
@@ -222,7 +216,7 @@ class SuiteRun:
             first = cells[0]
             source = ""
             try:
-                source = cell_model_reference(self.suite.model(first.model_id), first.quantization, first.backend)
+                source = cell_model_reference(self.suite.model(first.model_id), first.quantization)
                 resolved = self.resolve_model(first)
             except ModelUnavailable as exc:
                 for cell in cells:
@@ -234,18 +228,20 @@ class SuiteRun:
                     self.record(cell, "failed", str(exc), model_source=source)
                     on_progress()
                 continue
-            static = self.model_fields(resolved)
+            static = self.model_fields(resolved, first.backend)
             memory = self.check_memory(cells, resolved, source, on_progress)
             cells = [c for c in cells if c.cell_id in memory]
             if not cells:
                 continue
             first = cells[0]
-            # Once per model x quantization x backend (baseline first), joined onto each of its rows.
-            quality = self.quality.fields_for(first) if self.quality else {}
+            # Once per quality key (what changes the logits; baseline first), joined onto each of its rows.
+            quality = {c.cell_id: self.quality.fields_for(c) for c in cells} if self.quality else {}
 
             def on_outcome(outcome: CellOutcome, static: dict[str, Any] = static, source: str = source,
-                           quality: dict[str, Any] = quality, memory: dict[str, dict[str, Any]] = memory) -> None:
-                fields = join_quality({**static, **memory[outcome.cell.cell_id], **outcome.fields}, quality)
+                           quality: dict[str, dict[str, Any]] = quality,
+                           memory: dict[str, dict[str, Any]] = memory) -> None:
+                fields = join_quality({**static, **memory[outcome.cell.cell_id], **outcome.fields},
+                                      quality.get(outcome.cell.cell_id, {}))
                 self.record(outcome.cell, outcome.status, outcome.reason, fields, source)
                 on_progress()
 
@@ -268,7 +264,7 @@ def check_resume_suite(path: Path, suite_name: str) -> None:
 
 def run_suite(suite_path: Path, options: RunOptions, console: Console | None = None) -> RunSummary:
     console = console or Console(stderr=True)
-    suite = load_suite(suite_path)
+    suite = load_suite(suite_path, quantization_catalog())
     if options.resume and not options.resume.exists():
         raise BenchError(f"--resume {options.resume}: file not found (start a run with --output instead)")
     if options.resume:
@@ -276,7 +272,7 @@ def run_suite(suite_path: Path, options: RunOptions, console: Console | None = N
     runner = SuiteRun(suite, options, console)
     planned = runner.select()
     # Noise sources are reported up front, as pyperf does, each with its fix (also in CI logs).
-    for warning in system_warnings(runner.fingerprint):
+    for warning in runner.system_warnings:
         console.print(f"[yellow]warning[/] {warning.name}: {escape(warning.message)}\n  fix: {escape(warning.fix)}")
     if not options.quiet:
         console.print(f"[bold]{suite.name}[/]: {len(planned)} cells -> {runner.path}")

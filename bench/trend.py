@@ -22,7 +22,6 @@ from bench.compare import (
     display_scale,
     escape_md,
     format_value,
-    parse_metrics,
     row_label,
     run_order,
     table,

@@ -11,7 +11,7 @@ import pytest
 
 from bench.errors import BenchError, ModelUnavailable
 from bench.models import cache_dir, check_gguf, gguf_metadata
-from bench.quantize import derivable_types, derive, derived_model
+from bench.runners.llamacpp.quantize import derivable_types, derive, derived_model
 from bench.suite import load_suite, parse_suite
 from tests.conftest import SMOLLM2_REF, quick_suite_yaml
 

@@ -40,7 +40,7 @@ def _torch_cell(quantization: str, **overrides: object) -> Cell:
 
 def test_core_modules_never_import_torch() -> None:
     """The core install and the quickstart path must work without torch: importing them must not load it."""
-    code = ("import sys, bench.cli, bench.run, bench.plan, bench.worker, bench.report, bench.runners.torch; "
+    code = ("import sys, bench.cli, bench.run, bench.plan, bench.execute.worker, bench.report, bench.runners.torch.runner; "
             "print(sorted(m for m in ('torch', 'transformers', 'torchao') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)
     assert done.returncode == 0, done.stderr
@@ -73,7 +73,7 @@ def test_missing_torch_skips_torch_cells_with_the_fix(monkeypatch: pytest.Monkey
 
 def test_capability_check_is_real_per_device() -> None:
     pytest.importorskip("torchao")
-    from bench.runners.torch import quantization_skip_reasons
+    from bench.runners.torch.probe import quantization_skip_reasons
 
     cpu = quantization_skip_reasons("cpu", 0, ["fp32", "bf16", "int8", "int4"])
     assert cpu["fp32"] == "" and cpu["bf16"] == "" and cpu["int8"] == ""
@@ -120,7 +120,7 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_runner_contract_on_tiny_model(tiny_model: Path) -> None:
     from bench.runners.base import measure_cell, repetition_fields
-    from bench.runners.torch import TorchRunner
+    from bench.runners.torch.runner import TorchRunner
 
     cell = _torch_cell("fp32", depth=8, repetitions=2)
     runner = TorchRunner(tiny_model, cell)
@@ -160,7 +160,7 @@ def test_static_cache_gives_the_same_logits_as_dynamic(tiny_model: Path) -> None
     """The static-cache knob changes how the cache is held, not what the model computes."""
     import torch
 
-    from bench.runners.torch import TorchRunner
+    from bench.runners.torch.runner import TorchRunner
 
     tokens = np.arange(3, 40, dtype=np.int32)
     results = {}
@@ -183,7 +183,7 @@ def test_static_cache_gives_the_same_logits_as_dynamic(tiny_model: Path) -> None
 def test_torch_compile_knob_measures_and_matches_eager(tiny_model: Path) -> None:
     """torch.compile (Inductor, ~1 min of compiling here, in the warm-up) computes what eager does."""
     from bench.runners.base import measure_cell, repetition_fields
-    from bench.runners.torch import TorchRunner
+    from bench.runners.torch.runner import TorchRunner
 
     cell = _torch_cell("fp32", torch_compile=True, static_cache=True, prompt_tokens=8, gen_tokens=3, warmup=1)
     runner = TorchRunner(tiny_model, cell)
@@ -264,8 +264,8 @@ def test_torch_model_must_be_safetensors(tmp_path: Path, write_suite) -> None:
 def test_torch_and_llamacpp_agree_on_top1(smollm2_path: Path) -> None:
     """Same GGUF, same text: torch fp32 (dequantized weights) and llama.cpp pick the same next token."""
     pytest.importorskip("transformers")
-    from bench.runners.llamacpp import LlamaCppRunner
-    from bench.runners.torch import TorchRunner
+    from bench.runners.llamacpp.runner import LlamaCppRunner
+    from bench.runners.torch.runner import TorchRunner
 
     text = EVAL_TEXT.read_text(encoding="utf-8")[:4000]
     llama_cell = _torch_cell("source").model_copy(update=dict(

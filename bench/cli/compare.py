@@ -9,8 +9,8 @@ from bench.compare import (
     DEFAULT_THRESHOLD_PCT,
     EXIT_CANNOT_COMPARE,
     METRICS_BY_NAME,
-    Comparison,
     CompareOptions,
+    Comparison,
     compare_history,
     compare_results,
     parse_metrics,
@@ -20,6 +20,7 @@ from bench.compare import (
 )
 from bench.compare import __doc__ as COMPARE_DOC
 from bench.errors import BenchError
+
 
 def cmd_compare(args: argparse.Namespace) -> int:
     try:

@@ -8,6 +8,7 @@ from bench.cli._console import console
 from bench.export import DIRECTIONS, FORMATS, export
 from bench.export import __doc__ as EXPORT_DOC
 
+
 def cmd_export(args: argparse.Namespace) -> int:
     path = export([Path(p) for p in args.results], args.format, Path(args.output), args.direction, args.host)
     console.print(f"{args.format} -> {path}", soft_wrap=True, highlight=False)

@@ -8,6 +8,7 @@ from bench.cli._console import console
 from bench.compare import parse_metrics
 from bench.trend import write_trend
 
+
 def cmd_trend(args: argparse.Namespace) -> int:
     result = write_trend(Path(args.directory), Path(args.output), parse_metrics(args.metrics), args.host)
     console.print(f"trend -> {result.markdown} ({len(result.plots)} plots)", soft_wrap=True, highlight=False)

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from bench.runners.base import measure_cell, repetition_fields
-from bench.runners.llamacpp import LlamaCppRunner
+from bench.runners.llamacpp.runner import LlamaCppRunner
 from bench.suite import Cell
 
 

@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 
 from bench.errors import BenchError
-from bench.runners.base import LoadInfo, Runner
+from bench.hardware import resolve_threads
+from bench.runners.base import LoadInfo, SpeedEngine
 from bench.suite import Cell
 
 KV_TYPE_TO_GGML = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7, "q8_0": 8, "iq4_nl": 20,
@@ -62,7 +63,9 @@ def _sum_mib(lines: list[str], marker: str) -> int | None:
     return int(total * 1024 * 1024) if found else None
 
 
-class LlamaCppRunner(Runner):
+class LlamaCppRunner(SpeedEngine):
+    """The speed engine, and bench.quality's QualityModel (tokenize, logits, greedy generation)."""
+
     backend = "llamacpp"
 
     def __init__(self, model_path: Path, load_cell: Cell) -> None:
@@ -123,7 +126,7 @@ class LlamaCppRunner(Runner):
 
     def open_context(self, n_ctx: int, cell: Cell, logits_all: bool = False) -> dict[str, Any]:
         llama_cpp = _llama()
-        threads = cell.threads or _physical_cores()
+        threads = resolve_threads(cell.threads or 0)
         key = (n_ctx, threads, cell.n_batch, cell.n_ubatch, cell.flash_attn, cell.kv_cache_type, logits_all)
         if key == self.ctx_key:
             return self._ctx_fields
@@ -138,7 +141,7 @@ class LlamaCppRunner(Runner):
         kv_type = KV_TYPE_TO_GGML[cell.kv_cache_type or "f16"]
         params.type_k = kv_type
         params.type_v = kv_type
-        params.no_perf = True
+        params.no_perf = False  # llama.cpp's own eval timers: the harness-overhead check reads them
         if logits_all:
             params.n_outputs_max = n_ctx  # quality needs logits at every position
         self.ctx = llama_cpp.llama_init_from_model(self.model, params)
@@ -152,6 +155,7 @@ class LlamaCppRunner(Runner):
         self._batch = llama_cpp.llama_batch_init(self.n_batch, 0, 1)
         self._ctx_fields = {
             "n_ctx": n_ctx,
+            "threads_used": threads,
             "kv_cache_bytes": _sum_mib(log, "KV buffer size"),
             "compute_buffer_bytes": _sum_mib(log, "compute buffer size"),
         }
@@ -170,6 +174,11 @@ class LlamaCppRunner(Runner):
         if self.model:
             _llama().llama_model_free(self.model)
             self.model = None
+
+    def engine_seconds(self) -> tuple[float, float]:
+        """llama.cpp's own prompt and generation eval time (it stops its clock in llama_synchronize)."""
+        data = _llama().llama_perf_context(self.ctx)
+        return data.t_p_eval_ms / 1000.0, data.t_eval_ms / 1000.0
 
     # ------------------------------------------------------------ timed primitives
     def _memory(self) -> Any:
@@ -305,8 +314,3 @@ class LlamaCppRunner(Runner):
         self._pos = position
         return np.asarray(generated, dtype=np.int32)
 
-
-def _physical_cores() -> int:
-    import psutil
-
-    return psutil.cpu_count(logical=False) or psutil.cpu_count() or 1
