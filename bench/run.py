@@ -127,6 +127,7 @@ class SuiteRun:
         fields = dict(fields or {})
         if status == "ok":
             fields.setdefault("mem_bandwidth_gbs", self.bandwidth_gbs(cell))
+            fields.setdefault("system_warnings", "; ".join(w.name for w in self.system_warnings))
         row = build_row(cell, status, reason, fields, self.fingerprint, self.run_id, model_source)
         self.writer.append(row)
         self.counts[status] += 1
@@ -212,7 +213,9 @@ class SuiteRun:
             self.bandwidth_gbs(cells[0])
         limits = self.suite.limits
         memory_limit = int(limits.memory_limit_gb * 2**30) if limits.memory_limit_gb else None
-        for cells in groups.values():
+        for index, cells in enumerate(groups.values()):
+            if index:  # what disturbs the machine now, for the rows this group writes (the first group has it)
+                self.system_warnings = system_warnings(self.fingerprint)
             first = cells[0]
             source = ""
             try:

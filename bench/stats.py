@@ -88,3 +88,16 @@ def welch_t_test(baseline: Sequence[float], current: Sequence[float]) -> WelchTe
     dof_terms = (var_a**2 / (a.n - 1) if var_a else 0.0) + (var_b**2 / (b.n - 1) if var_b else 0.0)
     dof = (var_a + var_b) ** 2 / dof_terms
     return WelchTest(t=diff / math.sqrt(var_a + var_b), dof=dof, critical=t_critical_95(math.floor(dof)))
+
+
+def median_ratio_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float, float]:
+    """(median, low, high): the median and its distribution-free confidence interval from order statistics
+    ([x_(j), x_(n-j+1)] with j from the binomial(n, 1/2) quantile), so no normality is assumed."""
+    from scipy.stats import binom
+
+    if not values:
+        raise ValueError("median_ratio_interval() needs at least one value")
+    ordered = sorted(values)
+    n = len(ordered)
+    j = max(1, int(binom.ppf((1 - confidence) / 2, n, 0.5)))
+    return statistics.median(ordered), ordered[j - 1], ordered[n - j]

@@ -12,6 +12,7 @@ import pytest
 from bench.cli import main
 from bench.compare import CompareOptions, compare_results
 from bench.results import ResultRow, ResultsWriter, samples_to_text
+from bench.runners.registry import quantization_catalog
 from bench.stats import summarize
 from bench.suite import Cell, expand, parse_suite
 from tests.conftest import quick_suite_yaml
@@ -21,7 +22,7 @@ STEADY_PREFILL = (1000.0, 1010.0, 990.0, 1005.0, 995.0)
 
 
 def cells(name: str = "nightly") -> list[Cell]:
-    suite = parse_suite(quick_suite_yaml(name, knobs="knobs: {threads: [1, 2]}"), Path("suite.yaml"))
+    suite = parse_suite(quick_suite_yaml(name, knobs="knobs: {threads: [1, 2]}"), Path("suite.yaml"), quantization_catalog())
     return expand(suite)
 
 

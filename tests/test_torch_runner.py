@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from bench.results import read_results
+from bench.runners.registry import quantization_catalog
 from bench.suite import Cell, expand, load_suite
 from tests.conftest import SMOLLM2_REF, quick_suite_yaml
 
@@ -50,19 +51,20 @@ def test_core_modules_never_import_torch() -> None:
 def test_missing_torch_skips_torch_cells_with_the_fix(monkeypatch: pytest.MonkeyPatch, write_suite) -> None:
     import importlib.util
 
-    import bench.runners
+    import bench.runners.spec
     from bench.hardware import detect
     from bench.plan import plan_cells
+    from bench.runners.registry import BACKENDS
 
     real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(bench.runners.importlib.util, "find_spec",
+    monkeypatch.setattr(bench.runners.spec.importlib.util, "find_spec",
                         lambda name, *a: None if name == "torch" else real_find_spec(name, *a))
-    reason = bench.runners.backend_missing_reason("torch")
-    assert "'torch'" in reason and "pip install -e '.[torch]'" in reason
+    reason = BACKENDS["torch"].missing_reason()
+    assert "'torch'" in reason and "BENCH_EXTRAS=dev,models,torch ./scripts/install.sh" in reason
     suite = load_suite(write_suite(quick_suite_yaml(
         backends="backends: [llamacpp, torch]\n",
         quantizations="quantizations: {llamacpp: [source], torch: [fp32]}\n",
-    )))
+    )), quantization_catalog())
     planned = {p.cell.backend: p for p in plan_cells(suite, detect())}
     assert planned["torch"].skip_reason == reason
     assert planned["llamacpp"].runnable
@@ -89,35 +91,6 @@ def test_capability_check_is_real_per_device() -> None:
 # ------------------------------------------------------------------ a tiny random model, end to end
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 2-layer LlamaForCausalLM with random weights and a BPE tokenizer trained here: no hub involved."""
-    torch = pytest.importorskip("torch")
-    pytest.importorskip("transformers")
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    tokenizer.train_from_iterator(
-        EVAL_TEXT.read_text(encoding="utf-8").splitlines(),
-        trainers.BpeTrainer(vocab_size=400, special_tokens=["<unk>", "<s>", "</s>"],
-                            initial_alphabet=pre_tokenizers.ByteLevel.alphabet()),
-    )
-    tokenizer.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
-    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>",
-                                   unk_token="<unk>")
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(fast), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
-                         bos_token_id=1, eos_token_id=2)
-    LlamaForCausalLM(config).save_pretrained(folder)
-    fast.save_pretrained(folder)
-    return folder
-
-
 def test_runner_contract_on_tiny_model(tiny_model: Path) -> None:
     from bench.runners.base import measure_cell, repetition_fields
     from bench.runners.torch.runner import TorchRunner
@@ -139,16 +112,23 @@ def test_runner_contract_on_tiny_model(tiny_model: Path) -> None:
     np.testing.assert_allclose(runner.logits(tokens[:5]), logits[:5], rtol=1e-4, atol=1e-4)
     generated = runner.generate_greedy(tokens, 6)
     assert len(generated) <= 6
-    if len(generated):  # greedy decoding on the cache picks what the full forward pass ranks first
-        assert generated[0] == int(np.argmax(logits[-1]))
+    # Greedy decoding on the cache picks what the full forward pass ranks first; it stops (nothing generated)
+    # only when that first choice is an end-of-generation token.
+    first = int(np.argmax(logits[-1]))
+    assert (generated[:1].tolist() == [first]) if first not in runner._eog else (len(generated) == 0)
 
     assert runner.start_context(cell)["n_ctx"] >= cell.depth + cell.prompt_tokens + cell.gen_tokens
     warmups, measured = measure_cell(runner, cell)
     row = repetition_fields(cell, warmups, measured)
     assert row["prefill_tok_s_mean"] > 0 and row["decode_tok_s_mean"] > 0
-    assert row["ttft_ms_mean"] > row["itl_ms_p50"] > 0
-    # KV cache: 2 layers x 2 KV heads x 16 dims x (K, V) x 4 bytes per position, at its longest (8 + 16 + 1).
-    assert runner.memory_fields()["kv_cache_bytes"] == 2 * 2 * 16 * 2 * 4 * (8 + 16 + 1)
+    assert row["itl_ms_p50"] > 0
+    # TTFT is the prompt's prefill (the first token comes from its logits): repetition by repetition.
+    ttft = [float(v) for v in row["ttft_ms_samples"].split(";")]
+    prefill = [float(v) for v in row["prefill_tok_s_samples"].split(";")]
+    assert ttft == pytest.approx([1000 * cell.prompt_tokens / p for p in prefill], rel=1e-4)
+    # KV cache: 2 layers x 2 KV heads x 16 dims x (K, V) x 4 bytes per position, at its longest: depth + prompt
+    # (the first token comes from the prompt's logits; decoding restarts at the depth).
+    assert runner.memory_fields()["kv_cache_bytes"] == 2 * 2 * 16 * 2 * 4 * (8 + 16)
     # truncate crops the cache to the depth, so decode continues right after it.
     runner.reset(np.arange(8, dtype=np.int32))
     runner.prefill(np.arange(4, dtype=np.int32))
@@ -346,7 +326,7 @@ def test_mixed_backends_share_one_csv_and_one_report(mixed_run: tuple[pd.DataFra
 def test_shipped_torch_suites_expand() -> None:
     for name, backends in (("torch_cpu", {"torch"}), ("mixed_backends", {"llamacpp", "torch"}),
                            ("gpu_check", {"torch"})):
-        cells = expand(load_suite(REPO / "suites" / f"{name}.yaml"))
+        cells = expand(load_suite(REPO / "suites" / f"{name}.yaml", quantization_catalog()))
         assert {c.backend for c in cells} == backends, name
 
 
@@ -366,3 +346,30 @@ def test_hf_repo_reference_resolves_from_the_local_cache(tiny_model: Path, tmp_p
                           cwd=REPO)
     assert done.returncode == 0, done.stderr
     assert Path(done.stdout.strip()) == repo / "snapshots" / commit
+
+
+def test_recompiling_during_measured_repetitions_fails_the_cell(tiny_model: Path, monkeypatch) -> None:
+    """torch.compile traces per input shape: without warm-ups the measured repetitions compile (prompt shape,
+    then one-token shape), so the figures would hold compile time; the cell fails saying so. With a warm-up
+    that saw both shapes, nothing compiles on the clock. (dynamo's eager backend: the same tracing and
+    counters as inductor, without the C++ build time.)"""
+    import torch
+
+    from bench.errors import BenchError
+    from bench.runners.base import measure_cell
+    from bench.runners.torch.runner import TorchRunner
+
+    real_compile = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda fn, mode=None: real_compile(fn, backend="eager"))
+    torch._dynamo.reset()
+    cold = _torch_cell("fp32", torch_compile="default", warmup=0, repetitions=2, prompt_tokens=8, gen_tokens=3)
+    runner = TorchRunner(tiny_model, cold)
+    runner.load()
+    runner.start_context(cold)
+    with pytest.raises(BenchError, match="compiled again during the measured repetitions"):
+        measure_cell(runner, cold)
+    warm = _torch_cell("fp32", torch_compile="default", warmup=2, repetitions=2, prompt_tokens=8, gen_tokens=3)
+    runner.start_context(warm)
+    warmups, measured = measure_cell(runner, warm)
+    assert len(measured) == 2
+    runner.close()

@@ -90,6 +90,12 @@ class SpeedEngine(abc.ABC):
         """Device-side memory the backend can read (peak VRAM, KV bytes). Default: nothing."""
         return {}
 
+    def on_measured_start(self) -> None:  # noqa: B027 - optional hook
+        """The warm-ups are done; measured repetitions follow (e.g. watch for recompilation from here)."""
+
+    def on_measured_end(self) -> None:  # noqa: B027 - optional hook
+        """The measured repetitions are done; raise BenchError if something made them invalid."""
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Free the model and context."""
 
@@ -125,6 +131,8 @@ def measure_cell(
     warmups: list[Repetition] = []
     measured: list[Repetition] = []
     for index in range(cell.warmup + cell.repetitions):
+        if index == cell.warmup:
+            engine.on_measured_start()
         prompt = random_tokens(rng, n_vocab, cell.prompt_tokens, bos if cell.depth == 0 else None)
         generated = random_tokens(rng, n_vocab, cell.gen_tokens, None)
         engine.reset(depth_tokens)
@@ -142,6 +150,7 @@ def measure_cell(
         (warmups if index < cell.warmup else measured).append(
             Repetition(prefill_s, decode_s, decode_j, engine_prefill_s, engine_decode_s)
         )
+    engine.on_measured_end()
     return warmups, measured
 
 

@@ -36,6 +36,7 @@ def normalise_knob(name: str, value: Any) -> Any:
     if _blank(value) or value == "":
         return None
     knob = KNOBS[name]
+    value = knob.parsed(value)
     if knob.type is bool:
         return value if isinstance(value, bool) else str(value).strip().lower() in ("true", "1", "yes")
     if knob.type is int:
@@ -92,10 +93,14 @@ class Cell(BaseModel):
         if unknown:
             raise ValueError(f"unknown cell field(s) {unknown}; knobs: {', '.join(KNOBS)}")
         backend = str(data.get("backend", ""))
+        on_cpu = data.get("device_kind") == "cpu"
         filled = dict(data)
         for name, knob in KNOBS.items():
             if name not in filled:
-                filled[name] = knob.default if knob.takes(backend) else None
+                if not knob.takes(backend):
+                    filled[name] = None
+                else:
+                    filled[name] = knob.cpu_value if on_cpu and knob.cpu_value is not None else knob.default
             else:
                 filled[name] = normalise_knob(name, filled[name])
         return filled

@@ -26,6 +26,15 @@ def _on_off(value: Any) -> Any:
     return value
 
 
+def _compile_mode(value: Any) -> Any:
+    # Before compile modes were a knob it was a boolean: true meant torch.compile's default mode.
+    if value in (True, "True", "true"):
+        return "default"
+    if value in (False, "False", "false"):
+        return "off"
+    return value
+
+
 def _show_gpu_layers(value: Any) -> str:
     return "all" if value is not None and int(value) < 0 else str(value)
 
@@ -127,8 +136,10 @@ for _knob in (
          reload=True),
     Knob("repack", bool, True, "llama.cpp CPU weight repacking (extra buffer types, AMX included); false "
          "avoids the AMX SIGILL some VMs give", "repack", "repack", backends=LLAMACPP, reload=True),
-    Knob("torch_compile", bool, False, "torch.compile the model (mode: default)", "compile", "compile",
-         backends=TORCH, reload=True),
+    Knob("torch_compile", str, "off", "torch.compile mode: off | default | reduce-overhead | max-autotune | "
+         "max-autotune-no-cudagraphs (a recompile during measured repetitions fails the cell)", "compile",
+         "compile-", allowed=("off", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
+         backends=TORCH, reload=True, parse=_compile_mode),
     Knob("static_cache", bool, False, "transformers' static KV cache instead of the dynamic one",
          "static cache", "static", backends=TORCH, reload=True, memory=True),
 ):

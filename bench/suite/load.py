@@ -82,9 +82,9 @@ def _validation_message(path: Path, error: ValidationError, lines: LineIndex) ->
     return "invalid suite:\n  " + "\n  ".join(parts)
 
 
-def load_suite(path: str | Path, catalog: QuantCatalog | None = None) -> Suite:
-    """Read and check a suite. `catalog` (backend -> quantizations, from the backend registry) also checks
-    backend names and quantizations; without it only the structure and the knobs are checked."""
+def load_suite(path: str | Path, catalog: QuantCatalog) -> Suite:
+    """Read and check a suite: structure, knobs, and against `catalog` (backend -> quantizations, given by
+    the backend registry: bench.runners.registry.quantization_catalog()) its backends and quantizations."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -95,7 +95,7 @@ def load_suite(path: str | Path, catalog: QuantCatalog | None = None) -> Suite:
     return parse_suite(text, path, catalog)
 
 
-def parse_suite(text: str, path: Path, catalog: QuantCatalog | None = None) -> Suite:
+def parse_suite(text: str, path: Path, catalog: QuantCatalog) -> Suite:
     try:
         # safe_load/compose build plain data only: no Python object construction from YAML tags.
         root = yaml.compose(text, Loader=yaml.SafeLoader)
@@ -116,8 +116,7 @@ def parse_suite(text: str, path: Path, catalog: QuantCatalog | None = None) -> S
         raise BenchError(_validation_message(path, exc, lines)) from None
     where = _Where(path, lines)
     _check_knobs(suite, where)
-    if catalog is not None:
-        _check_backends(suite, catalog, where)
+    _check_backends(suite, catalog, where)
     _check_matrix_entries(suite, where, catalog)
     return suite
 
@@ -167,7 +166,7 @@ def _check_backends(suite: Suite, catalog: QuantCatalog, where: _Where) -> None:
                                   f"allowed: {', '.join(allowed)}")
 
 
-def _check_matrix_entries(suite: Suite, where: _Where, catalog: QuantCatalog | None) -> None:
+def _check_matrix_entries(suite: Suite, where: _Where, catalog: QuantCatalog) -> None:
     known_ids = {"model": {m.id for m in suite.models}, "device": {d.id for d in suite.devices},
                  "backend": set(suite.backends)}
     names = axes()
@@ -184,7 +183,7 @@ def _check_matrix_entries(suite: Suite, where: _Where, catalog: QuantCatalog | N
                                               f"known: {', '.join(sorted(known_ids[key]))}")
                 if key in KNOBS:
                     _check_values(key, value, loc, where)
-            if section == "include" and catalog is not None and "quantization" in entry:
+            if section == "include" and "quantization" in entry:
                 backends = as_list(entry.get("backend", suite.backends))
                 models = [suite.model(m) for m in as_list(entry.get("model", [m.id for m in suite.models]))]
                 for backend in backends:

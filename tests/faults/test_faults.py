@@ -49,7 +49,7 @@ def test_each_deadly_signal_fails_only_its_cell(write_suite, tmp_path: Path) -> 
 def test_memory_limit_and_hang(write_suite, tmp_path: Path) -> None:
     suite = write_suite(quick_suite_yaml(
         knobs="knobs: {threads: [1, 2, 3]}",
-        limits="limits: {cell_timeout_s: 10, load_timeout_s: 120, memory_limit_gb: 3}",
+        limits="limits: {cell_timeout_s: 10, load_timeout_s: 120, memory_limit_gb: 1}",
     ))
     out = tmp_path / "r.csv"
     result = run_bench("run", str(suite), "-o", str(out), "--quiet",

@@ -123,8 +123,11 @@ class TorchRunner(SpeedEngine):
         except (OSError, ValueError, KeyError) as exc:
             raise BenchError(f"transformers cannot load {folder} as a causal language model: "
                              f"{type(exc).__name__}: {first_line(exc)}") from None
-        if self.load_cell.torch_compile:
-            import torch._dynamo  # noqa: F401 - off the clock: seconds of Python imports, not loading
+        if self._compiled:
+            import torch._dynamo  # off the clock: seconds of Python imports, not loading
+
+            # Past the recompile limit dynamo would silently run eager: a measured figure must not be that.
+            torch._dynamo.config.fail_on_recompile_limit_hit = True
         dtype_name = compute_dtype_name(quant, self.device_kind)
         options: dict[str, Any] = {}
         can_skip_mmap = "disable_mmap" in inspect.signature(model_class.from_pretrained).parameters
@@ -144,10 +147,10 @@ class TorchRunner(SpeedEngine):
         file_type = _DTYPE_NAMES.get(str(model.dtype).removeprefix("torch."), str(model.dtype))
         if quant in WEIGHT_ONLY:
             file_type = self._quantize(model, quant)
-        if self.load_cell.torch_compile:
+        if self._compiled:
             # Compiled lazily at the first forward pass, which the suite's warm-up repetitions absorb;
             # quality (logits, generation) runs the eager forward, whose numbers are the same.
-            model.forward = torch.compile(model.forward)
+            model.forward = torch.compile(model.forward, mode=self.load_cell.torch_compile)
         self._synchronize()
         load_s = time.perf_counter() - start
         self.model = model
@@ -335,6 +338,28 @@ class TorchRunner(SpeedEngine):
                                                                             getattr(layer, "values", None))
                    if tensor is not None)
         self._kv_peak_bytes = max(self._kv_peak_bytes or 0, held)
+
+    @property
+    def _compiled(self) -> bool:
+        return self.load_cell.torch_compile not in (None, "off")
+
+    def _graph_count(self) -> int:
+        from torch._dynamo.utils import counters
+
+        return int(counters["stats"]["unique_graphs"]) + int(counters["frames"]["total"])
+
+    def on_measured_start(self) -> None:
+        self._graphs_before = self._graph_count() if self._compiled else 0
+
+    def on_measured_end(self) -> None:
+        """A recompile inside the measured repetitions mixes compile time (or eager runs) into the figures."""
+        if not self._compiled:
+            return
+        recompiles = self._graph_count() - self._graphs_before
+        if recompiles:
+            raise BenchError(f"torch.compile ({self.load_cell.torch_compile}) compiled again during the measured "
+                             f"repetitions ({recompiles} new graph(s)/frame(s)): the figures would mix compilation "
+                             "with runs; add warm-ups (workload.warmup) or use static_cache: true")
 
     def memory_fields(self) -> dict[str, Any]:
         self._note_kv_bytes()
