@@ -8,6 +8,7 @@ from bench.cli._console import EXIT_CELLS_FAILED, EXIT_INTERRUPTED, EXIT_OK, con
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from bench.cli.progress import RunProgress
     from bench.plan import parse_shard
     from bench.run import RunOptions, run_suite
 
@@ -20,7 +21,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         history=Path(args.history) if args.history else None,
         force=args.force,
     )
-    summary = run_suite(Path(args.suite), options, console)
+    display = RunProgress(console, args.quiet, Path(args.suite).stem)
+    with display.progress:
+        summary = run_suite(Path(args.suite), options, display.events())
     counts = ", ".join(f"{n} {status}" for status, n in summary.counts.items() if n)
     if summary.interrupted:
         # Printed whole, never wrapped: the user copies the command.
