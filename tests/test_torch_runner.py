@@ -28,8 +28,7 @@ def bench(*args: str) -> subprocess.CompletedProcess[str]:
 def _torch_cell(quantization: str, **overrides: object) -> Cell:
     values: dict[str, object] = dict(
         suite="t", model_id="m", quantization=quantization, backend="torch", device_id="cpu",
-        device_kind="cpu", device_index=0, threads=1, n_gpu_layers=None, n_batch=None, n_ubatch=None,
-        flash_attn=None, kv_cache_type=None, mmap=None, repack=None, torch_compile=False, static_cache=False,
+        device_kind="cpu", device_index=0, threads=1, torch_compile="off", static_cache=False,
         prompt_tokens=16, gen_tokens=4, depth=0, repetitions=1, warmup=0,
     )
     values.update(overrides)
@@ -130,8 +129,8 @@ def test_runner_contract_on_tiny_model(tiny_model: Path) -> None:
     # (the first token comes from the prompt's logits; decoding restarts at the depth).
     assert runner.memory_fields()["kv_cache_bytes"] == 2 * 2 * 16 * 2 * 4 * (8 + 16)
     # truncate crops the cache to the depth, so decode continues right after it.
-    runner.reset(np.arange(8, dtype=np.int32))
-    runner.prefill(np.arange(4, dtype=np.int32))
+    runner.reset(np.arange(8, dtype=np.int32)[None])
+    runner.prefill(np.arange(4, dtype=np.int32)[None])
     assert runner.truncate(8) and runner.cache.get_seq_length() == 8
     runner.close()
 
@@ -149,8 +148,8 @@ def test_static_cache_gives_the_same_logits_as_dynamic(tiny_model: Path) -> None
         runner = TorchRunner(tiny_model, cell)
         runner.load()
         runner.start_context(cell)
-        runner.reset(tokens[:20])
-        runner.prefill(tokens[20:30])
+        runner.reset(tokens[None, :20])
+        runner.prefill(tokens[None, 20:30])
         logits = runner._forward(*runner._inputs(tokens[30:31], 30), runner.cache)
         results[static] = logits[0, -1].float().numpy()
         assert runner.truncate(20) is (not static)
@@ -165,7 +164,9 @@ def test_torch_compile_knob_measures_and_matches_eager(tiny_model: Path) -> None
     from bench.runners.base import measure_cell, repetition_fields
     from bench.runners.torch.runner import TorchRunner
 
-    cell = _torch_cell("fp32", torch_compile=True, static_cache=True, prompt_tokens=8, gen_tokens=3, warmup=1)
+    # Two warm-ups: dynamo compiles the prompt shape, then the one-token shape, then (automatic dynamic shapes)
+    # once more when a shape comes back; a recompile inside the measured repetitions would fail the cell.
+    cell = _torch_cell("fp32", torch_compile="default", static_cache=True, prompt_tokens=8, gen_tokens=3, warmup=2)
     runner = TorchRunner(tiny_model, cell)
     runner.load()
     runner.start_context(cell)
@@ -174,7 +175,7 @@ def test_torch_compile_knob_measures_and_matches_eager(tiny_model: Path) -> None
     tokens = np.arange(3, 11, dtype=np.int32)  # the prefill's shape: its compiled graph is reused
     outputs = []
     for eager in (False, True):
-        runner.reset(np.zeros(0, dtype=np.int32))
+        runner.reset(np.zeros((1, 0), dtype=np.int32))
         outputs.append(runner._forward(*runner._inputs(tokens, 0), runner.cache, eager=eager)[0, -1].numpy())
     np.testing.assert_allclose(outputs[0], outputs[1], rtol=1e-4, atol=1e-4)
     runner.close()
@@ -372,4 +373,20 @@ def test_recompiling_during_measured_repetitions_fails_the_cell(tiny_model: Path
     runner.start_context(warm)
     warmups, measured = measure_cell(runner, warm)
     assert len(measured) == 2
+    runner.close()
+
+
+def test_parallel_sequences_use_the_batch_dimension(tiny_model: Path) -> None:
+    """parallel 3: three sequences in one batch share each forward pass; the KV cache holds all three."""
+    from bench.runners.base import measure_cell, repetition_fields
+    from bench.runners.torch.runner import TorchRunner
+
+    cell = _torch_cell("fp32", parallel=3, depth=4, prompt_tokens=8, gen_tokens=3, repetitions=2)
+    runner = TorchRunner(tiny_model, cell)
+    runner.load()
+    runner.start_context(cell)
+    row = repetition_fields(cell, *measure_cell(runner, cell))
+    assert row["decode_tok_s_per_seq_mean"] == pytest.approx(row["decode_tok_s_mean"] / 3)
+    # 3 sequences x (depth 4 + prompt 8) positions x 2 layers x 2 KV heads x 16 dims x (K, V) x 4 bytes.
+    assert runner.memory_fields()["kv_cache_bytes"] == 3 * (4 + 8) * 2 * 2 * 16 * 2 * 4
     runner.close()

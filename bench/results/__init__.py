@@ -64,6 +64,7 @@ class _FixedColumns(BaseModel):
     decode_tok_s_std: float | None = None
     decode_tok_s_median: float | None = None
     decode_tok_s_cv_pct: float | None = None
+    decode_tok_s_per_seq_mean: float | None = None  # with parallel N: what each sequence (user) gets
     ttft_ms_mean: float | None = None
     ttft_ms_median: float | None = None
     itl_ms_p50: float | None = None

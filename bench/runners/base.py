@@ -19,6 +19,16 @@ from bench.results import samples_to_text
 from bench.stats import percentile, summarize
 from bench.suite import Cell
 
+CONTEXT_ROUND = 256  # contexts are rounded up to this, so nearby cells share a size class (llama.cpp pads too)
+
+
+def context_size(cell: Cell, per_sequence: bool = False) -> int:
+    """The KV cells a cell needs: every sequence's depth, prompt and generated tokens (as llama-bench sizes
+    n_ctx), rounded up to CONTEXT_ROUND; per_sequence: one sequence's share."""
+    sequences = 1 if per_sequence else (cell.parallel or 1)
+    needed = sequences * (cell.depth + cell.prompt_tokens + cell.gen_tokens)
+    return -(-needed // CONTEXT_ROUND) * CONTEXT_ROUND
+
 
 @dataclass
 class LoadInfo:
@@ -30,8 +40,8 @@ class LoadInfo:
 
 @dataclass
 class Repetition:
-    prefill_s: float
-    decode_token_s: list[float]
+    prefill_s: float  # all sequences' prompts
+    decode_token_s: list[float]  # per decode step (one token for every sequence)
     decode_energy_j: float | None = None  # from the device's energy counter, decode phase only
     # The engine's own account of the same timed calls (llama.cpp's perf counters), when it keeps one.
     engine_prefill_s: float | None = None
@@ -67,19 +77,21 @@ class SpeedEngine(abc.ABC):
 
     @abc.abstractmethod
     def reset(self, depth_tokens: np.ndarray) -> None:
-        """Clear the KV cache and fill it with these tokens (not timed)."""
+        """Clear the KV cache and fill sequence s with depth_tokens[s] (shape [sequences, depth]; not timed)."""
 
     @abc.abstractmethod
     def truncate(self, n_keep: int) -> bool:
-        """Drop cache positions >= n_keep. False if the cache type cannot (then reset() is used)."""
+        """Drop every sequence's positions >= n_keep. False if the cache cannot (then reset() is used)."""
 
     @abc.abstractmethod
     def prefill(self, tokens: np.ndarray) -> float:
-        """Process tokens as batches after the current cache; seconds until the device is done."""
+        """Process prompt tokens[s] after sequence s's cache (shape [sequences, n]), batched across sequences;
+        seconds until the device is done."""
 
     @abc.abstractmethod
     def decode(self, tokens: np.ndarray) -> list[float]:
-        """Process tokens one at a time; seconds for each, device synchronized."""
+        """Decode steps (shape [steps, sequences]): each step one token for every sequence; seconds per step,
+        device synchronized."""
 
     def engine_seconds(self) -> tuple[float, float] | None:
         """The engine's own cumulative (prompt, generation) compute time, if it keeps one; None otherwise.
@@ -100,11 +112,12 @@ class SpeedEngine(abc.ABC):
         """Free the model and context."""
 
 
-def random_tokens(rng: np.random.Generator, n_vocab: int, count: int, first: int | None) -> np.ndarray:
-    """Random tokens, as llama-bench uses: content does not change the cost of a dense forward pass."""
-    tokens = rng.integers(0, n_vocab, size=count, dtype=np.int32)
-    if first is not None and count > 0:
-        tokens[0] = first
+def random_tokens(rng: np.random.Generator, n_vocab: int, shape: tuple[int, int], first: int | None) -> np.ndarray:
+    """Random tokens, as llama-bench uses: content does not change the cost of a dense forward pass.
+    `first` (the BOS token) starts each row when given."""
+    tokens = rng.integers(0, n_vocab, size=shape, dtype=np.int32)
+    if first is not None and shape[1] > 0:
+        tokens[:, 0] = first
     return tokens
 
 
@@ -122,19 +135,22 @@ def measure_cell(
 
     Prefill is measured after `depth` cached tokens; decode too starts at `depth` (the prompt is dropped
     from the cache first), as llama-bench's pp and tg tests at `-d depth`. The first generated token comes
-    from the prefill's last logits, so time to first token is the prefill time. Returns (warmups, measured).
+    from the prefill's last logits, so time to first token is the prefill time. With `parallel` N, N
+    sequences (each with its own depth) are prefilled together and decoded together one token each per
+    step, as llama-batched-bench measures. Returns (warmups, measured).
     """
     rng = np.random.default_rng(seed)
     n_vocab = engine.n_vocab()
     bos = engine.bos_token()
-    depth_tokens = random_tokens(rng, n_vocab, cell.depth, bos)
+    n_seq = cell.parallel or 1
+    depth_tokens = random_tokens(rng, n_vocab, (n_seq, cell.depth), bos)
     warmups: list[Repetition] = []
     measured: list[Repetition] = []
     for index in range(cell.warmup + cell.repetitions):
         if index == cell.warmup:
             engine.on_measured_start()
-        prompt = random_tokens(rng, n_vocab, cell.prompt_tokens, bos if cell.depth == 0 else None)
-        generated = random_tokens(rng, n_vocab, cell.gen_tokens, None)
+        prompt = random_tokens(rng, n_vocab, (n_seq, cell.prompt_tokens), bos if cell.depth == 0 else None)
+        generated = random_tokens(rng, n_vocab, (cell.gen_tokens, n_seq), None)
         engine.reset(depth_tokens)
         before = engine.engine_seconds()
         prefill_s = engine.prefill(prompt)
@@ -162,9 +178,12 @@ def _overhead_pct(timed: list[float], engine: list[float | None]) -> float | Non
 
 
 def repetition_fields(cell: Cell, warmups: list[Repetition], measured: list[Repetition]) -> dict[str, Any]:
-    """Row fields from the repetitions (pure: no backend involved)."""
-    prefill = [cell.prompt_tokens / r.prefill_s for r in measured]
-    decode = [len(r.decode_token_s) / sum(r.decode_token_s) for r in measured]
+    """Row fields from the repetitions (pure: no backend involved). With `parallel` N the tok/s figures are
+    aggregates over the N sequences; decode_tok_s_per_seq is what each user sees; TTFT is the last
+    sequence's (every prompt is in the one batched prefill); ITL percentiles are decode-step latencies."""
+    n_seq = cell.parallel or 1
+    prefill = [n_seq * cell.prompt_tokens / r.prefill_s for r in measured]
+    decode = [n_seq * len(r.decode_token_s) / sum(r.decode_token_s) for r in measured]
     ttft_ms = [1000.0 * r.prefill_s for r in measured]
     itl_ms = [1000.0 * s for r in measured for s in r.decode_token_s]
     per_rep_itl = {pct: [percentile([1000.0 * s for s in r.decode_token_s], pct) for r in measured]
@@ -177,7 +196,7 @@ def repetition_fields(cell: Cell, warmups: list[Repetition], measured: list[Repe
         warnings.append(f"decode spread {tg.cv_pct:.1f}% CV over {tg.n} reps")
     energies = [r.decode_energy_j for r in measured]
     measured_energy = bool(energies) and all(e is not None for e in energies)
-    energy_per_token = [e / len(r.decode_token_s) for e, r in zip(energies, measured, strict=True)] \
+    energy_per_token = [e / (n_seq * len(r.decode_token_s)) for e, r in zip(energies, measured, strict=True)] \
         if measured_energy else []  # type: ignore[operator]
     return {
         "energy_j_per_decode_token": sum(energy_per_token) / len(energy_per_token) if energy_per_token else None,
@@ -186,6 +205,7 @@ def repetition_fields(cell: Cell, warmups: list[Repetition], measured: list[Repe
         "prefill_tok_s_cv_pct": pp.cv_pct,
         "decode_tok_s_mean": tg.mean, "decode_tok_s_std": tg.std, "decode_tok_s_median": tg.median,
         "decode_tok_s_cv_pct": tg.cv_pct,
+        "decode_tok_s_per_seq_mean": tg.mean / n_seq,
         "ttft_ms_mean": ttft.mean, "ttft_ms_median": ttft.median,
         "itl_ms_p50": percentile(itl_ms, 50), "itl_ms_p90": percentile(itl_ms, 90),
         "itl_ms_p99": percentile(itl_ms, 99),
@@ -197,8 +217,9 @@ def repetition_fields(cell: Cell, warmups: list[Repetition], measured: list[Repe
                                               [r.engine_prefill_s for r in measured]),
         "decode_overhead_pct": _overhead_pct([sum(r.decode_token_s) for r in measured],
                                              [r.engine_decode_s for r in measured]),
-        "warmup_prefill_tok_s": samples_to_text(cell.prompt_tokens / r.prefill_s for r in warmups),
-        "warmup_decode_tok_s": samples_to_text(len(r.decode_token_s) / sum(r.decode_token_s) for r in warmups),
+        "warmup_prefill_tok_s": samples_to_text(n_seq * cell.prompt_tokens / r.prefill_s for r in warmups),
+        "warmup_decode_tok_s": samples_to_text(n_seq * len(r.decode_token_s) / sum(r.decode_token_s)
+                                               for r in warmups),
         "unstable": pp.unstable or tg.unstable,
         "warnings": "; ".join(warnings),
     }

@@ -124,6 +124,8 @@ for _knob in (
     Knob("n_gpu_layers", int, ALL_LAYERS, "layers offloaded to the GPU; all (-1) or a count",
          "GPU layers", "ngl", minimum=0, backends=LLAMACPP, reload=True, memory=True, logits=True,
          per_device=True, cpu_value=0, extra_words=("all",), parse=_gpu_layers, show=_show_gpu_layers),
+    Knob("parallel", int, 1, "concurrent sequences decoded together (users served at once); the KV cache "
+         "holds every sequence", "sequences", "np", minimum=1, memory=True),
     Knob("n_batch", int, 2048, "logical batch: tokens per llama_decode call", "batch", "b", minimum=1,
          backends=LLAMACPP, memory=True),
     Knob("n_ubatch", int, 512, "physical batch: tokens per compute graph", "ubatch", "ub", minimum=1,

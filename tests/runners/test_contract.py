@@ -53,8 +53,8 @@ class RecordingEngine(SpeedEngine):
         return 1
 
     def reset(self, depth_tokens: np.ndarray) -> None:
-        self.calls.append(("reset", len(depth_tokens)))
-        self.position = len(depth_tokens)
+        self.calls.append(("reset", depth_tokens.shape))
+        self.position = depth_tokens.shape[1]
         self.own[0] += FILL_S  # the engine works, off bench's clock
 
     def truncate(self, n_keep: int) -> bool:
@@ -64,13 +64,13 @@ class RecordingEngine(SpeedEngine):
         return True
 
     def prefill(self, tokens: np.ndarray) -> float:
-        self.calls.append(("prefill", len(tokens)))
-        self.position += len(tokens)
+        self.calls.append(("prefill", tokens.shape))
+        self.position += tokens.shape[1]
         self.own[0] += PREFILL_S
         return PREFILL_S
 
     def decode(self, tokens: np.ndarray) -> list[float]:
-        self.calls.append(("decode", len(tokens)))
+        self.calls.append(("decode", tokens.shape))
         self.position += len(tokens)
         self.own[1] += DECODE_S * len(tokens)
         return [DECODE_S] * len(tokens)
@@ -84,7 +84,7 @@ def test_protocol_keeps_depth_fill_warmups_and_truncation_off_the_clock() -> Non
     engine = RecordingEngine(Path("x"), cell)
     warmups, measured = measure_cell(engine, cell)
     assert len(warmups) == 2 and len(measured) == 3
-    per_rep = [("reset", 16), ("prefill", 24), ("truncate", 16), ("decode", 6)]
+    per_rep = [("reset", (1, 16)), ("prefill", (1, 24)), ("truncate", 16), ("decode", (6, 1))]
     assert engine.calls == per_rep * 5  # every repetition: fill to depth, prompt, back to depth, generate
     row = repetition_fields(cell, warmups, measured)
     # Only the timed calls count: 24 tokens in 0.25 s, 6 tokens at 10 ms each — not the 7 s fills.
@@ -97,6 +97,20 @@ def test_protocol_keeps_depth_fill_warmups_and_truncation_off_the_clock() -> Non
     # engine_seconds differences are taken around the timed calls only, so the fake's fills do not leak in.
     assert row["prefill_overhead_pct"] == pytest.approx(0.0, abs=1e-9)
     assert row["decode_overhead_pct"] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_parallel_sequences_are_prefilled_and_decoded_together() -> None:
+    """With parallel N: N prompts in one timed prefill, then steps of N tokens; tok/s figures are aggregates,
+    the per-sequence decode speed is what one user sees, TTFT is the whole batched prefill (the last user's)."""
+    cell = _cell("llamacpp", "Q4_1", parallel=4)
+    engine = RecordingEngine(Path("x"), cell)
+    warmups, measured = measure_cell(engine, cell)
+    assert engine.calls[:4] == [("reset", (4, 16)), ("prefill", (4, 24)), ("truncate", 16), ("decode", (6, 4))]
+    row = repetition_fields(cell, warmups, measured)
+    assert row["prefill_tok_s_mean"] == pytest.approx(4 * 24 / PREFILL_S)
+    assert row["decode_tok_s_mean"] == pytest.approx(4 / DECODE_S)
+    assert row["decode_tok_s_per_seq_mean"] == pytest.approx(1 / DECODE_S)
+    assert row["ttft_ms_mean"] == pytest.approx(1000 * PREFILL_S)
 
 
 def test_a_speed_only_backend_is_legal_and_declines_quality() -> None:
@@ -126,12 +140,12 @@ def test_backend_passes_the_contract(backend: str, request: pytest.FixtureReques
         assert fields["threads_used"] == 1
         n_vocab = engine.n_vocab()
         rng = np.random.default_rng(0)
-        engine.reset(rng.integers(0, n_vocab, size=cell.depth, dtype=np.int32))
-        assert engine.prefill(rng.integers(0, n_vocab, size=12, dtype=np.int32)) > 0
-        steps = engine.decode(rng.integers(0, n_vocab, size=3, dtype=np.int32))
+        engine.reset(rng.integers(0, n_vocab, size=(1, cell.depth), dtype=np.int32))
+        assert engine.prefill(rng.integers(0, n_vocab, size=(1, 12), dtype=np.int32)) > 0
+        steps = engine.decode(rng.integers(0, n_vocab, size=(3, 1), dtype=np.int32))
         assert len(steps) == 3 and all(s > 0 for s in steps)
         if not engine.truncate(cell.depth):
-            engine.reset(rng.integers(0, n_vocab, size=cell.depth, dtype=np.int32))
+            engine.reset(rng.integers(0, n_vocab, size=(1, cell.depth), dtype=np.int32))
         warmups, measured = measure_cell(engine, cell)
         row = repetition_fields(cell, warmups, measured)
         ttft = [float(v) for v in row["ttft_ms_samples"].split(";")]

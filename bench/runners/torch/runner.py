@@ -25,7 +25,7 @@ import numpy as np
 
 from bench.errors import BenchError, first_line
 from bench.hardware import resolve_threads
-from bench.runners.base import LoadInfo, SpeedEngine
+from bench.runners.base import LoadInfo, SpeedEngine, context_size
 from bench.runners.torch.convert import checkpoint_from_gguf, read_source_note
 from bench.runners.torch.dtypes import (
     INT4_GROUP_SIZES,
@@ -36,7 +36,6 @@ from bench.runners.torch.dtypes import (
 )
 from bench.suite import Cell
 
-N_CTX_ROUND = 256  # as the llama.cpp runner rounds its context, so both report the same n_ctx
 DEPTH_CHUNK = 2048  # depth fill in chunks: bounds the attention scratch memory (untimed anyway)
 _DTYPE_NAMES = {"float32": "F32", "float16": "F16", "bfloat16": "BF16"}
 
@@ -100,7 +99,7 @@ class TorchRunner(SpeedEngine):
     def _set_threads(self, threads: int | None) -> None:
         import torch
 
-        torch.set_num_threads(resolve_threads(threads or 0))
+        torch.set_num_threads(resolve_threads(threads))
 
     def load(self) -> LoadInfo:
         import torch
@@ -227,8 +226,8 @@ class TorchRunner(SpeedEngine):
         import torch
 
         self._set_threads(cell.threads)
-        needed = cell.depth + cell.prompt_tokens + cell.gen_tokens + 1
-        self.n_ctx = -(-needed // N_CTX_ROUND) * N_CTX_ROUND
+        self.n_ctx = context_size(cell)
+        self._seq_len = context_size(cell, per_sequence=True)
         self._kv_peak_bytes = None
         if self.device_kind == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
@@ -240,7 +239,7 @@ class TorchRunner(SpeedEngine):
 
         if static:
             # A fixed-size cache: fixed shapes for torch.compile, no reallocation while decoding.
-            return StaticCache(config=self.model.config, max_cache_len=self.n_ctx)
+            return StaticCache(config=self.model.config, max_cache_len=self._seq_len)
         return DynamicCache(config=self.model.config)
 
     def _static(self) -> bool:
@@ -265,8 +264,9 @@ class TorchRunner(SpeedEngine):
     def _inputs(self, tokens: np.ndarray, start: int) -> tuple[Any, Any]:
         import torch
 
-        ids = torch.as_tensor(np.asarray(tokens, dtype=np.int64), device=self.device)[None]
-        positions = torch.arange(start, start + len(tokens), device=self.device)[None]
+        rows = np.atleast_2d(np.asarray(tokens, dtype=np.int64))  # [sequences, n]: the batch dimension
+        ids = torch.as_tensor(rows, device=self.device)
+        positions = torch.arange(start, start + rows.shape[1], device=self.device).expand(rows.shape[0], -1)
         return ids, positions
 
     def _forward(self, ids: Any, positions: Any, cache: Any, logits_to_keep: int = 1,
@@ -284,7 +284,7 @@ class TorchRunner(SpeedEngine):
         """One forward pass of `tokens` after the cache, in seconds until the device is done."""
         import torch
 
-        ids, positions = self._inputs(tokens, self._pos)  # built off the clock
+        ids, positions = self._inputs(tokens, self._pos)  # built off the clock; tokens: [sequences, n]
         if self.device_kind == "cuda":
             begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             torch.cuda.synchronize(self.device)
@@ -297,7 +297,7 @@ class TorchRunner(SpeedEngine):
             start = time.perf_counter()
             self._forward(ids, positions, self.cache)
             elapsed = time.perf_counter() - start
-        self._pos += len(tokens)
+        self._pos += ids.shape[1]
         return elapsed
 
     def reset(self, depth_tokens: np.ndarray) -> None:
@@ -309,10 +309,10 @@ class TorchRunner(SpeedEngine):
         else:
             self.cache = self._new_cache(False)
         self._pos = 0
-        for start in range(0, len(depth_tokens), DEPTH_CHUNK):
-            chunk = depth_tokens[start:start + DEPTH_CHUNK]
+        for start in range(0, depth_tokens.shape[1], DEPTH_CHUNK):
+            chunk = depth_tokens[:, start:start + DEPTH_CHUNK]
             self._forward(*self._inputs(chunk, self._pos), self.cache)
-            self._pos += len(chunk)
+            self._pos += chunk.shape[1]
         self._synchronize()
 
     def truncate(self, n_keep: int) -> bool:
@@ -328,7 +328,7 @@ class TorchRunner(SpeedEngine):
         return self._timed_step(tokens)
 
     def decode(self, tokens: np.ndarray) -> list[float]:
-        return [self._timed_step(tokens[i:i + 1]) for i in range(len(tokens))]
+        return [self._timed_step(step[:, None]) for step in tokens]  # each step: one token per sequence
 
     def _note_kv_bytes(self) -> None:
         layers = getattr(self.cache, "layers", None)
