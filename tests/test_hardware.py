@@ -292,57 +292,6 @@ def test_summarise_llama_system_info(text: str, expected: str) -> None:
     assert software.summarise_system_info(text) == expected
 
 
-# ------------------------------------------------------------------------ device_available
-
-
-def test_cpu_is_always_available() -> None:
-    for fp in (make_fp(), make_fp(gpus=(), nvml_status="NVML not available: x", llama_cpp_gpu_offload=False)):
-        for backend in ("llamacpp", "torch"):
-            assert hardware.device_available(fp, "cpu", 0, backend) == (True, "")
-
-
-def test_absent_cuda_on_this_machine_has_a_reason(real_fp: Fingerprint) -> None:
-    index = len(real_fp.gpus)  # one past the last GPU: cuda:0 on a machine without any
-    ok, reason = hardware.device_available(real_fp, "cuda", index, "llamacpp")
-    assert not ok
-    assert reason.startswith(f"device cuda:{index} ")
-    if real_fp.nvml_status != "ok":
-        assert real_fp.nvml_status in reason
-
-
-def test_cuda_with_one_gpu() -> None:
-    fp = make_fp()
-    assert hardware.device_available(fp, "cuda", 0, "llamacpp") == (True, "")
-    assert hardware.device_available(fp, "cuda", 1, "llamacpp") == (
-        False, "device cuda:1 absent: this machine has 1 NVIDIA GPU(s) (NVIDIA H200)")
-    assert hardware.device_available(make_fp(llama_cpp_gpu_offload=False), "cuda", 0, "llamacpp") == (
-        False, ("llama-cpp-python on this machine was built without GPU offload; "
-                "reinstall with CMAKE_ARGS=-DGGML_CUDA=on"))
-
-
-def test_cuda_without_nvml_or_llama_cpp() -> None:
-    no_nvml = make_fp(gpus=(), nvml_status="NVML not available: NVML Shared Library Not Found")
-    ok, reason = hardware.device_available(no_nvml, "cuda", 0, "llamacpp")
-    assert not ok and "NVML Shared Library Not Found" in reason
-    ok, reason = hardware.device_available(make_fp(llama_cpp_python_version=""), "cuda", 0, "llamacpp")
-    assert not ok and "not installed" in reason
-    ok, reason = hardware.device_available(make_fp(), "rocm", 0, "llamacpp")
-    assert not ok and "rocm" in reason
-
-
-def test_cuda_for_torch(monkeypatch: pytest.MonkeyPatch) -> None:
-    ok, reason = hardware.device_available(make_fp(torch_version=""), "cuda", 0, "torch")
-    assert not ok and "torch is not installed" in reason
-
-    cuda = SimpleNamespace(is_available=lambda: False, device_count=lambda: 0)
-    monkeypatch.setitem(sys.modules, "torch", SimpleNamespace(cuda=cuda))  # what `import torch` will find
-    ok, reason = hardware.device_available(make_fp(torch_version="2.13.0"), "cuda", 0, "torch")
-    assert not ok and "torch.cuda.is_available() is False" in reason
-
-    cuda.is_available, cuda.device_count = (lambda: True), (lambda: 1)
-    assert hardware.device_available(make_fp(torch_version="2.13.0+cu128"), "cuda", 0, "torch") == (True, "")
-
-
 # ---------------------------------------------------------------------- row_fields and id
 
 

@@ -73,12 +73,15 @@ def _detail() -> str:
 
 
 def run_measure(job: MeasureJob, events: TextIO, hook: Hook) -> None:
-    from bench.hardware import GpuSampler
+    from bench.hardware import GpuSampler, vram_used_bytes
     from bench.runners.base import measure_cell, repetition_fields
     from bench.runners.registry import create_engine
 
     cells = [Cell.model_validate(c) for c in job.cells]
     rss_before_load = rss_bytes()
+    # Device memory used before the model exists: where NVML cannot attribute memory to this process
+    # (PID namespaces in containers), peak VRAM is the peak used minus this, weights and KV included.
+    vram_before_load = vram_used_bytes(cells[0].device_kind, cells[0].device_index)
     try:
         hook("load", None)
         engine = create_engine(job.backend, Path(job.model_path), cells[0])
@@ -95,7 +98,7 @@ def run_measure(job: MeasureJob, events: TextIO, hook: Hook) -> None:
         try:
             hook("cell", cell)
             fields: dict[str, Any] = dict(engine.start_context(cell))
-            with GpuSampler(cell.device_kind, cell.device_index) as sampler:
+            with GpuSampler(cell.device_kind, cell.device_index, baseline_used_bytes=vram_before_load) as sampler:
                 warmups, measured = measure_cell(engine, cell, energy=sampler)
             fields["avg_power_w"] = sampler.avg_power_w
             fields["peak_vram_bytes"] = sampler.peak_vram_bytes

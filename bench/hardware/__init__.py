@@ -5,7 +5,6 @@ caches), nvml (every NVML call), software (llama.cpp build), devices (can a back
 noise (system warnings), sampler (GpuSampler), display (the `bench hw` table).
 """
 from bench.hardware.cpu import last_level_cache_bytes, physical_cores, resolve_threads, usable_cores
-from bench.hardware.devices import device_available
 from bench.hardware.display import format_fingerprint
 from bench.hardware.fingerprint import (
     ROW_FIELDS,
@@ -21,11 +20,10 @@ from bench.hardware.sampler import GpuSampler
 from bench.hardware.software import ggml_version
 
 # bench.quantize imports the old private name.
-_ggml_version = ggml_version
 
 __all__ = [
     "ROW_FIELDS", "STABLE_HARDWARE_COLUMNS", "Fingerprint", "GpuInfo", "GpuSampler", "SystemWarning",
-    "detect", "device_available", "format_fingerprint", "ggml_version", "last_level_cache_bytes",
+    "detect", "format_fingerprint", "ggml_version", "last_level_cache_bytes",
     "physical_cores", "resolve_threads", "stable_fingerprint", "system_warnings", "usable_cores",
     "vram_used_bytes", "warnings_text",
 ]

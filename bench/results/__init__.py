@@ -103,8 +103,9 @@ class _FixedColumns(BaseModel):
     est_compute_bytes: int | None = None
     est_total_bytes: int | None = None
     est_device_free_bytes: int | None = None
-    # CPU: the built-in probe (bench.bandwidth, copy GB/s); CUDA: the GPU's theoretical peak from NVML
+    # CPU: measured by bench.bandwidth's read probe (bytes read per second); CUDA: NVML's theoretical peak
     mem_bandwidth_gbs: float | None = None
+    mem_bandwidth_source: str = ""  # cpu_read_probe | nvml_theoretical_peak: what mem_bandwidth_gbs is
 
     # --- energy (NVML where the hardware reports it)
     energy_j_per_decode_token: float | None = None

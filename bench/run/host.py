@@ -11,9 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.bandwidth import MemoryBandwidth, device_bandwidth
 from bench.errors import BenchError, ModelUnavailable
 from bench.execute.local import CellOutcome, WorkGroup, run_group
-from bench.hardware import Fingerprint, SystemWarning, system_warnings
+from bench.hardware import Fingerprint, SystemWarning, system_warnings, warnings_text
 from bench.models import ResolvedModel, cell_model_reference, resolve
 from bench.plan import PlannedCell
 from bench.quality import QualityScheduler, join_quality
@@ -63,27 +64,17 @@ class HostRunner:
             if suite.quality.enabled else None
         self._model_cache: dict[tuple[str, str, str], ResolvedModel | BenchError] = {}
         self._meta_cache: dict[tuple[Path, str], dict[str, Any]] = {}
-        self._bandwidth_cache: dict[tuple[str, int], float | None] = {}
+        self._bandwidth_cache: dict[tuple[str, int], MemoryBandwidth | None] = {}
 
-    @property
-    def warnings_text(self) -> str:
-        return "; ".join(w.name for w in self.system_warnings)
 
-    def bandwidth_gbs(self, cell: Cell) -> float | None:
-        """Memory bandwidth for the roofline, once per device per run: RAM probe for CPU, NVML peak for CUDA."""
+    def bandwidth(self, cell: Cell) -> MemoryBandwidth | None:
+        """The device's memory bandwidth for the roofline, once per device per run, with what it is: the CPU
+        read probe (measured) or a GPU's NVML theoretical peak."""
         key = (cell.device_kind, cell.device_index)
         if key not in self._bandwidth_cache:
-            if cell.device_kind == "cpu":
-                from bench.bandwidth import measure_bandwidth_gbs
-
-                self._bandwidth_cache[key] = round(measure_bandwidth_gbs(), 1)
-            else:
-                gpus = self.fingerprint.gpus
-                gpu = gpus[cell.device_index] if 0 <= cell.device_index < len(gpus) else None
-                self._bandwidth_cache[key] = gpu.memory_bandwidth_gbs() if gpu else None
+            self._bandwidth_cache[key] = device_bandwidth(self.fingerprint, cell.device_kind, cell.device_index)
         return self._bandwidth_cache[key]
 
-    # ------------------------------------------------------------------ models
     def resolve_model(self, cell: Cell) -> ResolvedModel:
         key = (cell.model_id, cell.quantization, cell.backend)
         if key not in self._model_cache:
@@ -118,10 +109,13 @@ class HostRunner:
     def probe_bandwidth(self, groups: list[list[Cell]]) -> None:
         """Probe every device's bandwidth now: a probe while a worker measures would disturb it."""
         for cells in groups:
-            self.bandwidth_gbs(cells[0])
+            self.bandwidth(cells[0])
 
     def _ok_fields(self, cell: Cell) -> dict[str, Any]:
-        return {"mem_bandwidth_gbs": self.bandwidth_gbs(cell), "system_warnings": self.warnings_text}
+        bandwidth = self.bandwidth(cell)
+        return {"mem_bandwidth_gbs": round(bandwidth.gbs, 1) if bandwidth else None,
+                "mem_bandwidth_source": bandwidth.source if bandwidth else "",
+                "system_warnings": warnings_text(self.system_warnings)}
 
     def run_group(self, cells: list[Cell], emit: Emit, on_start: Callable[[Cell], None] | None = None,
                   refresh_warnings: bool = True) -> None:

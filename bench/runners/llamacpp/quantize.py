@@ -53,9 +53,9 @@ def llama_cpp_version_key() -> str:
     """llama-cpp-python's version plus ggml's version and commit: a new llama.cpp may quantize differently."""
     import llama_cpp
 
-    from bench.hardware import _ggml_version
+    from bench.hardware import ggml_version
 
-    return f"llama-cpp-python {llama_cpp.__version__}; ggml {_ggml_version(llama_cpp) or 'unknown'}"
+    return f"llama-cpp-python {llama_cpp.__version__}; ggml {ggml_version(llama_cpp) or 'unknown'}"
 
 
 def _short_hash(text: str, length: int = 12) -> str:

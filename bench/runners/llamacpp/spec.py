@@ -22,9 +22,12 @@ GGUF_QUANT_TYPES = (
 
 
 def _device_reason(fingerprint: Fingerprint, kind: str, index: int) -> str:
+    """What keeps llama.cpp off a device (whether it is installed at all is BackendSpec.missing_reason)."""
+    if kind != "cuda":
+        return ""
     if not fingerprint.llama_cpp_python_version:
         return "llama-cpp-python is not installed; run scripts/install.sh"
-    if kind == "cuda" and not fingerprint.llama_cpp_gpu_offload:
+    if not fingerprint.llama_cpp_gpu_offload:
         return ("llama-cpp-python on this machine was built without GPU offload; "
                 "reinstall with scripts/install.sh on a machine with nvcc (or BENCH_LLAMA_CUDA=1)")
     return ""

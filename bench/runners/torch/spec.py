@@ -14,10 +14,11 @@ INSTALL_HINT = "BENCH_EXTRAS=dev,models,torch ./scripts/install.sh (pins the tor
 
 
 def _device_reason(fingerprint: Fingerprint, kind: str, index: int) -> str:
-    if not fingerprint.torch_version:
-        return f"torch is not installed; {INSTALL_HINT}"
+    """What keeps torch off a device (whether torch is installed at all is BackendSpec.missing_reason)."""
     if kind != "cuda":
         return ""
+    if not fingerprint.torch_version:
+        return f"torch is not installed; {INSTALL_HINT}"
     try:
         import torch  # lazily: importing torch takes seconds
     except Exception as exc:  # noqa: BLE001 - a broken torch install is a reason, not a crash
