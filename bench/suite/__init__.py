@@ -13,6 +13,7 @@ from bench.suite.knobs import KNOBS, Knob
 from bench.suite.load import axes, load_suite, parse_suite
 from bench.suite.matrix import expand, matches
 from bench.suite.schema import (
+    SLO_PRESETS,
     SOURCE_QUANT,
     Constraints,
     DeviceCost,
@@ -20,11 +21,12 @@ from bench.suite.schema import (
     Limits,
     ModelSpec,
     QualitySpec,
+    Slo,
     Suite,
     Workload,
 )
 
 __all__ = [
     "KNOBS", "SOURCE_QUANT", "Cell", "Constraints", "DeviceCost", "DeviceSpec", "Knob", "Limits", "ModelSpec",
-    "QualitySpec", "Suite", "Workload", "axes", "cell_id_of", "expand", "load_suite", "matches", "parse_suite",
+    "QualitySpec", "SLO_PRESETS", "Slo", "Suite", "Workload", "axes", "cell_id_of", "expand", "load_suite", "matches", "parse_suite",
 ]

@@ -114,6 +114,49 @@ class Constraints(StrictModel):
     min_task_accuracy: float | None = None
 
 
+# MLPerf Inference's latency limits for LLMs in its Server scenario (99th percentiles): time to first token
+# and time per output token, in ms (mlcommons/inference, loadgen/mlperf.conf).
+SLO_PRESETS: dict[str, tuple[float, float]] = {
+    "mlperf-llama2-70b-server": (2000, 200),
+    "mlperf-llama2-70b-interactive": (450, 40),
+    "mlperf-llama3.1-8b-server": (2000, 100),
+    "mlperf-llama3.1-8b-interactive": (500, 30),
+    "mlperf-deepseek-r1-server": (2000, 80),
+    "mlperf-deepseek-r1-interactive": (1500, 15),
+}
+
+
+class Slo(StrictModel):
+    """The service level a user must get for a concurrency to count as served (bench report's Capacity).
+
+    max_ttft_ms bounds the time to first token of the last user in a batch; min_user_tok_s bounds each user's
+    decode speed (equivalently max_tpot_ms = 1000 / min_user_tok_s, time per output token). A preset fills
+    both from MLPerf's limits; fields given beside it take precedence."""
+
+    preset: Literal[tuple(SLO_PRESETS)] | None = None  # type: ignore[valid-type]
+    max_ttft_ms: float | None = Field(default=None, gt=0)
+    min_user_tok_s: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _something_to_meet(self) -> Slo:
+        if self.preset is None and self.max_ttft_ms is None and self.min_user_tok_s is None:
+            raise ValueError(f"an slo needs max_ttft_ms, min_user_tok_s or a preset ({', '.join(SLO_PRESETS)})")
+        return self
+
+    def limits(self) -> tuple[float | None, float | None]:
+        """(max TTFT ms, min per-user tok/s), the preset's where the suite gives none."""
+        ttft, tpot = SLO_PRESETS[self.preset] if self.preset else (None, None)
+        user_tok_s = 1000.0 / tpot if tpot else None
+        return (self.max_ttft_ms if self.max_ttft_ms is not None else ttft,
+                self.min_user_tok_s if self.min_user_tok_s is not None else user_tok_s)
+
+    def describe(self) -> str:
+        ttft, user = self.limits()
+        parts = [f"TTFT <= {ttft:g} ms" if ttft else "", f">= {user:g} tok/s per user" if user else ""]
+        text = " and ".join(p for p in parts if p)
+        return f"{text} ({self.preset})" if self.preset else text
+
+
 class DeviceCost(StrictModel):
     price_usd: float | None = Field(default=None, ge=0)
     power_w: float | None = Field(default=None, ge=0)
@@ -137,8 +180,11 @@ class Suite(StrictModel):
     quality: QualitySpec = Field(default_factory=lambda: QualitySpec(enabled=False))
     constraints: Constraints = Field(default_factory=Constraints)
     costs: dict[str, DeviceCost] = Field(default_factory=dict)
+    slo: Slo = Field(default_factory=lambda: Slo(preset="mlperf-llama3.1-8b-server"))
+    # Generated-token budgets for the report's "time to answer" (a reasoning model thinks this long).
+    thinking_budgets: list[int] = Field(default_factory=lambda: [4096, 16384])
 
-    _listify = field_validator("backends", mode="before")(as_list)
+    _listify = field_validator("backends", "thinking_budgets", mode="before")(as_list)
 
     @field_validator("models")
     @classmethod
