@@ -16,6 +16,7 @@ import numpy as np
 from bench.errors import BenchError
 from bench.hardware import resolve_threads
 from bench.runners.base import LoadInfo, SpeedEngine, context_size
+from bench.runners.llamacpp.threadpool import ThreadPool
 from bench.suite import Cell
 
 KV_TYPE_TO_GGML = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7, "q8_0": 8, "iq4_nl": 20,
@@ -148,6 +149,8 @@ class LlamaCppRunner(SpeedEngine):
         if not self.ctx:
             tail = " ".join(line.strip() for line in log[-3:])
             raise BenchError(f"llama.cpp could not create a context of {n_ctx} tokens: {tail or 'out of memory?'}")
+        self._pool = ThreadPool(llama_cpp, threads)
+        self._pool.attach(self.ctx)
         self.n_ctx = n_ctx
         self.n_batch = params.n_batch
         self.ctx_key = key
@@ -164,7 +167,9 @@ class LlamaCppRunner(SpeedEngine):
         llama_cpp = _llama()
         if self.ctx:
             llama_cpp.llama_batch_free(self._batch)
+            self._pool.detach(self.ctx)
             llama_cpp.llama_free(self.ctx)
+            self._pool.close()
             self.ctx = None
             self.ctx_key = None
 
