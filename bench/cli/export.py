@@ -1,4 +1,5 @@
 """`bench export`: results as pytest-benchmark or github-action-benchmark JSON."""
+
 from __future__ import annotations
 
 import argparse
@@ -7,6 +8,7 @@ from pathlib import Path
 from bench.cli._console import console
 from bench.export import DIRECTIONS, FORMATS, export
 from bench.export import __doc__ as EXPORT_DOC
+
 
 def cmd_export(args: argparse.Namespace) -> int:
     path = export([Path(p) for p in args.results], args.format, Path(args.output), args.direction, args.host)

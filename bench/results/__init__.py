@@ -80,10 +80,15 @@ class ResultRow(BaseModel):
     prefill_tok_s_samples: str = ""  # one value per repetition, ';'-separated
     decode_tok_s_samples: str = ""
     ttft_ms_samples: str = ""
+    # per repetition: that repetition's percentile of its own token latencies, ';'-separated
+    itl_ms_p50_samples: str = ""
+    itl_ms_p90_samples: str = ""
+    itl_ms_p99_samples: str = ""
     warmup_prefill_tok_s: str = ""
     warmup_decode_tok_s: str = ""
     unstable: bool | None = None
     warnings: str = ""
+    system_warnings: str = ""  # noise on the machine while this row was measured (governor, busy CPU, heat)
 
     # --- memory
     model_file_bytes: int | None = None
@@ -102,6 +107,7 @@ class ResultRow(BaseModel):
 
     # --- energy (NVML where the hardware reports it)
     energy_j_per_decode_token: float | None = None
+    energy_j_per_decode_token_samples: str = ""  # one value per repetition, ';'-separated
     avg_power_w: float | None = None
 
     # --- model metadata (GGUF header)
