@@ -35,8 +35,10 @@ def warning_notes(pairs: list[tuple[CellSide, CellSide]]) -> list[WarningNote]:
 
 
 def add_update_notes(comparison: Comparison, pairs: list[tuple[CellSide, CellSide]]) -> None:
-    comparison.changed_since_baseline += software_changes(pairs)
-    comparison.system_warnings += warning_notes(pairs)
+    """Notes on the cells measured on both sides (the ones whose figures are judged)."""
+    measured = [(base, cur) for base, cur in pairs if base.status == cur.status == "ok"]
+    comparison.changed_since_baseline += software_changes(measured)
+    comparison.system_warnings += warning_notes(measured)
 
 
 def add_method_notes(comparison: Comparison) -> None:
