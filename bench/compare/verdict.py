@@ -54,10 +54,9 @@ def _noise_test(metric: Metric, base: CellSide, cur: CellSide) -> tuple[str, TTe
     if metric.samples is None:
         return "threshold", None, "threshold only (one deterministic measurement per run)"
     runs = base.run_values.get(metric.name, [])
-    if len(runs) >= MIN_HISTORY_RUNS:
-        test = prediction_t_test(runs, cur.values[metric.name])
-        assert test is not None  # at least MIN_HISTORY_RUNS >= 2 values
-        return "runs", test, f"prediction t={test.t:.2f}, {test.dof:.0f} dof, vs {len(runs)} run means"
+    by_runs = prediction_t_test(runs, cur.values[metric.name]) if len(runs) >= MIN_HISTORY_RUNS else None
+    if by_runs is not None:
+        return "runs", by_runs, f"prediction t={by_runs.t:.2f}, {by_runs.dof:.0f} dof, vs {len(runs)} run means"
     before, after = base.samples.get(metric.samples, []), cur.samples.get(metric.samples, [])
     test = welch_t_test(before, after)
     if test is not None:
