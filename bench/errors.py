@@ -16,3 +16,9 @@ class BenchError(Exception):
 
 class ModelUnavailable(BenchError):
     """A model file cannot be had on this machine: the cell is skipped, the run goes on."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message: libraries' messages can run to pages."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else "no message"

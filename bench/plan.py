@@ -2,23 +2,20 @@
 from __future__ import annotations
 
 import fnmatch
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, replace
 
 from bench.errors import BenchError
-from bench.hardware import Fingerprint, device_available
-from bench.runners import backend_missing_reason
-from bench.suite import AXES, Cell, Suite, expand
-
-if TYPE_CHECKING:
-    from bench.planner import CellMemory
+from bench.hardware import Fingerprint
+from bench.planner import CellMemory
+from bench.runners.registry import BACKENDS, backend, device_reason
+from bench.suite import Cell, Suite, axes, expand
 
 
-@dataclass
+@dataclass(frozen=True)
 class PlannedCell:
     cell: Cell
     skip_reason: str = ""
-    memory: CellMemory | None = None  # the memory planner's estimate (bench.planner.plan_memory)
+    memory: CellMemory | None = None  # the backend's memory planner's estimate
 
     @property
     def runnable(self) -> bool:
@@ -27,39 +24,64 @@ class PlannedCell:
 
 def plan_cells(suite: Suite, fingerprint: Fingerprint) -> list[PlannedCell]:
     planned = []
-    backend_reasons = {b: backend_missing_reason(b) for b in suite.backends}
+    missing = {b: backend(b).missing_reason() for b in suite.backends}
+    devices: dict[tuple[str, str, int], str] = {}
     for cell in expand(suite):
-        reason = backend_reasons[cell.backend]
+        reason = missing[cell.backend]
         if not reason:
-            ok, why = device_available(fingerprint, cell.device_kind, cell.device_index, cell.backend)
-            reason = "" if ok else why
+            key = (cell.backend, cell.device_kind, cell.device_index)
+            if key not in devices:
+                devices[key] = device_reason(fingerprint, *key)
+            reason = devices[key]
         planned.append(PlannedCell(cell, reason))
-    torch_cells = [p.cell for p in planned if p.runnable and p.cell.backend == "torch"]
-    torch_reasons = _torch_quantization_reasons(torch_cells)
+    reasons = _quantization_reasons([p.cell for p in planned if p.runnable])
+    checked = []
     for item in planned:
-        if item.runnable and item.cell.backend == "torch":
-            cell = item.cell
-            item.skip_reason = torch_reasons[(cell.device_kind, cell.device_index, cell.quantization)]
-    return planned
+        cell = item.cell
+        if item.runnable:
+            item = replace(item, skip_reason=reasons.get(
+                (cell.backend, cell.device_kind, cell.device_index, cell.quantization), ""))
+        checked.append(item)
+    return checked
 
 
-def _torch_quantization_reasons(cells: list[Cell]) -> dict[tuple[str, int, str], str]:
-    """Why a device cannot run a torch quantization (e.g. fp16 or int4 on some CPUs); '' where it can.
+def with_memory(suite: Suite, planned: list[PlannedCell], fingerprint: Fingerprint,
+                force: bool = False) -> list[PlannedCell]:
+    """Each cell with its backend's memory estimate; runnable cells that will not fit become skipped
+    (unless force). Backends without a memory planner get a note saying so."""
+    by_backend: dict[str, list[Cell]] = {}
+    for item in planned:
+        by_backend.setdefault(item.cell.backend, []).append(item.cell)
+    estimates: dict[str, CellMemory] = {}
+    for name, cells in by_backend.items():
+        planner = BACKENDS[name].plan_memory
+        if planner is not None:
+            estimates.update(planner(cells, suite, fingerprint))
+    out = []
+    for item in planned:
+        memory = estimates.get(item.cell.cell_id) or CellMemory(
+            note=f"no memory estimate: the {item.cell.backend} backend has no memory planner")
+        reason = item.skip_reason or ("" if force else memory.skip_reason())
+        out.append(replace(item, memory=memory, skip_reason=reason))
+    return out
 
-    A real check (a small layer at each quantization, in a subprocess), once per device and only when
-    the suite has runnable torch cells.
+
+def _quantization_reasons(cells: list[Cell]) -> dict[tuple[str, str, int, str], str]:
+    """Why a device cannot run a quantization (e.g. fp16 or int4 on some CPUs for torch); '' where it can.
+
+    A backend that checks (a real small layer at each quantization, in a subprocess) is asked once per
+    device, and only for the quantizations the suite has runnable cells of.
     """
-    wanted: dict[tuple[str, int], set[str]] = {}
+    wanted: dict[tuple[str, str, int], set[str]] = {}
     for cell in cells:
-        wanted.setdefault((cell.device_kind, cell.device_index), set()).add(cell.quantization)
-    if not wanted:
-        return {}
-    from bench.runners.torch import quantization_skip_reasons
-
-    reasons: dict[tuple[str, int, str], str] = {}
-    for (kind, index), quantizations in wanted.items():
-        for quantization, reason in quantization_skip_reasons(kind, index, sorted(quantizations)).items():
-            reasons[(kind, index, quantization)] = reason
+        if BACKENDS[cell.backend].quantization_reasons is not None:
+            wanted.setdefault((cell.backend, cell.device_kind, cell.device_index), set()).add(cell.quantization)
+    reasons: dict[tuple[str, str, int, str], str] = {}
+    for (name, kind, index), quantizations in wanted.items():
+        check = BACKENDS[name].quantization_reasons
+        assert check is not None
+        for quantization, reason in check(kind, index, sorted(quantizations)).items():
+            reasons[(name, kind, index, quantization)] = reason
     return reasons
 
 
@@ -96,8 +118,8 @@ def parse_filters(filters: list[str]) -> list[tuple[str, str]]:
         field = {"quant": "quantization"}.get(field.strip(), field.strip())
         if not sep or not pattern:
             raise BenchError(f"--only {text!r}: expected field=value, e.g. quant=Q4_K_M or threads=2")
-        if field not in AXES:
-            raise BenchError(f"--only {text!r}: unknown field {field!r}; allowed: {', '.join(AXES)}")
+        if field not in axes():
+            raise BenchError(f"--only {text!r}: unknown field {field!r}; allowed: {', '.join(axes())}")
         parsed.append((field, pattern.strip()))
     return parsed
 

@@ -30,7 +30,6 @@ from bench.errors import BenchError
 
 if TYPE_CHECKING:
     from bench.hardware import Fingerprint
-    from bench.plan import PlannedCell
     from bench.suite import Cell, DeviceSpec, Limits, ModelSpec, Suite
 
 MIB = 2**20
@@ -669,15 +668,11 @@ class ShapeFinder:
         return self._found[key]
 
     def _find(self, model: ModelSpec, quantization: str) -> ShapeSource:
-        from bench.models import (
-            cell_model_reference,
-            local_model_file,
-            needs_derivation,
-            quant_type_from_name,
-        )
+        from bench.models import cell_model_reference, local_model_file, quant_type_from_name
+        from bench.runners.llamacpp.spec import needs_derivation
 
-        if needs_derivation(model, quantization, "llamacpp"):
-            from bench.quantize import cached_derived_file
+        if needs_derivation(model, quantization):
+            from bench.runners.llamacpp.quantize import cached_derived_file
 
             source = local_model_file(model.source) if model.source else None
             if source is not None:
@@ -686,7 +681,7 @@ class ShapeFinder:
                     return ShapeSource(shape_from_gguf(built))
                 return ShapeSource(shape_from_gguf(source), quantization)
             return self._from_suite(model, quantization, f"its source {model.source} is not on this machine")
-        reference = cell_model_reference(model, quantization, "llamacpp")
+        reference = cell_model_reference(model, quantization)
         local = local_model_file(reference)
         if local is not None:
             return ShapeSource(shape_from_gguf(local))
@@ -708,20 +703,12 @@ class ShapeFinder:
         return ShapeSource(replace(shape, file_type=quant), quant, fetch=fetch)
 
 
-def plan_memory(suite: Suite, planned: list[PlannedCell], fingerprint: Fingerprint, force: bool = False) -> None:
-    """Attach each llama.cpp cell's estimate; cells that will not fit are skipped (unless force)."""
+def plan_memory(suite: Suite, cells: list[Cell], fingerprint: Fingerprint) -> dict[str, CellMemory]:
+    """Each llama.cpp cell's estimate against its device's budget, by cell id."""
     finder = ShapeFinder(suite)
     budgets = {d.id: device_budget(fingerprint, d, suite.limits) for d in suite.devices}
-    for item in planned:
-        cell = item.cell
-        if cell.backend != "llamacpp":
-            item.memory = CellMemory(note=f"no estimate for the {cell.backend} backend")
-            continue
-        found = finder.find(cell.model_id, cell.quantization)
-        item.memory = memory_for(cell, found, budgets[cell.device_id])
-        reason = item.memory.skip_reason()
-        if reason and item.runnable and not force:
-            item.skip_reason = reason
+    return {cell.cell_id: memory_for(cell, finder.find(cell.model_id, cell.quantization), budgets[cell.device_id])
+            for cell in cells}
 
 
 def memory_for(cell: Cell, found: ShapeSource, budget: Budget) -> CellMemory:

@@ -10,8 +10,9 @@ from rich.table import Table
 from rich.text import Text
 
 from bench.hardware import detect
-from bench.plan import PlannedCell, plan_cells
-from bench.planner import GIB, CellMemory, kv_bytes_per_cell, max_context, plan_memory
+from bench.plan import PlannedCell, plan_cells, with_memory
+from bench.planner import GIB, CellMemory, kv_bytes_per_cell, max_context
+from bench.runners.registry import quantization_catalog
 from bench.suite import load_suite
 
 CONTEXT_MARKS = (4096, 32768, 131072)  # chat, long documents, reasoning traces
@@ -119,10 +120,9 @@ def context_table(planned: list[PlannedCell]) -> Table | None:
 
 
 def print_plan(suite_path: Path, console: Console, force: bool = False) -> int:
-    suite = load_suite(suite_path)
+    suite = load_suite(suite_path, quantization_catalog())
     fingerprint = detect()
-    planned = plan_cells(suite, fingerprint)
-    plan_memory(suite, planned, fingerprint, force=force)
+    planned = with_memory(suite, plan_cells(suite, fingerprint), fingerprint, force=force)
     notes = Footnotes()
     console.print(cell_table(planned, f"{suite.name}: {len(planned)} cells on {fingerprint.host}", notes, force))
     for text, number in notes.texts.items():

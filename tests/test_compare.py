@@ -14,6 +14,7 @@ from bench.cli import main
 from bench.compare import CompareOptions, compare_results
 from bench.hardware import stable_fingerprint
 from bench.results import ResultRow, ResultsWriter, samples_to_text
+from bench.runners.registry import quantization_catalog
 from bench.stats import summarize
 from bench.suite import Cell, expand, parse_suite
 from tests.conftest import quick_suite_yaml
@@ -24,7 +25,7 @@ STEADY_PREFILL = (1000.0, 1010.0, 990.0, 1005.0, 995.0)
 
 def cells(name: str = "nightly", threads: Sequence[int] = (1, 2)) -> list[Cell]:
     knobs = f"knobs: {{threads: [{', '.join(map(str, threads))}]}}"
-    suite = parse_suite(quick_suite_yaml(name, knobs=knobs), Path("suite.yaml"))
+    suite = parse_suite(quick_suite_yaml(name, knobs=knobs), Path("suite.yaml"), quantization_catalog())
     return expand(suite)
 
 
@@ -135,14 +136,22 @@ def test_change_within_noise_passes_with_a_note(tmp_path: Path, capsys: pytest.C
     assert "unstable" in out  # the rows' CV is far over 5%
 
 
-def test_mismatched_suites_cannot_be_compared(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_other_suites_cells_cannot_be_compared(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     base = write(tmp_path / "base.csv", [row(c) for c in cells("nightly")])
-    cur = write(tmp_path / "cur.csv", [row(c) for c in cells("weekly")])
+    cur = write(tmp_path / "cur.csv", [row(c) for c in cells("weekly", threads=(4, 8))])
     code, out, err = run_compare(capsys, str(base), str(cur), "--json", str(tmp_path / "c.json"))
     assert code == 2
     assert "different suites: baseline has nightly, current has weekly" in err
     assert "cannot compare" in out
     assert json.loads((tmp_path / "c.json").read_text())["exit_code"] == 2
+
+
+def test_a_renamed_suite_still_compares(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """cell_id hashes what a cell measures, not the suite's name: the same cells under a new name match."""
+    base = write(tmp_path / "base.csv", [row(c) for c in cells("nightly")])
+    cur = write(tmp_path / "cur.csv", [row(c) for c in cells("nightly-v2")])
+    code, out, _ = run_compare(capsys, str(base), str(cur))
+    assert code == 0 and "no regression in 2 cells" in out
 
 
 def test_unreadable_file_cannot_be_compared(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -529,3 +538,29 @@ def test_newest_row_is_the_one_that_finished_last(tmp_path: Path) -> None:
     frame = read_results([tmp_path / "runs"])
     for newest in (newest_rows(frame), merge_newest(frame, keep_all=False)):
         assert len(newest) == 1 and newest["source_file"].iloc[0].endswith("a.csv")
+
+
+def test_a_csv_written_by_the_previous_main_still_compares(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """tests/fixtures/compat/old-main.csv holds cell ids by the old rule (suite name, repetitions hashed in) and
+    a fingerprint by the old rule; tonight's rows carry today's ids. Cells match by the id recomputed from the
+    columns and by the recomputed machine key, so the 20 % slowdown of one cell is caught."""
+    from bench.suite import cell_id_of
+
+    old = Path(__file__).parent / "fixtures" / "compat" / "old-main.csv"
+    tonight = pd.read_csv(old, dtype=str, keep_default_na=False)
+    tonight["cell_id"] = [cell_id_of(r) for r in pd.read_csv(old).to_dict("records")]
+    tonight["fingerprint"] = "new-rule-id"
+    slow = [samples_to_text(0.8 * float(v) for v in text.split(";")) for text in tonight["decode_tok_s_samples"]]
+    tonight.loc[0, ["decode_tok_s_samples", "decode_tok_s_mean"]] = [
+        slow[0],
+        str(0.8 * float(tonight["decode_tok_s_mean"][0])),
+    ]
+    assert not set(tonight["cell_id"]) & set(pd.read_csv(old)["cell_id"])
+    current = tmp_path / "tonight.csv"
+    tonight.to_csv(current, index=False, lineterminator="\n")
+    code, out, _ = run_compare(
+        capsys, str(old), str(current), "--metrics", "decode_tok_s", "--json", str(tmp_path / "c.json")
+    )
+    data = json.loads((tmp_path / "c.json").read_text())
+    assert code == 1 and len(data["cells"]) == 4 and data["only_in_baseline"] == data["only_in_current"] == []
+    assert [r["cell_id"] for r in data["regressions"]] == [tonight["cell_id"][0]]

@@ -20,7 +20,7 @@ from rich.console import Console
 
 import bench
 from bench import hardware
-from bench.hardware import Fingerprint, GpuInfo, GpuSampler, SystemWarning
+from bench.hardware import Fingerprint, GpuInfo, GpuSampler, SystemWarning, cpu, noise, nvml, software
 
 GIB = 2**30
 ROW_KEYS = {
@@ -141,8 +141,8 @@ def real_fp() -> Fingerprint:
 @pytest.fixture
 def quick(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     """system_warnings() without the 0.5 s load watch, reading CPU sysfs from an empty fake tree."""
-    monkeypatch.setattr(hardware, "LOAD_SAMPLE_S", 0.01)
-    monkeypatch.setattr(hardware, "CPU_SYSFS", tmp_path)
+    monkeypatch.setattr(noise, "LOAD_SAMPLE_S", 0.01)
+    monkeypatch.setattr(cpu, "CPU_SYSFS", tmp_path)
     return tmp_path
 
 
@@ -159,8 +159,8 @@ def test_detect_on_this_machine_is_sane(real_fp: Fingerprint) -> None:
     assert fp.host and fp.os and fp.cpu_brand and fp.cpu_arch
     assert 1 <= fp.cpu_physical_cores <= fp.cpu_logical_cores
     assert fp.ram_total_bytes > fp.ram_available_bytes > 0
-    assert set(fp.cpu_flags) <= set(hardware.KNOWN_CPU_FLAGS)
-    assert list(fp.cpu_flags) == [f for f in hardware.KNOWN_CPU_FLAGS if f in fp.cpu_flags]  # ordered, unique
+    assert set(fp.cpu_flags) <= set(cpu.KNOWN_CPU_FLAGS)
+    assert list(fp.cpu_flags) == [f for f in cpu.KNOWN_CPU_FLAGS if f in fp.cpu_flags]  # ordered, unique
     assert fp.python_version == f"{sys.version_info.major}.{sys.version_info.minor}.{sys.version_info.micro}"
     assert fp.bench_version == bench.__version__
     if fp.nvml_status == "ok":
@@ -212,7 +212,7 @@ def test_detect_does_not_import_torch() -> None:
 
 
 def test_detect_without_pynvml(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(hardware, "pynvml", None)
+    monkeypatch.setattr(nvml, "pynvml", None)
     fp = hardware.detect()
     assert fp.gpus == ()
     assert fp.nvml_status.startswith("NVML not available: ") and "nvidia-ml-py" in fp.nvml_status
@@ -220,8 +220,8 @@ def test_detect_without_pynvml(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_detect_with_nvml_reports_each_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    nvml = FakeNvml(fake_gpu(used=1 * GIB))
-    monkeypatch.setattr(hardware, "pynvml", nvml)
+    fake_nvml = FakeNvml(fake_gpu(used=1 * GIB))
+    monkeypatch.setattr(nvml, "pynvml", fake_nvml)
     fp = hardware.detect()
     assert fp.nvml_status == "ok"
     (gpu,) = fp.gpus
@@ -229,12 +229,12 @@ def test_detect_with_nvml_reports_each_gpu(monkeypatch: pytest.MonkeyPatch) -> N
                           vram_free_bytes=140 * GIB, driver="550.54.15", cuda_version="12.4",
                           power_limit_w=700.0, memory_bus_width_bits=6144, max_memory_clock_mhz=3201)
     assert gpu.memory_bandwidth_gbs() == pytest.approx(6144 / 8 * 3201 * 2 / 1e3)  # ~4.9 TB/s, as specified
-    assert nvml.refs == 0
+    assert fake_nvml.refs == 0
 
 
 def test_detect_honours_cuda_visible_devices(monkeypatch: pytest.MonkeyPatch) -> None:
-    nvml = FakeNvml(fake_gpu("NVIDIA A100", "GPU-aaaa1111"), fake_gpu("NVIDIA H200", "GPU-bbbb2222"))
-    monkeypatch.setattr(hardware, "pynvml", nvml)
+    fake_nvml = FakeNvml(fake_gpu("NVIDIA A100", "GPU-aaaa1111"), fake_gpu("NVIDIA H200", "GPU-bbbb2222"))
+    monkeypatch.setattr(nvml, "pynvml", fake_nvml)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
     fp = hardware.detect()
     assert [(g.index, g.name) for g in fp.gpus] == [(0, "NVIDIA H200")]  # CUDA calls it cuda:0
@@ -252,31 +252,31 @@ def test_detect_honours_cuda_visible_devices(monkeypatch: pytest.MonkeyPatch) ->
 ])
 def test_cuda_visible_to_nvml(env: str | None, expected: list[int]) -> None:
     uuids = ["GPU-aaaa1111", "GPU-bbbb2222", "GPU-cccc3333"]
-    assert hardware._cuda_visible_to_nvml(env, uuids) == expected
+    assert nvml.cuda_visible_to_nvml(env, uuids) == expected
 
 
 def test_cpu_flags_normalised_to_known_names() -> None:
     raw = ["sse4_2", "AVX2", "avx512vnni", "avx512_vbmi", "asimd", "asimddp", "amx-tile", "fma3", "avx"]
-    assert hardware._normalise_cpu_flags(raw) == (
+    assert cpu.normalise_cpu_flags(raw) == (
         "avx", "avx2", "fma", "avx512_vnni", "avx512vbmi", "amx_tile", "neon", "dotprod")
 
 
 def test_arm_cpuinfo_without_model_name_asks_py_cpuinfo(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     fake = tmp_path / "cpuinfo"
     fake.write_text("processor\t: 0\nFeatures\t: fp asimd evtstrm asimddp sve i8mm bf16\nCPU part\t: 0xd4f\n")
-    monkeypatch.setattr(hardware, "PROC_CPUINFO", fake)
-    monkeypatch.setattr(hardware, "cpuinfo", SimpleNamespace(
+    monkeypatch.setattr(cpu, "PROC_CPUINFO", fake)
+    monkeypatch.setattr(cpu, "cpuinfo", SimpleNamespace(
         get_cpu_info=lambda: {"brand_raw": "Neoverse-V2", "flags": ["sve"]}))
-    monkeypatch.setattr(hardware.platform, "system", lambda: "Linux")
-    assert hardware._cpu_brand_and_flags() == ("Neoverse-V2", ("neon", "sve", "dotprod", "i8mm"))
+    monkeypatch.setattr(cpu.platform, "system", lambda: "Linux")
+    assert cpu.cpu_brand_and_flags() == ("Neoverse-V2", ("neon", "sve", "dotprod", "i8mm"))
 
 
 def test_cpu_identity_without_any_source(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setattr(hardware, "PROC_CPUINFO", tmp_path / "missing")
-    monkeypatch.setattr(hardware, "cpuinfo", None)
-    monkeypatch.setattr(hardware.platform, "system", lambda: "Linux")
-    monkeypatch.setattr(hardware.platform, "processor", lambda: "")
-    assert hardware._cpu_brand_and_flags() == ("unknown", ())
+    monkeypatch.setattr(cpu, "PROC_CPUINFO", tmp_path / "missing")
+    monkeypatch.setattr(cpu, "cpuinfo", None)
+    monkeypatch.setattr(cpu.platform, "system", lambda: "Linux")
+    monkeypatch.setattr(cpu.platform, "processor", lambda: "")
+    assert cpu.cpu_brand_and_flags() == ("unknown", ())
     fp = hardware.detect()  # and detect() still completes
     assert fp.cpu_brand == "unknown" and fp.ram_total_bytes > 0
 
@@ -289,58 +289,7 @@ def test_cpu_identity_without_any_source(monkeypatch: pytest.MonkeyPatch, tmp_pa
     ("", ""),
 ])
 def test_summarise_llama_system_info(text: str, expected: str) -> None:
-    assert hardware._summarise_system_info(text) == expected
-
-
-# ------------------------------------------------------------------------ device_available
-
-
-def test_cpu_is_always_available() -> None:
-    for fp in (make_fp(), make_fp(gpus=(), nvml_status="NVML not available: x", llama_cpp_gpu_offload=False)):
-        for backend in ("llamacpp", "torch"):
-            assert hardware.device_available(fp, "cpu", 0, backend) == (True, "")
-
-
-def test_absent_cuda_on_this_machine_has_a_reason(real_fp: Fingerprint) -> None:
-    index = len(real_fp.gpus)  # one past the last GPU: cuda:0 on a machine without any
-    ok, reason = hardware.device_available(real_fp, "cuda", index, "llamacpp")
-    assert not ok
-    assert reason.startswith(f"device cuda:{index} ")
-    if real_fp.nvml_status != "ok":
-        assert real_fp.nvml_status in reason
-
-
-def test_cuda_with_one_gpu() -> None:
-    fp = make_fp()
-    assert hardware.device_available(fp, "cuda", 0, "llamacpp") == (True, "")
-    assert hardware.device_available(fp, "cuda", 1, "llamacpp") == (
-        False, "device cuda:1 absent: this machine has 1 NVIDIA GPU(s) (NVIDIA H200)")
-    assert hardware.device_available(make_fp(llama_cpp_gpu_offload=False), "cuda", 0, "llamacpp") == (
-        False, ("llama-cpp-python on this machine was built without GPU offload; "
-                "reinstall with CMAKE_ARGS=-DGGML_CUDA=on"))
-
-
-def test_cuda_without_nvml_or_llama_cpp() -> None:
-    no_nvml = make_fp(gpus=(), nvml_status="NVML not available: NVML Shared Library Not Found")
-    ok, reason = hardware.device_available(no_nvml, "cuda", 0, "llamacpp")
-    assert not ok and "NVML Shared Library Not Found" in reason
-    ok, reason = hardware.device_available(make_fp(llama_cpp_python_version=""), "cuda", 0, "llamacpp")
-    assert not ok and "not installed" in reason
-    ok, reason = hardware.device_available(make_fp(), "rocm", 0, "llamacpp")
-    assert not ok and "rocm" in reason
-
-
-def test_cuda_for_torch(monkeypatch: pytest.MonkeyPatch) -> None:
-    ok, reason = hardware.device_available(make_fp(torch_version=""), "cuda", 0, "torch")
-    assert not ok and "torch is not installed" in reason
-
-    cuda = SimpleNamespace(is_available=lambda: False, device_count=lambda: 0)
-    monkeypatch.setitem(sys.modules, "torch", SimpleNamespace(cuda=cuda))  # what `import torch` will find
-    ok, reason = hardware.device_available(make_fp(torch_version="2.13.0"), "cuda", 0, "torch")
-    assert not ok and "torch.cuda.is_available() is False" in reason
-
-    cuda.is_available, cuda.device_count = (lambda: True), (lambda: 1)
-    assert hardware.device_available(make_fp(torch_version="2.13.0+cu128"), "cuda", 0, "torch") == (True, "")
+    assert software.summarise_system_info(text) == expected
 
 
 # ---------------------------------------------------------------------- row_fields and id
@@ -376,9 +325,39 @@ def test_fingerprint_id_is_stable_and_ignores_free_memory() -> None:
     busier = make_fp(ram_available_bytes=1 * GIB,
                      gpus=(dataclasses.replace(H200, vram_free_bytes=2 * GIB),), torch_version="2.13.0")
     assert busier.fingerprint_id() == fid
-    for changed in (make_fp(ram_total_bytes=32 * GIB), make_fp(host="other"), make_fp(gpus=()),
-                    make_fp(gpus=(dataclasses.replace(H200, driver="560.1"),))):
+    for changed in (make_fp(ram_total_bytes=32 * GIB), make_fp(host="other"), make_fp(gpus=())):
         assert changed.fingerprint_id() != fid
+
+
+def test_fingerprint_id_survives_software_updates_and_memtotal_jitter() -> None:
+    """Issue 13 item 4: a driver, kernel or bench update must not make `compare` refuse to compare."""
+    fid = make_fp().fingerprint_id()
+    updated = make_fp(
+        os="Linux-6.11", bench_version="0.2.0", python_version="3.12.1", llama_cpp_python_version="0.3.40",
+        llama_cpp_build="CUDA: ARCHS=900", torch_version="2.14.0",
+        gpus=(dataclasses.replace(H200, driver="560.35.03", cuda_version="12.6"),),
+    )
+    assert updated.fingerprint_id() == fid
+    for jitter in (-5 * 2**20, -1, 3 * 2**20):  # a new kernel reserves a few MiB more or less
+        assert make_fp(ram_total_bytes=64 * GIB + jitter).fingerprint_id() == fid
+
+
+@pytest.mark.parametrize("change", [
+    {"cpu_brand": "Intel Xeon Platinum 8480+"}, {"cpu_physical_cores": 16}, {"cpu_logical_cores": 8},
+    {"ram_total_bytes": 63 * GIB}, {"gpus": (H200, dataclasses.replace(H200, index=1))},
+])
+def test_fingerprint_id_changes_with_the_hardware(change: dict[str, Any]) -> None:
+    assert make_fp(**change).fingerprint_id() != make_fp().fingerprint_id()
+
+
+def test_fingerprint_id_recomputes_from_a_row() -> None:
+    """compare recomputes ids from CSV rows (strings, as pandas may read them): same id as live."""
+    row = make_fp().row_fields("cuda", 0)
+    assert hardware.stable_fingerprint(row) == row["fingerprint"]
+    as_read = {name: str(row[name]) for name in hardware.STABLE_HARDWARE_COLUMNS}
+    as_read["ram_total_bytes"] = f"{float(row['ram_total_bytes']):.1f}"
+    assert hardware.stable_fingerprint(as_read) == row["fingerprint"]
+    assert hardware.stable_fingerprint(as_read | {"cpu_physical_cores": "4"}) != row["fingerprint"]
 
 
 # ----------------------------------------------------------------------- system_warnings
@@ -418,7 +397,7 @@ def test_boost_warning(quick: Path, file: str, value: str, warned: bool) -> None
 
 
 def test_load_ram_swap_and_heat_warnings(quick: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    psutil = hardware.psutil
+    psutil = noise.psutil
     monkeypatch.setattr(psutil, "cpu_percent", lambda interval=None, percpu=False: 97.0)
     monkeypatch.setattr(psutil, "virtual_memory", lambda: SimpleNamespace(total=16 * GIB, available=1 * GIB))
     monkeypatch.setattr(psutil, "swap_memory", lambda: SimpleNamespace(used=1 * GIB))
@@ -434,13 +413,13 @@ def test_load_ram_swap_and_heat_warnings(quick: Path, monkeypatch: pytest.Monkey
 
 
 def test_healthy_readings_give_no_warnings(quick: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    psutil = hardware.psutil
+    psutil = noise.psutil
     monkeypatch.setattr(psutil, "cpu_percent", lambda interval=None, percpu=False: 3.0)
     monkeypatch.setattr(psutil, "virtual_memory", lambda: SimpleNamespace(total=16 * GIB, available=12 * GIB))
     monkeypatch.setattr(psutil, "swap_memory", lambda: SimpleNamespace(used=10 * 2**20))
     cool = SimpleNamespace(label="", current=55.0, high=20.0, critical=None)  # bogus threshold: ignored
     monkeypatch.setattr(psutil, "sensors_temperatures", lambda: {"k10temp": [cool]}, raising=False)
-    monkeypatch.setattr(hardware, "pynvml", None)
+    monkeypatch.setattr(nvml, "pynvml", None)
     assert hardware.system_warnings() == []
 
 
@@ -450,23 +429,23 @@ def test_unreadable_sources_are_skipped(quick: Path, monkeypatch: pytest.MonkeyP
 
     write(quick / "cpu0/cpufreq/scaling_governor", "powersave\n")
     for name in ("cpu_percent", "virtual_memory", "swap_memory", "process_iter"):
-        monkeypatch.setattr(hardware.psutil, name, broken)
-    monkeypatch.setattr(hardware.psutil, "sensors_temperatures", broken, raising=False)
+        monkeypatch.setattr(noise.psutil, name, broken)
+    monkeypatch.setattr(noise.psutil, "sensors_temperatures", broken, raising=False)
     assert names(hardware.system_warnings()) == {"cpu_governor"}  # the one readable check still reports
 
 
 def test_gpu_warnings(quick: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     busy = fake_gpu(procs=[proc(os.getpid(), GIB), proc(999_999, 2 * GIB)], persistence=0, reasons=0x40 | 0x1)
-    nvml = FakeNvml(busy)
-    monkeypatch.setattr(hardware, "pynvml", nvml)
+    fake_nvml = FakeNvml(busy)
+    monkeypatch.setattr(nvml, "pynvml", fake_nvml)
     warnings = {w.name: w for w in hardware.system_warnings() if w.name.startswith("gpu_")}
     assert set(warnings) == {"gpu_throttle", "gpu_busy", "gpu_persistence"}
     assert "hardware thermal slowdown" in warnings["gpu_throttle"].message
     assert "1 other process" in warnings["gpu_busy"].message and "pid 999999, 2048 MiB" in warnings["gpu_busy"].message
     assert warnings["gpu_persistence"].fix == "sudo nvidia-smi -pm 1"
     assert "cuda:0 (NVIDIA H200)" in warnings["gpu_persistence"].message
-    assert nvml.refs == 0
+    assert fake_nvml.refs == 0
 
     busy.update(procs=[proc(os.getpid(), GIB)], persistence=1, reasons=0x1)  # idle, ours only: fine
     assert not [w for w in hardware.system_warnings() if w.name.startswith("gpu_")]
@@ -484,7 +463,7 @@ def assert_noop(sampler: GpuSampler) -> None:
 
 def test_sampler_is_a_noop_without_nvml(monkeypatch: pytest.MonkeyPatch) -> None:
     assert_noop(GpuSampler("cpu", 0))
-    monkeypatch.setattr(hardware, "pynvml", None)
+    monkeypatch.setattr(nvml, "pynvml", None)
     assert_noop(GpuSampler("cuda", 0))
 
 
@@ -496,10 +475,10 @@ def test_sampler_is_a_noop_on_this_machine_without_gpu(real_fp: Fingerprint) -> 
 
 def test_sampler_is_a_noop_for_an_absent_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    nvml = FakeNvml(fake_gpu())
-    monkeypatch.setattr(hardware, "pynvml", nvml)
+    fake_nvml = FakeNvml(fake_gpu())
+    monkeypatch.setattr(nvml, "pynvml", fake_nvml)
     assert_noop(GpuSampler("cuda", 1))
-    assert nvml.refs == 0
+    assert fake_nvml.refs == 0
 
 
 def wait_for(condition: Any, timeout: float = 5.0) -> None:
@@ -512,8 +491,8 @@ def wait_for(condition: Any, timeout: float = 5.0) -> None:
 def test_sampler_with_energy_counter_and_per_process_memory(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     gpu = fake_gpu(energy_mj=1_000_000)
-    nvml = FakeNvml(gpu)
-    monkeypatch.setattr(hardware, "pynvml", nvml)
+    fake_nvml = FakeNvml(gpu)
+    monkeypatch.setattr(nvml, "pynvml", fake_nvml)
     with GpuSampler("cuda", 0, interval_s=0.005) as s:
         # Another process's 10 GiB raises device use, but only our own 3 GiB counts.
         gpu.update(used=14 * GIB, procs=[proc(os.getpid(), 3 * GIB), proc(4242, 10 * GIB)])
@@ -527,13 +506,13 @@ def test_sampler_with_energy_counter_and_per_process_memory(monkeypatch: pytest.
     assert s.peak_vram_bytes == 3 * GIB
     assert s.energy_j_since_mark() == pytest.approx(5.0)
     assert s.avg_power_w is not None and s.avg_power_w > 0
-    assert nvml.refs == 0
+    assert fake_nvml.refs == 0
 
 
 def test_sampler_falls_back_to_device_memory_and_power_integration(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     gpu = fake_gpu(energy_mj=None, power_mw=200_000, used=1 * GIB)  # no energy counter, no per-process memory
-    monkeypatch.setattr(hardware, "pynvml", FakeNvml(gpu))
+    monkeypatch.setattr(nvml, "pynvml", FakeNvml(gpu))
     with GpuSampler("cuda", 0, interval_s=0.005) as s:
         gpu["used"] = 4 * GIB
         wait_for(lambda: s.peak_vram_bytes == 3 * GIB)  # used minus used at start
@@ -550,6 +529,72 @@ def test_sampler_falls_back_to_device_memory_and_power_integration(monkeypatch: 
         assert 200 * (before_read - after_mark) <= energy <= 200 * (after_read - before_mark)  # 200 W from the mark
     assert s.peak_vram_bytes == 3 * GIB
     assert s.avg_power_w == pytest.approx(200.0, rel=0.01)
+
+
+def test_sampler_baseline_taken_before_load_counts_weights_and_kv(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 12 item 3: in a PID namespace NVML cannot attribute memory to us; the peak must still include
+    the weights loaded before the sampler started, measured from the pre-load baseline."""
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    gpu = fake_gpu(used=1 * GIB, procs=[])  # another tenant's 1 GiB; our process never appears in the list
+    fake_nvml = FakeNvml(gpu)
+    monkeypatch.setattr(nvml, "pynvml", fake_nvml)
+    sampler = GpuSampler.before_load("cuda", 0, interval_s=0.005)
+    baseline = hardware.vram_used_bytes("cuda", 0)
+    assert sampler.baseline_used_bytes == baseline == 1 * GIB
+    gpu["used"] = 5 * GIB  # the model's weights, loaded before the cell starts
+    with sampler as s:
+        gpu["used"] = 6 * GIB  # KV cache and compute buffers during the cell
+        wait_for(lambda: s.peak_vram_bytes == 5 * GIB)
+        gpu["used"] = 5 * GIB
+    assert s.peak_vram_bytes == 5 * GIB  # weights + KV, not the 1 GiB a post-load baseline would give
+    with GpuSampler("cuda", 0, baseline_used_bytes=baseline) as second_cell:  # same load, next cell
+        pass
+    assert second_cell.peak_vram_bytes == 4 * GIB
+    with GpuSampler("cuda", 0) as post_load:  # without a pre-load baseline: only what grows after entering
+        gpu["used"] = 6 * GIB
+        wait_for(lambda: post_load.peak_vram_bytes == 1 * GIB)
+    assert fake_nvml.refs == 0
+
+
+def test_sampler_prefers_the_per_process_figure_over_the_baseline(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    gpu = fake_gpu(used=1 * GIB)
+    monkeypatch.setattr(nvml, "pynvml", FakeNvml(gpu))
+    sampler = GpuSampler.before_load("cuda", 0, interval_s=0.005)
+    gpu.update(used=9 * GIB, procs=[proc(os.getpid(), 4 * GIB), proc(4242, 4 * GIB)])  # we and a neighbour
+    with sampler as s:
+        wait_for(lambda: s.peak_vram_bytes == 4 * GIB)
+    assert s.peak_vram_bytes == 4 * GIB  # ours from NVML, not 9 - 1 GiB of device use
+
+
+def test_vram_used_bytes_without_a_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    fake_nvml = FakeNvml(fake_gpu())
+    monkeypatch.setattr(nvml, "pynvml", fake_nvml)
+    assert hardware.vram_used_bytes("cpu", 0) is None
+    assert hardware.vram_used_bytes("cuda", 1) is None
+    assert fake_nvml.refs == 0
+    monkeypatch.setattr(nvml, "pynvml", None)
+    assert hardware.vram_used_bytes("cuda", 0) is None
+    assert GpuSampler.before_load("cuda", 0).baseline_used_bytes is None
+
+
+# ---------------------------------------------------------------------------- warnings_text
+
+
+def test_warnings_text_for_the_csv_column() -> None:
+    governor = SystemWarning("cpu_governor", "governor is powersave", "sudo cpupower x")
+    load = SystemWarning("cpu_load", "the CPU is 97% busy", "stop them")
+    assert hardware.warnings_text([]) == ""
+    assert hardware.warnings_text([governor]) == "cpu_governor"
+    assert hardware.warnings_text([governor, load, governor]) == "cpu_governor; cpu_load"
+
+
+def test_warnings_text_of_what_system_warnings_finds(quick: Path) -> None:
+    write(quick / "cpu0/cpufreq/scaling_governor", "powersave\n")
+    write(quick / "cpufreq/boost", "1\n")
+    text = hardware.warnings_text(hardware.system_warnings(make_fp(gpus=(), nvml_status="NVML not available: x")))
+    assert text.startswith("cpu_governor; cpu_boost")  # other checks read the live machine and may add more
 
 
 # ------------------------------------------------------------------------------- display

@@ -45,9 +45,9 @@ from pathlib import Path
 import llama_cpp
 
 from bench.runners.base import measure_cell
-from bench.runners.llamacpp import LlamaCppRunner
+from bench.runners.llamacpp.runner import LlamaCppRunner
 from bench.suite import Cell
-from bench.worker import peak_rss_bytes, reset_peak_rss
+from bench.execute.rss import peak_rss_bytes, reset_peak_rss
 
 
 def rss():

@@ -48,7 +48,7 @@ from bench.quality import (
 )
 from bench.results import read_results
 from bench.run import RunOptions, run_suite
-from bench.runners.llamacpp import LlamaCppRunner
+from bench.runners.llamacpp.runner import LlamaCppRunner
 from bench.suite import QualitySpec
 from tests.conftest import GEMMA3_REF, SMOLLM2_REF, quick_suite_yaml
 
@@ -224,7 +224,7 @@ def _quantize_with_llama_cpp(source: Path, target: Path, ftype: int) -> None:
 def ladder(smollm2_path: Path, bench_cache_dir: Path) -> dict[str, Path]:
     """SmolLM2 at F16, Q8_0, Q4_K_M and Q2_K: bench's own quantizer when present, else llama.cpp's."""
     try:
-        from bench.quantize import derived_model
+        from bench.runners.llamacpp.quantize import derived_model
     except ImportError:
         import llama_cpp
 

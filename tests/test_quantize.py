@@ -11,7 +11,8 @@ import pytest
 
 from bench.errors import BenchError, ModelUnavailable
 from bench.models import cache_dir, check_gguf, gguf_metadata
-from bench.quantize import derivable_types, derive, derived_model
+from bench.runners.llamacpp.quantize import derivable_types, derive, derived_model
+from bench.runners.registry import quantization_catalog
 from bench.suite import load_suite, parse_suite
 from tests.conftest import SMOLLM2_REF, quick_suite_yaml
 
@@ -43,7 +44,7 @@ def _finish(process: subprocess.Popen[str]) -> str:
 
 
 def _model(text: str) -> object:
-    suite = parse_suite(text, Path("suite.yaml"))
+    suite = parse_suite(text, Path("suite.yaml"), quantization_catalog())
     return suite, suite.models[0]
 
 
@@ -112,7 +113,7 @@ def test_the_source_type_itself_needs_no_derivation(smollm2_path: Path) -> None:
 
 def test_unknown_quantization_types_are_refused_with_the_valid_ones() -> None:
     with pytest.raises(BenchError, match=r"suite.yaml:\d+.*unknown quantization 'Q4_K_X'.*Q4_K_M, Q4_K_S"):
-        parse_suite(_suite_with("Q4_K_X", allow_requantize=True), Path("suite.yaml"))
+        parse_suite(_suite_with("Q4_K_X", allow_requantize=True), Path("suite.yaml"), quantization_catalog())
     suite, model = _model(_suite_with("IQ2_XS", allow_requantize=True))
     with pytest.raises(BenchError, match=r"IQ2_XS.*importance matrix.*valid types: .*Q4_K_M"):
         derived_model(suite, model, "IQ2_XS")
@@ -151,7 +152,7 @@ def test_bench_quantize_says_what_a_suite_without_derivations_lacks(tmp_path: Pa
 
 
 def test_the_shipped_ladder_suite_allows_requantizing_its_q4_1_source() -> None:
-    suite = load_suite(LADDER_SUITE)
+    suite = load_suite(LADDER_SUITE, quantization_catalog())
     model = suite.models[0]
     assert model.allow_requantize and model.source_quantization == "Q4_1"
     assert set(LADDER) <= set(suite.quantizations_for("llamacpp"))

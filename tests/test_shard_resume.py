@@ -17,6 +17,7 @@ from bench.cli import main
 from bench.hardware import detect
 from bench.plan import PlannedCell, parse_filters, parse_shard, plan_cells, select_filters, select_shard
 from bench.results import read_results
+from bench.runners.registry import quantization_catalog
 from bench.suite import parse_suite
 from tests.conftest import GEMMA3_REF, SMOLLM2_REF, quick_suite_yaml
 
@@ -37,6 +38,7 @@ def big_plan(models: str = MODELS) -> list[PlannedCell]:
             workload="workload: {prompt_tokens: [64, 128], gen_tokens: 16, depths: [0, 256], repetitions: 2}",
         ),
         Path("suite.yaml"),
+        quantization_catalog(),
     )
     return plan_cells(suite, detect())
 
@@ -137,7 +139,7 @@ def test_resume_after_sigkill_measures_every_cell_once(write_suite, tmp_path: Pa
     )
     assert result.returncode == 0, result.stderr
     frame = read_results([out])
-    expected = {p.cell.cell_id for p in plan_cells(parse_suite(suite.read_text(), suite), detect())}
+    expected = {p.cell.cell_id for p in plan_cells(parse_suite(suite.read_text(), suite, quantization_catalog()), detect())}
     assert sorted(frame["cell_id"]) == sorted(expected)  # every cell, each exactly once
     assert set(frame["status"]) == {"ok"}
     assert frame["run_id"].nunique() == 2

@@ -6,14 +6,20 @@ from pathlib import Path
 import pytest
 
 from bench.errors import BenchError
+from bench.runners.registry import quantization_catalog
 from bench.suite import expand, load_suite
 from tests.conftest import quick_suite_yaml
+
+
+def load_checked(path):
+    """As `bench run` reads a suite: with the backend registry's quantizations."""
+    return load_suite(path, quantization_catalog())
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_quickstart_suite_expands_to_threads_times_depths_plus_derived_quantizations() -> None:
-    suite = load_suite(ROOT / "suites" / "quickstart.yaml")
+    suite = load_checked(ROOT / "suites" / "quickstart.yaml")
     cells = expand(suite)
     points = {(c.quantization, c.threads, c.depth) for c in cells}
     assert points == {("Q4_1", 1, 0), ("Q4_1", 1, 512), ("Q4_1", 2, 0), ("Q4_1", 2, 512),
@@ -24,7 +30,7 @@ def test_quickstart_suite_expands_to_threads_times_depths_plus_derived_quantizat
 
 def test_every_shipped_suite_is_valid() -> None:
     for path in sorted((ROOT / "suites").glob("*.yaml")):
-        assert expand(load_suite(path)), path
+        assert expand(load_checked(path)), path
 
 
 def test_matrix_exclude_and_include_work_like_a_ci_matrix(write_suite) -> None:
@@ -33,7 +39,7 @@ def test_matrix_exclude_and_include_work_like_a_ci_matrix(write_suite) -> None:
         knobs="knobs: {threads: [1, 2]}",
         workload="workload: {prompt_tokens: [64], gen_tokens: 8, depths: [0, 256], repetitions: 1, warmup: 0}",
     ) + "exclude:\n  - {quantization: Q2_K}\n  - {depth: 256, threads: 1}\ninclude:\n  - {quantization: Q2_K, threads: 2, depth: 0}\n"
-    cells = expand(load_suite(write_suite(text)))
+    cells = expand(load_checked(write_suite(text)))
     points = {(c.quantization, c.threads, c.depth) for c in cells}
     assert ("Q2_K", 2, 0) in points  # include adds back exactly this slice
     assert not any(q == "Q2_K" and (t, d) != (2, 0) for q, t, d in points)
@@ -48,7 +54,7 @@ def test_device_knob_overrides_and_gpu_layers(write_suite) -> None:
           - {id: gpu0, kind: cuda, index: 0, n_gpu_layers: all}
           - {id: cpu, kind: cpu, threads: [4, 8]}
     """)
-    cells = expand(load_suite(write_suite(text)))
+    cells = expand(load_checked(write_suite(text)))
     gpu = [c for c in cells if c.device_id == "gpu0"]
     cpu = [c for c in cells if c.device_id == "cpu"]
     assert {c.n_gpu_layers for c in gpu} == {-1}
@@ -73,7 +79,7 @@ def test_bad_suites_name_line_and_field(write_suite, mutation, expected) -> None
     text = mutation(quick_suite_yaml())
     path = write_suite(text)
     with pytest.raises(BenchError) as info:
-        load_suite(path)
+        load_checked(path)
     message = str(info.value)
     line_marker, *fragments = expected
     if line_marker.endswith(":") or line_marker.startswith("- "):
@@ -90,7 +96,7 @@ def test_bad_suites_name_line_and_field(write_suite, mutation, expected) -> None
 def test_yaml_syntax_error_names_line(write_suite) -> None:
     path = write_suite("name: x\nmodels:\n  - id: a\n    source: [unclosed\n")
     with pytest.raises(BenchError, match=r"suite.yaml:\d+: YAML syntax error"):
-        load_suite(path)
+        load_checked(path)
 
 
 def test_duplicate_model_ids_are_rejected(write_suite) -> None:
@@ -100,28 +106,28 @@ def test_duplicate_model_ids_are_rejected(write_suite) -> None:
           - {id: m, source: b.gguf}
     """)
     with pytest.raises(BenchError, match="duplicate model id 'm'"):
-        load_suite(write_suite(text))
+        load_checked(write_suite(text))
 
 
 def test_empty_matrix_after_exclude_is_an_error(write_suite) -> None:
     path = write_suite(quick_suite_yaml() + "exclude:\n  - {device: cpu}\n")
     with pytest.raises(BenchError, match="empty after `exclude`"):
-        expand(load_suite(path))
+        expand(load_checked(path))
 
 
 def test_exclude_naming_an_unknown_axis_or_model_is_an_error(write_suite) -> None:
     with pytest.raises(BenchError, match=r"suite.yaml:\d+: field `exclude\[0\].colour`: unknown axis"):
-        load_suite(write_suite(quick_suite_yaml() + "exclude:\n  - {colour: red}\n"))
+        load_checked(write_suite(quick_suite_yaml() + "exclude:\n  - {colour: red}\n"))
     with pytest.raises(BenchError, match="'nope' is not a model of this suite"):
-        load_suite(write_suite(quick_suite_yaml() + "exclude:\n  - {model: nope}\n"))
+        load_checked(write_suite(quick_suite_yaml() + "exclude:\n  - {model: nope}\n"))
 
 
 def test_yaml_tags_cannot_construct_python_objects(write_suite) -> None:
     path = write_suite("name: !!python/object/apply:os.system ['echo pwned']\nmodels: []\n")
     with pytest.raises(BenchError, match="YAML"):
-        load_suite(path)
+        load_checked(path)
 
 
 def test_missing_suite_file(tmp_path: Path) -> None:
     with pytest.raises(BenchError, match="suite file not found"):
-        load_suite(tmp_path / "nope.yaml")
+        load_checked(tmp_path / "nope.yaml")

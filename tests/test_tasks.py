@@ -10,7 +10,7 @@ import pytest
 from bench.errors import BenchError
 from bench.quality import log_softmax, standalone_cell
 from bench.runners.base import Runner
-from bench.runners.llamacpp import LlamaCppRunner
+from bench.runners.llamacpp.runner import LlamaCppRunner
 from bench.tasks import (
     ChoiceItem,
     GenerateItem,

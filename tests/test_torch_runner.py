@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from bench.results import read_results
+from bench.runners.registry import quantization_catalog
 from bench.suite import Cell, expand, load_suite
 from tests.conftest import SMOLLM2_REF, quick_suite_yaml
 
@@ -27,8 +28,7 @@ def bench(*args: str) -> subprocess.CompletedProcess[str]:
 def _torch_cell(quantization: str, **overrides: object) -> Cell:
     values: dict[str, object] = dict(
         suite="t", model_id="m", quantization=quantization, backend="torch", device_id="cpu",
-        device_kind="cpu", device_index=0, threads=1, n_gpu_layers=None, n_batch=None, n_ubatch=None,
-        flash_attn=None, kv_cache_type=None, mmap=None, repack=None, torch_compile=False, static_cache=False,
+        device_kind="cpu", device_index=0, threads=1, torch_compile="off", static_cache=False,
         prompt_tokens=16, gen_tokens=4, depth=0, repetitions=1, warmup=0,
     )
     values.update(overrides)
@@ -40,7 +40,7 @@ def _torch_cell(quantization: str, **overrides: object) -> Cell:
 
 def test_core_modules_never_import_torch() -> None:
     """The core install and the quickstart path must work without torch: importing them must not load it."""
-    code = ("import sys, bench.cli, bench.run, bench.plan, bench.worker, bench.report, bench.runners.torch; "
+    code = ("import sys, bench.cli, bench.run, bench.plan, bench.execute.worker, bench.report, bench.runners.torch.runner; "
             "print(sorted(m for m in ('torch', 'transformers', 'torchao') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)
     assert done.returncode == 0, done.stderr
@@ -50,19 +50,20 @@ def test_core_modules_never_import_torch() -> None:
 def test_missing_torch_skips_torch_cells_with_the_fix(monkeypatch: pytest.MonkeyPatch, write_suite) -> None:
     import importlib.util
 
-    import bench.runners
+    import bench.runners.spec
     from bench.hardware import detect
     from bench.plan import plan_cells
+    from bench.runners.registry import BACKENDS
 
     real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(bench.runners.importlib.util, "find_spec",
+    monkeypatch.setattr(bench.runners.spec.importlib.util, "find_spec",
                         lambda name, *a: None if name == "torch" else real_find_spec(name, *a))
-    reason = bench.runners.backend_missing_reason("torch")
-    assert "'torch'" in reason and "pip install -e '.[torch]'" in reason
+    reason = BACKENDS["torch"].missing_reason()
+    assert "'torch'" in reason and "BENCH_EXTRAS=dev,models,torch ./scripts/install.sh" in reason
     suite = load_suite(write_suite(quick_suite_yaml(
         backends="backends: [llamacpp, torch]\n",
         quantizations="quantizations: {llamacpp: [source], torch: [fp32]}\n",
-    )))
+    )), quantization_catalog())
     planned = {p.cell.backend: p for p in plan_cells(suite, detect())}
     assert planned["torch"].skip_reason == reason
     assert planned["llamacpp"].runnable
@@ -73,7 +74,7 @@ def test_missing_torch_skips_torch_cells_with_the_fix(monkeypatch: pytest.Monkey
 
 def test_capability_check_is_real_per_device() -> None:
     pytest.importorskip("torchao")
-    from bench.runners.torch import quantization_skip_reasons
+    from bench.runners.torch.probe import quantization_skip_reasons
 
     cpu = quantization_skip_reasons("cpu", 0, ["fp32", "bf16", "int8", "int4"])
     assert cpu["fp32"] == "" and cpu["bf16"] == "" and cpu["int8"] == ""
@@ -89,38 +90,9 @@ def test_capability_check_is_real_per_device() -> None:
 # ------------------------------------------------------------------ a tiny random model, end to end
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 2-layer LlamaForCausalLM with random weights and a BPE tokenizer trained here: no hub involved."""
-    torch = pytest.importorskip("torch")
-    pytest.importorskip("transformers")
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    tokenizer.train_from_iterator(
-        EVAL_TEXT.read_text(encoding="utf-8").splitlines(),
-        trainers.BpeTrainer(vocab_size=400, special_tokens=["<unk>", "<s>", "</s>"],
-                            initial_alphabet=pre_tokenizers.ByteLevel.alphabet()),
-    )
-    tokenizer.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
-    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>",
-                                   unk_token="<unk>")
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(fast), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
-                         bos_token_id=1, eos_token_id=2)
-    LlamaForCausalLM(config).save_pretrained(folder)
-    fast.save_pretrained(folder)
-    return folder
-
-
 def test_runner_contract_on_tiny_model(tiny_model: Path) -> None:
     from bench.runners.base import measure_cell, repetition_fields
-    from bench.runners.torch import TorchRunner
+    from bench.runners.torch.runner import TorchRunner
 
     cell = _torch_cell("fp32", depth=8, repetitions=2)
     runner = TorchRunner(tiny_model, cell)
@@ -139,19 +111,26 @@ def test_runner_contract_on_tiny_model(tiny_model: Path) -> None:
     np.testing.assert_allclose(runner.logits(tokens[:5]), logits[:5], rtol=1e-4, atol=1e-4)
     generated = runner.generate_greedy(tokens, 6)
     assert len(generated) <= 6
-    if len(generated):  # greedy decoding on the cache picks what the full forward pass ranks first
-        assert generated[0] == int(np.argmax(logits[-1]))
+    # Greedy decoding on the cache picks what the full forward pass ranks first; it stops (nothing generated)
+    # only when that first choice is an end-of-generation token.
+    first = int(np.argmax(logits[-1]))
+    assert (generated[:1].tolist() == [first]) if first not in runner._eog else (len(generated) == 0)
 
     assert runner.start_context(cell)["n_ctx"] >= cell.depth + cell.prompt_tokens + cell.gen_tokens
     warmups, measured = measure_cell(runner, cell)
     row = repetition_fields(cell, warmups, measured)
     assert row["prefill_tok_s_mean"] > 0 and row["decode_tok_s_mean"] > 0
-    assert row["ttft_ms_mean"] > row["itl_ms_p50"] > 0
-    # KV cache: 2 layers x 2 KV heads x 16 dims x (K, V) x 4 bytes per position, at its longest (8 + 16 + 1).
-    assert runner.memory_fields()["kv_cache_bytes"] == 2 * 2 * 16 * 2 * 4 * (8 + 16 + 1)
+    assert row["itl_ms_p50"] > 0
+    # TTFT is the prompt's prefill (the first token comes from its logits): repetition by repetition.
+    ttft = [float(v) for v in row["ttft_ms_samples"].split(";")]
+    prefill = [float(v) for v in row["prefill_tok_s_samples"].split(";")]
+    assert ttft == pytest.approx([1000 * cell.prompt_tokens / p for p in prefill], rel=1e-4)
+    # KV cache: 2 layers x 2 KV heads x 16 dims x (K, V) x 4 bytes per position, at its longest: depth + prompt
+    # (the first token comes from the prompt's logits; decoding restarts at the depth).
+    assert runner.memory_fields()["kv_cache_bytes"] == 2 * 2 * 16 * 2 * 4 * (8 + 16)
     # truncate crops the cache to the depth, so decode continues right after it.
-    runner.reset(np.arange(8, dtype=np.int32))
-    runner.prefill(np.arange(4, dtype=np.int32))
+    runner.reset(np.arange(8, dtype=np.int32)[None])
+    runner.prefill(np.arange(4, dtype=np.int32)[None])
     assert runner.truncate(8) and runner.cache.get_seq_length() == 8
     runner.close()
 
@@ -160,7 +139,7 @@ def test_static_cache_gives_the_same_logits_as_dynamic(tiny_model: Path) -> None
     """The static-cache knob changes how the cache is held, not what the model computes."""
     import torch
 
-    from bench.runners.torch import TorchRunner
+    from bench.runners.torch.runner import TorchRunner
 
     tokens = np.arange(3, 40, dtype=np.int32)
     results = {}
@@ -169,8 +148,8 @@ def test_static_cache_gives_the_same_logits_as_dynamic(tiny_model: Path) -> None
         runner = TorchRunner(tiny_model, cell)
         runner.load()
         runner.start_context(cell)
-        runner.reset(tokens[:20])
-        runner.prefill(tokens[20:30])
+        runner.reset(tokens[None, :20])
+        runner.prefill(tokens[None, 20:30])
         logits = runner._forward(*runner._inputs(tokens[30:31], 30), runner.cache)
         results[static] = logits[0, -1].float().numpy()
         assert runner.truncate(20) is (not static)
@@ -183,9 +162,11 @@ def test_static_cache_gives_the_same_logits_as_dynamic(tiny_model: Path) -> None
 def test_torch_compile_knob_measures_and_matches_eager(tiny_model: Path) -> None:
     """torch.compile (Inductor, ~1 min of compiling here, in the warm-up) computes what eager does."""
     from bench.runners.base import measure_cell, repetition_fields
-    from bench.runners.torch import TorchRunner
+    from bench.runners.torch.runner import TorchRunner
 
-    cell = _torch_cell("fp32", torch_compile=True, static_cache=True, prompt_tokens=8, gen_tokens=3, warmup=1)
+    # Two warm-ups: dynamo compiles the prompt shape, then the one-token shape, then (automatic dynamic shapes)
+    # once more when a shape comes back; a recompile inside the measured repetitions would fail the cell.
+    cell = _torch_cell("fp32", torch_compile="default", static_cache=True, prompt_tokens=8, gen_tokens=3, warmup=2)
     runner = TorchRunner(tiny_model, cell)
     runner.load()
     runner.start_context(cell)
@@ -194,7 +175,7 @@ def test_torch_compile_knob_measures_and_matches_eager(tiny_model: Path) -> None
     tokens = np.arange(3, 11, dtype=np.int32)  # the prefill's shape: its compiled graph is reused
     outputs = []
     for eager in (False, True):
-        runner.reset(np.zeros(0, dtype=np.int32))
+        runner.reset(np.zeros((1, 0), dtype=np.int32))
         outputs.append(runner._forward(*runner._inputs(tokens, 0), runner.cache, eager=eager)[0, -1].numpy())
     np.testing.assert_allclose(outputs[0], outputs[1], rtol=1e-4, atol=1e-4)
     runner.close()
@@ -264,8 +245,8 @@ def test_torch_model_must_be_safetensors(tmp_path: Path, write_suite) -> None:
 def test_torch_and_llamacpp_agree_on_top1(smollm2_path: Path) -> None:
     """Same GGUF, same text: torch fp32 (dequantized weights) and llama.cpp pick the same next token."""
     pytest.importorskip("transformers")
-    from bench.runners.llamacpp import LlamaCppRunner
-    from bench.runners.torch import TorchRunner
+    from bench.runners.llamacpp.runner import LlamaCppRunner
+    from bench.runners.torch.runner import TorchRunner
 
     text = EVAL_TEXT.read_text(encoding="utf-8")[:4000]
     llama_cell = _torch_cell("source").model_copy(update=dict(
@@ -346,7 +327,7 @@ def test_mixed_backends_share_one_csv_and_one_report(mixed_run: tuple[pd.DataFra
 def test_shipped_torch_suites_expand() -> None:
     for name, backends in (("torch_cpu", {"torch"}), ("mixed_backends", {"llamacpp", "torch"}),
                            ("gpu_check", {"torch"})):
-        cells = expand(load_suite(REPO / "suites" / f"{name}.yaml"))
+        cells = expand(load_suite(REPO / "suites" / f"{name}.yaml", quantization_catalog()))
         assert {c.backend for c in cells} == backends, name
 
 
@@ -366,3 +347,46 @@ def test_hf_repo_reference_resolves_from_the_local_cache(tiny_model: Path, tmp_p
                           cwd=REPO)
     assert done.returncode == 0, done.stderr
     assert Path(done.stdout.strip()) == repo / "snapshots" / commit
+
+
+def test_recompiling_during_measured_repetitions_fails_the_cell(tiny_model: Path, monkeypatch) -> None:
+    """torch.compile traces per input shape: without warm-ups the measured repetitions compile (prompt shape,
+    then one-token shape), so the figures would hold compile time; the cell fails saying so. With a warm-up
+    that saw both shapes, nothing compiles on the clock. (dynamo's eager backend: the same tracing and
+    counters as inductor, without the C++ build time.)"""
+    import torch
+
+    from bench.errors import BenchError
+    from bench.runners.base import measure_cell
+    from bench.runners.torch.runner import TorchRunner
+
+    real_compile = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda fn, mode=None: real_compile(fn, backend="eager"))
+    torch._dynamo.reset()
+    cold = _torch_cell("fp32", torch_compile="default", warmup=0, repetitions=2, prompt_tokens=8, gen_tokens=3)
+    runner = TorchRunner(tiny_model, cold)
+    runner.load()
+    runner.start_context(cold)
+    with pytest.raises(BenchError, match="compiled again during the measured repetitions"):
+        measure_cell(runner, cold)
+    warm = _torch_cell("fp32", torch_compile="default", warmup=2, repetitions=2, prompt_tokens=8, gen_tokens=3)
+    runner.start_context(warm)
+    warmups, measured = measure_cell(runner, warm)
+    assert len(measured) == 2
+    runner.close()
+
+
+def test_parallel_sequences_use_the_batch_dimension(tiny_model: Path) -> None:
+    """parallel 3: three sequences in one batch share each forward pass; the KV cache holds all three."""
+    from bench.runners.base import measure_cell, repetition_fields
+    from bench.runners.torch.runner import TorchRunner
+
+    cell = _torch_cell("fp32", parallel=3, depth=4, prompt_tokens=8, gen_tokens=3, repetitions=2)
+    runner = TorchRunner(tiny_model, cell)
+    runner.load()
+    runner.start_context(cell)
+    row = repetition_fields(cell, *measure_cell(runner, cell))
+    assert row["decode_tok_s_per_seq_mean"] == pytest.approx(row["decode_tok_s_mean"] / 3)
+    # 3 sequences x (depth 4 + prompt 8) positions x 2 layers x 2 KV heads x 16 dims x (K, V) x 4 bytes.
+    assert runner.memory_fields()["kv_cache_bytes"] == 3 * (4 + 8) * 2 * 2 * 16 * 2 * 4
+    runner.close()

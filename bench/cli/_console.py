@@ -6,7 +6,8 @@ import sys
 
 from rich.console import Console
 
-EXIT_OK, EXIT_USAGE, EXIT_INTERRUPTED = 0, 2, 130
+# bench run: 3 when a cell failed or timed out, or when nothing could be measured (the rows are written).
+EXIT_OK, EXIT_USAGE, EXIT_CELLS_FAILED, EXIT_INTERRUPTED = 0, 2, 3, 130
 
 console = Console(stderr=True)
 # Piped to a file or a CI log, rich would squeeze the wide tables into 80 columns.

@@ -4,10 +4,29 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from bench.cli._console import out
 from bench.errors import BenchError, ModelUnavailable
 from bench.models import gguf_metadata
-from bench.cli._console import out
-from bench.quantize import cache_dir, derive, derived_pairs
+from bench.plan import PlannedCell, parse_filters, select_filters
+from bench.runners.llamacpp.quantize import cache_dir, derive
+from bench.runners.registry import backend, quantization_catalog
+from bench.suite import Suite, expand
+
+
+def derived_pairs(suite: Suite, filters: list[str]) -> list[tuple[str, str]]:
+    """(model, quantization) pairs the suite builds from a source model, those matching `filters`."""
+    planned = [PlannedCell(c) for c in expand(suite)]
+    derived = [p for p in planned if backend(p.cell.backend).derives(suite.model(p.cell.model_id), p.cell.quantization)]
+    every = list(dict.fromkeys((p.cell.model_id, p.cell.quantization) for p in derived))
+    if not every:
+        raise BenchError(f"suite {suite.name!r} derives no quantizations: each of its quantizations is `source` "
+                         "or a file under models[].files (a derived one is a GGUF type such as Q4_K_M with a source)")
+    chosen = select_filters(derived, parse_filters(filters)) if filters else derived
+    pairs = list(dict.fromkeys((p.cell.model_id, p.cell.quantization) for p in chosen))
+    if not pairs:
+        raise BenchError(f"--only {' '.join(filters)}: matches none of the derived quantizations; the suite derives "
+                         + ", ".join(f"{m} {q}" for m, q in every))
+    return pairs
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
@@ -15,7 +34,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
 
     from bench.suite import load_suite
 
-    suite = load_suite(Path(args.suite))
+    suite = load_suite(Path(args.suite), quantization_catalog())
     table = Table(title=f"{suite.name}: derived quantizations (cache {cache_dir() / 'quantized'})")
     for column, justify in (("model", "left"), ("type", "left"), ("from", "left"), ("size MiB", "right"),
                             ("bits/weight", "right"), ("status", "left"), ("seconds", "right")):

@@ -4,10 +4,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from bench.cli._console import EXIT_INTERRUPTED, EXIT_OK, console
+from bench.cli._console import EXIT_CELLS_FAILED, EXIT_INTERRUPTED, EXIT_OK, console
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from bench.cli.progress import RunProgress
     from bench.plan import parse_shard
     from bench.run import RunOptions, run_suite
 
@@ -20,13 +21,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         history=Path(args.history) if args.history else None,
         force=args.force,
     )
-    summary = run_suite(Path(args.suite), options, console)
+    display = RunProgress(console, args.quiet, Path(args.suite).stem)
+    with display.progress:
+        summary = run_suite(Path(args.suite), options, display.events())
     counts = ", ".join(f"{n} {status}" for status, n in summary.counts.items() if n)
     if summary.interrupted:
+        # Printed whole, never wrapped: the user copies the command.
         console.print(f"[yellow]interrupted[/]: {counts or 'no rows'} written to {summary.path}; "
-                      f"finish with: bench run {args.suite} --resume {summary.path}")
+                      f"finish with: bench run {args.suite} --resume {summary.path}", soft_wrap=True)
         return EXIT_INTERRUPTED
-    console.print(f"{counts or 'no cells'} -> {summary.path}")
+    console.print(f"{counts or 'no cells'} -> {summary.path}", soft_wrap=True)
     if args.report:
         from bench.report import write_report
 
@@ -34,6 +38,19 @@ def cmd_run(args: argparse.Namespace) -> int:
         report_path = write_report([summary.path], report, fmt="html" if report.suffix == ".html" else "md",
                                    suite_path=Path(args.suite))
         console.print(f"report -> {report_path}")
+    return _exit_status(summary.counts)
+
+
+def _exit_status(counts: dict[str, int]) -> int:
+    """0 when every runnable cell was measured; 3 when a cell failed or timed out, or nothing was measured."""
+    broken = counts.get("failed", 0) + counts.get("timeout", 0)
+    if broken:
+        console.print(f"[red]{broken} cell(s) failed or timed out[/]: exit status {EXIT_CELLS_FAILED}", soft_wrap=True)
+        return EXIT_CELLS_FAILED
+    if not counts.get("ok", 0):
+        console.print(f"[red]nothing was measured[/] (every cell skipped; see the rows' reasons): exit status "
+                      f"{EXIT_CELLS_FAILED}", soft_wrap=True)
+        return EXIT_CELLS_FAILED
     return EXIT_OK
 
 

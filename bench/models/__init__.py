@@ -399,7 +399,7 @@ def file_type_name(file_type_id: object) -> str:
 
 def quant_type_from_name(reference: str) -> str:
     """The quantization a file name announces ('...-Q4_K_M.gguf' -> 'Q4_K_M'), or '' when it names none."""
-    from bench.suite import GGUF_QUANT_TYPES
+    from bench.runners.llamacpp.spec import GGUF_QUANT_TYPES
 
     stem = Path(reference.rsplit("@", 1)[0]).name.upper()
     found = [t for t in GGUF_QUANT_TYPES if re.search(rf"(?<![A-Z0-9]){t}(?![A-Z0-9_])", stem)]
@@ -423,7 +423,7 @@ def local_model_file(reference: str) -> Path | None:
     return path if path.is_file() else None
 
 
-def cell_model_reference(model: ModelSpec, quantization: str, backend: str) -> str:
+def cell_model_reference(model: ModelSpec, quantization: str) -> str:
     """Which reference holds this model at this quantization (before any derivation)."""
     if quantization in model.files:
         return model.files[quantization]
@@ -433,12 +433,3 @@ def cell_model_reference(model: ModelSpec, quantization: str, backend: str) -> s
             f"its files: {', '.join(model.files) or 'none'}"
         )
     return model.source
-
-
-def needs_derivation(model: ModelSpec, quantization: str, backend: str) -> bool:
-    """True when a llama.cpp quantization must be derived from the model's source file."""
-    return (
-        backend == "llamacpp"
-        and quantization not in model.files
-        and quantization not in ("source", model.source_quantization)
-    )

@@ -14,6 +14,7 @@ from bench.report.document import Block
 from bench.report.economics import add_costs
 from bench.report.frontier import fronts_by_group
 from bench.results import read_results
+from bench.runners.registry import quantization_catalog
 from bench.suite import Suite, load_suite
 
 
@@ -70,7 +71,7 @@ def analyse(frame: pd.DataFrame, keep_all: bool, suite: Suite | None) -> Analysi
 
 
 def load_report_data(results: list[Path], keep_all: bool = False, suite_path: Path | None = None) -> Analysis:
-    suite = load_suite(suite_path) if suite_path else None
+    suite = load_suite(suite_path, quantization_catalog()) if suite_path else None
     return analyse(read_results(results), keep_all, suite)
 
 

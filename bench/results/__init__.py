@@ -16,16 +16,18 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, create_model
 
 from bench.errors import BenchError
+from bench.suite.knobs import KNOBS
 
 Status = Literal["ok", "failed", "timeout", "skipped"]
 SAMPLE_SEP = ";"
 
 
-class ResultRow(BaseModel):
-    """The CSV schema (README documents it). Units are in the column names."""
+class _FixedColumns(BaseModel):
+    """The CSV schema without the knobs (README documents it). Units are in the column names. The knob columns
+    come from the knob registry: `ResultRow` (below) is this plus one column per knob."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -44,21 +46,12 @@ class ResultRow(BaseModel):
     device_id: str = ""
     device_kind: str = ""
     device_index: int | None = None
-    threads: int | None = None
-    n_gpu_layers: int | None = None
-    n_batch: int | None = None
-    n_ubatch: int | None = None
-    flash_attn: str | None = None
-    kv_cache_type: str | None = None
-    mmap: bool | None = None
-    repack: bool | None = None
-    torch_compile: bool | None = None
-    static_cache: bool | None = None
     prompt_tokens: int | None = None
     gen_tokens: int | None = None
     depth: int | None = None
     repetitions: int | None = None
     warmup: int | None = None
+    threads_used: int | None = None  # what `threads` resolved to (0 = every usable core)
     started_utc: str = ""
     finished_utc: str = ""
 
@@ -71,6 +64,7 @@ class ResultRow(BaseModel):
     decode_tok_s_std: float | None = None
     decode_tok_s_median: float | None = None
     decode_tok_s_cv_pct: float | None = None
+    decode_tok_s_per_seq_mean: float | None = None  # with parallel N: what each sequence (user) gets
     ttft_ms_mean: float | None = None
     ttft_ms_median: float | None = None
     itl_ms_p50: float | None = None
@@ -80,38 +74,47 @@ class ResultRow(BaseModel):
     prefill_tok_s_samples: str = ""  # one value per repetition, ';'-separated
     decode_tok_s_samples: str = ""
     ttft_ms_samples: str = ""
-    # per repetition: that repetition's percentile of its own token latencies, ';'-separated
-    itl_ms_p50_samples: str = ""
+    itl_ms_p50_samples: str = ""  # per repetition: that repetition's token-latency percentile
     itl_ms_p90_samples: str = ""
     itl_ms_p99_samples: str = ""
+    # bench's timed interval vs llama.cpp's own eval time for the same calls, in percent
+    prefill_overhead_pct: float | None = None
+    decode_overhead_pct: float | None = None
     warmup_prefill_tok_s: str = ""
     warmup_decode_tok_s: str = ""
     unstable: bool | None = None
     warnings: str = ""
-    system_warnings: str = ""  # noise on the machine while this row was measured (governor, busy CPU, heat)
+    system_warnings: str = ""  # noise sources present on the machine when the cell was measured (bench hw)
 
     # --- memory
     model_file_bytes: int | None = None
     n_params: int | None = None
-    peak_rss_bytes: int | None = None
+    peak_rss_bytes: int | None = None  # the worker process's peak, interpreter and libraries included
+    rss_before_load_bytes: int | None = None  # the worker's resident memory before the model was loaded
+    model_rss_bytes: int | None = None  # peak minus before-load: what the model, context and batches took
     peak_vram_bytes: int | None = None
     kv_cache_bytes: int | None = None
+    model_buffers_bytes: int | None = None  # llama.cpp's own buffer sizes (its load log)
+    compute_buffer_bytes: int | None = None
+    model_weights_bytes: int | None = None  # the backend's count of the weights' bytes
     n_ctx: int | None = None
     est_weights_bytes: int | None = None
     est_kv_bytes: int | None = None
     est_compute_bytes: int | None = None
     est_total_bytes: int | None = None
     est_device_free_bytes: int | None = None
-    # CPU: the built-in probe (bench.bandwidth, copy GB/s); CUDA: the GPU's theoretical peak from NVML
+    # CPU: measured by bench.bandwidth's read probe (bytes read per second); CUDA: NVML's theoretical peak
     mem_bandwidth_gbs: float | None = None
+    mem_bandwidth_source: str = ""  # cpu_read_probe | nvml_theoretical_peak: what mem_bandwidth_gbs is
 
     # --- energy (NVML where the hardware reports it)
     energy_j_per_decode_token: float | None = None
-    energy_j_per_decode_token_samples: str = ""  # one value per repetition, ';'-separated
+    energy_j_per_decode_token_samples: str = ""
     avg_power_w: float | None = None
 
     # --- model metadata (GGUF header)
     arch: str = ""
+    model_desc: str = ""
     n_layers: int | None = None
     n_heads: int | None = None
     n_kv_heads: int | None = None
@@ -166,12 +169,25 @@ class ResultRow(BaseModel):
     torch_version: str = ""
 
 
+def _knob_columns() -> dict[str, Any]:
+    """One column per registered knob (bench.suite.knobs), after the cell's device columns."""
+    return {name: (knob.type | None, None) for name, knob in KNOBS.items()}
+
+
+def _row_model() -> type[BaseModel]:
+    """The row schema: the fixed columns plus the knob registry's (a test may register a knob before import)."""
+    fields = dict(_FixedColumns.model_fields)
+    names = list(fields)
+    at = names.index("device_index") + 1
+    knob_fields = _knob_columns()
+    order = [*names[:at], *knob_fields, *names[at:]]
+    definitions: dict[str, Any] = {n: (fields[n].annotation, fields[n]) for n in names}
+    definitions.update(knob_fields)
+    return create_model("ResultRow", __config__=ConfigDict(extra="forbid"), **{n: definitions[n] for n in order})
+
+
+ResultRow = _row_model()
 COLUMNS: tuple[str, ...] = tuple(ResultRow.model_fields)
-IDENTITY_COLUMNS = (
-    "suite", "model_id", "quantization", "backend", "device_id", "threads", "n_gpu_layers", "n_batch", "n_ubatch",
-    "flash_attn", "kv_cache_type", "mmap", "repack", "torch_compile", "static_cache", "prompt_tokens",
-    "gen_tokens", "depth",
-)
 
 
 def _format(value: Any) -> str:
@@ -207,7 +223,7 @@ class ResultsWriter:
                     "resume into a new file or re-run the suite"
                 )
 
-    def append(self, row: ResultRow) -> None:
+    def append(self, row: BaseModel) -> None:
         self._write(_line(getattr(row, c) for c in COLUMNS))
 
     def _write(self, text: str) -> None:

@@ -1,19 +1,33 @@
-"""The contract every backend implements, and the one timing loop they all share.
+"""The speed contract every backend implements, and the one timing loop they all share.
 
-A backend knows how to load a model, size a context for a cell, fill the KV cache,
-and time a prefill and single-token decodes (synchronizing its device before the
-clock stops). The measurement protocol (warm-ups kept apart, repetitions, TTFT,
-inter-token latency) lives here once, so every backend measures the same thing.
+A backend's engine loads a model, sizes a context for a cell, fills the KV cache, and times a prefill and
+single-token decodes (synchronizing its device before the clock stops). The measurement protocol (warm-ups
+kept apart, repetitions, TTFT, inter-token latency, harness overhead) lives here once, so every backend
+measures the same thing. Quality (tokenize, logits) is a separate, optional contract (bench.quality): a
+backend that cannot give logits is still a backend.
 """
 from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
+from bench.results import samples_to_text
+from bench.stats import percentile, summarize
 from bench.suite import Cell
+
+CONTEXT_ROUND = 256  # contexts are rounded up to this, so nearby cells share a size class (llama.cpp pads too)
+
+
+def context_size(cell: Cell, per_sequence: bool = False) -> int:
+    """The KV cells a cell needs: every sequence's depth, prompt and generated tokens (as llama-bench sizes
+    n_ctx), rounded up to CONTEXT_ROUND; per_sequence: one sequence's share."""
+    sequences = 1 if per_sequence else (cell.parallel or 1)
+    needed = sequences * (cell.depth + cell.prompt_tokens + cell.gen_tokens)
+    return -(-needed // CONTEXT_ROUND) * CONTEXT_ROUND
 
 
 @dataclass
@@ -26,10 +40,12 @@ class LoadInfo:
 
 @dataclass
 class Repetition:
-    prefill_s: float
-    first_token_s: float
-    decode_token_s: list[float]
+    prefill_s: float  # all sequences' prompts
+    decode_token_s: list[float]  # per decode step (one token for every sequence)
     decode_energy_j: float | None = None  # from the device's energy counter, decode phase only
+    # The engine's own account of the same timed calls (llama.cpp's perf counters), when it keeps one.
+    engine_prefill_s: float | None = None
+    engine_decode_s: float | None = None
 
 
 class EnergyMeter(Protocol):
@@ -37,17 +53,20 @@ class EnergyMeter(Protocol):
     def energy_j_since_mark(self) -> float | None: ...
 
 
-class Runner(abc.ABC):
+class SpeedEngine(abc.ABC):
     """One loaded model on one device. Created and used inside a worker process only."""
 
     backend: ClassVar[str]
+
+    @abc.abstractmethod
+    def __init__(self, model_path: Path, load_cell: Cell) -> None: ...
 
     @abc.abstractmethod
     def load(self) -> LoadInfo: ...
 
     @abc.abstractmethod
     def start_context(self, cell: Cell) -> dict[str, Any]:
-        """Make a context fit for the cell (threads, batch, KV type, n_ctx). Returns row fields (n_ctx, kv bytes)."""
+        """Make a context fit for the cell (threads, batch, KV type, n_ctx). Returns row fields."""
 
     @abc.abstractmethod
     def n_vocab(self) -> int: ...
@@ -58,105 +77,117 @@ class Runner(abc.ABC):
 
     @abc.abstractmethod
     def reset(self, depth_tokens: np.ndarray) -> None:
-        """Clear the KV cache and fill it with these tokens (not timed)."""
+        """Clear the KV cache and fill sequence s with depth_tokens[s] (shape [sequences, depth]; not timed)."""
 
     @abc.abstractmethod
     def truncate(self, n_keep: int) -> bool:
-        """Drop cache positions >= n_keep. False if the cache type cannot (then reset() is used)."""
+        """Drop every sequence's positions >= n_keep. False if the cache cannot (then reset() is used)."""
 
     @abc.abstractmethod
     def prefill(self, tokens: np.ndarray) -> float:
-        """Process tokens as batches after the current cache; seconds until the device is done."""
+        """Process prompt tokens[s] after sequence s's cache (shape [sequences, n]), batched across sequences;
+        seconds until the device is done."""
 
     @abc.abstractmethod
     def decode(self, tokens: np.ndarray) -> list[float]:
-        """Process tokens one at a time; seconds for each, device synchronized."""
+        """Decode steps (shape [steps, sequences]): each step one token for every sequence; seconds per step,
+        device synchronized."""
 
-    # ------------------------------------------------------------ quality (bench.quality, bench.tasks)
-    @abc.abstractmethod
-    def tokenize(self, text: str, add_bos: bool = True) -> np.ndarray:
-        """Token ids (int32) of text; add_bos: start with the model's BOS token if the model uses one."""
-
-    @abc.abstractmethod
-    def logits(self, tokens: np.ndarray) -> np.ndarray:
-        """Logits at every position of `tokens` as one fresh sequence: float32 [len(tokens), n_vocab]."""
-
-    def prepare_logits(self, n_ctx: int, cell: Cell) -> None:  # noqa: B027 - optional hook
-        """Get ready for logits()/generate_greedy() on up to n_ctx tokens. Default: nothing to do."""
-
-    def detokenize(self, tokens: np.ndarray) -> str:
-        """Text of generated tokens (special tokens dropped); generation tasks need it."""
-        from bench.errors import BenchError
-
-        raise BenchError(f"backend {self.backend} cannot turn tokens back into text, so it cannot score "
-                         "generation tasks; use multiple-choice tasks with it")
-
-    def generate_greedy(self, tokens: np.ndarray, max_new_tokens: int) -> np.ndarray:
-        """Up to max_new_tokens tokens, each the most probable next one; backends with a KV cache override it."""
-        sequence = np.asarray(tokens, dtype=np.int32)
-        generated: list[int] = []
-        for _ in range(max_new_tokens):
-            generated.append(int(np.argmax(self.logits(np.append(sequence, generated).astype(np.int32))[-1])))
-        return np.asarray(generated, dtype=np.int32)
+    def engine_seconds(self) -> tuple[float, float] | None:
+        """The engine's own cumulative (prompt, generation) compute time, if it keeps one; None otherwise.
+        measure_cell takes differences around each timed phase to measure the harness's own overhead."""
+        return None
 
     def memory_fields(self) -> dict[str, Any]:
         """Device-side memory the backend can read (peak VRAM, KV bytes). Default: nothing."""
         return {}
 
+    def on_measured_start(self) -> None:  # noqa: B027 - optional hook
+        """The warm-ups are done; measured repetitions follow (e.g. watch for recompilation from here)."""
+
+    def on_measured_end(self) -> None:  # noqa: B027 - optional hook
+        """The measured repetitions are done; raise BenchError if something made them invalid."""
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Free the model and context."""
 
 
-def random_tokens(rng: np.random.Generator, n_vocab: int, count: int, first: int | None) -> np.ndarray:
-    """Random tokens, as llama-bench uses: content does not change the cost of a dense forward pass."""
-    tokens = rng.integers(0, n_vocab, size=count, dtype=np.int32)
-    if first is not None and count > 0:
-        tokens[0] = first
+def random_tokens(rng: np.random.Generator, n_vocab: int, shape: tuple[int, int], first: int | None) -> np.ndarray:
+    """Random tokens, as llama-bench uses: content does not change the cost of a dense forward pass.
+    `first` (the BOS token) starts each row when given."""
+    tokens = rng.integers(0, n_vocab, size=shape, dtype=np.int32)
+    if first is not None and shape[1] > 0:
+        tokens[:, 0] = first
     return tokens
 
 
-def measure_cell(
-    runner: Runner, cell: Cell, energy: EnergyMeter | None = None, seed: int = 1234
-) -> tuple[list[Repetition], list[Repetition]]:
-    """Warm-ups, then repetitions, of: depth fill (untimed), timed prefill, first token, timed decode.
+def _engine_delta(engine: SpeedEngine, before: tuple[float, float] | None, phase: int) -> float | None:
+    after = engine.engine_seconds()
+    if before is None or after is None:
+        return None
+    return after[phase] - before[phase]
 
-    Prefill is measured after `depth` cached tokens; decode too starts at `depth` (the prompt is
-    dropped from the cache first), matching llama-bench's pp/tg tests at `-d depth`. TTFT is the
-    prefill plus the first generated token. Returns (warmups, measured).
+
+def measure_cell(
+    engine: SpeedEngine, cell: Cell, energy: EnergyMeter | None = None, seed: int = 1234
+) -> tuple[list[Repetition], list[Repetition]]:
+    """Warm-ups, then repetitions, of: depth fill (untimed), timed prefill, timed decode.
+
+    Prefill is measured after `depth` cached tokens; decode too starts at `depth` (the prompt is dropped
+    from the cache first), as llama-bench's pp and tg tests at `-d depth`. The first generated token comes
+    from the prefill's last logits, so time to first token is the prefill time. With `parallel` N, N
+    sequences (each with its own depth) are prefilled together and decoded together one token each per
+    step, as llama-batched-bench measures. Returns (warmups, measured).
     """
     rng = np.random.default_rng(seed)
-    n_vocab = runner.n_vocab()
-    bos = runner.bos_token()
-    depth_tokens = random_tokens(rng, n_vocab, cell.depth, bos)
+    n_vocab = engine.n_vocab()
+    bos = engine.bos_token()
+    n_seq = cell.parallel or 1
+    depth_tokens = random_tokens(rng, n_vocab, (n_seq, cell.depth), bos)
     warmups: list[Repetition] = []
     measured: list[Repetition] = []
     for index in range(cell.warmup + cell.repetitions):
-        prompt = random_tokens(rng, n_vocab, cell.prompt_tokens, bos if cell.depth == 0 else None)
-        generated = random_tokens(rng, n_vocab, cell.gen_tokens + 1, None)
-        runner.reset(depth_tokens)
-        prefill_s = runner.prefill(prompt)
-        first_token_s = runner.decode(generated[:1])[0]
-        if not runner.truncate(cell.depth):
-            runner.reset(depth_tokens)
+        if index == cell.warmup:
+            engine.on_measured_start()
+        prompt = random_tokens(rng, n_vocab, (n_seq, cell.prompt_tokens), bos if cell.depth == 0 else None)
+        generated = random_tokens(rng, n_vocab, (cell.gen_tokens, n_seq), None)
+        engine.reset(depth_tokens)
+        before = engine.engine_seconds()
+        prefill_s = engine.prefill(prompt)
+        engine_prefill_s = _engine_delta(engine, before, 0)
+        if not engine.truncate(cell.depth):
+            engine.reset(depth_tokens)
         if energy is not None:
             energy.mark()
-        decode_s = runner.decode(generated[1:])
+        before = engine.engine_seconds()
+        decode_s = engine.decode(generated)
+        engine_decode_s = _engine_delta(engine, before, 1)
         decode_j = energy.energy_j_since_mark() if energy is not None else None
         (warmups if index < cell.warmup else measured).append(
-            Repetition(prefill_s, first_token_s, decode_s, decode_j)
+            Repetition(prefill_s, decode_s, decode_j, engine_prefill_s, engine_decode_s)
         )
+    engine.on_measured_end()
     return warmups, measured
 
 
-def repetition_fields(cell: Cell, warmups: list[Repetition], measured: list[Repetition]) -> dict[str, Any]:
-    """Row fields from the repetitions (pure: no backend involved)."""
-    from bench.results import samples_to_text
-    from bench.stats import percentile, summarize
+def _overhead_pct(timed: list[float], engine: list[float | None]) -> float | None:
+    """How much longer bench's clock ran than the engine's own account of the same calls, in percent."""
+    if not engine or any(e is None for e in engine) or not sum(e for e in engine if e):
+        return None
+    return 100.0 * (sum(timed) / sum(e for e in engine if e is not None) - 1.0)
 
-    prefill = [cell.prompt_tokens / r.prefill_s for r in measured]
-    decode = [len(r.decode_token_s) / sum(r.decode_token_s) for r in measured]
-    ttft_ms = [1000.0 * (r.prefill_s + r.first_token_s) for r in measured]
+
+def repetition_fields(cell: Cell, warmups: list[Repetition], measured: list[Repetition]) -> dict[str, Any]:
+    """Row fields from the repetitions (pure: no backend involved). With `parallel` N the tok/s figures are
+    aggregates over the N sequences; decode_tok_s_per_seq is what each user sees; TTFT is the last
+    sequence's (every prompt is in the one batched prefill); ITL percentiles are decode-step latencies."""
+    n_seq = cell.parallel or 1
+    prefill = [n_seq * cell.prompt_tokens / r.prefill_s for r in measured]
+    decode = [n_seq * len(r.decode_token_s) / sum(r.decode_token_s) for r in measured]
+    ttft_ms = [1000.0 * r.prefill_s for r in measured]
     itl_ms = [1000.0 * s for r in measured for s in r.decode_token_s]
+    per_rep_itl = {pct: [percentile([1000.0 * s for s in r.decode_token_s], pct) for r in measured]
+                   for pct in (50, 90, 99)}
     pp, tg, ttft = summarize(prefill), summarize(decode), summarize(ttft_ms)
     warnings = []
     if pp.unstable:
@@ -164,24 +195,31 @@ def repetition_fields(cell: Cell, warmups: list[Repetition], measured: list[Repe
     if tg.unstable:
         warnings.append(f"decode spread {tg.cv_pct:.1f}% CV over {tg.n} reps")
     energies = [r.decode_energy_j for r in measured]
-    energy_per_token = (
-        sum(energies) / sum(len(r.decode_token_s) for r in measured)  # type: ignore[arg-type]
-        if energies and all(e is not None for e in energies) else None
-    )
+    measured_energy = bool(energies) and all(e is not None for e in energies)
+    energy_per_token = [e / (n_seq * len(r.decode_token_s)) for e, r in zip(energies, measured, strict=True)] \
+        if measured_energy else []  # type: ignore[operator]
     return {
-        "energy_j_per_decode_token": energy_per_token,
+        "energy_j_per_decode_token": sum(energy_per_token) / len(energy_per_token) if energy_per_token else None,
+        "energy_j_per_decode_token_samples": samples_to_text(energy_per_token),
         "prefill_tok_s_mean": pp.mean, "prefill_tok_s_std": pp.std, "prefill_tok_s_median": pp.median,
         "prefill_tok_s_cv_pct": pp.cv_pct,
         "decode_tok_s_mean": tg.mean, "decode_tok_s_std": tg.std, "decode_tok_s_median": tg.median,
         "decode_tok_s_cv_pct": tg.cv_pct,
+        "decode_tok_s_per_seq_mean": tg.mean / n_seq,
         "ttft_ms_mean": ttft.mean, "ttft_ms_median": ttft.median,
         "itl_ms_p50": percentile(itl_ms, 50), "itl_ms_p90": percentile(itl_ms, 90),
         "itl_ms_p99": percentile(itl_ms, 99),
         "prefill_tok_s_samples": samples_to_text(prefill),
         "decode_tok_s_samples": samples_to_text(decode),
         "ttft_ms_samples": samples_to_text(ttft_ms),
-        "warmup_prefill_tok_s": samples_to_text(cell.prompt_tokens / r.prefill_s for r in warmups),
-        "warmup_decode_tok_s": samples_to_text(len(r.decode_token_s) / sum(r.decode_token_s) for r in warmups),
+        **{f"itl_ms_p{pct}_samples": samples_to_text(values) for pct, values in per_rep_itl.items()},
+        "prefill_overhead_pct": _overhead_pct([r.prefill_s for r in measured],
+                                              [r.engine_prefill_s for r in measured]),
+        "decode_overhead_pct": _overhead_pct([sum(r.decode_token_s) for r in measured],
+                                             [r.engine_decode_s for r in measured]),
+        "warmup_prefill_tok_s": samples_to_text(n_seq * cell.prompt_tokens / r.prefill_s for r in warmups),
+        "warmup_decode_tok_s": samples_to_text(n_seq * len(r.decode_token_s) / sum(r.decode_token_s)
+                                               for r in warmups),
         "unstable": pp.unstable or tg.unstable,
         "warnings": "; ".join(warnings),
     }

@@ -18,6 +18,7 @@ import pytest
 
 from bench.results import read_results
 from tests.conftest import quick_suite_yaml
+from tests.faults.inject import environment
 
 WORKER_SIGNALS = {1: "SIGSEGV", 2: "SIGILL", 3: "SIGABRT", 4: "SIGKILL"}
 
@@ -35,8 +36,8 @@ def test_each_deadly_signal_fails_only_its_cell(write_suite, tmp_path: Path) -> 
     suite = write_suite(quick_suite_yaml(knobs="knobs: {threads: [1, 2, 3, 4, 5]}"))
     fault = ";".join(f"{sig}@threads={threads}" for threads, sig in WORKER_SIGNALS.items())
     out = tmp_path / "r.csv"
-    result = run_bench("run", str(suite), "-o", str(out), "--quiet", env={"BENCH_FAULT": fault})
-    assert result.returncode == 0, result.stderr
+    result = run_bench("run", str(suite), "-o", str(out), "--quiet", env=environment(fault))
+    assert result.returncode == 3, result.stderr
     rows = read_results([out]).set_index("threads")
     for threads, sig in WORKER_SIGNALS.items():
         assert rows.loc[threads, "status"] == "failed"
@@ -48,12 +49,12 @@ def test_each_deadly_signal_fails_only_its_cell(write_suite, tmp_path: Path) -> 
 def test_memory_limit_and_hang(write_suite, tmp_path: Path) -> None:
     suite = write_suite(quick_suite_yaml(
         knobs="knobs: {threads: [1, 2, 3]}",
-        limits="limits: {cell_timeout_s: 10, load_timeout_s: 120, memory_limit_gb: 3}",
+        limits="limits: {cell_timeout_s: 10, load_timeout_s: 120, memory_limit_gb: 1}",
     ))
     out = tmp_path / "r.csv"
     result = run_bench("run", str(suite), "-o", str(out), "--quiet",
-                       env={"BENCH_FAULT": "oom@threads=1;hang@threads=2"})
-    assert result.returncode == 0, result.stderr
+                       env=environment("oom@threads=1;hang@threads=2"))
+    assert result.returncode == 3, result.stderr
     rows = read_results([out]).set_index("threads")
     assert rows.loc[1, "status"] == "failed" and rows.loc[1, "reason"].startswith("out of memory")
     assert rows.loc[2, "status"] == "timeout"
@@ -74,7 +75,7 @@ def test_ctrl_c_keeps_finished_rows_and_exits_130(write_suite, tmp_path: Path) -
     out = tmp_path / "r.csv"
     process = subprocess.Popen(bench_cmd("run", str(suite), "-o", str(out), "--quiet"), stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True,
-                               env={**os.environ, "BENCH_FAULT": "hang@threads=2"})
+                               env={**os.environ, **environment("hang@threads=2")})
     _wait_for_rows(out, 1)
     time.sleep(1.0)  # the second cell's worker is now hanging
     workers = psutil.Process(process.pid).children(recursive=True)
@@ -126,7 +127,7 @@ def test_bad_model_files_fail_their_cells_clearly(write_suite, tmp_path: Path, s
     suite = write_suite(quick_suite_yaml(models=f"models:\n  - {{id: broken, source: '{model}'}}"))
     out = tmp_path / "r.csv"
     result = run_bench("run", str(suite), "-o", str(out), "--quiet")
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 3, result.stderr
     row = read_results([out]).iloc[0]
     assert row["status"] == "failed" and expected in row["reason"], row["reason"]
 
@@ -146,7 +147,7 @@ def test_model_of_an_architecture_llamacpp_does_not_know(write_suite, tmp_path: 
     suite = write_suite(quick_suite_yaml(models=f"models:\n  - {{id: alien, source: '{model}'}}"))
     out = tmp_path / "r.csv"
     result = run_bench("run", str(suite), "-o", str(out), "--quiet")
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 3, result.stderr
     row = read_results([out]).iloc[0]
     assert row["status"] == "failed" and "could not load" in row["reason"], row["reason"]
     assert "alienformer" in row["reason"]
@@ -158,7 +159,7 @@ def test_killing_bench_leaves_no_worker_behind(write_suite, tmp_path: Path, sig:
     out = tmp_path / "r.csv"
     process = subprocess.Popen(bench_cmd("run", str(suite), "-o", str(out), "--quiet"),
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                               env={**os.environ, "BENCH_FAULT": "hang@threads=2"})
+                               env={**os.environ, **environment("hang@threads=2")})
     _wait_for_rows(out, 1)
     time.sleep(1.0)
     workers = psutil.Process(process.pid).children(recursive=True)

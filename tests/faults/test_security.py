@@ -8,6 +8,7 @@ import pytest
 
 from bench.errors import BenchError
 from bench.models import parse_hf_reference, resolve
+from bench.runners.registry import quantization_catalog
 from bench.suite import load_suite
 
 BENCH_SOURCES = sorted((Path(__file__).resolve().parents[2] / "bench").rglob("*.py"))
@@ -56,4 +57,4 @@ def test_package_references_stay_inside_the_package(reference: str) -> None:
 def test_yaml_python_tags_are_refused(write_suite) -> None:
     path = write_suite("!!python/object/new:os.system [echo pwned]\n")
     with pytest.raises(BenchError, match="YAML"):
-        load_suite(path)
+        load_suite(path, quantization_catalog())

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from bench.runners.base import measure_cell, repetition_fields
-from bench.runners.llamacpp import LlamaCppRunner
+from bench.runners.llamacpp.runner import LlamaCppRunner
 from bench.suite import Cell
 
 
@@ -27,22 +27,26 @@ def runner(smollm2_path: Path):
     runner.close()
 
 
-def test_figures_are_sane(runner: LlamaCppRunner) -> None:
+def test_figures_are_what_llama_cpp_itself_timed(runner: LlamaCppRunner) -> None:
     cell = _cell(0)
     fields = runner.start_context(cell)
-    assert fields["n_ctx"] >= cell.prompt_tokens + cell.gen_tokens
+    assert fields["n_ctx"] >= cell.prompt_tokens + cell.gen_tokens and fields["threads_used"] == 1
     # KV cache: 30 layers x 3 KV heads x 64 dims x 2 (K and V) x 2 bytes (f16) per token.
     assert fields["kv_cache_bytes"] == pytest.approx(30 * 3 * 64 * 2 * 2 * fields["n_ctx"], rel=0.02)
     warmups, measured = measure_cell(runner, cell)
     assert len(warmups) == 1 and len(measured) == 3
     row = repetition_fields(cell, warmups, measured)
-    assert 5 < row["prefill_tok_s_mean"] < 100_000
-    assert 2 < row["decode_tok_s_mean"] < 10_000
-    # TTFT is the prompt's prefill plus one token: longer than one decode step, and consistent with prefill speed.
-    assert row["ttft_ms_mean"] > row["itl_ms_p50"]
-    assert row["ttft_ms_mean"] >= 1000 * cell.prompt_tokens / row["prefill_tok_s_mean"] * 0.5
+    # bench's clock and llama.cpp's own eval timers cover the same calls: the harness adds next to nothing.
+    assert abs(row["prefill_overhead_pct"]) <= 3 and abs(row["decode_overhead_pct"]) <= 3, row
+    # Each repetition's decode speed is its generated tokens over the sum of its token latencies.
+    for rep in measured:
+        assert len(rep.decode_token_s) == cell.gen_tokens
+    decode = [float(v) for v in row["decode_tok_s_samples"].split(";")]
+    assert decode == pytest.approx([cell.gen_tokens / sum(r.decode_token_s) for r in measured], rel=1e-5)
+    # TTFT is the prefill: the first token is sampled from the prompt's last logits.
+    ttft = [float(v) for v in row["ttft_ms_samples"].split(";")]
+    assert ttft == pytest.approx([1000 * r.prefill_s for r in measured], rel=1e-5)
     assert row["itl_ms_p50"] <= row["itl_ms_p90"] <= row["itl_ms_p99"]
-    assert len(row["decode_tok_s_samples"].split(";")) == 3
     assert len(row["warmup_decode_tok_s"].split(";")) == 1
 
 
@@ -65,3 +69,23 @@ def test_logits_are_deterministic_and_shaped(runner: LlamaCppRunner) -> None:
     second = runner.logits(tokens)
     assert first.shape == (len(tokens), runner.n_vocab())
     assert (first == second).all()
+
+
+@pytest.mark.parametrize("model_fixture", ["smollm2_path", "gemma3_path"])
+@pytest.mark.parametrize("depth", [0, 1024])
+def test_harness_overhead_against_llama_cpp_timers(model_fixture: str, depth: int,
+                                                   request: pytest.FixtureRequest) -> None:
+    """bench's timed interval vs llama.cpp's own eval time for the same calls (llama_perf_context): what the
+    Python side (ctypes calls, batch filling is off the clock) adds. Printed; asserted <= 3 % for loaded CI."""
+    model: Path = request.getfixturevalue(model_fixture)
+    cell = _cell(depth, prompt=128, gen=32, reps=2)
+    engine = LlamaCppRunner(model, cell)
+    engine.load()
+    try:
+        engine.start_context(cell)
+        row = repetition_fields(cell, *measure_cell(engine, cell))
+    finally:
+        engine.close()
+    print(f"\n{model.name} depth {depth}: harness overhead prefill {row['prefill_overhead_pct']:+.3f}%, "
+          f"decode {row['decode_overhead_pct']:+.3f}%")
+    assert abs(row["prefill_overhead_pct"]) <= 3 and abs(row["decode_overhead_pct"]) <= 3

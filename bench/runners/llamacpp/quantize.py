@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from bench.errors import BenchError, ModelUnavailable
 from bench.models import ResolvedModel, cache_dir, check_gguf, gguf_metadata, resolve
-from bench.suite import GGUF_QUANT_TYPES
+from bench.runners.llamacpp.spec import GGUF_QUANT_TYPES
 
 if TYPE_CHECKING:
     from bench.suite import ModelSpec, Suite
@@ -53,9 +53,9 @@ def llama_cpp_version_key() -> str:
     """llama-cpp-python's version plus ggml's version and commit: a new llama.cpp may quantize differently."""
     import llama_cpp
 
-    from bench.hardware import _ggml_version
+    from bench.hardware import ggml_version
 
-    return f"llama-cpp-python {llama_cpp.__version__}; ggml {_ggml_version(llama_cpp) or 'unknown'}"
+    return f"llama-cpp-python {llama_cpp.__version__}; ggml {ggml_version(llama_cpp) or 'unknown'}"
 
 
 def _short_hash(text: str, length: int = 12) -> str:
@@ -152,7 +152,7 @@ def _valid_gguf(path: Path) -> bool:
 
 def _quantize_in_child(source: Path, output: Path, quantization: str, allow_requantize: bool) -> None:
     """Run llama_model_quantize in a child process; its crash or refusal becomes a BenchError."""
-    command = [sys.executable, "-m", "bench.quantize", "--child", str(source), str(output), quantization,
+    command = [sys.executable, "-m", "bench.runners.llamacpp.quantize", "--child", str(source), str(output), quantization,
                "--threads", str(os.cpu_count() or 1)]
     if allow_requantize:
         command.append("--allow-requantize")
@@ -227,30 +227,11 @@ def derived_model(suite: Suite, model: ModelSpec, quantization: str) -> Resolved
 # ------------------------------------------------------------------------------------------ bench quantize
 
 
-def derived_pairs(suite: Suite, filters: list[str]) -> list[tuple[str, str]]:
-    from bench.models import needs_derivation
-    from bench.plan import PlannedCell, parse_filters, select_filters
-    from bench.suite import expand
-
-    planned = [PlannedCell(c) for c in expand(suite) if c.backend == "llamacpp"]
-    derived = [p for p in planned if needs_derivation(suite.model(p.cell.model_id), p.cell.quantization, "llamacpp")]
-    every = list(dict.fromkeys((p.cell.model_id, p.cell.quantization) for p in derived))
-    if not every:
-        raise BenchError(f"suite {suite.name!r} derives no quantizations: each of its quantizations is `source` "
-                         "or a file under models[].files (a derived one is a GGUF type such as Q4_K_M with a source)")
-    chosen = select_filters(derived, parse_filters(filters)) if filters else derived
-    pairs = list(dict.fromkeys((p.cell.model_id, p.cell.quantization) for p in chosen))
-    if not pairs:
-        raise BenchError(f"--only {' '.join(filters)}: matches none of the derived quantizations; the suite derives "
-                         + ", ".join(f"{m} {q}" for m, q in every))
-    return pairs
-
-
 # ------------------------------------------------------------------------------------------ child process
 
 
 def _child_main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.quantize", description="internal: one llama.cpp quantize")
+    parser = argparse.ArgumentParser(prog="python -m bench.runners.llamacpp.quantize", description="internal: one llama.cpp quantize")
     parser.add_argument("--child", nargs=3, metavar=("SOURCE", "OUTPUT", "TYPE"), required=True)
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--allow-requantize", action="store_true")

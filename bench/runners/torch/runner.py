@@ -11,15 +11,11 @@ computed. On CUDA the clock is a pair of CUDA events around the forward pass (th
 before, so launch gaps count); on CPU it is perf_counter around the (synchronous) forward pass.
 
 This module imports torch only inside functions: bench.plan imports it to ask which
-quantizations a device supports, which runs in a subprocess (`python -m bench.runners.torch probe`).
+quantizations a device supports, which runs in a subprocess (bench.runners.torch.probe).
 """
 from __future__ import annotations
 
-import hashlib
 import inspect
-import json
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -27,207 +23,21 @@ from typing import Any
 
 import numpy as np
 
-from bench.errors import BenchError
-from bench.runners.base import LoadInfo, Runner
+from bench.errors import BenchError, first_line
+from bench.hardware import resolve_threads
+from bench.runners.base import LoadInfo, SpeedEngine, context_size
+from bench.runners.torch.convert import checkpoint_from_gguf, read_source_note
+from bench.runners.torch.dtypes import (
+    INT4_GROUP_SIZES,
+    WEIGHT_ONLY,
+    compute_dtype_name,
+    device_name,
+    weight_only_config,
+)
 from bench.suite import Cell
 
-FLOAT_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
-WEIGHT_ONLY = ("int8", "int4")
-# Activations of weight-only quantized models: bf16 where the GPU's kernels expect it; on CPUs bf16
-# matmuls are emulated on most parts, so fp32. tinygemm's int4 kernel accepts only bf16.
-WEIGHT_ONLY_COMPUTE = {("int8", "cpu"): "float32", ("int8", "cuda"): "bfloat16",
-                       ("int4", "cpu"): "bfloat16", ("int4", "cuda"): "bfloat16"}
-# torchao's int4 layouts: tinygemm's tile-packed one on CUDA; on CPU only the plain one (it needs mslk).
-INT4_PACKING = {"cuda": "tile_packed_to_4d", "cpu": "plain"}
-INT4_GROUP_SIZES = (128, 64, 32)
-N_CTX_ROUND = 256  # as the llama.cpp runner rounds its context, so both report the same n_ctx
 DEPTH_CHUNK = 2048  # depth fill in chunks: bounds the attention scratch memory (untimed anyway)
-PROBE_TIMEOUT_S = 300.0
-SOURCE_NOTE = "bench_source.txt"  # in a converted folder: which GGUF it came from, for the row's derived_from
 _DTYPE_NAMES = {"float32": "F32", "float16": "F16", "bfloat16": "BF16"}
-
-
-def device_name(kind: str, index: int) -> str:
-    return "cpu" if kind == "cpu" else f"cuda:{index}"
-
-
-def compute_dtype_name(quantization: str, device_kind: str) -> str | None:
-    """The torch dtype the model runs in at this quantization; None: as stored (a model-file quantization)."""
-    if quantization in FLOAT_DTYPES:
-        return FLOAT_DTYPES[quantization]
-    if quantization in WEIGHT_ONLY:
-        return WEIGHT_ONLY_COMPUTE[(quantization, device_kind)]
-    return None
-
-
-def weight_only_config(quantization: str, device_kind: str, group_size: int = 128) -> Any:
-    """The torchao quantize_ config of a weight-only quantization on this kind of device."""
-    from torchao.quantization import Int4WeightOnlyConfig, Int8WeightOnlyConfig
-
-    if quantization == "int8":
-        return Int8WeightOnlyConfig()
-    return Int4WeightOnlyConfig(group_size=group_size, int4_packing_format=INT4_PACKING[device_kind])
-
-
-def _physical_cores() -> int:
-    import psutil
-
-    return psutil.cpu_count(logical=False) or psutil.cpu_count() or 1
-
-
-# ------------------------------------------------------------------------ capability check
-
-
-def _probe_one(quantization: str, device_kind: str, device_index: int) -> str:
-    """'' if a small linear layer runs at this quantization on the device and matches fp32, else why not."""
-    import torch
-
-    device = device_name(device_kind, device_index)
-    dtype_name = compute_dtype_name(quantization, device_kind)
-    if dtype_name is None or quantization == "fp32":
-        return ""
-    if device_kind == "cuda" and dtype_name == "bfloat16" and not torch.cuda.is_bf16_supported():
-        gpu = torch.cuda.get_device_name(device_index)
-        return f"{quantization} needs bfloat16, which {gpu} does not support"
-    torch.manual_seed(0)
-    layer = torch.nn.Linear(256, 256, bias=False)
-    inputs = torch.randn(8, 256)
-    reference = layer(inputs).detach()
-    dtype = getattr(torch, dtype_name)
-    layer = layer.to(device=device, dtype=dtype)
-    what = f"{quantization} ({dtype_name} matmul)"
-    if quantization in WEIGHT_ONLY:
-        try:
-            from torchao import __version__ as torchao_version
-            from torchao.quantization import quantize_
-        except ImportError as exc:
-            return f"{quantization} weight-only quantization needs torchao ({exc}): pip install -e '.[torch]'"
-        config = weight_only_config(quantization, device_kind)
-        what = f"{quantization} weight-only (torchao {torchao_version} {type(config).__name__}"
-        what += f", {INT4_PACKING[device_kind]} layout)" if quantization == "int4" else ")"
-        try:
-            quantize_(layer, config)
-        except Exception as exc:  # noqa: BLE001 - an unsupported kernel is the answer, not a crash
-            hint = ("; torchao's int4 kernels are for CUDA GPUs: on CPU use int8, or llama.cpp's Q4 types"
-                    if quantization == "int4" and device_kind == "cpu" else "")
-            return f"{what} is not supported on {device}: {type(exc).__name__}: {_first_line(exc)}{hint}"
-    try:
-        with torch.inference_mode():
-            output = layer(inputs.to(device=device, dtype=dtype)).float().cpu()
-    except Exception as exc:  # noqa: BLE001
-        return f"{what} does not run on {device}: {type(exc).__name__}: {_first_line(exc)}"
-    error = float((output - reference).abs().max() / reference.abs().max())
-    if not np.isfinite(error) or error > 0.2:  # int4 is the loosest: ~0.08 relative error on random weights
-        return f"{what} on {device} gives wrong results (max relative error {error:.3g} against fp32)"
-    return ""
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else "no message"
-
-
-def probe_quantizations(device_kind: str, device_index: int, quantizations: list[str]) -> dict[str, str]:
-    """Run inside the probe subprocess: quantization -> '' (supported) or the reason it is not."""
-    try:
-        import torch
-        import transformers  # noqa: F401 - the runner needs it for every quantization
-    except ImportError as exc:
-        return {q: f"the torch backend needs torch and transformers ({exc}): pip install -e '.[torch]'"
-                for q in quantizations}
-    if device_kind == "cuda" and not torch.cuda.is_available():
-        return {q: f"torch {torch.__version__} cannot use CUDA here" for q in quantizations}
-    return {q: _probe_one(q, device_kind, device_index) for q in quantizations}
-
-
-def quantization_skip_reasons(device_kind: str, device_index: int,
-                              quantizations: list[str]) -> dict[str, str]:
-    """Which torch quantizations this device cannot run, and why (empty reason: it can).
-
-    Checked for real (a small layer at each quantization) in a subprocess, so the parent neither pays
-    for importing torch nor holds a CUDA context while workers measure memory.
-    """
-    command = [sys.executable, "-m", "bench.runners.torch", "probe", device_kind, str(device_index),
-               *quantizations]
-    try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=PROBE_TIMEOUT_S, check=False)
-    except subprocess.TimeoutExpired:
-        reason = f"the torch capability check did not finish in {PROBE_TIMEOUT_S:.0f} s"
-        return dict.fromkeys(quantizations, reason)
-    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-    if done.returncode != 0 or not lines:
-        tail = " ".join(done.stderr.strip().splitlines()[-2:])
-        return dict.fromkeys(quantizations,
-                             f"the torch capability check failed (exit {done.returncode}): {tail}")
-    reasons: dict[str, str] = json.loads(lines[-1])
-    return reasons
-
-
-# ------------------------------------------------------------------------ GGUF -> safetensors
-
-
-def checkpoint_from_gguf(gguf: Path) -> Path:
-    """A safetensors model folder with the GGUF's weights dequantized to float32, made once and cached.
-
-    Keyed by the file's path, size and mtime and the transformers version (its GGUF mapping decides
-    the result). A file lock keeps two workers from converting the same file at once.
-    """
-    import transformers
-    from filelock import FileLock
-
-    from bench.models import cache_dir
-
-    gguf = gguf.resolve()
-    stat = gguf.stat()
-    stamp = f"{gguf}:{stat.st_size}:{stat.st_mtime_ns}:{transformers.__version__}"
-    key = hashlib.sha256(stamp.encode()).hexdigest()[:16]
-    target = cache_dir() / "torch-from-gguf" / f"{gguf.stem}-{key}"
-    if (target / "config.json").is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(target) + ".lock"):
-        if not (target / "config.json").is_file():
-            _convert_gguf(gguf, target)
-    return target
-
-
-def _convert_gguf(gguf: Path, target: Path) -> None:
-    import shutil
-
-    import torch
-    import transformers
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from bench.models import gguf_metadata
-
-    partial = target.with_name(target.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    try:
-        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    except Exception as exc:  # unsupported architecture, unknown tensor type, ...
-        raise BenchError(f"transformers cannot load the GGUF file {gguf}: {type(exc).__name__}: "
-                         f"{_first_line(exc)} (its GGUF support covers fewer architectures than llama.cpp)"
-                         ) from None
-    # The weights are now plain tensors: drop the GGUF 'quantizer', which refuses to save.
-    model.hf_quantizer = None
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    model.save_pretrained(partial)
-    tokenizer.save_pretrained(partial)
-    file_type = gguf_metadata(gguf).get("file_type") or "unknown type"
-    note = (f"{gguf.name} ({file_type} GGUF, dequantized to float32 by "
-            f"transformers {transformers.__version__})")
-    (partial / SOURCE_NOTE).write_text(note + "\n", encoding="utf-8")
-    os.replace(partial, target)
-
-
-def _read_source_note(folder: Path) -> str:
-    try:
-        return (folder / SOURCE_NOTE).read_text(encoding="utf-8").strip()
-    except OSError:
-        return ""
-
 
 # ------------------------------------------------------------------------ runner
 
@@ -267,7 +77,7 @@ def _int4_group_size(model: Any) -> int:
                      f"this model has widths {sorted(widths)}")
 
 
-class TorchRunner(Runner):
+class TorchRunner(SpeedEngine):
     backend = "torch"
 
     def __init__(self, model_path: Path, load_cell: Cell) -> None:
@@ -289,7 +99,7 @@ class TorchRunner(Runner):
     def _set_threads(self, threads: int | None) -> None:
         import torch
 
-        torch.set_num_threads(threads or _physical_cores())
+        torch.set_num_threads(resolve_threads(threads))
 
     def load(self) -> LoadInfo:
         import torch
@@ -304,16 +114,19 @@ class TorchRunner(Runner):
         folder = self.model_path
         if self.model_path.is_file():  # GGUF: dequantized once, off the clock (like llama.cpp's derivation)
             folder = checkpoint_from_gguf(self.model_path)
-            extra["derived_from"] = _read_source_note(folder)
+            extra["derived_from"] = read_source_note(folder)
         try:
             # Config and model class first, off the clock: they cost Python imports, not model loading.
             config = AutoConfig.from_pretrained(folder, trust_remote_code=False)
             model_class = MODEL_FOR_CAUSAL_LM_MAPPING[type(config)]
         except (OSError, ValueError, KeyError) as exc:
             raise BenchError(f"transformers cannot load {folder} as a causal language model: "
-                             f"{type(exc).__name__}: {_first_line(exc)}") from None
-        if self.load_cell.torch_compile:
-            import torch._dynamo  # noqa: F401 - off the clock: seconds of Python imports, not loading
+                             f"{type(exc).__name__}: {first_line(exc)}") from None
+        if self._compiled:
+            import torch._dynamo  # off the clock: seconds of Python imports, not loading
+
+            # Past the recompile limit dynamo would silently run eager: a measured figure must not be that.
+            torch._dynamo.config.fail_on_recompile_limit_hit = True
         dtype_name = compute_dtype_name(quant, self.device_kind)
         options: dict[str, Any] = {}
         can_skip_mmap = "disable_mmap" in inspect.signature(model_class.from_pretrained).parameters
@@ -327,16 +140,16 @@ class TorchRunner(Runner):
             model = model_class.from_pretrained(folder, config=config, use_safetensors=True, dtype=dtype,
                                                 **options)
         except (OSError, ValueError) as exc:
-            raise BenchError(f"transformers cannot load {folder}: {_first_line(exc)}") from None
+            raise BenchError(f"transformers cannot load {folder}: {first_line(exc)}") from None
         model = model.to(self.device).eval()
         n_params = sum(int(p.numel()) for p in model.parameters())
         file_type = _DTYPE_NAMES.get(str(model.dtype).removeprefix("torch."), str(model.dtype))
         if quant in WEIGHT_ONLY:
             file_type = self._quantize(model, quant)
-        if self.load_cell.torch_compile:
+        if self._compiled:
             # Compiled lazily at the first forward pass, which the suite's warm-up repetitions absorb;
             # quality (logits, generation) runs the eager forward, whose numbers are the same.
-            model.forward = torch.compile(model.forward)
+            model.forward = torch.compile(model.forward, mode=self.load_cell.torch_compile)
         self._synchronize()
         load_s = time.perf_counter() - start
         self.model = model
@@ -364,7 +177,7 @@ class TorchRunner(Runner):
             quantize_(model, weight_only_config(quant, self.device_kind, group_size))
         except Exception as exc:  # the planner's probe normally turns these into skipped rows
             raise BenchError(f"torchao cannot quantize this model to {quant} weight-only on {self.device}: "
-                             f"{type(exc).__name__}: {_first_line(exc)}") from None
+                             f"{type(exc).__name__}: {first_line(exc)}") from None
         return f"{quant} weight-only" + (f" g{group_size}" if quant == "int4" else "")
 
     def _config_fields(self) -> dict[str, Any]:
@@ -413,20 +226,20 @@ class TorchRunner(Runner):
         import torch
 
         self._set_threads(cell.threads)
-        needed = cell.depth + cell.prompt_tokens + cell.gen_tokens + 1
-        self.n_ctx = -(-needed // N_CTX_ROUND) * N_CTX_ROUND
+        self.n_ctx = context_size(cell)
+        self._seq_len = context_size(cell, per_sequence=True)
         self._kv_peak_bytes = None
         if self.device_kind == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
         self.cache = self._new_cache(cell.static_cache)
-        return {"n_ctx": self.n_ctx}
+        return {"n_ctx": self.n_ctx, "threads_used": torch.get_num_threads()}
 
     def _new_cache(self, static: bool | None) -> Any:
         from transformers import DynamicCache, StaticCache
 
         if static:
             # A fixed-size cache: fixed shapes for torch.compile, no reallocation while decoding.
-            return StaticCache(config=self.model.config, max_cache_len=self.n_ctx)
+            return StaticCache(config=self.model.config, max_cache_len=self._seq_len)
         return DynamicCache(config=self.model.config)
 
     def _static(self) -> bool:
@@ -451,8 +264,9 @@ class TorchRunner(Runner):
     def _inputs(self, tokens: np.ndarray, start: int) -> tuple[Any, Any]:
         import torch
 
-        ids = torch.as_tensor(np.asarray(tokens, dtype=np.int64), device=self.device)[None]
-        positions = torch.arange(start, start + len(tokens), device=self.device)[None]
+        rows = np.atleast_2d(np.asarray(tokens, dtype=np.int64))  # [sequences, n]: the batch dimension
+        ids = torch.as_tensor(rows, device=self.device)
+        positions = torch.arange(start, start + rows.shape[1], device=self.device).expand(rows.shape[0], -1)
         return ids, positions
 
     def _forward(self, ids: Any, positions: Any, cache: Any, logits_to_keep: int = 1,
@@ -470,7 +284,7 @@ class TorchRunner(Runner):
         """One forward pass of `tokens` after the cache, in seconds until the device is done."""
         import torch
 
-        ids, positions = self._inputs(tokens, self._pos)  # built off the clock
+        ids, positions = self._inputs(tokens, self._pos)  # built off the clock; tokens: [sequences, n]
         if self.device_kind == "cuda":
             begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             torch.cuda.synchronize(self.device)
@@ -483,7 +297,7 @@ class TorchRunner(Runner):
             start = time.perf_counter()
             self._forward(ids, positions, self.cache)
             elapsed = time.perf_counter() - start
-        self._pos += len(tokens)
+        self._pos += ids.shape[1]
         return elapsed
 
     def reset(self, depth_tokens: np.ndarray) -> None:
@@ -495,10 +309,10 @@ class TorchRunner(Runner):
         else:
             self.cache = self._new_cache(False)
         self._pos = 0
-        for start in range(0, len(depth_tokens), DEPTH_CHUNK):
-            chunk = depth_tokens[start:start + DEPTH_CHUNK]
+        for start in range(0, depth_tokens.shape[1], DEPTH_CHUNK):
+            chunk = depth_tokens[:, start:start + DEPTH_CHUNK]
             self._forward(*self._inputs(chunk, self._pos), self.cache)
-            self._pos += len(chunk)
+            self._pos += chunk.shape[1]
         self._synchronize()
 
     def truncate(self, n_keep: int) -> bool:
@@ -514,7 +328,7 @@ class TorchRunner(Runner):
         return self._timed_step(tokens)
 
     def decode(self, tokens: np.ndarray) -> list[float]:
-        return [self._timed_step(tokens[i:i + 1]) for i in range(len(tokens))]
+        return [self._timed_step(step[:, None]) for step in tokens]  # each step: one token per sequence
 
     def _note_kv_bytes(self) -> None:
         layers = getattr(self.cache, "layers", None)
@@ -524,6 +338,28 @@ class TorchRunner(Runner):
                                                                             getattr(layer, "values", None))
                    if tensor is not None)
         self._kv_peak_bytes = max(self._kv_peak_bytes or 0, held)
+
+    @property
+    def _compiled(self) -> bool:
+        return self.load_cell.torch_compile not in (None, "off")
+
+    def _graph_count(self) -> int:
+        from torch._dynamo.utils import counters
+
+        return int(counters["stats"]["unique_graphs"]) + int(counters["frames"]["total"])
+
+    def on_measured_start(self) -> None:
+        self._graphs_before = self._graph_count() if self._compiled else 0
+
+    def on_measured_end(self) -> None:
+        """A recompile inside the measured repetitions mixes compile time (or eager runs) into the figures."""
+        if not self._compiled:
+            return
+        recompiles = self._graph_count() - self._graphs_before
+        if recompiles:
+            raise BenchError(f"torch.compile ({self.load_cell.torch_compile}) compiled again during the measured "
+                             f"repetitions ({recompiles} new graph(s)/frame(s)): the figures would mix compilation "
+                             "with runs; add warm-ups (workload.warmup) or use static_cache: true")
 
     def memory_fields(self) -> dict[str, Any]:
         self._note_kv_bytes()
@@ -574,21 +410,3 @@ class TorchRunner(Runner):
             logits = self._forward(*self._inputs(np.asarray([token]), position), cache, eager=True)
             position += 1
         return np.asarray(generated, dtype=np.int32)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m bench.runners.torch probe KIND INDEX QUANT...`: print {quant: reason} as one JSON line."""
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) < 3 or args[0] != "probe":
-        print("usage: python -m bench.runners.torch probe cpu|cuda INDEX QUANTIZATION...", file=sys.stderr)
-        return 2
-    out = os.fdopen(os.dup(1), "w", encoding="utf-8")
-    os.dup2(2, 1)  # libraries that print go to stderr, so stdout holds only the answer
-    reasons = probe_quantizations(args[1], int(args[2]), args[3:])
-    out.write(json.dumps(reasons) + "\n")
-    out.flush()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

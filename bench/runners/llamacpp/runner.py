@@ -14,14 +14,13 @@ from typing import Any
 import numpy as np
 
 from bench.errors import BenchError
-from bench.runners.base import LoadInfo, Runner
+from bench.hardware import resolve_threads
+from bench.runners.base import LoadInfo, SpeedEngine, context_size
 from bench.suite import Cell
 
 KV_TYPE_TO_GGML = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7, "q8_0": 8, "iq4_nl": 20,
                    "bf16": 30}
 FLASH_ATTN_TO_LLAMA = {"auto": -1, "off": 0, "on": 1}
-# Context sizes are rounded up so that nearby cells can share one context size class.
-N_CTX_ROUND = 256
 _MIB = re.compile(r"([\d.]+)\s*MiB")
 
 
@@ -62,7 +61,9 @@ def _sum_mib(lines: list[str], marker: str) -> int | None:
     return int(total * 1024 * 1024) if found else None
 
 
-class LlamaCppRunner(Runner):
+class LlamaCppRunner(SpeedEngine):
+    """The speed engine, and bench.quality's QualityModel (tokenize, logits, greedy generation)."""
+
     backend = "llamacpp"
 
     def __init__(self, model_path: Path, load_cell: Cell) -> None:
@@ -117,28 +118,29 @@ class LlamaCppRunner(Runner):
 
     # ------------------------------------------------------------ context
     def start_context(self, cell: Cell) -> dict[str, Any]:
-        needed = cell.depth + cell.prompt_tokens + cell.gen_tokens + 1
-        n_ctx = -(-needed // N_CTX_ROUND) * N_CTX_ROUND
-        return self.open_context(n_ctx, cell)
+        return self.open_context(context_size(cell), cell)
 
     def open_context(self, n_ctx: int, cell: Cell, logits_all: bool = False) -> dict[str, Any]:
         llama_cpp = _llama()
-        threads = cell.threads or _physical_cores()
-        key = (n_ctx, threads, cell.n_batch, cell.n_ubatch, cell.flash_attn, cell.kv_cache_type, logits_all)
+        threads = resolve_threads(cell.threads)
+        n_seq = cell.parallel
+        key = (n_ctx, threads, cell.n_batch, cell.n_ubatch, cell.flash_attn, cell.kv_cache_type, logits_all, n_seq)
         if key == self.ctx_key:
             return self._ctx_fields
         self._free_context()
         params = llama_cpp.llama_context_default_params()
         params.n_ctx = n_ctx
-        params.n_batch = min(cell.n_batch or 2048, n_ctx)
-        params.n_ubatch = min(cell.n_ubatch or 512, params.n_batch)
+        params.n_batch = max(min(cell.n_batch, n_ctx), n_seq)  # a decode step holds one token per sequence
+        params.n_ubatch = min(cell.n_ubatch, params.n_batch)
+        params.n_seq_max = n_seq
+        params.kv_unified = True  # one KV buffer for every sequence, as llama-batched-bench (-kvu) measures
         params.n_threads = threads
         params.n_threads_batch = threads
-        params.flash_attn_type = FLASH_ATTN_TO_LLAMA[cell.flash_attn or "auto"]
-        kv_type = KV_TYPE_TO_GGML[cell.kv_cache_type or "f16"]
+        params.flash_attn_type = FLASH_ATTN_TO_LLAMA[cell.flash_attn]
+        kv_type = KV_TYPE_TO_GGML[cell.kv_cache_type]
         params.type_k = kv_type
         params.type_v = kv_type
-        params.no_perf = True
+        params.no_perf = False  # llama.cpp's own eval timers: the harness-overhead check reads them
         if logits_all:
             params.n_outputs_max = n_ctx  # quality needs logits at every position
         self.ctx = llama_cpp.llama_init_from_model(self.model, params)
@@ -152,6 +154,7 @@ class LlamaCppRunner(Runner):
         self._batch = llama_cpp.llama_batch_init(self.n_batch, 0, 1)
         self._ctx_fields = {
             "n_ctx": n_ctx,
+            "threads_used": threads,
             "kv_cache_bytes": _sum_mib(log, "KV buffer size"),
             "compute_buffer_bytes": _sum_mib(log, "compute buffer size"),
         }
@@ -171,6 +174,11 @@ class LlamaCppRunner(Runner):
             _llama().llama_model_free(self.model)
             self.model = None
 
+    def engine_seconds(self) -> tuple[float, float]:
+        """llama.cpp's own prompt and generation eval time (it stops its clock in llama_synchronize)."""
+        data = _llama().llama_perf_context(self.ctx)
+        return data.t_p_eval_ms / 1000.0, data.t_eval_ms / 1000.0
+
     # ------------------------------------------------------------ timed primitives
     def _memory(self) -> Any:
         return _llama().llama_get_memory(self.ctx)
@@ -178,14 +186,28 @@ class LlamaCppRunner(Runner):
     def reset(self, depth_tokens: np.ndarray) -> None:
         _llama().llama_memory_clear(self._memory(), True)
         self._pos = 0
-        if len(depth_tokens):
+        if depth_tokens.shape[1]:
             self.prefill(depth_tokens)
 
     def truncate(self, n_keep: int) -> bool:
-        ok = bool(_llama().llama_memory_seq_rm(self._memory(), 0, n_keep, -1))
+        ok = bool(_llama().llama_memory_seq_rm(self._memory(), -1, n_keep, -1))  # -1: every sequence
         if ok:
             self._pos = n_keep
         return ok
+
+    def _fill_rows(self, tokens: np.ndarray, start_pos: int, first: int, count: int) -> None:
+        """Put entries [first, first + count) of the flattened [sequences, n] tokens into the batch: sequence
+        s's token i at position start_pos + i; logits for each sequence's last token."""
+        batch = self._batch
+        n = tokens.shape[1]
+        for slot, flat in enumerate(range(first, first + count)):
+            seq, i = divmod(flat, n)
+            batch.token[slot] = int(tokens[seq, i])
+            batch.pos[slot] = start_pos + i
+            batch.n_seq_id[slot] = 1
+            batch.seq_id[slot][0] = seq
+            batch.logits[slot] = i == n - 1
+        batch.n_tokens = count
 
     def _fill_batch(self, tokens: np.ndarray, start_pos: int, want_logits: bool | str) -> None:
         batch = self._batch
@@ -205,23 +227,23 @@ class LlamaCppRunner(Runner):
 
     def prefill(self, tokens: np.ndarray) -> float:
         llama_cpp = _llama()
-        chunks = [tokens[i:i + self.n_batch] for i in range(0, len(tokens), self.n_batch)]
+        total = tokens.size
         elapsed = 0.0
-        for index, chunk in enumerate(chunks):
+        for first in range(0, total, self.n_batch):
             # Batches are filled off the clock; only llama_decode + synchronize are timed.
-            self._fill_batch(chunk, self._pos, index == len(chunks) - 1)
+            self._fill_rows(tokens, self._pos, first, min(self.n_batch, total - first))
             start = time.perf_counter()
             self._decode_batch()
             llama_cpp.llama_synchronize(self.ctx)
             elapsed += time.perf_counter() - start
-            self._pos += len(chunk)
+        self._pos += tokens.shape[1]
         return elapsed
 
     def decode(self, tokens: np.ndarray) -> list[float]:
         llama_cpp = _llama()
         times = []
-        for token in tokens:
-            self._fill_batch(np.asarray([token]), self._pos, True)
+        for step in tokens:  # one token for every sequence
+            self._fill_rows(step[:, None], self._pos, 0, len(step))
             start = time.perf_counter()
             self._decode_batch()
             llama_cpp.llama_synchronize(self.ctx)
@@ -305,8 +327,3 @@ class LlamaCppRunner(Runner):
         self._pos = position
         return np.asarray(generated, dtype=np.int32)
 
-
-def _physical_cores() -> int:
-    import psutil
-
-    return psutil.cpu_count(logical=False) or psutil.cpu_count() or 1

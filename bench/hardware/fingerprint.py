@@ -1,0 +1,126 @@
+"""What a result row says about the machine it was measured on, and the stable id that matches machines.
+
+Pure data: bench.hardware.machine.detect() fills these from the live machine.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+# The CSV columns row_fields() fills, in this order (bench.results.ResultRow has the same names).
+ROW_FIELDS: tuple[str, ...] = (
+    "host", "os", "cpu_brand", "cpu_arch", "cpu_physical_cores", "cpu_logical_cores", "cpu_flags",
+    "ram_total_bytes", "ram_available_bytes", "gpu_name", "gpu_vram_total_bytes", "gpu_vram_free_bytes",
+    "gpu_driver", "cuda_version", "gpu_power_limit_w", "gpu_count", "fingerprint", "bench_version",
+    "python_version", "llama_cpp_python_version", "llama_cpp_build", "torch_version",
+)
+
+# What identifies a machine across driver, kernel and bench updates: hardware only, RAM to the GiB (the
+# kernel's MemTotal moves by a few MiB between versions). Every result row carries these columns, so the id
+# can be recomputed from a row, also from CSVs written before this rule.
+STABLE_HARDWARE_COLUMNS = ("host", "cpu_brand", "cpu_physical_cores", "cpu_logical_cores", "ram_total_bytes",
+                           "gpu_count")
+
+
+def stable_fingerprint(fields: Mapping[str, Any]) -> str:
+    """The machine id from its stable hardware columns (a result row, or a live Fingerprint's values)."""
+    def number(name: str) -> int:
+        value = fields.get(name)
+        try:
+            return int(float(value)) if value not in (None, "") else 0
+        except (TypeError, ValueError):
+            return 0
+
+    hardware = [str(fields.get("host") or ""), str(fields.get("cpu_brand") or ""), number("cpu_physical_cores"),
+                number("cpu_logical_cores"), round(number("ram_total_bytes") / 2**30), number("gpu_count")]
+    return hashlib.sha256(json.dumps(hardware).encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class GpuInfo:
+    """One NVIDIA GPU as NVML reports it; `index` is the CUDA ordinal (cuda:<index>)."""
+
+    index: int
+    name: str
+    uuid: str
+    vram_total_bytes: int
+    vram_free_bytes: int
+    driver: str
+    cuda_version: str
+    power_limit_w: float | None
+    memory_bus_width_bits: int | None
+    max_memory_clock_mhz: int | None
+
+    def memory_bandwidth_gbs(self) -> float | None:
+        """Theoretical peak: bytes per transfer x transfers/s (DDR: 2 per clock). Decode speed is bound by it."""
+        if not self.memory_bus_width_bits or not self.max_memory_clock_mhz:
+            return None
+        return self.memory_bus_width_bits / 8 * self.max_memory_clock_mhz * 2 / 1e3
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """The machine and software a result was measured on; recorded in every result row."""
+
+    host: str
+    os: str
+    cpu_brand: str
+    cpu_arch: str
+    cpu_physical_cores: int
+    cpu_logical_cores: int
+    cpu_flags: tuple[str, ...]
+    ram_total_bytes: int
+    ram_available_bytes: int
+    gpus: tuple[GpuInfo, ...]
+    nvml_status: str
+    python_version: str
+    bench_version: str
+    llama_cpp_python_version: str
+    llama_cpp_build: str
+    llama_cpp_gpu_offload: bool
+    torch_version: str
+
+    def fingerprint_id(self) -> str:
+        """Short stable id of the hardware: same machine, same id, whatever is free right now."""
+        return stable_fingerprint({"host": self.host, "cpu_brand": self.cpu_brand,
+                                   "cpu_physical_cores": self.cpu_physical_cores,
+                                   "cpu_logical_cores": self.cpu_logical_cores,
+                                   "ram_total_bytes": self.ram_total_bytes, "gpu_count": len(self.gpus)})
+
+    def row_fields(self, device_kind: str, device_index: int) -> dict[str, object]:
+        """The machine columns of a result row; GPU columns describe the GPU the cell ran on, if any."""
+        gpu = self._gpu(device_kind, device_index)
+        fields: dict[str, object] = {
+            "host": self.host,
+            "os": self.os,
+            "cpu_brand": self.cpu_brand,
+            "cpu_arch": self.cpu_arch,
+            "cpu_physical_cores": self.cpu_physical_cores,
+            "cpu_logical_cores": self.cpu_logical_cores,
+            "cpu_flags": " ".join(self.cpu_flags),
+            "ram_total_bytes": self.ram_total_bytes,
+            "ram_available_bytes": self.ram_available_bytes,
+            "gpu_name": gpu.name if gpu else "",
+            "gpu_vram_total_bytes": gpu.vram_total_bytes if gpu else None,
+            "gpu_vram_free_bytes": gpu.vram_free_bytes if gpu else None,
+            "gpu_driver": gpu.driver if gpu else "",
+            "cuda_version": gpu.cuda_version if gpu else "",
+            "gpu_power_limit_w": gpu.power_limit_w if gpu else None,
+            "gpu_count": len(self.gpus),
+            "fingerprint": self.fingerprint_id(),
+            "bench_version": self.bench_version,
+            "python_version": self.python_version,
+            "llama_cpp_python_version": self.llama_cpp_python_version,
+            "llama_cpp_build": self.llama_cpp_build,
+            "torch_version": self.torch_version,
+        }
+        return {name: fields[name] for name in ROW_FIELDS}
+
+    def _gpu(self, device_kind: str, device_index: int) -> GpuInfo | None:
+        # An absent device gives blanks, not an error: skipped cells are still written as rows.
+        if device_kind != "cuda" or not 0 <= device_index < len(self.gpus):
+            return None
+        return self.gpus[device_index]

@@ -1,0 +1,175 @@
+"""Measuring a suite's groups on this host: resolve each group's model, check its memory, measure quality,
+run the group in isolated workers, and hand every cell's row fields to a callback as the cell ends.
+
+The same code serves a local run and a fleet host (bench.execute.fleet): the caller owns the CSV and adds
+this host's fingerprint to each row.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.bandwidth import MemoryBandwidth, device_bandwidth
+from bench.errors import BenchError, ModelUnavailable
+from bench.execute.local import CellOutcome, WorkGroup, run_group
+from bench.hardware import Fingerprint, SystemWarning, system_warnings, warnings_text
+from bench.models import ResolvedModel, cell_model_reference, resolve
+from bench.plan import PlannedCell
+from bench.quality import QualityScheduler, join_quality
+from bench.runners.registry import backend
+from bench.suite import Cell, Suite
+
+
+@dataclass
+class RowOut:
+    """One cell's outcome, without the machine columns (the caller adds the measuring host's fingerprint)."""
+
+    cell: Cell
+    status: str  # ok | failed | timeout | skipped
+    reason: str = ""
+    fields: dict[str, Any] = field(default_factory=dict)
+    model_source: str = ""
+
+
+Emit = Callable[[RowOut], None]
+
+
+def load_groups(planned: list[PlannedCell]) -> tuple[list[PlannedCell], list[list[Cell]]]:
+    """(cells skipped by the plan, groups of runnable cells sharing one loaded model), in suite order."""
+    skipped: list[PlannedCell] = []
+    groups: dict[tuple[Any, ...], list[Cell]] = {}
+    for item in planned:
+        if item.runnable:
+            groups.setdefault(item.cell.load_key(), []).append(item.cell)
+        else:
+            skipped.append(item)
+    return skipped, list(groups.values())
+
+
+class HostRunner:
+    """Runs groups of cells on this machine."""
+
+    def __init__(self, suite: Suite, fingerprint: Fingerprint, *, force: bool = False,
+                 say: Callable[[str], None] | None = None) -> None:
+        self.suite = suite
+        self.fingerprint = fingerprint
+        self.force = force
+        self.system_warnings: list[SystemWarning] = system_warnings(fingerprint)
+        limit_gb = suite.limits.memory_limit_gb
+        self.memory_limit = int(limit_gb * 2**30) if limit_gb else None
+        # Quality reads its text and task files now: a malformed file stops the run before a row is written.
+        self.quality = QualityScheduler(suite, self.resolve_model, self.memory_limit, say) \
+            if suite.quality.enabled else None
+        self._model_cache: dict[tuple[str, str, str], ResolvedModel | BenchError] = {}
+        self._meta_cache: dict[tuple[Path, str], dict[str, Any]] = {}
+        self._bandwidth_cache: dict[tuple[str, int], MemoryBandwidth | None] = {}
+
+
+    def bandwidth(self, cell: Cell) -> MemoryBandwidth | None:
+        """The device's memory bandwidth for the roofline, once per device per run, with what it is: the CPU
+        read probe (measured) or a GPU's NVML theoretical peak."""
+        key = (cell.device_kind, cell.device_index)
+        if key not in self._bandwidth_cache:
+            self._bandwidth_cache[key] = device_bandwidth(self.fingerprint, cell.device_kind, cell.device_index)
+        return self._bandwidth_cache[key]
+
+    def resolve_model(self, cell: Cell) -> ResolvedModel:
+        key = (cell.model_id, cell.quantization, cell.backend)
+        if key not in self._model_cache:
+            try:
+                self._model_cache[key] = self._resolve_uncached(cell)
+            except BenchError as exc:
+                self._model_cache[key] = exc
+        found = self._model_cache[key]
+        if isinstance(found, BenchError):
+            raise found
+        return found
+
+    def _resolve_uncached(self, cell: Cell) -> ResolvedModel:
+        model = self.suite.model(cell.model_id)
+        spec = backend(cell.backend)
+        if spec.derives(model, cell.quantization) and spec.derive is not None:
+            return spec.derive(self.suite, model, cell.quantization)
+        resolved = resolve(cell_model_reference(model, cell.quantization))
+        spec.check_model_file(resolved.path)
+        return resolved
+
+    def model_fields(self, resolved: ResolvedModel, backend_name: str) -> dict[str, Any]:
+        key = (resolved.path, backend_name)
+        if key not in self._meta_cache:
+            fields: dict[str, Any] = {"model_file": str(resolved.path), "derived_from": resolved.derived_from}
+            if resolved.path.is_file():
+                fields["model_file_bytes"] = resolved.path.stat().st_size
+                fields.update(backend(backend_name).model_fields(resolved.path))
+            self._meta_cache[key] = fields
+        return dict(self._meta_cache[key])
+
+    def probe_bandwidth(self, groups: list[list[Cell]]) -> None:
+        """Probe every device's bandwidth now: a probe while a worker measures would disturb it."""
+        for cells in groups:
+            self.bandwidth(cells[0])
+
+    def _ok_fields(self, cell: Cell) -> dict[str, Any]:
+        bandwidth = self.bandwidth(cell)
+        return {"mem_bandwidth_gbs": round(bandwidth.gbs, 1) if bandwidth else None,
+                "mem_bandwidth_source": bandwidth.source if bandwidth else "",
+                "system_warnings": warnings_text(self.system_warnings)}
+
+    def run_group(self, cells: list[Cell], emit: Emit, on_start: Callable[[Cell], None] | None = None,
+                  refresh_warnings: bool = True) -> None:
+        """Measure one group (cells sharing a loaded model); every cell ends in exactly one emitted row."""
+        if refresh_warnings:  # what disturbs the machine now, for the rows this group writes
+            self.system_warnings = system_warnings(self.fingerprint)
+        first = cells[0]
+        source = ""
+        try:
+            source = cell_model_reference(self.suite.model(first.model_id), first.quantization)
+            resolved = self.resolve_model(first)
+        except ModelUnavailable as exc:
+            for cell in cells:
+                emit(RowOut(cell, "skipped", str(exc), model_source=source))
+            return
+        except BenchError as exc:
+            for cell in cells:
+                emit(RowOut(cell, "failed", str(exc), model_source=source))
+            return
+        static = self.model_fields(resolved, first.backend)
+        memory = self._check_memory(cells, resolved, source, static, emit)
+        cells = [c for c in cells if c.cell_id in memory]
+        if not cells:
+            return
+        # Once per quality key (what changes the logits; baseline first), joined onto each of its rows.
+        quality = {c.cell_id: self.quality.fields_for(c) for c in cells} if self.quality else {}
+
+        def on_outcome(outcome: CellOutcome) -> None:
+            fields = {**static, **memory[outcome.cell.cell_id], **outcome.fields}
+            if outcome.status == "ok":
+                fields.update(self._ok_fields(outcome.cell))
+            emit(RowOut(outcome.cell, outcome.status, outcome.reason,
+                        join_quality(fields, quality.get(outcome.cell.cell_id, {})), source))
+
+        limits = self.suite.limits
+        group = WorkGroup(backend=cells[0].backend, model_path=resolved.path, cells=cells,
+                          memory_limit_bytes=self.memory_limit, load_timeout_s=limits.load_timeout_s,
+                          cell_timeout_s=limits.cell_timeout_s)
+        run_group(group, on_outcome, on_start)
+
+    def _check_memory(self, cells: list[Cell], resolved: ResolvedModel, source: str, static: dict[str, Any],
+                      emit: Emit) -> dict[str, dict[str, Any]]:
+        """Estimates from the file now on disk (exact sizes): est_* fields of the cells that fit (all with
+        --force); the others are emitted as skipped."""
+        planner = backend(cells[0].backend).plan_memory
+        if planner is None or not resolved.path.is_file():
+            return {cell.cell_id: {} for cell in cells}
+        fitting: dict[str, dict[str, Any]] = {}
+        estimates = planner(cells, self.suite, self.fingerprint, resolved.path)
+        for cell in cells:
+            memory = estimates[cell.cell_id]
+            reason = "" if self.force else memory.skip_reason()
+            if reason:
+                emit(RowOut(cell, "skipped", reason, {**static, **memory.row_fields()}, source))
+            else:
+                fitting[cell.cell_id] = memory.row_fields()
+        return fitting

@@ -1,0 +1,82 @@
+"""The llama.cpp backend as the rest of bench sees it (bench.runners.registry)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bench.runners.spec import BackendSpec
+from bench.suite import SOURCE_QUANT
+
+if TYPE_CHECKING:
+    from bench.hardware import Fingerprint
+    from bench.models import ResolvedModel
+    from bench.suite import Cell, ModelSpec, Suite
+
+# GGUF quantization types bench knows by name (llama.cpp's `llama-quantize --help`).
+GGUF_QUANT_TYPES = (
+    "F32", "F16", "BF16", "Q8_0", "Q6_K", "Q5_K_M", "Q5_K_S", "Q5_1", "Q5_0",
+    "Q4_K_M", "Q4_K_S", "Q4_1", "Q4_0", "IQ4_NL", "IQ4_XS", "Q3_K_L", "Q3_K_M", "Q3_K_S",
+    "IQ3_M", "IQ3_S", "IQ3_XS", "IQ3_XXS", "Q2_K", "Q2_K_S", "IQ2_M", "IQ2_S", "IQ2_XS",
+    "IQ2_XXS", "IQ1_M", "IQ1_S", "TQ1_0", "TQ2_0",
+)
+
+
+def _device_reason(fingerprint: Fingerprint, kind: str, index: int) -> str:
+    """What keeps llama.cpp off a device (whether it is installed at all is BackendSpec.missing_reason)."""
+    if kind != "cuda":
+        return ""
+    if not fingerprint.llama_cpp_python_version:
+        return "llama-cpp-python is not installed; run scripts/install.sh"
+    if not fingerprint.llama_cpp_gpu_offload:
+        return ("llama-cpp-python on this machine was built without GPU offload; "
+                "reinstall with scripts/install.sh on a machine with nvcc (or BENCH_LLAMA_CUDA=1)")
+    return ""
+
+
+def needs_derivation(model: ModelSpec, quantization: str) -> bool:
+    """True when this quantization must be derived from the model's source file with llama.cpp's quantizer."""
+    return quantization not in model.files and quantization not in (SOURCE_QUANT, model.source_quantization)
+
+
+def _check_gguf(path: Path) -> None:
+    from bench.models import check_gguf
+
+    check_gguf(path)
+
+
+def _model_fields(path: Path) -> dict[str, Any]:
+    from bench.models import gguf_metadata
+
+    return gguf_metadata(path)
+
+
+def _derive(suite: Suite, model: ModelSpec, quantization: str) -> ResolvedModel:
+    from bench.runners.llamacpp.quantize import derived_model
+
+    return derived_model(suite, model, quantization)
+
+
+def _plan_memory(cells: list[Cell], suite: Suite, fingerprint: Fingerprint,
+                 model_file: Path | None = None) -> dict[str, Any]:
+    from bench.planner import file_memory, plan_memory
+
+    if model_file is not None:
+        return file_memory(cells, model_file, suite, fingerprint)
+    return plan_memory(suite, cells, fingerprint)
+
+
+SPEC = BackendSpec(
+    name="llamacpp",
+    quantizations=(SOURCE_QUANT, *GGUF_QUANT_TYPES),
+    python_package="llama_cpp",
+    install_hint="pip install llama-cpp-python (scripts/install.sh picks build flags for this CPU)",
+    engine="bench.runners.llamacpp.runner:LlamaCppRunner",
+    gives_logits=True,
+    device_kinds=("cpu", "cuda"),
+    device_reason=_device_reason,
+    check_model_file=_check_gguf,
+    model_fields=_model_fields,
+    derives=needs_derivation,
+    derive=_derive,
+    plan_memory=_plan_memory,
+)

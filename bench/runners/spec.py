@@ -1,0 +1,51 @@
+"""What the rest of bench may know about a backend: the contract of bench/runners/<name>/spec.py."""
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from bench.hardware import Fingerprint
+    from bench.models import ResolvedModel
+    from bench.suite import ModelSpec, Suite
+
+
+def _no_derivation(model: ModelSpec, quantization: str) -> bool:
+    return False
+
+
+def _no_fields(path: Path) -> dict[str, Any]:
+    return {}
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    """What the rest of bench may know about a backend."""
+
+    name: str
+    quantizations: tuple[str, ...]  # the values `quantizations:` may take for it (besides models[].files keys)
+    python_package: str  # importable when the backend is installed
+    install_hint: str
+    engine: str  # "module:Class" of its SpeedEngine (imported only in a worker)
+    gives_logits: bool  # its engine also implements bench.quality's QualityModel
+    device_kinds: tuple[str, ...]
+    # Backend-specific reasons it cannot use a present device ('' when it can), e.g. a build without CUDA.
+    device_reason: Callable[[Fingerprint, str, int], str]
+    check_model_file: Callable[[Path], None]  # raises BenchError naming what is wrong with the file
+    model_fields: Callable[[Path], dict[str, Any]] = _no_fields  # row columns read from the model file
+    derives: Callable[[ModelSpec, str], bool] = _no_derivation  # built from the model's source by bench?
+    derive: Callable[[Suite, ModelSpec, str], ResolvedModel] | None = None
+    # Quantizations a device cannot run: (kind, index, quantizations) -> {quantization: reason or ''}.
+    quantization_reasons: Callable[[str, int, list[str]], dict[str, str]] | None = None
+    # The memory planner: (cells, suite, fingerprint, model file or None) -> {cell_id: CellMemory}.
+    plan_memory: Callable[..., dict[str, Any]] | None = None
+
+    def missing_reason(self) -> str:
+        """'' if the backend can run here, else why not and how to fix it."""
+        if importlib.util.find_spec(self.python_package) is None:
+            return (f"backend {self.name} needs the Python package {self.python_package!r}, which is not "
+                    f"installed: {self.install_hint}")
+        return ""

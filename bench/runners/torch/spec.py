@@ -1,0 +1,57 @@
+"""The PyTorch/transformers backend as the rest of bench sees it (bench.runners.registry)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from bench.runners.spec import BackendSpec
+
+if TYPE_CHECKING:
+    from bench.hardware import Fingerprint
+
+TORCH_QUANT_TYPES = ("fp32", "bf16", "fp16", "int8", "int4")
+INSTALL_HINT = "BENCH_EXTRAS=dev,models,torch ./scripts/install.sh (pins the torch wheel bench is tested with)"
+
+
+def _device_reason(fingerprint: Fingerprint, kind: str, index: int) -> str:
+    """What keeps torch off a device (whether torch is installed at all is BackendSpec.missing_reason)."""
+    if kind != "cuda":
+        return ""
+    if not fingerprint.torch_version:
+        return f"torch is not installed; {INSTALL_HINT}"
+    try:
+        import torch  # lazily: importing torch takes seconds
+    except Exception as exc:  # noqa: BLE001 - a broken torch install is a reason, not a crash
+        return f"torch {fingerprint.torch_version} failed to import: {exc}"
+    if not torch.cuda.is_available():
+        return (f"torch {fingerprint.torch_version} cannot use CUDA (torch.cuda.is_available() is False); "
+                "install a CUDA build of torch")
+    if index >= torch.cuda.device_count():
+        return f"torch sees only {torch.cuda.device_count()} CUDA device(s); cuda:{index} is not one of them"
+    return ""
+
+
+def _check_model(path: Path) -> None:
+    from bench.models import check_torch_model
+
+    check_torch_model(path)
+
+
+def _quantization_reasons(kind: str, index: int, quantizations: list[str]) -> dict[str, str]:
+    from bench.runners.torch.probe import quantization_skip_reasons
+
+    return quantization_skip_reasons(kind, index, quantizations)
+
+
+SPEC = BackendSpec(
+    name="torch",
+    quantizations=TORCH_QUANT_TYPES,
+    python_package="torch",
+    install_hint=INSTALL_HINT,
+    engine="bench.runners.torch.runner:TorchRunner",
+    gives_logits=True,
+    device_kinds=("cpu", "cuda"),
+    device_reason=_device_reason,
+    check_model_file=_check_model,
+    quantization_reasons=_quantization_reasons,
+)

@@ -1,0 +1,236 @@
+"""The suite schema: pydantic models for what a suite file may say.
+
+Backend knobs are not fields here: `knobs:` and a device's overrides are checked against the knob registry
+(bench.suite.knobs) when the suite is loaded, with file and line (bench.suite.load).
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from bench.suite.knobs import KNOBS
+
+SOURCE_QUANT = "source"  # the model file as given, no requantization
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._\-]*$"
+# Which quantizations each backend accepts, by backend name: given by the backend registry
+# (bench.runners.registry.quantization_catalog) to the loader; the schema itself names no backend.
+QuantCatalog = Mapping[str, Sequence[str]]
+
+
+def as_list(value: Any) -> Any:
+    return value if isinstance(value, list) else [value]
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSpec(StrictModel):
+    """One model. `source` is the file as given; `files` maps quantization -> a prequantized file."""
+
+    id: str = Field(min_length=1, pattern=ID_PATTERN)
+    source: str | None = None
+    source_quantization: str | None = None
+    files: dict[str, str] = Field(default_factory=dict)
+    allow_requantize: bool = False
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _needs_a_file(self) -> ModelSpec:
+        if self.source is None and not self.files:
+            raise ValueError("a model needs `source` (a path, package:<pkg>/<file> or hf://...) or `files`")
+        return self
+
+
+class DeviceSpec(BaseModel):
+    """A device column. Keys other than these are per-device knob overrides (e.g. `threads: [1, 2]`),
+    checked against the knob registry by the loader."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    id: str = Field(min_length=1, pattern=ID_PATTERN)
+    kind: Literal["cpu", "cuda"]
+    index: int = Field(default=0, ge=0)
+    memory_bandwidth_gbs: float | None = Field(default=None, gt=0)
+    # Memory the planner assumes when bench cannot see this device (planning for a card you do not have);
+    # a present device's free memory is used instead.
+    memory_gb: float | None = Field(default=None, gt=0)
+
+    def overrides(self) -> dict[str, list[Any]]:
+        """Per-device knob values, parsed (lists)."""
+        return {name: [KNOBS[name].parsed(v) for v in as_list(values)]
+                for name, values in (self.__pydantic_extra__ or {}).items() if name in KNOBS}
+
+
+class Workload(StrictModel):
+    prompt_tokens: list[int] = Field(default_factory=lambda: [512])
+    gen_tokens: int = Field(default=128, ge=1)
+    depths: list[int] = Field(default_factory=lambda: [0])
+    repetitions: int = Field(default=5, ge=1)
+    warmup: int = Field(default=1, ge=0)
+
+    _listify = field_validator("prompt_tokens", "depths", mode="before")(as_list)
+
+    @field_validator("prompt_tokens")
+    @classmethod
+    def _positive(cls, values: list[int]) -> list[int]:
+        if not values or any(v < 1 for v in values):
+            raise ValueError("prompt_tokens must be a non-empty list of integers >= 1")
+        return values
+
+    @field_validator("depths")
+    @classmethod
+    def _non_negative(cls, values: list[int]) -> list[int]:
+        if not values or any(v < 0 for v in values):
+            raise ValueError("depths must be a non-empty list of integers >= 0")
+        return values
+
+
+class Limits(StrictModel):
+    cell_timeout_s: float = Field(default=900, gt=0)
+    load_timeout_s: float = Field(default=600, gt=0)
+    memory_limit_gb: float | None = Field(default=None, gt=0)
+
+
+class QualitySpec(StrictModel):
+    enabled: bool = True
+    baseline: str | None = None  # reference quantization (e.g. F16, or source); default: highest precision
+    text: str = "builtin"  # "builtin" or a path to a UTF-8 text file
+    context: int = Field(default=512, ge=16)
+    max_chunks: int = Field(default=8, ge=1)
+    tasks: list[str] = Field(default_factory=lambda: ["builtin:arithmetic"])
+    task_limit: int = Field(default=50, ge=1)
+    top_k: int = Field(default=64, ge=1, le=1024)  # baseline cache: top-k log-probs + k tail samples
+
+
+class Constraints(StrictModel):
+    min_decode_tok_s: float | None = None
+    max_kld: float | None = None
+    max_ppl_increase_pct: float | None = None
+    min_context: int | None = None
+    max_memory_gb: float | None = None
+    min_task_accuracy: float | None = None
+
+
+# MLPerf Inference's latency limits for LLMs in its Server scenario (99th percentiles): time to first token
+# and time per output token, in ms (mlcommons/inference, loadgen/mlperf.conf).
+SLO_PRESETS: dict[str, tuple[float, float]] = {
+    "mlperf-llama2-70b-server": (2000, 200),
+    "mlperf-llama2-70b-interactive": (450, 40),
+    "mlperf-llama3.1-8b-server": (2000, 100),
+    "mlperf-llama3.1-8b-interactive": (500, 30),
+    "mlperf-deepseek-r1-server": (2000, 80),
+    "mlperf-deepseek-r1-interactive": (1500, 15),
+}
+
+
+class Slo(StrictModel):
+    """The service level a user must get for a concurrency to count as served (bench report's Capacity).
+
+    max_ttft_ms bounds the time to first token of the last user in a batch; min_user_tok_s bounds each user's
+    decode speed (equivalently max_tpot_ms = 1000 / min_user_tok_s, time per output token). A preset fills
+    both from MLPerf's limits; fields given beside it take precedence."""
+
+    preset: Literal[tuple(SLO_PRESETS)] | None = None  # type: ignore[valid-type]
+    max_ttft_ms: float | None = Field(default=None, gt=0)
+    min_user_tok_s: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _something_to_meet(self) -> Slo:
+        if self.preset is None and self.max_ttft_ms is None and self.min_user_tok_s is None:
+            raise ValueError(f"an slo needs max_ttft_ms, min_user_tok_s or a preset ({', '.join(SLO_PRESETS)})")
+        return self
+
+    def limits(self) -> tuple[float | None, float | None]:
+        """(max TTFT ms, min per-user tok/s), the preset's where the suite gives none."""
+        ttft, tpot = SLO_PRESETS[self.preset] if self.preset else (None, None)
+        user_tok_s = 1000.0 / tpot if tpot else None
+        return (self.max_ttft_ms if self.max_ttft_ms is not None else ttft,
+                self.min_user_tok_s if self.min_user_tok_s is not None else user_tok_s)
+
+    def describe(self) -> str:
+        ttft, user = self.limits()
+        parts = [f"TTFT <= {ttft:g} ms" if ttft else "", f">= {user:g} tok/s per user" if user else ""]
+        text = " and ".join(p for p in parts if p)
+        return f"{text} ({self.preset})" if self.preset else text
+
+
+class DeviceCost(StrictModel):
+    price_usd: float | None = Field(default=None, ge=0)
+    power_w: float | None = Field(default=None, ge=0)
+    electricity_usd_per_kwh: float = Field(default=0.15, ge=0)
+    amortization_years: float = Field(default=3.0, gt=0)
+    utilization: float = Field(default=1.0, gt=0, le=1)
+
+
+class Suite(StrictModel):
+    name: str = Field(min_length=1, pattern=ID_PATTERN)
+    description: str = ""
+    models: list[ModelSpec] = Field(min_length=1)
+    quantizations: list[str] | dict[str, list[str]] = Field(default_factory=lambda: [SOURCE_QUANT])
+    backends: list[str] = Field(default_factory=lambda: ["llamacpp"], min_length=1)
+    devices: list[DeviceSpec] = Field(default_factory=lambda: [DeviceSpec(id="cpu", kind="cpu")])
+    workload: Workload = Field(default_factory=Workload)
+    knobs: dict[str, Any] = Field(default_factory=dict)  # knob name -> value or list (the registry checks)
+    include: list[dict[str, Any]] = Field(default_factory=list)
+    exclude: list[dict[str, Any]] = Field(default_factory=list)
+    limits: Limits = Field(default_factory=Limits)
+    quality: QualitySpec = Field(default_factory=lambda: QualitySpec(enabled=False))
+    constraints: Constraints = Field(default_factory=Constraints)
+    costs: dict[str, DeviceCost] = Field(default_factory=dict)
+    slo: Slo = Field(default_factory=lambda: Slo(preset="mlperf-llama3.1-8b-server"))
+    # Generated-token budgets for the report's "time to answer" (a reasoning model thinks this long).
+    thinking_budgets: list[int] = Field(default_factory=lambda: [4096, 16384])
+
+    _listify = field_validator("backends", "thinking_budgets", mode="before")(as_list)
+
+    @field_validator("models")
+    @classmethod
+    def _unique_model_ids(cls, models: list[ModelSpec]) -> list[ModelSpec]:
+        _reject_duplicates([m.id for m in models], "model id")
+        return models
+
+    @field_validator("devices")
+    @classmethod
+    def _unique_device_ids(cls, devices: list[DeviceSpec]) -> list[DeviceSpec]:
+        _reject_duplicates([d.id for d in devices], "device id")
+        return devices
+
+    @model_validator(mode="after")
+    def _costs_name_devices(self) -> Suite:
+        for device_id in self.costs:
+            # "HOST/DEVICE" prices one machine's device when several machines run the same suite.
+            if device_id.rpartition("/")[2] not in {d.id for d in self.devices}:
+                raise ValueError(f"costs names device {device_id!r}, which is not in devices "
+                                 "(expected a device id, or HOST/DEVICE-ID for one machine)")
+        return self
+
+    def knob_values(self, name: str) -> list[Any]:
+        """The suite's values of one knob (parsed), or the knob's default."""
+        if name not in self.knobs:
+            return [KNOBS[name].default]
+        return [KNOBS[name].parsed(v) for v in as_list(self.knobs[name])]
+
+    def is_model_file_quant(self, quant: str) -> bool:
+        return any(quant in m.files or quant == m.source_quantization for m in self.models)
+
+    def quantizations_for(self, backend: str) -> list[str]:
+        if isinstance(self.quantizations, dict):
+            return list(self.quantizations.get(backend, []))
+        return list(self.quantizations)
+
+    def model(self, model_id: str) -> ModelSpec:
+        return next(m for m in self.models if m.id == model_id)
+
+    def device(self, device_id: str) -> DeviceSpec:
+        return next(d for d in self.devices if d.id == device_id)
+
+
+def _reject_duplicates(values: list[str], what: str) -> None:
+    seen: set[str] = set()
+    for value in values:
+        if value in seen:
+            raise ValueError(f"duplicate {what} {value!r}: each must be unique")
+        seen.add(value)

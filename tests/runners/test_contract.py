@@ -1,0 +1,162 @@
+"""The one contract every backend passes: the timing protocol on a recording fake, and each registered
+backend's real engine on a tiny model (load -> context -> prefill -> decode -> truncate -> logits -> close).
+
+A backend added to the registry without a tiny model here fails `test_every_backend_has_a_tiny_model`.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from bench.quality import supports_quality
+from bench.runners.base import LoadInfo, SpeedEngine, measure_cell, repetition_fields
+from bench.runners.registry import BACKENDS, create_engine
+from bench.suite import Cell
+
+# backend -> (pytest fixture giving its tiny model, quantization the cell names)
+TINY_MODELS = {"llamacpp": ("smollm2_path", "Q4_1"), "torch": ("tiny_model", "fp32")}
+PREFILL_S, DECODE_S, FILL_S, TRUNCATE_S = 0.25, 0.01, 7.0, 3.0
+
+
+def _cell(backend: str, quantization: str, **values: Any) -> Cell:
+    fields: dict[str, Any] = dict(model_id="m", quantization=quantization, backend=backend, device_id="cpu",
+                                  device_kind="cpu", threads=1, prompt_tokens=24, gen_tokens=6, depth=16,
+                                  repetitions=3, warmup=2)
+    fields.update(values)
+    return Cell.model_validate(fields)
+
+
+class RecordingEngine(SpeedEngine):
+    """Takes fixed times for timed calls and records every call. Its untimed work (depth fill, truncation)
+    'costs' seconds too, reported through engine_seconds, so a protocol that put them on the clock shows."""
+
+    backend = "fake"
+
+    def __init__(self, model_path: Path, load_cell: Cell) -> None:
+        self.calls: list[tuple[str, int]] = []
+        self.position = 0
+        self.own = [0.0, 0.0]
+
+    def load(self) -> LoadInfo:
+        return LoadInfo(load_s=0.0)
+
+    def start_context(self, cell: Cell) -> dict[str, Any]:
+        return {"n_ctx": 256}
+
+    def n_vocab(self) -> int:
+        return 100
+
+    def bos_token(self) -> int | None:
+        return 1
+
+    def reset(self, depth_tokens: np.ndarray) -> None:
+        self.calls.append(("reset", depth_tokens.shape))
+        self.position = depth_tokens.shape[1]
+        self.own[0] += FILL_S  # the engine works, off bench's clock
+
+    def truncate(self, n_keep: int) -> bool:
+        self.calls.append(("truncate", n_keep))
+        self.position = n_keep
+        self.own[1] += 0.0
+        return True
+
+    def prefill(self, tokens: np.ndarray) -> float:
+        self.calls.append(("prefill", tokens.shape))
+        self.position += tokens.shape[1]
+        self.own[0] += PREFILL_S
+        return PREFILL_S
+
+    def decode(self, tokens: np.ndarray) -> list[float]:
+        self.calls.append(("decode", tokens.shape))
+        self.position += len(tokens)
+        self.own[1] += DECODE_S * len(tokens)
+        return [DECODE_S] * len(tokens)
+
+    def engine_seconds(self) -> tuple[float, float]:
+        return self.own[0], self.own[1]
+
+
+def test_protocol_keeps_depth_fill_warmups_and_truncation_off_the_clock() -> None:
+    cell = _cell("llamacpp", "Q4_1")
+    engine = RecordingEngine(Path("x"), cell)
+    warmups, measured = measure_cell(engine, cell)
+    assert len(warmups) == 2 and len(measured) == 3
+    per_rep = [("reset", (1, 16)), ("prefill", (1, 24)), ("truncate", 16), ("decode", (6, 1))]
+    assert engine.calls == per_rep * 5  # every repetition: fill to depth, prompt, back to depth, generate
+    row = repetition_fields(cell, warmups, measured)
+    # Only the timed calls count: 24 tokens in 0.25 s, 6 tokens at 10 ms each — not the 7 s fills.
+    assert row["prefill_tok_s_mean"] == pytest.approx(24 / PREFILL_S)
+    assert row["decode_tok_s_mean"] == pytest.approx(1 / DECODE_S)
+    assert row["itl_ms_p99"] == pytest.approx(1000 * DECODE_S)
+    # The first token is sampled from the prefill's last logits: TTFT is the prefill, not prefill + a decode.
+    assert row["ttft_ms_mean"] == pytest.approx(1000 * PREFILL_S)
+    assert len(row["decode_tok_s_samples"].split(";")) == 3 and len(row["warmup_decode_tok_s"].split(";")) == 2
+    # engine_seconds differences are taken around the timed calls only, so the fake's fills do not leak in.
+    assert row["prefill_overhead_pct"] == pytest.approx(0.0, abs=1e-9)
+    assert row["decode_overhead_pct"] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_parallel_sequences_are_prefilled_and_decoded_together() -> None:
+    """With parallel N: N prompts in one timed prefill, then steps of N tokens; tok/s figures are aggregates,
+    the per-sequence decode speed is what one user sees, TTFT is the whole batched prefill (the last user's)."""
+    cell = _cell("llamacpp", "Q4_1", parallel=4)
+    engine = RecordingEngine(Path("x"), cell)
+    warmups, measured = measure_cell(engine, cell)
+    assert engine.calls[:4] == [("reset", (4, 16)), ("prefill", (4, 24)), ("truncate", 16), ("decode", (6, 4))]
+    row = repetition_fields(cell, warmups, measured)
+    assert row["prefill_tok_s_mean"] == pytest.approx(4 * 24 / PREFILL_S)
+    assert row["decode_tok_s_mean"] == pytest.approx(4 / DECODE_S)
+    assert row["decode_tok_s_per_seq_mean"] == pytest.approx(1 / DECODE_S)
+    assert row["ttft_ms_mean"] == pytest.approx(1000 * PREFILL_S)
+
+
+def test_a_speed_only_backend_is_legal_and_declines_quality() -> None:
+    engine = RecordingEngine(Path("x"), _cell("llamacpp", "Q4_1"))
+    assert not supports_quality(engine)  # no tokenize/logits: quality is skipped for it, with a reason
+
+
+def test_every_backend_has_a_tiny_model() -> None:
+    assert set(BACKENDS) == set(TINY_MODELS), "add the new backend's tiny model to TINY_MODELS"
+
+
+@pytest.mark.parametrize("backend", sorted(BACKENDS))
+def test_backend_passes_the_contract(backend: str, request: pytest.FixtureRequest) -> None:
+    spec = BACKENDS[backend]
+    if spec.missing_reason():
+        pytest.skip(spec.missing_reason())
+    fixture, quantization = TINY_MODELS[backend]
+    model: Path = request.getfixturevalue(fixture)
+    spec.check_model_file(model)
+    cell = _cell(backend, quantization, depth=8, repetitions=2, warmup=1)
+    engine = create_engine(backend, model, cell)
+    try:
+        info = engine.load()
+        assert info.load_s >= 0 and (info.n_params or 0) > 0
+        fields = engine.start_context(cell)
+        assert fields["n_ctx"] >= cell.depth + cell.prompt_tokens + cell.gen_tokens
+        assert fields["threads_used"] == 1
+        n_vocab = engine.n_vocab()
+        rng = np.random.default_rng(0)
+        engine.reset(rng.integers(0, n_vocab, size=(1, cell.depth), dtype=np.int32))
+        assert engine.prefill(rng.integers(0, n_vocab, size=(1, 12), dtype=np.int32)) > 0
+        steps = engine.decode(rng.integers(0, n_vocab, size=(3, 1), dtype=np.int32))
+        assert len(steps) == 3 and all(s > 0 for s in steps)
+        if not engine.truncate(cell.depth):
+            engine.reset(rng.integers(0, n_vocab, size=(1, cell.depth), dtype=np.int32))
+        warmups, measured = measure_cell(engine, cell)
+        row = repetition_fields(cell, warmups, measured)
+        ttft = [float(v) for v in row["ttft_ms_samples"].split(";")]
+        prefill = [float(v) for v in row["prefill_tok_s_samples"].split(";")]
+        assert ttft == pytest.approx([1000 * cell.prompt_tokens / p for p in prefill], rel=1e-4)
+        if spec.gives_logits:
+            assert supports_quality(engine)
+            engine.prepare_logits(64, cell)  # type: ignore[attr-defined]
+            tokens = engine.tokenize("The bakery opens early.")  # type: ignore[attr-defined]
+            logits = engine.logits(tokens)  # type: ignore[attr-defined]
+            assert logits.shape == (len(tokens), n_vocab) and logits.dtype == np.float32
+            assert np.isfinite(logits).all()
+    finally:
+        engine.close()
