@@ -10,7 +10,7 @@
   (tok/s, task accuracy: `tool: customBiggerIsBetter`) and `--direction smaller` the others (TTFT, ITL,
   memory, energy, perplexity, KLD: `tool: customSmallerIsBetter`).
 
-Only ok rows are exported, the newest per cell and machine.
+Only ok rows are exported, the newest per cell and machine (bench.results.select).
 """
 
 from __future__ import annotations
@@ -28,9 +28,11 @@ from typing import Any
 import pandas as pd
 
 from bench import __version__
-from bench.compare import METRICS, Metric, display_scale, latest_rows, row_label
 from bench.errors import BenchError
+from bench.metrics import METRICS, METRICS_BY_NAME, Metric
 from bench.results import read_results, samples_from_text
+from bench.results.select import MACHINE_KEY, clean, newest_rows, row_label
+from bench.stats import UNSTABLE_CV_PCT, summarize
 
 FORMATS = ("pytest-benchmark", "github-action-benchmark")
 DIRECTIONS = {"bigger": "customBiggerIsBetter", "smaller": "customSmallerIsBetter"}
@@ -38,8 +40,8 @@ PHASES = ("prefill", "decode")
 
 
 def _clean(value: Any) -> Any:
-    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
-        return None
+    """A CSV value as JSON takes it: None when missing, numpy scalars as Python numbers."""
+    value = clean(value)
     return value.item() if hasattr(value, "item") else value
 
 
@@ -47,7 +49,7 @@ def measured_rows(paths: list[Path], host: str | None = None) -> pd.DataFrame:
     frame = read_results(paths)
     if host is not None:
         frame = frame[frame["host"] == host]
-    rows = latest_rows(frame)
+    rows = newest_rows(frame)
     rows = rows[rows["status"] == "ok"]
     if rows.empty:
         where = f" for host {host}" if host else ""
@@ -66,12 +68,8 @@ def _quartiles(ordered: Sequence[float]) -> tuple[float, float]:
     if rounds % 2:
         n, q = rounds // 4, rounds % 4
         if q == 1:
-            return 0.25 * ordered[n - 1] + 0.75 * ordered[n], 0.75 * ordered[3 * n] + 0.25 * ordered[
-                3 * n + 1
-            ]
-        return 0.75 * ordered[n] + 0.25 * ordered[n + 1], 0.25 * ordered[3 * n + 1] + 0.75 * ordered[
-            3 * n + 2
-        ]
+            return 0.25 * ordered[n - 1] + 0.75 * ordered[n], 0.75 * ordered[3 * n] + 0.25 * ordered[3 * n + 1]
+        return 0.75 * ordered[n] + 0.25 * ordered[n + 1], 0.25 * ordered[3 * n + 1] + 0.75 * ordered[3 * n + 2]
     half = rounds // 2
     return statistics.median(ordered[:half]), statistics.median(ordered[half:])
 
@@ -79,8 +77,8 @@ def _quartiles(ordered: Sequence[float]) -> tuple[float, float]:
 def benchmark_stats(data: Sequence[float]) -> dict[str, Any]:
     """pytest-benchmark's `stats` object for these round times (seconds)."""
     ordered = sorted(data)
-    mean = statistics.fmean(data)
-    stddev = statistics.stdev(data) if len(data) > 1 else 0.0
+    summary = summarize(data)
+    mean, stddev = summary.mean, summary.std
     q1, q3 = _quartiles(ordered)
     iqr = q3 - q1
     low_fence, high_fence = q1 - 1.5 * iqr, q3 + 1.5 * iqr
@@ -92,8 +90,8 @@ def benchmark_stats(data: Sequence[float]) -> dict[str, Any]:
         "max": ordered[-1],
         "mean": mean,
         "stddev": stddev,
-        "rounds": len(data),
-        "median": statistics.median(ordered),
+        "rounds": summary.n,
+        "median": summary.median,
         "iqr": iqr,
         "q1": q1,
         "q3": q3,
@@ -118,6 +116,7 @@ def _extra_info(row: pd.Series, phase: str) -> dict[str, Any]:
         "cell_id": row["cell_id"],
         "host": _clean(row["host"]),
         "fingerprint": _clean(row["fingerprint"]),
+        "machine": row[MACHINE_KEY],
         "unit": f"seconds per {phase} token (ops = {phase} tokens/s)",
     }
     for metric in METRICS:
@@ -132,8 +131,9 @@ def _extra_info(row: pd.Series, phase: str) -> dict[str, Any]:
 
 
 def _benchmark(row: pd.Series, phase: str) -> dict[str, Any] | None:
-    samples = samples_from_text(_clean(row.get(f"{phase}_tok_s_samples")))
-    mean = _clean(row.get(f"{phase}_tok_s_mean"))
+    rate = METRICS_BY_NAME[f"{phase}_tok_s"]
+    samples = samples_from_text(_clean(row.get(rate.samples)))
+    mean = _clean(row.get(rate.column))
     rates = [s for s in samples if s > 0] or ([float(mean)] if mean else [])
     if not rates:
         return None
@@ -218,7 +218,7 @@ def _commit_info(project: str) -> dict[str, Any]:
 
 
 def pytest_benchmark_json(rows: pd.DataFrame) -> dict[str, Any]:
-    machines = sorted(set(rows["fingerprint"].astype(str)))
+    machines = sorted(set(rows[MACHINE_KEY].astype(str)))
     if len(machines) > 1:
         hosts = ", ".join(sorted(set(rows["host"].astype(str))))
         raise BenchError(
@@ -243,9 +243,22 @@ def pytest_benchmark_json(rows: pd.DataFrame) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------- github-action-benchmark
 
 
-def _scaled(metric: Metric, value: float) -> tuple[float, str]:
-    divisor, unit = display_scale(metric.unit)
-    return value / divisor, unit or metric.name
+def _custom_entry(row: pd.Series, metric: Metric, value: float, label: str) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "name": f"{metric.name} {label} on {row['host']} [{row['cell_id']}]",
+        "unit": metric.display_unit or metric.name,
+        "value": metric.scaled(value),
+    }
+    std = _clean(row.get(metric.spread)) if metric.spread else None
+    if std is not None:
+        entry["range"] = f"± {metric.scaled(float(std)):.6g}"
+    extra = [f"cell_id: {row['cell_id']}", f"fingerprint: {_clean(row['fingerprint'])}", f"machine: {row[MACHINE_KEY]}"]
+    if _clean(row.get("repetitions")) is not None:
+        extra.append(f"repetitions: {int(row['repetitions'])}")
+    if _clean(row.get("unstable")):
+        extra.append(f"unstable: spread over {UNSTABLE_CV_PCT:g}% CV across repetitions")
+    entry["extra"] = "\n".join(extra)
+    return entry
 
 
 def github_action_benchmark_json(rows: pd.DataFrame, direction: str) -> list[dict[str, Any]]:
@@ -258,26 +271,7 @@ def github_action_benchmark_json(rows: pd.DataFrame, direction: str) -> list[dic
             value = _clean(row.get(metric.column))
             if value is None:
                 continue
-            scaled, unit = _scaled(metric, float(value))
-            entry: dict[str, Any] = {
-                "name": f"{metric.name} {label} on {row['host']} [{row['cell_id']}]",
-                "unit": unit,
-                "value": scaled,
-            }
-            std = (
-                _clean(row.get(metric.column.replace("_mean", "_std")))
-                if metric.column.endswith("_mean")
-                else None
-            )
-            if std is not None:
-                entry["range"] = f"± {_scaled(metric, float(std))[0]:.6g}"
-            extra = [f"cell_id: {row['cell_id']}", f"fingerprint: {_clean(row['fingerprint'])}"]
-            if _clean(row.get("repetitions")) is not None:
-                extra.append(f"repetitions: {int(row['repetitions'])}")
-            if _clean(row.get("unstable")):
-                extra.append("unstable: spread over 5% CV across repetitions")
-            entry["extra"] = "\n".join(extra)
-            entries.append(entry)
+            entries.append(_custom_entry(row, metric, float(value), label))
     if not entries:
         raise BenchError(f"no {direction}-is-better metric was measured in these results")
     return entries
@@ -286,9 +280,7 @@ def github_action_benchmark_json(rows: pd.DataFrame, direction: str) -> list[dic
 # ---------------------------------------------------------------------------------- CLI
 
 
-def export(
-    paths: list[Path], fmt: str, output: Path, direction: str | None = None, host: str | None = None
-) -> Path:
+def export(paths: list[Path], fmt: str, output: Path, direction: str | None = None, host: str | None = None) -> Path:
     rows = measured_rows(paths, host)
     if fmt == "pytest-benchmark":
         document: Any = pytest_benchmark_json(rows)
@@ -306,4 +298,3 @@ def export(
     except OSError as exc:
         raise BenchError(f"cannot write {output}: {exc.strerror or exc}") from None
     return output
-

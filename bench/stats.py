@@ -1,4 +1,5 @@
 """Statistics as pure functions: summaries of repetitions, spread, instability, significance."""
+
 from __future__ import annotations
 
 import bisect
@@ -6,10 +7,17 @@ import math
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
 
 # A coefficient of variation above this flags a cell as unstable (pyperf warns at 10%; we are stricter
-# because tok/s comparisons in procurement decisions are often within 10%).
+# because tok/s comparisons in procurement decisions are often within 10%). The one place it is set:
+# runs, report, compare, export and trend all read it from here.
 UNSTABLE_CV_PCT = 5.0
+
+# The false-discovery rate `bench compare` controls across all cells x metrics of one comparison.
+DEFAULT_FDR_PCT = 5.0
 
 
 @dataclass(frozen=True)
@@ -45,50 +53,71 @@ def percentile(values: Sequence[float], pct: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
-# Two-sided 95% Student t critical values by degrees of freedom; beyond 30 the normal value is close enough.
-_T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
-        12: 2.179, 15: 2.131, 20: 2.086, 25: 2.060, 30: 2.042}
+def _scipy_stats() -> Any:
+    """scipy.stats, imported on first use: it takes about 1.4 s to import (measured with -X importtime on the
+    2-core dev machine), and every measurement worker imports this module for summarize() alone."""
+    from scipy import stats
 
-
-def t_critical_95(dof: int) -> float:
-    if dof < 1:
-        return math.inf
-    keys = [k for k in sorted(_T95) if k <= dof]
-    return _T95[keys[-1]] if dof <= 30 else 1.960
-
-
+    return stats
 
 
 @dataclass(frozen=True)
-class WelchTest:
-    """Welch's unequal-variance t-test of mean(current) - mean(baseline), two-sided at 95%."""
+class TTest:
+    """A t statistic of (current - baseline) with its degrees of freedom; one-sided p-values from the exact
+    Student t distribution (scipy), so 31 degrees of freedom give 2.04 at 97.5 %, not the normal 1.96."""
 
     t: float
     dof: float
-    critical: float
 
     @property
-    def significant(self) -> bool:
-        return abs(self.t) > self.critical
+    def p_greater(self) -> float:
+        """P(T >= t) under 'no change': small when current is significantly above the baseline."""
+        return float(_scipy_stats().t.sf(self.t, self.dof))
+
+    @property
+    def p_less(self) -> float:
+        """P(T <= t) under 'no change': small when current is significantly below the baseline."""
+        return float(_scipy_stats().t.cdf(self.t, self.dof))
 
 
-def welch_t_test(baseline: Sequence[float], current: Sequence[float]) -> WelchTest | None:
-    """None when either side has fewer than two values (no spread to judge noise by).
+def _t_ratio(diff: float, standard_error: float) -> float:
+    """diff / standard_error where a spread of zero means any difference is certain (and none is none)."""
+    if standard_error > 0:
+        return diff / standard_error
+    return 0.0 if diff == 0 else math.copysign(math.inf, diff)
 
-    Degrees of freedom by Welch-Satterthwaite, rounded down to the table's next lower entry, so the
-    critical value errs towards "within noise". Two sides without any spread differ significantly
-    exactly when their means differ.
-    """
+
+def welch_t_test(baseline: Sequence[float], current: Sequence[float]) -> TTest | None:
+    """Welch's unequal-variance t-test of mean(current) - mean(baseline); None when either side has fewer
+    than two values (no spread to judge noise by). Degrees of freedom by Welch-Satterthwaite."""
     if len(baseline) < 2 or len(current) < 2:
         return None
     a, b = summarize(baseline), summarize(current)
     var_a, var_b = a.std**2 / a.n, b.std**2 / b.n
-    diff = b.mean - a.mean
+    t = _t_ratio(b.mean - a.mean, math.sqrt(var_a + var_b))
     if var_a + var_b == 0:
-        return WelchTest(t=0.0 if diff == 0 else math.copysign(math.inf, diff), dof=a.n + b.n - 2, critical=0.0)
+        return TTest(t=t, dof=float(a.n + b.n - 2))
     dof_terms = (var_a**2 / (a.n - 1) if var_a else 0.0) + (var_b**2 / (b.n - 1) if var_b else 0.0)
-    dof = (var_a + var_b) ** 2 / dof_terms
-    return WelchTest(t=diff / math.sqrt(var_a + var_b), dof=dof, critical=t_critical_95(math.floor(dof)))
+    return TTest(t=t, dof=(var_a + var_b) ** 2 / dof_terms)
+
+
+def prediction_t_test(history: Sequence[float], new: float) -> TTest | None:
+    """Is `new` a draw from the population `history` was drawn from? The prediction-interval t statistic
+    (new - mean) / (s * sqrt(1 + 1/n)) with n - 1 degrees of freedom (normal population, unknown variance).
+    None with fewer than two values in `history`."""
+    if len(history) < 2:
+        return None
+    past = summarize(history)
+    return TTest(t=_t_ratio(new - past.mean, past.std * math.sqrt(1 + 1 / past.n)), dof=float(past.n - 1))
+
+
+def benjamini_hochberg(p_values: Sequence[float]) -> list[float]:
+    """Benjamini-Hochberg adjusted p-values (q-values): rejecting every hypothesis with q <= alpha keeps
+    the expected share of false discoveries among the rejections at or below alpha (independent or
+    positively dependent tests)."""
+    if not p_values:
+        return []
+    return [float(q) for q in _scipy_stats().false_discovery_control(np.asarray(p_values, dtype=float), method="bh")]
 
 
 def median_ratio_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float, float]:
@@ -104,8 +133,9 @@ def median_ratio_interval(values: Sequence[float], confidence: float = 0.95) -> 
     return statistics.median(ordered), ordered[j - 1], ordered[n - j]
 
 
-def time_to_generate(depths: Sequence[float], tok_s: Sequence[float], start: float,
-                     tokens: float) -> tuple[float, bool]:
+def time_to_generate(
+    depths: Sequence[float], tok_s: Sequence[float], start: float, tokens: float
+) -> tuple[float, bool]:
     """(seconds, extrapolated): the time to decode `tokens` tokens one after another from context depth
     `start`, from decode speeds measured at `depths`.
 

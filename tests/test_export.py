@@ -38,9 +38,7 @@ def test_stats_match_pytest_benchmark(data: list[float]) -> None:
         reference.update(value)
     ours = benchmark_stats(data)
     for name, expected in reference.as_dict().items():
-        assert (
-            ours[name] == pytest.approx(expected) if isinstance(expected, float) else ours[name] == expected
-        ), name
+        assert ours[name] == pytest.approx(expected) if isinstance(expected, float) else ours[name] == expected, name
     assert ours["data"] == data and ours["iterations"] == 1
 
 
@@ -54,9 +52,7 @@ def results(tmp_path: Path) -> tuple[Path, Path]:
 def test_pytest_benchmark_compare_loads_the_export(tmp_path: Path) -> None:
     base, cur = results(tmp_path)
     store = tmp_path / "store"
-    assert (
-        main(["export", str(base), "--format", "pytest-benchmark", "-o", str(store / "0001_base.json")]) == 0
-    )
+    assert main(["export", str(base), "--format", "pytest-benchmark", "-o", str(store / "0001_base.json")]) == 0
     assert main(["export", str(cur), "--format", "pytest-benchmark", "-o", str(store / "0002_cur.json")]) == 0
     document = json.loads((store / "0001_base.json").read_text())
     assert set(document) == {"machine_info", "commit_info", "benchmarks", "datetime", "version"}
@@ -145,11 +141,7 @@ def test_github_action_benchmark_export(tmp_path: Path, capsys: pytest.CaptureFi
     validate_custom_benchmark_json(smaller_doc)
     fast = cells()[0]
     decode = next(e for e in bigger_doc if e["name"].startswith("decode_tok_s") and fast.cell_id in e["name"])
-    assert (
-        decode["value"] == pytest.approx(80.0)
-        and decode["unit"] == "tok/s"
-        and decode["range"].startswith("± ")
-    )
+    assert decode["value"] == pytest.approx(80.0) and decode["unit"] == "tok/s" and decode["range"].startswith("± ")
     assert {e["name"].split()[0] for e in bigger_doc} == {"prefill_tok_s", "decode_tok_s"}
     assert {e["name"].split()[0] for e in smaller_doc} == {
         "ttft_ms",
@@ -164,14 +156,37 @@ def test_github_action_benchmark_export(tmp_path: Path, capsys: pytest.CaptureFi
     assert "needs --direction bigger" in capsys.readouterr().err
 
 
-def test_pytest_benchmark_export_needs_one_machine(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    mixed = write(
-        tmp_path / "mixed.csv", [row(c, host=h, fingerprint=f"fp-{h}") for c in cells() for h in ("a", "b")]
-    )
+def test_pytest_benchmark_export_needs_one_machine(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    mixed = write(tmp_path / "mixed.csv", [row(c, host=h, fingerprint=f"fp-{h}") for c in cells() for h in ("a", "b")])
     output = tmp_path / "out.json"
     assert main(["export", str(mixed), "--format", "pytest-benchmark", "-o", str(output)]) == 2
     assert "export each with --host HOST" in capsys.readouterr().err and not output.exists()
     assert main(["export", str(mixed), "--format", "pytest-benchmark", "-o", str(output), "--host", "b"]) == 0
     assert json.loads(output.read_text())["machine_info"]["node"] == "b"
+
+
+def test_export_takes_the_newest_row_across_a_driver_update(tmp_path: Path) -> None:
+    """Same machine before and after a driver update (the old `fingerprint` column differs): one machine,
+    and each cell's newest row (the one that finished last) is exported."""
+    fast, other = cells()
+    write(
+        tmp_path / "runs" / "night1.csv",
+        [row(c, fingerprint="old-550", gpu_driver="550", finished_utc="2025-01-01T03:00:00Z") for c in (fast, other)],
+    )
+    write(
+        tmp_path / "runs" / "night2.csv",
+        [
+            row(
+                c,
+                decode=tuple(0.5 * v for v in STEADY_DECODE),
+                fingerprint="old-560",
+                gpu_driver="560",
+                finished_utc="2025-01-02T03:00:00Z",
+            )
+            for c in (fast, other)
+        ],
+    )
+    output = tmp_path / "out.json"
+    assert main(["export", str(tmp_path / "runs"), "--format", "pytest-benchmark", "-o", str(output)]) == 0
+    decode = [b for b in json.loads(output.read_text())["benchmarks"] if b["group"] == "decode"]
+    assert len(decode) == 2 and all(b["stats"]["ops"] == pytest.approx(50.0, rel=1e-3) for b in decode)

@@ -35,18 +35,17 @@ def test_trend_writes_a_plot_per_metric_per_cell(tmp_path: Path, capsys: pytest.
     images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", markdown)
     measured = {"prefill_tok_s", "decode_tok_s", "ttft_ms", "itl_ms_p50", "itl_ms_p99"}
     assert {Path(i).name for i in images} == (
-        {f"{first_id}-{m}.png" for m in measured | {"peak_rss_bytes"}}
-        | {f"{second_id}-{m}.png" for m in measured}
+        {f"{first_id}-{m}.png" for m in measured | {"peak_rss_bytes"}} | {f"{second_id}-{m}.png" for m in measured}
     )
     for image in images:
         pixels = imread(output.parent / image)
         assert pixels.shape[0] > 100 and pixels.shape[1] > 100
     decode_line = next(
-        line for line in markdown.split(f"`{first_id}`")[1].splitlines() if "[decode_tok_s]" in line
+        line for line in markdown.split(f"`{first_id}`")[1].splitlines() if line.startswith("| decode_tok_s |")
     )
     # runs, first, latest, vs previous run, best
     assert "| 3 | 100 | 80 | -20.0% | 100 |" in decode_line
-    rss_line = next(line for line in markdown.splitlines() if "[peak_rss_bytes]" in line)
+    rss_line = next(line for line in markdown.splitlines() if line.startswith("| peak_rss_bytes |"))
     assert "| 3 | 300 MiB | 300 MiB | +0.0% | 300 MiB |" in rss_line
     assert "3 runs, 2025-01-01 02:00 to 2025-01-03 02:00 UTC" in markdown
     assert f"trend -> {output} (11 plots)" in capsys.readouterr().err
@@ -70,10 +69,7 @@ def test_trend_of_chosen_metrics_and_host(tmp_path: Path) -> None:
         )
         == 0
     )
-    assert (
-        sorted(p.name.split("-", 1)[1] for p in (tmp_path / "gpu-a").glob("*.png"))
-        == ["decode_tok_s.png"] * 2
-    )
+    assert sorted(p.name.split("-", 1)[1] for p in (tmp_path / "gpu-a").glob("*.png")) == ["decode_tok_s.png"] * 2
 
 
 def test_trend_without_results_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -82,3 +78,19 @@ def test_trend_without_results_says_so(tmp_path: Path, capsys: pytest.CaptureFix
     assert "no ok result rows for host elsewhere" in capsys.readouterr().err
     (tmp_path / "empty").mkdir()
     assert main(["trend", str(tmp_path / "empty"), "-o", str(tmp_path / "t.md")]) == 2
+
+
+def test_a_driver_update_does_not_split_a_series(tmp_path: Path) -> None:
+    """A series is one cell on one machine by the recomputed machine key: nights whose `fingerprint` column
+    changed with the GPU driver (the old rule hashed it) stay one series."""
+    first, _ = cells()
+    for night, driver in enumerate(("550.54", "555.42", "560.35"), start=1):
+        stamp = f"2025-01-0{night}T02:00:00Z"
+        write(
+            tmp_path / "hist" / "gpu-a" / f"2025010{night}T020000Z.csv",
+            [row(first, started=stamp, gpu_driver=driver, fingerprint=f"old-rule-{driver}")],
+        )
+    output = tmp_path / "trend.md"
+    assert main(["trend", str(tmp_path / "hist"), "-o", str(output), "--metrics", "decode_tok_s"]) == 0
+    markdown = output.read_text()
+    assert markdown.count(f"`{first.cell_id}`") == 1 and "3 runs, 2025-01-01 02:00 to 2025-01-03 02:00 UTC" in markdown

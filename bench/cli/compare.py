@@ -1,4 +1,5 @@
 """`bench compare`: the regression gate (exit 0 ok, 1 regression, 2 cannot compare)."""
+
 from __future__ import annotations
 
 import argparse
@@ -8,18 +9,23 @@ from pathlib import Path
 from bench.compare import (
     DEFAULT_THRESHOLD_PCT,
     EXIT_CANNOT_COMPARE,
-    METRICS_BY_NAME,
+    MIN_HISTORY_RUNS,
     CompareOptions,
     Comparison,
     compare_history,
     compare_results,
-    parse_metrics,
+    parse_percent,
     parse_thresholds,
+    to_html,
     to_json,
     to_markdown,
 )
 from bench.compare import __doc__ as COMPARE_DOC
 from bench.errors import BenchError
+from bench.metrics import METRICS_BY_NAME, parse_metrics
+from bench.stats import DEFAULT_FDR_PCT
+
+RENDERERS = {"md": to_markdown, "json": to_json, "html": to_html}
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -35,12 +41,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
             default_threshold_pct=DEFAULT_THRESHOLD_PCT,
             thresholds_pct={},
         )
-    markdown = to_markdown(comparison)
-    if args.output:
-        _write(Path(args.output), markdown)
-    if args.json:
-        _write(Path(args.json), to_json(comparison))
-    sys.stdout.write(to_json(comparison) if args.format == "json" else markdown)
+    for path, render in ((args.output, to_markdown), (args.json, to_json), (args.html, to_html)):
+        if path:
+            _write(Path(path), render(comparison))
+    sys.stdout.write(RENDERERS[args.format](comparison))
     if comparison.exit_code == EXIT_CANNOT_COMPARE:
         sys.stderr.write(f"error: cannot compare: {comparison.reason}\n")
     return comparison.exit_code
@@ -53,6 +57,7 @@ def _comparison_for(args: argparse.Namespace) -> Comparison:
         default_threshold_pct=default,
         metrics=parse_metrics(args.metrics),
         across_machines=args.across_machines,
+        fdr_pct=parse_percent(args.fdr, f"--fdr {args.fdr!r}", "e.g. 5", upper=100.0),
     )
     if args.history:
         if args.results:
@@ -95,7 +100,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=int,
         default=1,
         metavar="N",
-        help="with --history: baseline = median of the N runs before the newest (default 1)",
+        help="with --history: baseline = the N runs before the newest (default 1); from N = "
+        f"{MIN_HISTORY_RUNS} whole runs are the unit of the test (night-to-night spread), below it repetitions",
     )
     parser.add_argument("--host", help="with --history: only this host's runs")
     parser.add_argument(
@@ -107,13 +113,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--metrics", metavar="A,B", help="compare only these metrics (default all)")
     parser.add_argument(
+        "--fdr",
+        default=f"{DEFAULT_FDR_PCT:g}",
+        metavar="PCT",
+        help="false-discovery rate (Benjamini-Hochberg) across all cells x metrics of the comparison: the "
+        f"expected share of flagged regressions that are noise (default {DEFAULT_FDR_PCT:g}%%)",
+    )
+    parser.add_argument(
         "--across-machines",
         action="store_true",
-        help="match cells by cell_id alone, not cell_id + machine fingerprint",
+        help="match cells by cell_id alone, not cell_id + machine (host and stable hardware)",
     )
     parser.add_argument(
         "-o", "--output", metavar="MD", help="also write the markdown here (e.g. for $GITHUB_STEP_SUMMARY)"
     )
     parser.add_argument("--json", metavar="FILE", help="also write the comparison as JSON")
-    parser.add_argument("--format", choices=("md", "json"), default="md", help="what to print on stdout")
+    parser.add_argument("--html", metavar="FILE", help="also write the comparison as one HTML page")
+    parser.add_argument("--format", choices=tuple(RENDERERS), default="md", help="what to print on stdout")
     parser.set_defaults(func=cmd_compare)

@@ -1,4 +1,5 @@
 """`bench export`: results as pytest-benchmark or github-action-benchmark JSON."""
+
 from __future__ import annotations
 
 import argparse

@@ -1,11 +1,12 @@
 """`bench trend`: each metric of each cell over time."""
+
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
 from bench.cli._console import console
-from bench.compare import parse_metrics
+from bench.metrics import parse_metrics
 from bench.trend import write_trend
 
 
@@ -16,20 +17,14 @@ def cmd_trend(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "trend", help="plot each metric of each cell over time (PNG per metric + markdown)"
-    )
-    parser.add_argument(
-        "directory", metavar="DIR", help="history folder (DIR/<host>/<UTC time>.csv) or result CSVs"
-    )
+    parser = subparsers.add_parser("trend", help="plot each metric of each cell over time (PNG per metric + markdown)")
+    parser.add_argument("directory", metavar="DIR", help="history folder (DIR/<host>/<UTC time>.csv) or result CSVs")
     parser.add_argument(
         "-o",
         "--output",
         default="reports/trend/trend.md",
         help="markdown index; the PNGs go next to it, in <host>/ (default reports/trend/trend.md)",
     )
-    parser.add_argument(
-        "--metrics", metavar="A,B", help="plot only these metrics (default all that were measured)"
-    )
+    parser.add_argument("--metrics", metavar="A,B", help="plot only these metrics (default all that were measured)")
     parser.add_argument("--host", help="only this host's results")
     parser.set_defaults(func=cmd_trend)

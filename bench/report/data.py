@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from bench.report import format as fmt
-from bench.results import ResultRow
+from bench.results import ResultRow, select
 from bench.suite import Suite
 
 KNOB_COLUMNS = (
@@ -103,16 +103,11 @@ def normalize(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def merge_newest(frame: pd.DataFrame, keep_all: bool) -> pd.DataFrame:
-    """The newest row per (cell, host): by finish time, then start time, then file order (last wins)."""
-    ordered = frame.assign(_order=np.arange(len(frame)))
-    ordered = ordered.sort_values(
-        ["finished_utc", "started_utc", "_order"], na_position="first", kind="stable"
-    )
-    if not keep_all:
-        has_cell = ordered["cell_id"].fillna("") != ""
-        newest = ordered[has_cell].drop_duplicates(["cell_id", "host"], keep="last")
-        ordered = pd.concat([newest, ordered[~has_cell]]).sort_values("_order", kind="stable")
-    return ordered.drop(columns="_order").reset_index(drop=True)
+    """Every row oldest first with `keep_all`, else the newest row of each cell on each machine
+    (bench.results.select: the one rule report, compare, export and trend share)."""
+    if keep_all:
+        return select.oldest_first(frame).drop(columns=select.READING_ORDER).reset_index(drop=True)
+    return select.newest_rows(frame).drop(columns=[select.CELL_KEY, select.MACHINE_KEY]).reset_index(drop=True)
 
 
 def _label_text(values: pd.Series) -> pd.Series:

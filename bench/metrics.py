@@ -1,0 +1,79 @@
+"""The metrics that compare, export and trend share: one entry per metric, declared once.
+
+Each metric names its results-CSV column (the run's value: a mean over repetitions, a percentile over
+all decode steps, or one measurement), its unit and better direction, and where they exist its
+per-repetition samples (the same quantity once per repetition, `;`-separated, the noise the gate tests
+against) and its standard-deviation column (export's range, trend's error bars).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bench.errors import BenchError
+
+MIB = 2.0**20
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str  # what users type, e.g. --threshold decode_tok_s=3
+    column: str  # the run's value in the results CSV
+    unit: str
+    bigger_is_better: bool
+    samples: str | None = None  # per-repetition values of this same metric; None: one value per run
+    spread: str | None = None  # standard deviation across repetitions, where the CSV has one
+    same_input: str | None = None  # column that must match on both sides (quality is measured on a text)
+    min_abs_change: float = 0.0  # a smaller change is no change (KLD near 0 has huge relative changes)
+
+    @property
+    def display_unit(self) -> str:
+        return display_scale(self.unit)[1]
+
+    def scaled(self, value: float) -> float:
+        """The value in its display unit (bytes as MiB)."""
+        return value / display_scale(self.unit)[0]
+
+    def format(self, value: float) -> str:
+        return format_value(value, self.unit)
+
+
+METRICS: tuple[Metric, ...] = (
+    Metric("prefill_tok_s", "prefill_tok_s_mean", "tok/s", True, "prefill_tok_s_samples", "prefill_tok_s_std"),
+    Metric("decode_tok_s", "decode_tok_s_mean", "tok/s", True, "decode_tok_s_samples", "decode_tok_s_std"),
+    Metric("ttft_ms", "ttft_ms_mean", "ms", False, "ttft_ms_samples"),
+    Metric("itl_ms_p50", "itl_ms_p50", "ms", False, "itl_ms_p50_samples"),
+    Metric("itl_ms_p90", "itl_ms_p90", "ms", False, "itl_ms_p90_samples"),
+    Metric("itl_ms_p99", "itl_ms_p99", "ms", False, "itl_ms_p99_samples"),
+    Metric("peak_rss_bytes", "peak_rss_bytes", "bytes", False),
+    Metric("peak_vram_bytes", "peak_vram_bytes", "bytes", False),
+    Metric("energy_j_per_token", "energy_j_per_decode_token", "J/token", False, "energy_j_per_decode_token_samples"),
+    Metric("ppl", "ppl", "", False, same_input="eval_text_sha256"),
+    Metric("kld_mean", "kld_mean", "nats", False, same_input="eval_text_sha256", min_abs_change=1e-3),
+    Metric("task_accuracy_pct", "task_accuracy_pct", "%", True, same_input="task_sha256"),
+)
+METRICS_BY_NAME: dict[str, Metric] = {m.name: m for m in METRICS}
+
+
+def display_scale(unit: str) -> tuple[float, str]:
+    """Divisor and unit a value is shown in: bytes as MiB, the rest as measured."""
+    return (MIB, "MiB") if unit == "bytes" else (1.0, unit)
+
+
+def format_value(value: float, unit: str) -> str:
+    """Four significant digits (thousands separated from 1,000 up); bytes as MiB with the unit."""
+    divisor, shown = display_scale(unit)
+    scaled = value / divisor
+    text = f"{scaled:,.0f}" if abs(scaled) >= 1000 else f"{scaled:.4g}"
+    return f"{text} {shown}" if divisor != 1.0 else text
+
+
+def parse_metrics(text: str | None) -> tuple[str, ...]:
+    """`--metrics A,B`: the chosen metric names, all of them when not given."""
+    if not text:
+        return tuple(METRICS_BY_NAME)
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    unknown = [n for n in names if n not in METRICS_BY_NAME]
+    if unknown or not names:
+        raise BenchError(f"--metrics {text!r}: unknown metric(s) {unknown}; known: {', '.join(METRICS_BY_NAME)}")
+    return names
