@@ -289,18 +289,26 @@ def test_lost_host_fails_its_unfinished_cells_and_resume_finishes_them(fleet: Fl
                                         PROMPTS[2]: ["failed", "ok"]}
 
 
-def test_ctrl_c_stops_every_host_and_leaves_no_measuring_process(fleet: Fleet, fleet_suite: Path,
-                                                                 tmp_path: Path) -> None:
-    workers = [fleet.start_worker(name, fault=f"hang@prompt_tokens={PROMPTS[0]}") for name in ("host-a", "host-b")]
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "coordinator-killed"])
+def test_stopping_the_coordinator_leaves_no_measuring_process_on_any_host(fleet: Fleet, fleet_suite: Path,
+                                                                          tmp_path: Path, signum: int) -> None:
+    hang = f"hang@prompt_tokens={PROMPTS[1]}"
+    workers = [fleet.start_worker(name, fault=hang) for name in ("host-a", "host-b")]
     out = tmp_path / "fleet.csv"
     coordinator = start_coordinator(fleet_suite, fleet, out)
     try:
-        wait_until(lambda: len(fleet.measuring()) == 2, "a measuring process on each host", RUN_TIMEOUT_S)
-        coordinator.send_signal(signal.SIGINT)
+        wait_until(lambda: all(host_rows(out, h).get(PROMPTS[0]) == ["ok"] for h in ("host-a", "host-b")),
+                   "each host's first row", RUN_TIMEOUT_S)
+        time.sleep(1.0)  # each host is now inside its second cell, hanging: only a kill ends it
+        assert len(fleet.measuring()) == 2
+        coordinator.send_signal(signum)
         _, stderr = coordinator.communicate(timeout=RUN_TIMEOUT_S)
     finally:
         kill_tree(coordinator)
-    assert coordinator.returncode == 130, stderr
-    assert f"--fleet {fleet.address} --resume {out}" in stderr and "Traceback" not in stderr
+    if signum == signal.SIGINT:  # Ctrl-C: the hosts are told to stop; a killed coordinator's tasks are cancelled
+        assert coordinator.returncode == 130, stderr
+        assert f"--fleet {fleet.address} --resume {out}" in stderr and "Traceback" not in stderr
     wait_until(lambda: not fleet.measuring(), "no measuring process on any host", 60)
     assert all(worker.poll() is None for worker in workers)  # the hosts stay up for the next run
+    for host in ("host-a", "host-b"):  # what was measured is kept; a killed cell is no row
+        assert host_rows(out, host) == {PROMPTS[0]: ["ok"]}

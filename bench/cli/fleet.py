@@ -9,6 +9,8 @@ from bench.cli._console import EXIT_OK, console
 from bench.errors import BenchError
 from bench.run.fleet_config import CONNECT_TIMEOUT_S, DEFAULT_SCHEDULER
 
+EXIT_SCHEDULER_GONE = 1
+
 
 def fleet_module(name: str) -> ModuleType:
     """bench.run.<name>, or a clear error when the optional `fleet` extra (Dask) is not installed."""
@@ -29,9 +31,11 @@ def cmd_fleet_worker(args: argparse.Namespace) -> int:
         console.print(f"bench fleet worker [bold]{host}[/] at {address}, connected to {args.scheduler}; "
                       "Ctrl-C to stop", soft_wrap=True, highlight=False)
 
-    host_side.serve_worker(args.scheduler, args.name, security, args.connect_timeout, ready)
-    console.print("worker stopped")
-    return EXIT_OK
+    if host_side.serve_worker(args.scheduler, args.name, security, args.connect_timeout, ready):
+        console.print("worker stopped")
+        return EXIT_OK
+    console.print(f"[red]the scheduler at {args.scheduler} went away[/]: worker stopped", soft_wrap=True)
+    return EXIT_SCHEDULER_GONE
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -157,7 +157,10 @@ def run_group_on_host(request: RunRequest, cell_ids: list[str]) -> str:
     cells = [run.suite_cells[cell_id] for cell_id in cell_ids]
     stopped, finished = threading.Event(), threading.Event()
     owner = threading.get_ident()
-    threading.Thread(target=_watch_stop, args=(stop, stopped, finished, owner), daemon=True).start()
+    worker = get_worker()
+    key = worker.get_current_task()
+    threading.Thread(target=_watch_stop, args=(stop, lambda: _cancelled(worker, key), stopped, finished, owner),
+                     daemon=True).start()
 
     def checked(send: Callable[[Cell], None]) -> Callable[[Any], None]:
         def call(item: Any) -> None:
@@ -180,12 +183,20 @@ def run_group_on_host(request: RunRequest, cell_ids: list[str]) -> str:
     return "done"
 
 
-def _watch_stop(stop: Any, stopped: threading.Event, finished: threading.Event, owner: int) -> None:
-    """Dask cannot interrupt a running task: on the run's stop event (or this worker closing), kill the
-    task's worker processes, again and again until the task has unwound."""
+def _cancelled(worker: Any, key: Any) -> bool:
+    """Whether Dask no longer wants this task: the coordinator cancelled it, or left without a word (the
+    scheduler releases a departed client's tasks)."""
+    task = worker.state.tasks.get(key)
+    return task is None or task.state in ("cancelled", "released", "forgotten")
+
+
+def _watch_stop(stop: Any, cancelled: Callable[[], bool], stopped: threading.Event, finished: threading.Event,
+                owner: int) -> None:
+    """Dask cannot interrupt a running task: on the run's stop event, the task's cancellation or this
+    worker closing, kill the task's worker processes, again and again until the task has unwound."""
     while not finished.is_set():
         try:
-            if stop.wait(timeout=STOP_POLL_S) or _CLOSING.is_set():
+            if stop.wait(timeout=STOP_POLL_S) or cancelled() or _CLOSING.is_set():
                 break
         except Exception:  # noqa: BLE001 - the scheduler is gone: nobody is left to take the rows
             break
@@ -211,12 +222,12 @@ def security_for(ca_file: str | None, cert: str | None, key: str | None) -> Any:
 
 
 def serve_worker(scheduler: str, name: str | None, security: Any, connect_timeout_s: float,
-                 on_ready: Callable[[str, str], None]) -> None:
-    """Run a bench host's Dask worker until Ctrl-C/SIGTERM or until the scheduler goes away; on the way out,
-    no measuring process is left behind."""
+                 on_ready: Callable[[str, str], None]) -> bool:
+    """Run a bench host's Dask worker until Ctrl-C/SIGTERM (True) or until the scheduler goes away (False);
+    on the way out, no measuring process is left behind."""
     host = name or detect().host
     try:
-        asyncio.run(_serve(scheduler, host, security, connect_timeout_s, on_ready))
+        return asyncio.run(_serve(scheduler, host, security, connect_timeout_s, on_ready))
     except (OSError, TimeoutError) as exc:
         raise BenchError(f"cannot reach the scheduler at {scheduler}: {first_line(exc)}",
                          hint="start it with `dask scheduler` (see README, Many machines)") from None
@@ -228,7 +239,7 @@ def serve_worker(scheduler: str, name: str | None, security: Any, connect_timeou
 
 
 async def _serve(scheduler: str, host: str, security: Any, connect_timeout_s: float,
-                 on_ready: Callable[[str, str], None]) -> None:
+                 on_ready: Callable[[str, str], None]) -> bool:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -243,6 +254,7 @@ async def _serve(scheduler: str, host: str, security: Any, connect_timeout_s: fl
     stopping = asyncio.ensure_future(stop.wait())
     try:
         await asyncio.wait([finished, stopping], return_when=asyncio.FIRST_COMPLETED)
+        return stop.is_set()
     finally:
         _CLOSING.set()  # running groups stop, and their measuring processes are killed, before Dask closes
         kill_workers()
