@@ -228,6 +228,20 @@ def test_unreachable_scheduler_is_exit_2_with_a_clear_message(fleet_suite: Path,
     assert worker.returncode == 2 and f"cannot reach the scheduler at {address}" in worker.stderr, worker.stderr
 
 
+@pytest.mark.parametrize(("argv", "message"), [
+    (["run", "SUITE", "--hosts", "host-a"], "--hosts names machines of a fleet run: add --fleet"),
+    (["run", "SUITE", "--fleet", "tls://127.0.0.1:9"], "Dask's configuration has no TLS client certificate"),
+    (["fleet", "worker", "--tls-cert", "cert.pem"], "TLS needs all three of --tls-ca-file, --tls-cert and --tls-key"),
+    (["fleet", "worker", "--scheduler", "tls://127.0.0.1:9"], "a tls:// scheduler needs this worker's certificates"),
+])
+def test_fleet_usage_mistakes_are_exit_2(argv: list[str], message: str, fleet_suite: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    from bench.cli import main
+
+    assert main([str(fleet_suite) if a == "SUITE" else a for a in argv]) == 2
+    assert message in capsys.readouterr().err
+
+
 # ----------------------------------------------------------------------------------- a real fleet
 
 

@@ -25,7 +25,7 @@ def fleet_module(name: str) -> ModuleType:
 
 def cmd_fleet_worker(args: argparse.Namespace) -> int:
     host_side = fleet_module("fleet_host")
-    security = host_side.security_for(args.tls_ca_file, args.tls_cert, args.tls_key)
+    security = host_side.security_for(args.scheduler, args.tls_ca_file, args.tls_cert, args.tls_key)
 
     def ready(host: str, address: str) -> None:
         console.print(f"bench fleet worker [bold]{host}[/] at {address}, connected to {args.scheduler}; "

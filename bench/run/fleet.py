@@ -11,6 +11,7 @@ Nothing here prints: the caller hears RunEvents.
 """
 from __future__ import annotations
 
+import inspect
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -41,7 +42,9 @@ from bench.suite import Cell
 
 POLL_S = 0.5  # how often the coordinator looks for lost hosts while it waits for rows
 PLAN_TIMEOUT_S = 300.0  # a host's first plan imports its backends and probes its hardware
-STOP_GRACE_S = 30.0  # after Ctrl-C: how long hosts get to kill their measuring processes and confirm
+STOP_GRACE_S = 30.0
+SAME_INSTALL = ("install the same bench, Dask and Python on this machine, on every host and where `dask scheduler` "
+                "runs (Dask unpickles the tasks there too)")  # after Ctrl-C: how long hosts get to kill their measuring processes and confirm
 
 
 @dataclass
@@ -60,6 +63,8 @@ class GroupTask:
 
 
 def connect(options: FleetOptions) -> Client:
+    if options.scheduler.startswith("tls://"):
+        check_client_tls(options.scheduler)
     try:
         return Client(options.scheduler, timeout=options.connect_timeout_s, set_as_default=False)
     except (OSError, TimeoutError) as exc:
@@ -71,9 +76,22 @@ def connect(options: FleetOptions) -> Client:
                          f"expected e.g. {DEFAULT_SCHEDULER}") from None
 
 
+def check_client_tls(address: str) -> None:
+    """A tls:// scheduler needs this side's certificates in Dask's configuration (Dask fails obscurely without)."""
+    from distributed.security import Security
+
+    security = Security()  # what distributed.comm.tls.* in Dask's configuration (files, DASK_* variables) says
+    if not (security.tls_ca_file and security.tls_client_cert):
+        raise BenchError(f"--fleet {address}: Dask's configuration has no TLS client certificate",
+                         hint="set distributed.comm.tls.ca-file, distributed.comm.tls.client.cert and "
+                              "distributed.comm.tls.client.key (README, Many machines)")
+
+
 def bench_workers(client: Client) -> dict[str, str]:
     """Host name -> worker address, for the workers `bench fleet worker` started (they hold the resource)."""
-    workers = client.scheduler_info(n_workers=-1)["workers"]
+    # Recent Dask lists only a few workers unless asked for all; older Dask lists all and lacks the argument.
+    every = {"n_workers": -1} if "n_workers" in inspect.signature(client.scheduler_info).parameters else {}
+    workers = client.scheduler_info(**every)["workers"]
     return {str(info.get("name")): address for address, info in workers.items()
             if RESOURCE in (info.get("resources") or {})}
 
@@ -109,14 +127,9 @@ def resumed_cells(path: Path | None) -> set[tuple[str, str]]:
     """(host, cell_id) already in the file; a cell whose host was lost counts as not measured."""
     if path is None or path.stat().st_size == 0:
         return set()
-    frame = read_results([path])
-    done = set()
-    for host, cell_id, status, reason in zip(frame["host"], frame["cell_id"], frame["status"],
-                                             frame["reason"], strict=True):
-        host, reason = str(host) if isinstance(host, str) else "", str(reason) if isinstance(reason, str) else ""
-        if isinstance(cell_id, str) and not (status == "failed" and is_lost_reason(reason, host)):
-            done.add((host, cell_id))
-    return done
+    frame = read_results([path])[["host", "cell_id", "status", "reason"]].fillna("")
+    return {(host, cell_id) for host, cell_id, status, reason in frame.itertuples(index=False)
+            if cell_id and not (status == "failed" and is_lost_reason(reason, host))}
 
 
 class FleetRun:
@@ -162,7 +175,8 @@ class FleetRun:
                 future.cancel()
                 raise BenchError(f"host {host} did not plan the suite within {PLAN_TIMEOUT_S:.0f} s")
             elif future.status == "error":
-                raise BenchError(f"host {host} could not plan the suite: {first_line(future.exception())}")
+                raise BenchError(f"host {host} could not plan the suite: {first_line(future.exception())}",
+                                 hint=SAME_INSTALL)
             else:
                 plans[host] = future.result()
         if not plans:

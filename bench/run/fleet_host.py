@@ -210,15 +210,19 @@ def _watch_stop(stop: Any, cancelled: Callable[[], bool], stopped: threading.Eve
 # ----------------------------------------------------------------------------------- the worker
 
 
-def security_for(ca_file: str | None, cert: str | None, key: str | None) -> Any:
-    """Dask's TLS settings for a worker: given files, or what Dask's configuration says (distributed.comm.tls)."""
+def security_for(scheduler: str, ca_file: str | None, cert: str | None, key: str | None) -> Any:
+    """Dask's TLS settings for a worker: the given files, or what Dask's configuration says (distributed.comm.tls)."""
     from distributed.security import Security
 
-    if not (ca_file or cert or key):
-        return Security()
-    if not (ca_file and cert and key):
-        raise BenchError("TLS needs all three of --tls-ca-file, --tls-cert and --tls-key")
-    return Security(tls_ca_file=ca_file, tls_worker_cert=cert, tls_worker_key=key, require_encryption=True)
+    if ca_file or cert or key:
+        if not (ca_file and cert and key):
+            raise BenchError("TLS needs all three of --tls-ca-file, --tls-cert and --tls-key")
+        return Security(tls_ca_file=ca_file, tls_worker_cert=cert, tls_worker_key=key, require_encryption=True)
+    security = Security()
+    if scheduler.startswith("tls://") and not (security.tls_ca_file and security.tls_worker_cert):
+        raise BenchError(f"--scheduler {scheduler}: a tls:// scheduler needs this worker's certificates",
+                         hint="give --tls-ca-file, --tls-cert and --tls-key (README, Many machines)")
+    return security
 
 
 def serve_worker(scheduler: str, name: str | None, security: Any, connect_timeout_s: float,
