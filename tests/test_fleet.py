@@ -87,7 +87,7 @@ def measuring_processes(tag: str) -> list[psutil.Process]:
     for process in psutil.process_iter(["cmdline"]):
         try:
             if MEASURING in " ".join(process.info["cmdline"] or []) and process.status() != psutil.STATUS_ZOMBIE \
-                    and process.environ().get("BENCH_FLEET_TEST_TAG") == tag:
+                    and process.environ().get("BENCH_FLEET_TEST_TAG", "").startswith(tag):
                 found.append(process)
         except psutil.Error:
             continue
@@ -118,7 +118,7 @@ class Fleet:
 
     def start_worker(self, name: str, fault: str = "") -> subprocess.Popen[bytes]:
         log_path = self.tmp_path / f"{name}-{len(self.workers)}.log"
-        extra = {**(environment(fault) if fault else {}), "BENCH_FLEET_TEST_TAG": self.tag}
+        extra = {**(environment(fault) if fault else {}), "BENCH_FLEET_TEST_TAG": f"{self.tag}-{name}"}
         with log_path.open("wb") as log:
             worker = subprocess.Popen(bench_cmd("fleet", "worker", "--scheduler", self.address, "--name", name),
                                       stdout=log, stderr=subprocess.STDOUT, env=child_env(**extra))
@@ -131,8 +131,9 @@ class Fleet:
         wait_until(ready, f"worker {name}")
         return worker
 
-    def measuring(self) -> list[psutil.Process]:
-        return measuring_processes(self.tag)
+    def measuring(self, host: str = "") -> list[psutil.Process]:
+        """Measuring processes of every host of this fleet, or of one."""
+        return measuring_processes(f"{self.tag}-{host}" if host else self.tag)
 
     def close(self) -> None:
         for worker in self.workers.values():
@@ -301,6 +302,29 @@ def test_lost_host_fails_its_unfinished_cells_and_resume_finishes_them(fleet: Fl
     assert host_rows(out, "host-a") == {p: ["ok"] for p in PROMPTS}  # nothing measured twice
     assert host_rows(out, "host-b") == {PROMPTS[0]: ["ok"], PROMPTS[1]: ["failed", "ok"],
                                         PROMPTS[2]: ["failed", "ok"]}
+
+
+def test_a_stopped_worker_leaves_no_measuring_process_and_its_host_is_lost(fleet: Fleet, fleet_suite: Path,
+                                                                          tmp_path: Path) -> None:
+    fleet.start_worker("host-a")
+    leaving = fleet.start_worker("host-b", fault=f"hang@prompt_tokens={PROMPTS[1]}")
+    out = tmp_path / "fleet.csv"
+    coordinator = start_coordinator(fleet_suite, fleet, out)
+    try:
+        wait_until(lambda: host_rows(out, "host-b").get(PROMPTS[0]) == ["ok"], "host-b's first row", RUN_TIMEOUT_S)
+        time.sleep(1.0)  # host-b is inside its second cell, hanging
+        assert fleet.measuring("host-b")
+        leaving.send_signal(signal.SIGTERM)  # the machine's owner stops the worker (or systemd does)
+        assert leaving.wait(timeout=60) == 0
+        wait_until(lambda: not fleet.measuring("host-b"), "host-b's measuring process to end", 30)
+        _, stderr = coordinator.communicate(timeout=RUN_TIMEOUT_S)
+    finally:
+        kill_tree(coordinator)
+    assert coordinator.returncode == 3, stderr
+    assert host_rows(out, "host-a") == {p: ["ok"] for p in PROMPTS}
+    assert host_rows(out, "host-b") == {PROMPTS[0]: ["ok"], PROMPTS[1]: ["failed"], PROMPTS[2]: ["failed"]}
+    frame = read_results([out])
+    assert all(r.startswith("host host-b lost") for r in frame[frame["status"] == "failed"]["reason"])
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "coordinator-killed"])

@@ -269,6 +269,8 @@ class FleetRun:
             self._drain()  # a task's rows are on the queue before it returns
             if group.future.status == "error":
                 reason = f"host {group.host}: {first_line(group.future.exception())}"
+            elif group.future.status == "finished" and group.future.result() == "stopped":  # its worker is shutting down: the host is leaving
+                reason = lost_reason(group.host)
             else:
                 reason = f"host {group.host} ended the group without a row for this cell"
             self._fail_pending(group.host, group.cell_ids, reason)

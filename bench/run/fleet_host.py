@@ -126,11 +126,9 @@ def _host_run(request: RunRequest) -> HostRun:
         suite = parse_suite(request.suite_text, Path(request.suite_path), quantization_catalog())
         fingerprint = replace(detect(), host=host)
         queue = Queue(rows_queue_name(request.run_id), client=get_client())
-        holder: list[HostRun] = []
-        runner = HostRunner(suite, fingerprint, force=request.force,
-                            say=lambda text: holder[0].send("say", text=text))
+        runner = HostRunner(suite, fingerprint, force=request.force,  # what quality reports goes to the coordinator
+                            say=lambda text: queue.put(encode_message("say", host, text=text)))
         run = HostRun({c.cell_id: c for c in expand(suite)}, fingerprint, runner, queue, host)
-        holder.append(run)
         _RUNS[request.run_id] = run
         while len(_RUNS) > CACHED_RUNS:
             _RUNS.popitem(last=False)[1].queue.close()
@@ -162,9 +160,9 @@ def run_group_on_host(request: RunRequest, cell_ids: list[str]) -> str:
     threading.Thread(target=_watch_stop, args=(stop, lambda: _cancelled(worker, key), stopped, finished, owner),
                      daemon=True).start()
 
-    def checked(send: Callable[[Cell], None]) -> Callable[[Any], None]:
+    def checked(send: Callable[[Any], None]) -> Callable[[Any], None]:
         def call(item: Any) -> None:
-            if stopped.is_set():  # what a killed worker reports is not a measurement
+            if stopped.is_set() or _CLOSING.is_set():  # what a killed worker reports is not a measurement
                 raise Interrupted
             send(item)
         return call
