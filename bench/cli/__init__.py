@@ -12,7 +12,7 @@ from bench import __version__
 from bench.cli._console import EXIT_INTERRUPTED, EXIT_USAGE, console
 from bench.errors import BenchError
 
-VERBS = ("hw", "plan", "run", "report", "quantize", "compare", "trend", "export")
+VERBS = ("hw", "plan", "run", "report", "quantize", "compare", "trend", "export", "fleet")
 
 
 def build_parser() -> argparse.ArgumentParser:

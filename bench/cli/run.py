@@ -3,8 +3,15 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bench.cli._console import EXIT_CELLS_FAILED, EXIT_INTERRUPTED, EXIT_OK, console
+from bench.errors import BenchError
+from bench.run.fleet_config import DEFAULT_SCHEDULER
+
+if TYPE_CHECKING:
+    from bench.cli.progress import RunProgress
+    from bench.run import RunOptions, RunSummary
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -21,14 +28,20 @@ def cmd_run(args: argparse.Namespace) -> int:
         history=Path(args.history) if args.history else None,
         force=args.force,
     )
+    if args.hosts and not args.fleet:
+        raise BenchError("--hosts names machines of a fleet run: add --fleet ADDRESS")
     display = RunProgress(console, args.quiet, Path(args.suite).stem)
     with display.progress:
-        summary = run_suite(Path(args.suite), options, display.events())
+        if args.fleet:
+            summary = _run_fleet(args, options, display)
+        else:
+            summary = run_suite(Path(args.suite), options, display.events())
     counts = ", ".join(f"{n} {status}" for status, n in summary.counts.items() if n)
     if summary.interrupted:
         # Printed whole, never wrapped: the user copies the command.
         console.print(f"[yellow]interrupted[/]: {counts or 'no rows'} written to {summary.path}; "
-                      f"finish with: bench run {args.suite} --resume {summary.path}", soft_wrap=True)
+                      f"finish with: bench run {args.suite}{_fleet_args(args)} --resume {summary.path}",
+                      soft_wrap=True)
         return EXIT_INTERRUPTED
     console.print(f"{counts or 'no cells'} -> {summary.path}", soft_wrap=True)
     if args.report:
@@ -39,6 +52,20 @@ def cmd_run(args: argparse.Namespace) -> int:
                                    suite_path=Path(args.suite))
         console.print(f"report -> {report_path}")
     return _exit_status(summary.counts)
+
+
+def _run_fleet(args: argparse.Namespace, options: RunOptions, display: RunProgress) -> RunSummary:
+    from bench.cli.fleet import fleet_module
+    from bench.run.fleet_config import CONNECT_TIMEOUT_S
+
+    fleet = fleet_module("fleet")
+    hosts = [h.strip() for h in (args.hosts or "").split(",") if h.strip()]
+    return fleet.run_fleet(Path(args.suite), options, fleet.FleetOptions(args.fleet, hosts, CONNECT_TIMEOUT_S),
+                           display.events())
+
+
+def _fleet_args(args: argparse.Namespace) -> str:
+    return (f" --fleet {args.fleet}" + (f" --hosts {args.hosts}" if args.hosts else "")) if args.fleet else ""
 
 
 def _exit_status(counts: dict[str, int]) -> int:
@@ -65,5 +92,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--history", metavar="DIR", help="write to DIR/<host>/<UTC time>.csv")
     run.add_argument("--report", metavar="FILE", help="also write a report of this run to FILE (.md, or .html)")
     run.add_argument("--force", action="store_true", help="run cells the memory planner says will not fit")
+    run.add_argument("--fleet", nargs="?", const=DEFAULT_SCHEDULER, metavar="ADDRESS",
+                     help="run on the machines of a Dask scheduler (`bench fleet worker` on each; default "
+                          f"{DEFAULT_SCHEDULER}), all rows in one CSV")
+    run.add_argument("--hosts", metavar="A,B", help="with --fleet: only these hosts (worker names)")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bar (for CI logs)")
     run.set_defaults(func=cmd_run)

@@ -34,6 +34,11 @@ SIGNAL_EXPLANATIONS = {
 }
 _INTERESTING = ("error", "assert", "abort", "failed", "exception", "fatal", "illegal", "out of memory")
 
+# Every worker alive in this process, by the thread that started it: a fleet host stopping a run kills the
+# workers of that run's task thread (kill_workers), which it cannot reach through the call stack.
+_LIVE: dict[int, set[WorkerProcess]] = {}
+_LIVE_LOCK = threading.Lock()
+
 
 class Interrupted(Exception):
     """The user pressed Ctrl-C: stop after what was measured is written."""
@@ -90,6 +95,9 @@ class WorkerProcess:
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr,
             start_new_session=True, text=True, encoding="utf-8",
         )
+        self.owner_thread = threading.get_ident()
+        with _LIVE_LOCK:
+            _LIVE.setdefault(self.owner_thread, set()).add(self)
         self.events: queue.Queue[Any] = queue.Queue()
         self._done = threading.Event()
         threading.Thread(target=self._read, daemon=True).start()
@@ -162,3 +170,17 @@ class WorkerProcess:
             self.kill()
         self._done.set()
         self.stderr.close()
+        with _LIVE_LOCK:
+            owned = _LIVE.get(self.owner_thread, set())
+            owned.discard(self)
+            if not owned:
+                _LIVE.pop(self.owner_thread, None)
+
+
+def kill_workers(owner_thread: int | None = None) -> int:
+    """Kill the live workers started by `owner_thread` (every thread's when None); how many were alive."""
+    with _LIVE_LOCK:
+        chosen = [w for thread, owned in _LIVE.items() if owner_thread in (None, thread) for w in owned]
+    for worker in chosen:
+        worker.kill()
+    return len(chosen)
