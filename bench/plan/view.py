@@ -94,14 +94,14 @@ class Group:
             total = (memory.estimate.total_bytes, memory.estimate.where)
             self.low = total if self.low is None or total < self.low else self.low
             self.high = total if self.high is None or total > self.high else self.high
-        note = _memory_note(memory)
-        if note:
-            self.notes[note] = self.notes.get(note, 0) + 1
         if not item.runnable:
             reason = fit_summary(item)
             self.skips[reason] = self.skips.get(reason, 0) + 1
             return
         self.runnable += 1
+        note = _memory_note(memory)  # (of runnable cells: a skipped cell's reason says enough)
+        if note:
+            self.notes[note] = self.notes.get(note, 0) + 1
         if time is None:
             self.unestimated += 1
         else:
