@@ -28,6 +28,7 @@ from bench.plan import (
 from bench.plan.time_estimate import DECODE_BANDWIDTH_SHARE, LOAD_BYTES_PER_S, WORKER_START_S, DeviceRate
 from bench.plan.view import Footnotes, summary_table, totals_lines
 from bench.runners.memory import Budget, CellMemory, MemoryEstimate, ModelFacts
+from bench.runners.registry import quantization_catalog
 from bench.suite import Cell, expand, parse_suite
 from tests.conftest import SMOLLM2_REF, quick_suite_yaml
 
@@ -44,7 +45,7 @@ SWEEP = quick_suite_yaml("sweep", models=TWO_MODELS, knobs="knobs: {threads: [1,
 
 
 def sweep_cells() -> list[Cell]:
-    return expand(parse_suite(SWEEP, Path("suite.yaml")))
+    return expand(parse_suite(SWEEP, Path("suite.yaml"), quantization_catalog()))
 
 
 def test_selection_works_on_cells_and_on_planned_cells_alike() -> None:
@@ -69,7 +70,7 @@ def test_a_reference_that_can_never_resolve_is_skipped_with_its_reason(reference
         models:
           - {{id: smollm2, source: "{SMOLLM2_REF}", source_quantization: Q4_1}}
           - {{id: bad, source: "{reference}", source_quantization: Q4_0}}
-    """), Path("suite.yaml"))
+    """), Path("suite.yaml"), quantization_catalog())
     planned = {p.cell.model_id: p for p in plan_cells(suite, detect())}
     assert planned["smollm2"].runnable
     bad = planned["bad"]
@@ -96,7 +97,7 @@ def test_plan_prints_a_grouped_summary_with_the_total_estimated_time(write_suite
 
 
 def test_the_summary_has_one_row_per_model_quantization_and_device() -> None:
-    suite = parse_suite(SWEEP, Path("suite.yaml"))
+    suite = parse_suite(SWEEP, Path("suite.yaml"), quantization_catalog())
     fingerprint = detect()
     planned = plan_suite(suite, fingerprint)
     times = estimate_cell_times(planned)
@@ -152,7 +153,7 @@ def fixture_cell(**update: object) -> Cell:
 
 def fixture_memory() -> CellMemory:
     estimate = MemoryEstimate(n_ctx=2048, weights_ram=4 * GIB, weights_vram=0, kv_ram=GIB // 4, kv_vram=0,
-                              compute_ram=GIB // 8, compute_vram=0)
+                              compute_ram=GIB // 8, compute_vram=0, basis="fixture shape")
     model = ModelFacts(n_params=7_000_000_000, n_ctx_train=32768, kv_bytes_per_token=GIB / 4 / 2048,
                        attention_flops_per_position=1e6, basis="fixture")
     return CellMemory(estimate=estimate, budget=Budget(64 * GIB, None, "fixture"), model=model)
@@ -192,3 +193,20 @@ def test_time_from_past_results_uses_the_measured_rates_and_shares_the_load() ->
 def test_a_cell_without_memory_estimate_or_history_has_no_time() -> None:
     cell = fixture_cell(backend="torch")
     assert estimate_cell_seconds([PlannedCell(cell, memory=CellMemory(note="no planner"))]) == {}
+
+
+def test_the_summary_counts_cells_that_will_not_fit_under_one_reason() -> None:
+    small = CellMemory(estimate=fixture_memory().estimate, budget=Budget(GIB, None, "in the test"),
+                       model=fixture_memory().model)
+    reason = small.skip_reason()
+    assert reason.startswith("will not fit")
+    planned = [PlannedCell(fixture_cell(depth=depth), reason, small) for depth in (0, 512, 1024)]
+    planned.append(PlannedCell(fixture_cell(threads=8), memory=small))  # forced: runs although it will not fit
+    notes = Footnotes()
+    Console(file=io.StringIO(), width=200).print(summary_table(planned, estimate_cell_times(planned), "t", notes))
+    lines = notes.new_lines()
+    assert lines == ["[1] (3 cells) will not fit in RAM: 1.00 GiB is in the test (memory planner, fixture shape); --force runs "
+                     "them anyway",
+                     "[2] (1 cell) will not fit in RAM: 1.00 GiB is in the test (memory planner, fixture shape); run anyway "
+                     "(--force)"]
+    assert "3 will not fit" in totals_lines(planned, {}, "m")[0]

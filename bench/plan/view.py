@@ -37,15 +37,16 @@ def duration_text(seconds: float) -> str:
 
 
 def fit_summary(item: PlannedCell) -> str:
-    """A skip reason as the summary counts it: 'will not fit' reasons name the budget, not each cell's bytes
-    (the memory column has those); others are the reason itself."""
+    """A skip reason as the summary counts it: 'will not fit' names the budget, not each cell's bytes (the
+    memory column has those), also for cells forced to run; other reasons are the reason itself."""
     memory = item.memory
-    if item.status == "will not fit" and memory is not None and memory.estimate and memory.budget:
-        where = memory.estimate.where
-        budget = memory.budget
-        return (f"will not fit in {where}: {gib(budget.on(where))} is {budget.source} (memory planner, "
-                f"{memory.estimate.basis}); --force runs them anyway")
-    return item.skip_reason
+    if item.status == "skipped" or memory is None or not memory.estimate or not memory.budget \
+            or not memory.problem:
+        return item.skip_reason
+    where = memory.estimate.where
+    text = (f"will not fit in {where}: {gib(memory.budget.on(where))} is {memory.budget.source} (memory planner, "
+            f"{memory.estimate.basis})")
+    return f"{text}; run anyway (--force)" if item.runnable else f"{text}; --force runs them anyway"
 
 
 @dataclass
@@ -99,9 +100,9 @@ class Group:
             self.skips[reason] = self.skips.get(reason, 0) + 1
             return
         self.runnable += 1
-        note = _memory_note(memory)  # (of runnable cells: a skipped cell's reason says enough)
-        if note:
-            self.notes[note] = self.notes.get(note, 0) + 1
+        for note in (_memory_note(memory), fit_summary(item)):  # (a skipped cell's reason says enough)
+            if note:
+                self.notes[note] = self.notes.get(note, 0) + 1
         if time is None:
             self.unestimated += 1
         else:
@@ -167,24 +168,38 @@ def _fit_mark(largest: int | None, trained: int | None, tokens: int) -> Text:
     return Text("yes", style="bold green")
 
 
-def context_table(planned: Sequence[PlannedCell], notes: Footnotes) -> Table | None:
-    """Per model × quantization × device × memory setting, the largest context that fits."""
-    knobs = memory_knobs()
+def _setups(planned: Sequence[PlannedCell], knobs: Sequence[str]) -> dict[tuple[object, ...], PlannedCell]:
+    """One planned cell per model × quantization × device × memory knob values, among cells with an estimate."""
     setups: dict[tuple[object, ...], PlannedCell] = {}
     for item in planned:
         memory = item.memory
         if memory is not None and memory.estimate is not None and memory.model is not None:
             cell = item.cell
-            key = (cell.model_id, cell.quantization, cell.device_id, *(cell.knob(k) for k in knobs))
-            setups.setdefault(key, item)
+            setups.setdefault((cell.model_id, cell.quantization, cell.device_id, *(cell.knob(k) for k in knobs)),
+                              item)
+    return setups
+
+
+def _varying(keys: Sequence[tuple[object, ...]], knobs: Sequence[str]) -> list[str]:
+    """The memory knobs some device's setups differ in (a knob that differs only between devices is the
+    device's own setting, e.g. its offloaded layers)."""
+    devices = {key[2] for key in keys}
+    return [name for i, name in enumerate(knobs)
+            if any(len({key[3 + i] for key in keys if key[2] == device}) > 1 for device in devices)]
+
+
+def context_table(planned: Sequence[PlannedCell], notes: Footnotes) -> Table | None:
+    """Per model × quantization × device × memory setting, the largest context that fits its memory, and the
+    usable one (no more than the model was trained for)."""
+    knobs = memory_knobs()
+    setups = _setups(planned, knobs)
     if not setups:
         return None
-    varying = [k for i, k in enumerate(knobs)  # knobs a device's setups differ in (not the device itself)
-               if any(len({key[3 + i] for key in setups if key[2] == device}) > 1 for device in {k[2] for k in setups})]
+    varying = _varying(list(setups), knobs)
+    setup = ("setup",) if varying else ()  # the memory knobs that vary, e.g. "ub256 kvq8_0"
     table = Table(title="Largest context that fits (estimated; prompt + generated tokens in the KV cache)")
-    setup = ("setup",) if varying else ()  # the memory knobs that vary, e.g. "kvq8_0 fa on"
-    for column in ("model", "quant", "device", *setup, "weights", "KV per 1K tok", "memory", "trained", "largest",
-                   *(f"fits {tokens_text(t)}" for t in CONTEXT_MARKS), "shape from"):
+    for column in ("model", "quant", "device", *setup, "weights", "KV per 1K tok", "memory", "trained",
+                   "fits memory", "usable", *(f"fits {tokens_text(t)}" for t in CONTEXT_MARKS), "shape from"):
         table.add_column(column, justify="left" if column in ("model", "quant", "device", "setup", "memory",
                                                               "shape from") else "right")
     for item in setups.values():
@@ -192,12 +207,14 @@ def context_table(planned: Sequence[PlannedCell], notes: Footnotes) -> Table | N
         assert memory is not None and memory.estimate is not None and memory.model is not None
         estimate, model, budget = memory.estimate, memory.model, memory.budget
         largest = memory.largest_context()
+        usable = min(largest, model.n_ctx_train) if largest is not None and model.n_ctx_train else largest
         available = budget.on(estimate.where) if budget else None
         memory_text = "?" if available is None or budget is None \
             else f"{available / GIB:.1f} GiB {estimate.where} {notes.mark('memory budget: ' + budget.source, 0)}"
-        table.add_row(cell.model_id, cell.quantization, cell.device_id, *(config_name(cell.knobs(), varying),)[:len(setup)],
+        setup_text = (config_name(cell.knobs(), varying),) if varying else ()
+        table.add_row(cell.model_id, cell.quantization, cell.device_id, *setup_text,
                       f"{estimate.weights_bytes / GIB:.2f} GiB", f"{model.kv_bytes_per_token * 1024 / 2**20:.0f} MiB",
-                      memory_text, tokens_text(model.n_ctx_train), tokens_text(largest),
+                      memory_text, tokens_text(model.n_ctx_train), tokens_text(largest), tokens_text(usable),
                       *(_fit_mark(largest, model.n_ctx_train, t) for t in CONTEXT_MARKS), model.basis)
     return table
 

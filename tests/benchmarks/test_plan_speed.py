@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from bench.cli import main
+from bench.runners.registry import quantization_catalog
 from bench.suite import expand, parse_suite
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -48,7 +49,7 @@ knobs:
 def suite_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("plan") / "sweep.yaml"
     path.write_text(SUITE)
-    assert len(expand(parse_suite(SUITE, path))) == 10_000
+    assert len(expand(parse_suite(SUITE, path, quantization_catalog()))) == 10_000
     return path
 
 

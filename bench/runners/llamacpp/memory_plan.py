@@ -42,6 +42,7 @@ class ShapeFinder:
     """Finds each model × quantization's shape without downloading or building anything."""
 
     suite: Suite
+    derives: Callable[[ModelSpec, str], bool]  # built from the model's source (the backend spec's `derives`)
     _found: dict[tuple[str, str], ShapeSource] = field(default_factory=dict)
 
     def find(self, model_id: str, quantization: str) -> ShapeSource:
@@ -55,9 +56,8 @@ class ShapeFinder:
 
     def _find(self, model: ModelSpec, quantization: str) -> ShapeSource:
         from bench.models import cell_model_reference, local_model_file, quant_type_from_name
-        from bench.runners.llamacpp.spec import needs_derivation
 
-        if needs_derivation(model, quantization):
+        if self.derives(model, quantization):
             from bench.runners.llamacpp.quantize import cached_derived_file
 
             source = local_model_file(model.source) if model.source else None
@@ -152,9 +152,10 @@ def _budgets(suite: Suite, fingerprint: Fingerprint) -> dict[str, Budget]:
     return {d.id: device_budget(fingerprint, d, suite.limits) for d in suite.devices}
 
 
-def plan_memory(suite: Suite, cells: Sequence[Cell], fingerprint: Fingerprint) -> dict[str, CellMemory]:
+def plan_memory(suite: Suite, cells: Sequence[Cell], fingerprint: Fingerprint,
+                derives: Callable[[ModelSpec, str], bool]) -> dict[str, CellMemory]:
     """Each llama.cpp cell's estimate against its device's budget, by cell id."""
-    finder = ShapeFinder(suite)
+    finder = ShapeFinder(suite, derives)
     estimator = CellEstimator(_budgets(suite, fingerprint))
     return {cell.cell_id: estimator.memory(cell, finder.find(cell.model_id, cell.quantization)) for cell in cells}
 

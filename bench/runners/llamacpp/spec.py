@@ -62,7 +62,7 @@ def _plan_memory(cells: list[Cell], suite: Suite, fingerprint: Fingerprint,
 
     if model_file is not None:
         return file_memory(cells, model_file, suite, fingerprint)
-    return plan_memory(suite, cells, fingerprint)
+    return plan_memory(suite, cells, fingerprint, needs_derivation)
 
 
 SPEC = BackendSpec(
