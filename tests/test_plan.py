@@ -170,6 +170,11 @@ def test_time_from_the_model_is_flops_for_prefill_and_bytes_for_decode() -> None
     load = WORKER_START_S + 4 * GIB / LOAD_BYTES_PER_S
     assert times[cell.cell_id].seconds == pytest.approx(4 * repetition + load)
     assert times[cell.cell_id].basis == "model"
+    pair = fixture_cell(parallel=2)  # two sequences: two fills and prompts; each step reads both KV caches
+    times = estimate_cell_times([PlannedCell(pair, memory=fixture_memory())], rates={"cpu": rate})
+    decode_bytes = 128 * (4 * GIB + 2 * GIB / 4 / 2048 * (1024 + 64))
+    repetition = 2 * prefill_flops / (4 * 50e9) + decode_bytes / (50e9 * DECODE_BANDWIDTH_SHARE)
+    assert times[pair.cell_id].seconds == pytest.approx(4 * repetition + load)
 
 
 def test_time_from_past_results_uses_the_measured_rates_and_shares_the_load() -> None:

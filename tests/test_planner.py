@@ -206,13 +206,11 @@ def test_bench_plan_estimates_the_consumer_suite_without_gpu_or_hub(tmp_path: Pa
 
 
 def test_cells_that_will_not_fit_are_skipped_unless_forced(write_suite, tmp_path: Path) -> None:
-    from rich.console import Console
-
     from bench.run import RunOptions, run_suite
 
     workload = "workload: {prompt_tokens: [16], gen_tokens: 4, depths: [0], repetitions: 1, warmup: 0}"
     fits = write_suite(quick_suite_yaml("fits", workload=workload), "fits.yaml")
-    summary = run_suite(fits, RunOptions(output=tmp_path / "fits.csv", quiet=True), Console(quiet=True))
+    summary = run_suite(fits, RunOptions(output=tmp_path / "fits.csv", quiet=True))
     row = pd.read_csv(summary.path).iloc[0]
     assert row["status"] == "ok", row["reason"]
     assert row["est_kv_bytes"] == pytest.approx(row["kv_cache_bytes"], rel=0.01)  # llama.cpp logs 2-decimal MiB
@@ -221,10 +219,10 @@ def test_cells_that_will_not_fit_are_skipped_unless_forced(write_suite, tmp_path
 
     tight = write_suite(quick_suite_yaml("tight", workload=workload,
                                          limits="limits: {memory_limit_gb: 0.15, cell_timeout_s: 60}"), "tight.yaml")
-    summary = run_suite(tight, RunOptions(output=tmp_path / "tight.csv", quiet=True), Console(quiet=True))
+    summary = run_suite(tight, RunOptions(output=tmp_path / "tight.csv", quiet=True))
     row = pd.read_csv(summary.path).iloc[0]
     assert row["status"] == "skipped"
     assert row["reason"].startswith("will not fit") and "GiB RAM" in row["reason"] and "--force" in row["reason"]
     assert row["est_total_bytes"] > 0
-    forced = run_suite(tight, RunOptions(output=tmp_path / "forced.csv", quiet=True, force=True), Console(quiet=True))
+    forced = run_suite(tight, RunOptions(output=tmp_path / "forced.csv", quiet=True, force=True))
     assert pd.read_csv(forced.path).iloc[0]["status"] != "skipped"  # it ran (and met its memory limit)

@@ -6,6 +6,8 @@ A cell costs what bench.runners.base.measure_cell does with it, plus its share o
     cell = (worker start + model load) / cells in its load group
            + (warm-ups + repetitions) × (depth fill + prompt prefill + generated tokens decoded)
 
+(with `parallel` N: N depth fills and prompts, and decode steps that make a token for each of N sequences).
+
 From past results (the newest `ok` row with the same cell_id; rows from this machine when the history has
 any, else from any machine): the measured prefill and decode tok/s and load_s.
 
@@ -123,9 +125,15 @@ def _repetitions(cell: Cell) -> int:
     return cell.warmup + cell.repetitions
 
 
+def _sequences(cell: Cell) -> int:
+    return cell.knob("parallel") or 1
+
+
 def _measured_seconds(cell: Cell, past: _Measured) -> float:
-    """One repetition at the measured rates: the depth fill at the prefill rate, then prompt, then decode."""
-    return (cell.depth + cell.prompt_tokens) / past.prefill_tok_s + cell.gen_tokens / past.decode_tok_s
+    """One repetition at the measured (all sequences') rates: the depth fill at the prefill rate, then the
+    prompts, then the decode steps."""
+    n_seq = _sequences(cell)
+    return n_seq * ((cell.depth + cell.prompt_tokens) / past.prefill_tok_s + cell.gen_tokens / past.decode_tok_s)
 
 
 def _modelled_seconds(cell: Cell, memory: CellMemory | None, rate: DeviceRate) -> tuple[float, float] | None:
@@ -135,10 +143,12 @@ def _modelled_seconds(cell: Cell, memory: CellMemory | None, rate: DeviceRate) -
     estimate, model = memory.estimate, memory.model
     dense = 2.0 * model.n_params  # FLOPs per token through the weights
     attention = model.attention_flops_per_position
-    depth, prompt, gen = cell.depth, cell.prompt_tokens, cell.gen_tokens
-    prefill_flops = (depth + prompt) * dense + attention * (depth + prompt) ** 2 / 2
+    depth, prompt, gen, n_seq = cell.depth, cell.prompt_tokens, cell.gen_tokens, _sequences(cell)
+    # Each sequence fills its depth and prefills its prompt, attending to its own earlier positions.
+    prefill_flops = n_seq * ((depth + prompt) * dense + attention * (depth + prompt) ** 2 / 2)
     kv_per_position = estimate.kv_bytes / estimate.n_ctx if estimate.n_ctx else 0.0
-    bytes_read = gen * (estimate.weights_bytes + kv_per_position * (depth + gen / 2))
+    # A decode step reads the weights once and every sequence's KV cache so far.
+    bytes_read = gen * (estimate.weights_bytes + n_seq * kv_per_position * (depth + gen / 2))
     repetition = prefill_flops / rate.flops_for(cell.threads) \
         + bytes_read / (rate.bandwidth_gbs * 1e9 * DECODE_BANDWIDTH_SHARE)
     return repetition, estimate.weights_bytes / LOAD_BYTES_PER_S

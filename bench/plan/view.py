@@ -12,6 +12,7 @@ from rich.text import Text
 
 from bench.plan.planned import PlannedCell
 from bench.plan.time_estimate import CellTime
+from bench.runners.base import CONTEXT_ROUND
 from bench.runners.memory import GIB, CellMemory, gib
 from bench.suite import Cell
 from bench.suite.knobs import config_name, memory_knobs
@@ -188,6 +189,13 @@ def _varying(keys: Sequence[tuple[object, ...]], knobs: Sequence[str]) -> list[s
             if any(len({key[3 + i] for key in keys if key[2] == device}) > 1 for device in devices)]
 
 
+def _per_sequence(tokens: int | None, sequences: int) -> int | None:
+    """One sequence's share of a KV cache the `parallel` sequences fill together (whole 256-token blocks)."""
+    if tokens is None or sequences <= 1:
+        return tokens
+    return tokens // sequences // CONTEXT_ROUND * CONTEXT_ROUND
+
+
 def context_table(planned: Sequence[PlannedCell], notes: Footnotes) -> Table | None:
     """Per model × quantization × device × memory setting, the largest context that fits its memory, and the
     usable one (no more than the model was trained for)."""
@@ -197,7 +205,8 @@ def context_table(planned: Sequence[PlannedCell], notes: Footnotes) -> Table | N
         return None
     varying = _varying(list(setups), knobs)
     setup = ("setup",) if varying else ()  # the memory knobs that vary, e.g. "ub256 kvq8_0"
-    table = Table(title="Largest context that fits (estimated; prompt + generated tokens in the KV cache)")
+    table = Table(title="Largest context that fits (estimated; per sequence: depth + prompt + generated tokens in "
+                        "the KV cache)")
     for column in ("model", "quant", "device", *setup, "weights", "KV per 1K tok", "memory", "trained",
                    "fits memory", "usable", *(f"fits {tokens_text(t)}" for t in CONTEXT_MARKS), "shape from"):
         table.add_column(column, justify="left" if column in ("model", "quant", "device", "setup", "memory",
@@ -206,7 +215,7 @@ def context_table(planned: Sequence[PlannedCell], notes: Footnotes) -> Table | N
         cell, memory = item.cell, item.memory
         assert memory is not None and memory.estimate is not None and memory.model is not None
         estimate, model, budget = memory.estimate, memory.model, memory.budget
-        largest = memory.largest_context()
+        largest = _per_sequence(memory.largest_context(), cell.knob("parallel") or 1)
         usable = min(largest, model.n_ctx_train) if largest is not None and model.n_ctx_train else largest
         available = budget.on(estimate.where) if budget else None
         memory_text = "?" if available is None or budget is None \

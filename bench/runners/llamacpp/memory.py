@@ -145,9 +145,10 @@ def estimate_memory(
 
 
 def cell_batch_tokens(cell: Cell) -> int:
-    """The largest batch the cell sends: its prompt, or a chunk of its depth fill."""
+    """The largest batch the cell sends: its prompts (every sequence's at once), or a chunk of its depth fill."""
     n_batch = min(cell.knob("n_batch"), context_size(cell))
-    return min(max(cell.prompt_tokens, cell.depth, 1), n_batch, cell.knob("n_ubatch"))
+    prompts = (cell.knob("parallel") or 1) * cell.prompt_tokens
+    return min(max(prompts, cell.depth, 1), n_batch, cell.knob("n_ubatch"))
 
 
 def estimate_cell(cell: Cell, shape: ModelShape, quantization: str | None = None) -> MemoryEstimate:
