@@ -7,7 +7,6 @@ carrying them, skipping (unless forced) those that will not fit. The estimate ty
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
 
 from bench.hardware import Fingerprint
 from bench.plan.planned import PlannedCell
@@ -44,5 +43,5 @@ def with_memory(suite: Suite, planned: Sequence[PlannedCell], fingerprint: Finge
     for item in planned:
         memory = estimates[item.cell_id]
         reason = item.skip_reason or ("" if force else memory.skip_reason())
-        out.append(replace(item, memory=memory, skip_reason=reason))
+        out.append(PlannedCell(item.cell, reason, memory, item.cell_id))
     return out

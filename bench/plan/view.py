@@ -54,15 +54,14 @@ def fit_summary(item: PlannedCell) -> str:
 class Footnotes:
     """Long texts (skip reasons, notes) printed once under a table, numbered, with how many cells each."""
 
-    texts: dict[str, int] = field(default_factory=dict)
-    counts: dict[str, int] = field(default_factory=dict)
+    texts: dict[str, int] = field(default_factory=dict)  # text -> its number
+    counts: dict[str, int] = field(default_factory=dict)  # text -> cells it concerns (0: not about cells)
+    printed: int = 0  # footnotes up to this number have been handed out by new_lines()
 
     def mark(self, text: str, count: int = 1) -> str:
         number = self.texts.setdefault(text, len(self.texts) + 1)
         self.counts[text] = self.counts.get(text, 0) + count
         return f"[{number}]"
-
-    printed: int = 0
 
     def _count(self, text: str) -> str:
         count = self.counts[text]
@@ -101,7 +100,7 @@ class Group:
             self.skips[reason] = self.skips.get(reason, 0) + 1
             return
         self.runnable += 1
-        for note in (_memory_note(memory), fit_summary(item)):  # (a skipped cell's reason says enough)
+        for note in (_memory_note(memory), fit_summary(item)):  # runnable cells only: a skip reason says enough
             if note:
                 self.notes[note] = self.notes.get(note, 0) + 1
         if time is None:
