@@ -215,3 +215,22 @@ def test_the_summary_counts_cells_that_will_not_fit_under_one_reason() -> None:
                      "[2] (1 cell) will not fit in RAM: 1.00 GiB is in the test (memory planner, fixture shape); run anyway "
                      "(--force)"]
     assert "3 will not fit" in totals_lines(planned, {}, "m")[0]
+
+
+def test_past_results_replace_the_model_for_the_cells_they_measured(write_suite, tmp_path: Path) -> None:
+    suite = write_suite(SWEEP)
+    measured = next(c for c in sweep_cells() if c.model_id == "smollm2")
+    history = tmp_path / "past.csv"
+    pd.DataFrame({"suite": ["sweep"], "cell_id": [measured.cell_id], "model_id": ["smollm2"], "status": ["ok"],
+                  "prefill_tok_s_mean": [400.0], "decode_tok_s_mean": [40.0], "load_s": [0.5],
+                  "finished_utc": ["2026-01-01T00:00:00Z"]}).to_csv(history, index=False)
+    result = bench_plan(suite, "--results", str(history), "--format", "json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["summary"]["time_basis"] == {"past results": 1, "model": 15}
+    entry = next(e for e in data["cells"] if e["cell_id"] == measured.cell_id)
+    repetitions = (2 + 1) * ((measured.depth + measured.prompt_tokens) / 400.0 + measured.gen_tokens / 40.0)
+    assert entry["time_basis"] == "past results"
+    assert repetitions < entry["est_seconds"] < repetitions + WORKER_START_S + 1  # + its share of the load
+    missing = bench_plan(suite, "--results", str(tmp_path / "none.csv"))
+    assert missing.returncode == 2 and "results file not found" in missing.stderr
