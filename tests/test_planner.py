@@ -1,7 +1,7 @@
 """The memory planner: estimates against the real llama.cpp process, fit decisions, largest contexts.
 
 "Measured peak memory" here is what the model adds to a process: its peak resident set (VmHWM, read by
-bench.worker.peak_rss_bytes) after loading the model, opening a context of n_ctx cells and running a
+bench.execute.rss.peak_rss_bytes) after loading the model, opening a context of n_ctx cells and running a
 64-token prefill and 16 decodes through the real llama.cpp runner, minus its resident set just before the
 model was loaded (Python, numpy and the llama.cpp library). The planner's total (weights + KV + compute)
 must be within 15 % of it. Contexts of 8192 cells are opened directly rather than filled through the
@@ -20,18 +20,9 @@ import pandas as pd
 import pytest
 
 from bench.hardware import detect
-from bench.planner import (
-    MIB,
-    RUNNER_SWA_FULL,
-    Budget,
-    estimate_memory,
-    known_model,
-    max_context,
-    max_context_for_row,
-    shape_from_gguf,
-    shape_from_suite,
-    weights_for,
-)
+from bench.runners.llamacpp.memory import RUNNER_SWA_FULL, estimate_memory, max_context, max_context_for_row
+from bench.runners.llamacpp.shapes import known_model, shape_from_gguf, shape_from_suite, weights_for
+from bench.runners.memory import MIB, WORKER_PROCESS_BYTES, Budget
 from bench.suite import ModelSpec
 from tests.conftest import SMOLLM2_REF, quick_suite_yaml
 
@@ -174,8 +165,6 @@ def test_the_largest_context_is_the_last_that_fits(smollm2_path: Path) -> None:
     def total(n_ctx: int) -> int:
         return estimate_memory(shape, n_ctx=n_ctx, batch_tokens=512).ram_bytes
 
-    from bench.planner import WORKER_PROCESS_BYTES
-
     assert total(largest) + WORKER_PROCESS_BYTES <= budget.ram_bytes < total(largest + 256) + WORKER_PROCESS_BYTES
     assert max_context(shape, Budget(ram_bytes=64 * MIB, vram_bytes=None, source="test")) == 0
     assert max_context(shape, Budget(ram_bytes=None, vram_bytes=None, source="unknown")) is None
@@ -210,18 +199,18 @@ def test_bench_plan_estimates_the_consumer_suite_without_gpu_or_hub(tmp_path: Pa
         assert f"known shape: DeepSeek-R1-Distill-Qwen-{size}" in out
     assert "GiB VRAM" in out and "GiB RAM" in out and "Largest context that fits" in out and "fits 32K" in out
     assert "is not on this machine" in out  # the files: downloaded at run time, or the cell is skipped
+    totals = next(line for line in out.splitlines() if " to run, " in line)
     if not detect().gpus:
-        assert "device cuda:0" in out and "skipped" in out.splitlines()[-1]
+        assert "device cuda:0" in out and "skipped" in totals
+    assert "Estimated run time: " in out
 
 
 def test_cells_that_will_not_fit_are_skipped_unless_forced(write_suite, tmp_path: Path) -> None:
-    from rich.console import Console
-
     from bench.run import RunOptions, run_suite
 
     workload = "workload: {prompt_tokens: [16], gen_tokens: 4, depths: [0], repetitions: 1, warmup: 0}"
     fits = write_suite(quick_suite_yaml("fits", workload=workload), "fits.yaml")
-    summary = run_suite(fits, RunOptions(output=tmp_path / "fits.csv", quiet=True), Console(quiet=True))
+    summary = run_suite(fits, RunOptions(output=tmp_path / "fits.csv", quiet=True))
     row = pd.read_csv(summary.path).iloc[0]
     assert row["status"] == "ok", row["reason"]
     assert row["est_kv_bytes"] == pytest.approx(row["kv_cache_bytes"], rel=0.01)  # llama.cpp logs 2-decimal MiB
@@ -230,10 +219,10 @@ def test_cells_that_will_not_fit_are_skipped_unless_forced(write_suite, tmp_path
 
     tight = write_suite(quick_suite_yaml("tight", workload=workload,
                                          limits="limits: {memory_limit_gb: 0.15, cell_timeout_s: 60}"), "tight.yaml")
-    summary = run_suite(tight, RunOptions(output=tmp_path / "tight.csv", quiet=True), Console(quiet=True))
+    summary = run_suite(tight, RunOptions(output=tmp_path / "tight.csv", quiet=True))
     row = pd.read_csv(summary.path).iloc[0]
     assert row["status"] == "skipped"
     assert row["reason"].startswith("will not fit") and "GiB RAM" in row["reason"] and "--force" in row["reason"]
     assert row["est_total_bytes"] > 0
-    forced = run_suite(tight, RunOptions(output=tmp_path / "forced.csv", quiet=True, force=True), Console(quiet=True))
+    forced = run_suite(tight, RunOptions(output=tmp_path / "forced.csv", quiet=True, force=True))
     assert pd.read_csv(forced.path).iloc[0]["status"] != "skipped"  # it ran (and met its memory limit)

@@ -7,7 +7,7 @@ from pathlib import Path
 from bench.cli._console import out
 from bench.errors import BenchError, ModelUnavailable
 from bench.models import gguf_metadata
-from bench.plan import PlannedCell, parse_filters, select_filters
+from bench.plan import parse_filters, select_filters
 from bench.runners.llamacpp.quantize import cache_dir, derive
 from bench.runners.registry import backend, quantization_catalog
 from bench.suite import Suite, expand
@@ -15,14 +15,13 @@ from bench.suite import Suite, expand
 
 def derived_pairs(suite: Suite, filters: list[str]) -> list[tuple[str, str]]:
     """(model, quantization) pairs the suite builds from a source model, those matching `filters`."""
-    planned = [PlannedCell(c) for c in expand(suite)]
-    derived = [p for p in planned if backend(p.cell.backend).derives(suite.model(p.cell.model_id), p.cell.quantization)]
-    every = list(dict.fromkeys((p.cell.model_id, p.cell.quantization) for p in derived))
+    derived = [c for c in expand(suite) if backend(c.backend).derives(suite.model(c.model_id), c.quantization)]
+    every = list(dict.fromkeys((c.model_id, c.quantization) for c in derived))
     if not every:
         raise BenchError(f"suite {suite.name!r} derives no quantizations: each of its quantizations is `source` "
                          "or a file under models[].files (a derived one is a GGUF type such as Q4_K_M with a source)")
     chosen = select_filters(derived, parse_filters(filters)) if filters else derived
-    pairs = list(dict.fromkeys((p.cell.model_id, p.cell.quantization) for p in chosen))
+    pairs = list(dict.fromkeys((c.model_id, c.quantization) for c in chosen))
     if not pairs:
         raise BenchError(f"--only {' '.join(filters)}: matches none of the derived quantizations; the suite derives "
                          + ", ".join(f"{m} {q}" for m, q in every))

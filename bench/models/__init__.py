@@ -57,13 +57,27 @@ def resolve(reference: str) -> ResolvedModel:
     return ResolvedModel(reference=reference, path=path)
 
 
-def _resolve_package(reference: str) -> Path:
-    spec = reference.removeprefix("package:")
-    package, sep, filename = spec.partition("/")
+def check_reference(reference: str) -> None:
+    """BenchError when a reference can never name a model file ('..', an absolute path inside a package, a
+    malformed hf:// reference); checked without touching the disk or the network."""
+    if reference.startswith("package:"):
+        _package_parts(reference)
+    elif reference.startswith("hf://"):
+        (_hf_repo_parts if _names_hf_repo(reference) else parse_hf_reference)(reference)
+
+
+def _package_parts(reference: str) -> tuple[str, str]:
+    """package:<python-package>/<file> -> (package, file)."""
+    package, sep, filename = reference.removeprefix("package:").partition("/")
     if not sep or not package or not filename:
         raise BenchError(f"bad model reference {reference!r}: expected package:<python-package>/<file>")
     if ".." in Path(filename).parts or Path(filename).is_absolute():
         raise BenchError(f"bad model reference {reference!r}: the file must lie inside the package")
+    return package, filename
+
+
+def _resolve_package(reference: str) -> Path:
+    package, filename = _package_parts(reference)
     module_name = package.replace("-", "_")
     if importlib.util.find_spec(module_name) is None:
         raise ModelUnavailable(
@@ -158,11 +172,16 @@ def _names_hf_repo(reference: str) -> bool:
 HF_REPO_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja"]
 
 
-def _resolve_hf_repo(reference: str) -> Path:
-    spec = reference.removeprefix("hf://")
-    repo_id, _, revision = spec.partition("@")
+def _hf_repo_parts(reference: str) -> tuple[str, str]:
+    """hf://org/repo[@revision] -> (repo_id, revision or '')."""
+    repo_id, _, revision = reference.removeprefix("hf://").partition("@")
     if ".." in repo_id or "\\" in repo_id or not all(repo_id.split("/")):
         raise BenchError(f"bad model reference {reference!r}: expected hf://<org>/<repo>[@revision]")
+    return repo_id, revision
+
+
+def _resolve_hf_repo(reference: str) -> Path:
+    repo_id, revision = _hf_repo_parts(reference)
     try:
         from huggingface_hub import snapshot_download
     except ImportError as exc:

@@ -58,11 +58,11 @@ def _derive(suite: Suite, model: ModelSpec, quantization: str) -> ResolvedModel:
 
 def _plan_memory(cells: list[Cell], suite: Suite, fingerprint: Fingerprint,
                  model_file: Path | None = None) -> dict[str, Any]:
-    from bench.planner import file_memory, plan_memory
+    from bench.runners.llamacpp.memory_plan import file_memory, plan_memory
 
     if model_file is not None:
         return file_memory(cells, model_file, suite, fingerprint)
-    return plan_memory(suite, cells, fingerprint)
+    return plan_memory(suite, cells, fingerprint, needs_derivation)
 
 
 SPEC = BackendSpec(
