@@ -12,6 +12,9 @@ from dataclasses import dataclass
 
 from bench.errors import BenchError
 
+DEFAULT_THRESHOLD_PCT = 5.0  # how much worse a metric may get before the gate looks at it
+MIN_HISTORY_RUNS = 3  # baseline runs from which whole runs, not repetitions, are the unit of the test
+
 MIB = 2.0**20
 
 

@@ -82,12 +82,11 @@ def test_the_ladder_is_built_once_even_by_two_racing_runs_and_then_reused(tmp_pa
 
 
 def test_a_derived_quantization_runs_end_to_end_and_records_its_origin(write_suite, tmp_path: Path) -> None:
-    from rich.console import Console
 
     from bench.run import RunOptions, run_suite
 
     path = write_suite(_suite_with("source, Q8_0", allow_requantize=True))
-    summary = run_suite(path, RunOptions(output=tmp_path / "out.csv", quiet=True), Console(quiet=True))
+    summary = run_suite(path, RunOptions(output=tmp_path / "out.csv", quiet=True))
     rows = pd.read_csv(summary.path).set_index("quantization")
     assert list(rows["status"]) == ["ok", "ok"], list(rows["reason"])
     row = rows.loc["Q8_0"]

@@ -15,12 +15,14 @@ from bench.errors import BenchError
 VERBS = ("hw", "plan", "run", "report", "quantize", "compare", "trend", "export", "fleet")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser; given the command line, only the verb it names is set up, so `bench plan` does not import
+    what `bench compare` needs (pandas, matplotlib take a second to import)."""
     parser = argparse.ArgumentParser(prog="bench", description="Benchmark local LLM inference on this hardware.")
     parser.add_argument("--version", action="version", version=f"bench {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    for verb in VERBS:
+    named = next((a for a in (argv or []) if not a.startswith("-")), None)
+    for verb in (named,) if named in VERBS else VERBS:
         importlib.import_module(f"bench.cli.{verb}").register(sub)
     return parser
 
@@ -32,7 +34,8 @@ def _terminate_as_interrupt(signum: int, frame: object) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _terminate_as_interrupt)
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))

@@ -1,34 +1,48 @@
-"""`bench compare`: the regression gate (exit 0 ok, 1 regression, 2 cannot compare)."""
+"""`bench compare`: the regression gate. Did tonight get slower or worse than before?
+
+Cells match by `cell_id` (model, quantization, backend, device, knobs and workload; the same on every
+machine) plus the machine: host and stable hardware (CPU, cores, RAM to the GiB, GPU count), recomputed
+from each row's columns. A driver, CUDA, kernel, llama.cpp, Python or bench update does not break the
+match: the comparison lists it under "Changed since baseline" and still judges the cells. Rows measured
+while the machine reported noise (their `system_warnings`) are listed too. `--across-machines` matches by
+`cell_id` alone (e.g. a replaced runner). On each side the newest row of each cell counts
+(bench.results.select: the measurement that finished last).
+
+A metric regressed when its change is worse than its threshold (default 5%) AND a one-sided t-test in the
+regression direction is significant after Benjamini-Hochberg false-discovery control at `--fdr` (default
+5%) across all cells x metrics of the comparison. The test runs on each metric's own per-repetition
+samples (Welch, exact Student t quantiles): prefill and decode tok/s, TTFT, ITL p50/p90/p99 (each
+repetition's percentile) and energy per token; results written before those samples were stored are
+judged by the threshold alone, and a note says so. With `--history DIR --last N`, N >= 3, whole runs are
+the unit: the newest run against the spread of the N previous run means (one-sided prediction interval,
+N-1 degrees of freedom); with N < 3 repetitions are pooled, and a note says so. Memory and quality are
+one deterministic measurement per run, judged by the threshold alone.
+
+Exit codes: 0 no regression, 1 regression, 2 cannot compare (the reason is printed).
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from bench.compare import (
-    DEFAULT_THRESHOLD_PCT,
-    EXIT_CANNOT_COMPARE,
-    MIN_HISTORY_RUNS,
-    CompareOptions,
-    Comparison,
-    compare_history,
-    compare_results,
-    parse_percent,
-    parse_thresholds,
-    to_html,
-    to_json,
-    to_markdown,
-)
-from bench.compare import __doc__ as COMPARE_DOC
 from bench.errors import BenchError
-from bench.metrics import METRICS_BY_NAME, parse_metrics
+from bench.metrics import DEFAULT_THRESHOLD_PCT, METRICS_BY_NAME, MIN_HISTORY_RUNS, parse_metrics
 from bench.stats import DEFAULT_FDR_PCT
 
-RENDERERS = {"md": to_markdown, "json": to_json, "html": to_html}
+if TYPE_CHECKING:
+    from bench.compare import Comparison
+
+# Imported by the command, not at start-up: the comparison needs pandas, and every other verb would pay for it.
+EXIT_CANNOT_COMPARE = 2
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
+    from bench.compare import Comparison, to_html, to_json, to_markdown
+
+    renderers = {"md": to_markdown, "json": to_json, "html": to_html}
     try:
         comparison = _comparison_for(args)
     except BenchError as exc:  # unreadable file, bad flag: still write the outputs CI shows
@@ -44,13 +58,15 @@ def cmd_compare(args: argparse.Namespace) -> int:
     for path, render in ((args.output, to_markdown), (args.json, to_json), (args.html, to_html)):
         if path:
             _write(Path(path), render(comparison))
-    sys.stdout.write(RENDERERS[args.format](comparison))
+    sys.stdout.write(renderers[args.format](comparison))
     if comparison.exit_code == EXIT_CANNOT_COMPARE:
         sys.stderr.write(f"error: cannot compare: {comparison.reason}\n")
     return comparison.exit_code
 
 
 def _comparison_for(args: argparse.Namespace) -> Comparison:
+    from bench.compare import CompareOptions, compare_history, compare_results, parse_percent, parse_thresholds
+
     default, per_metric = parse_thresholds(args.threshold or [])
     options = CompareOptions(
         thresholds=per_metric,
@@ -83,7 +99,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "compare",
         help="regression gate: compare results with a baseline (exit 0 ok, 1 regression, 2 cannot compare)",
-        description=COMPARE_DOC,
+        description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
@@ -129,5 +145,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--json", metavar="FILE", help="also write the comparison as JSON")
     parser.add_argument("--html", metavar="FILE", help="also write the comparison as one HTML page")
-    parser.add_argument("--format", choices=tuple(RENDERERS), default="md", help="what to print on stdout")
+    parser.add_argument("--format", choices=("md", "json", "html"), default="md", help="what to print on stdout")
     parser.set_defaults(func=cmd_compare)

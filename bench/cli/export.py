@@ -6,17 +6,20 @@ import argparse
 from pathlib import Path
 
 from bench.cli._console import console
-from bench.export import DIRECTIONS, FORMATS, export
-from bench.export import __doc__ as EXPORT_DOC
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from bench.export import export
+
     path = export([Path(p) for p in args.results], args.format, Path(args.output), args.direction, args.host)
     console.print(f"{args.format} -> {path}", soft_wrap=True, highlight=False)
     return 0
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from bench.export import DIRECTIONS, FORMATS
+    from bench.export import __doc__ as EXPORT_DOC
+
     parser = subparsers.add_parser(
         "export",
         help="write results as pytest-benchmark or github-action-benchmark JSON",

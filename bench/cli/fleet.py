@@ -7,7 +7,7 @@ from types import ModuleType
 
 from bench.cli._console import EXIT_OK, console
 from bench.errors import BenchError
-from bench.run.fleet_config import CONNECT_TIMEOUT_S, DEFAULT_SCHEDULER
+from bench.execute.fleet_config import CONNECT_TIMEOUT_S, DEFAULT_SCHEDULER
 
 EXIT_SCHEDULER_GONE = 1
 

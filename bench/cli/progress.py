@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from bench.hardware import SystemWarning
-from bench.plan import PlannedCell
+from bench.plan import PlannedCell, estimate_cell_seconds
 from bench.run import RunEvents
 from bench.run.host import RowOut
 from bench.suite import Cell
@@ -68,6 +68,8 @@ class RunProgress:
             name = planned[0].cell.suite if planned else self.suite_name
             self.console.print(f"[bold]{escape(name)}[/]: {len(planned)} cells -> {path}", soft_wrap=True)
         self.pending = [p.cell.cell_id for p in planned if p.runnable]
+        if not self.estimates:  # the planner's figures until measured cells say how far off they are
+            self.estimates = estimate_cell_seconds(planned)
         self.progress.update(self.task, total=len(planned), eta=self._eta())
 
     def cell_started(self, cell: Cell) -> None:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from bench.cli._console import EXIT_CELLS_FAILED, EXIT_INTERRUPTED, EXIT_OK, console
 from bench.errors import BenchError
-from bench.run.fleet_config import DEFAULT_SCHEDULER
+from bench.execute.fleet_config import DEFAULT_SCHEDULER
 
 if TYPE_CHECKING:
     from bench.cli.progress import RunProgress
@@ -56,7 +56,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _run_fleet(args: argparse.Namespace, options: RunOptions, display: RunProgress) -> RunSummary:
     from bench.cli.fleet import fleet_module
-    from bench.run.fleet_config import CONNECT_TIMEOUT_S
+    from bench.execute.fleet_config import CONNECT_TIMEOUT_S
 
     fleet = fleet_module("fleet")
     hosts = [h.strip() for h in (args.hosts or "").split(",") if h.strip()]

@@ -23,11 +23,9 @@ Exit codes: 0 no regression, 1 regression, 2 cannot compare (the reason is print
 
 from bench.compare.history import compare_history, history_runs
 from bench.compare.model import (
-    DEFAULT_THRESHOLD_PCT,
     EXIT_CANNOT_COMPARE,
     EXIT_OK,
     EXIT_REGRESSION,
-    MIN_HISTORY_RUNS,
     CellComparison,
     CompareOptions,
     Comparison,
@@ -39,6 +37,7 @@ from bench.compare.model import (
 )
 from bench.compare.render import headline, to_blocks, to_html, to_json, to_markdown
 from bench.compare.verdict import compare_results
+from bench.metrics import DEFAULT_THRESHOLD_PCT, MIN_HISTORY_RUNS
 
 __all__ = [
     "DEFAULT_THRESHOLD_PCT",

@@ -6,12 +6,10 @@ import math
 from dataclasses import dataclass, field
 
 from bench.errors import BenchError
-from bench.metrics import METRICS_BY_NAME
+from bench.metrics import DEFAULT_THRESHOLD_PCT, METRICS_BY_NAME
 from bench.stats import DEFAULT_FDR_PCT
 
 EXIT_OK, EXIT_REGRESSION, EXIT_CANNOT_COMPARE = 0, 1, 2
-DEFAULT_THRESHOLD_PCT = 5.0
-MIN_HISTORY_RUNS = 3  # baseline runs from which whole runs, not repetitions, are the unit of the test
 
 CellKey = tuple[str, ...]
 

@@ -13,7 +13,6 @@ from bench.compare.model import (
     EXIT_CANNOT_COMPARE,
     EXIT_OK,
     EXIT_REGRESSION,
-    MIN_HISTORY_RUNS,
     CellComparison,
     CellKey,
     CellSide,
@@ -21,7 +20,7 @@ from bench.compare.model import (
     Comparison,
     MetricChange,
 )
-from bench.metrics import METRICS_BY_NAME, Metric
+from bench.metrics import METRICS_BY_NAME, MIN_HISTORY_RUNS, Metric
 from bench.results import read_results
 from bench.stats import UNSTABLE_CV_PCT, TTest, benjamini_hochberg, prediction_t_test, welch_t_test
 

@@ -25,13 +25,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from bench.hardware import Fingerprint
 from bench.plan.planned import PlannedCell
 from bench.runners.memory import CellMemory
 from bench.suite import Cell, Suite
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 # Assumed, not measured (a past run of the same cells replaces them):
 # dual-channel DDR4-3200 moves 2 channels × 8 B × 3.2 GT/s = 51.2 GB/s;
@@ -104,6 +106,8 @@ class _Measured:
 
 def past_rates(history: pd.DataFrame | None, fingerprint_id: str | None = None) -> dict[str, _Measured]:
     """The newest ok measurement of each cell_id in the history (this machine's rows when it has any)."""
+    import pandas as pd  # only when past results are given: `bench plan` stays quick without them
+
     if history is None or history.empty or "cell_id" not in history.columns:
         return {}
     frame = history[history["status"].astype(str) == "ok"]

@@ -11,7 +11,7 @@ from typing import Any
 from bench.errors import BenchError
 from bench.execute.process import Interrupted
 from bench.hardware import Fingerprint, SystemWarning, detect
-from bench.plan import PlannedCell, parse_filters, plan_cells, select_filters, select_shard, with_memory
+from bench.plan import PlannedCell, parse_filters, plan_suite
 from bench.results import COLUMNS, ResultRow, ResultsWriter, drop_partial_last_line, measured_cell_ids, read_results
 from bench.run.host import HostRunner, RowOut, load_groups
 from bench.run.paths import output_path
@@ -79,17 +79,12 @@ class RowSink:
 
 
 def select(suite: Suite, fingerprint: Fingerprint, options: RunOptions) -> list[PlannedCell]:
-    """The cells this run measures here: plan, shard, filters, minus those already in --resume's file."""
-    planned = plan_cells(suite, fingerprint)
-    if options.shard:
-        planned = select_shard(planned, options.shard)
-    if options.filters:
-        planned = select_filters(planned, parse_filters(options.filters))
-    if options.resume:
-        done = measured_cell_ids(options.resume)
-        planned = [p for p in planned if p.cell.cell_id not in done]
-    # Before any download or build: cells the planner says will not fit are skipped (unless --force).
-    return with_memory(suite, planned, fingerprint, force=options.force)
+    """The cells this run measures here: shard, filters, minus those already in --resume's file; each runnable
+    or skipped with its reason. Before any download or build, cells the planner says will not fit are skipped
+    (unless --force)."""
+    return plan_suite(suite, fingerprint, shard=options.shard,
+                      filters=parse_filters(options.filters) if options.filters else None,
+                      done=measured_cell_ids(options.resume) if options.resume else (), force=options.force)
 
 
 def check_resume_suite(path: Path, suite_name: str) -> None:
@@ -128,9 +123,10 @@ def run_suite(suite_path: Path, options: RunOptions, events: RunEvents | None = 
             fields = item.memory.row_fields() if item.memory else {}
             sink.write(RowOut(item.cell, "skipped", item.skip_reason, fields), fingerprint)
         host.probe_bandwidth(groups)
+        planned_fields = {p.cell_id: p.memory.row_fields() for p in planned if p.memory}
         for index, cells in enumerate(groups):
             host.run_group(cells, lambda row: sink.write(row, fingerprint), events.cell_started,
-                           refresh_warnings=index > 0)
+                           refresh_warnings=index > 0, planned_fields=planned_fields)
     except (Interrupted, KeyboardInterrupt):
         interrupted = True
     return RunSummary(path=sink.path, counts=sink.counts, interrupted=interrupted)

@@ -21,10 +21,10 @@ from typing import Any
 from distributed import Client, Event, Future, Queue
 
 from bench.errors import BenchError, first_line
+from bench.execute.fleet_config import CONNECT_TIMEOUT_S, DEFAULT_SCHEDULER, RESOURCE
 from bench.hardware import Fingerprint, SystemWarning
 from bench.results import read_results
 from bench.run import RowSink, RunEvents, RunOptions, RunSummary, load_run_suite
-from bench.run.fleet_config import CONNECT_TIMEOUT_S, DEFAULT_SCHEDULER, RESOURCE
 from bench.run.fleet_host import (
     HostPlan,
     RunRequest,

@@ -25,11 +25,11 @@ from typing import Any
 from distributed import Event, Queue, Worker, get_client, get_worker
 
 from bench.errors import BenchError, first_line
+from bench.execute.fleet_config import RESOURCE
 from bench.execute.process import Interrupted, kill_workers
 from bench.hardware import Fingerprint, SystemWarning, detect
 from bench.plan import PlannedCell
 from bench.run import RunOptions, select
-from bench.run.fleet_config import RESOURCE
 from bench.run.host import HostRunner
 from bench.runners.registry import quantization_catalog
 from bench.suite import Cell, expand

@@ -118,8 +118,11 @@ class HostRunner:
                 "system_warnings": warnings_text(self.system_warnings)}
 
     def run_group(self, cells: list[Cell], emit: Emit, on_start: Callable[[Cell], None] | None = None,
-                  refresh_warnings: bool = True) -> None:
-        """Measure one group (cells sharing a loaded model); every cell ends in exactly one emitted row."""
+                  refresh_warnings: bool = True, planned_fields: dict[str, dict[str, Any]] | None = None) -> None:
+        """Measure one group (cells sharing a loaded model); every cell ends in exactly one emitted row.
+        planned_fields: the plan's memory estimate per cell id, kept on rows of cells skipped before the
+        model file is here (a model that cannot be had)."""
+        planned_fields = planned_fields or {}
         if refresh_warnings:  # what disturbs the machine now, for the rows this group writes
             self.system_warnings = system_warnings(self.fingerprint)
         first = cells[0]
@@ -129,7 +132,7 @@ class HostRunner:
             resolved = self.resolve_model(first)
         except ModelUnavailable as exc:
             for cell in cells:
-                emit(RowOut(cell, "skipped", str(exc), model_source=source))
+                emit(RowOut(cell, "skipped", str(exc), dict(planned_fields.get(cell.cell_id, {})), source))
             return
         except BenchError as exc:
             for cell in cells:

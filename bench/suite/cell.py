@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Mapping
 from typing import Any
 
-import pandas as pd
 from pydantic import BaseModel, ConfigDict, PrivateAttr, model_validator
 
 from bench.suite.knobs import KNOBS, config_name
@@ -25,10 +25,10 @@ AXIS_TO_FIELD = {"model": "model_id", "device": "device_id"}
 
 
 def _blank(value: Any) -> bool:
-    """None, or a CSV's empty cell as pandas reads it (NaN, pd.NA)."""
-    if isinstance(value, str | bool | int):
-        return False
-    return value is None or bool(pd.isna(value))
+    """None, or a CSV's empty cell as pandas reads it (NaN, pd.NA) — checked without importing pandas."""
+    if value is None or type(value).__name__ == "NAType":
+        return True
+    return isinstance(value, float) and math.isnan(value)
 
 
 def normalise_knob(name: str, value: Any) -> Any:
