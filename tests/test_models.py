@@ -17,10 +17,10 @@ from bench.models import (
     file_type_name,
     gguf_metadata,
     local_model_file,
-    quant_type_from_name,
     read_gguf_header,
     resolve,
 )
+from bench.runners.llamacpp.spec import quant_type_from_name
 from tests.conftest import SMOLLM2_REF, quick_suite_yaml
 
 HF_REF = "hf://bartowski/DeepSeek-R1-Distill-Qwen-1.5B-GGUF/DeepSeek-R1-Distill-Qwen-1.5B-Q4_K_M.gguf"

@@ -12,7 +12,6 @@ import importlib.util
 import math
 import mmap
 import os
-import re
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -414,15 +413,6 @@ def file_type_name(file_type_id: object) -> str:
     except (TypeError, ValueError):
         return str(file_type_id)
     return name.removeprefix("MOSTLY_").removeprefix("ALL_")
-
-
-def quant_type_from_name(reference: str) -> str:
-    """The quantization a file name announces ('...-Q4_K_M.gguf' -> 'Q4_K_M'), or '' when it names none."""
-    from bench.runners.llamacpp.spec import GGUF_QUANT_TYPES
-
-    stem = Path(reference.rsplit("@", 1)[0]).name.upper()
-    found = [t for t in GGUF_QUANT_TYPES if re.search(rf"(?<![A-Z0-9]){t}(?![A-Z0-9_])", stem)]
-    return max(found, key=len) if found else ""  # Q4_K_M, not Q4_K... nor Q4
 
 
 def local_model_file(reference: str) -> Path | None:

@@ -55,7 +55,8 @@ class ShapeFinder:
         return self._found[key]
 
     def _find(self, model: ModelSpec, quantization: str) -> ShapeSource:
-        from bench.models import cell_model_reference, local_model_file, quant_type_from_name
+        from bench.models import cell_model_reference, local_model_file
+        from bench.runners.llamacpp.spec import quant_type_from_name
 
         if self.derives(model, quantization):
             from bench.runners.llamacpp.quantize import cached_derived_file

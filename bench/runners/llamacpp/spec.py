@@ -1,6 +1,7 @@
 """The llama.cpp backend as the rest of bench sees it (bench.runners.registry)."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +20,15 @@ GGUF_QUANT_TYPES = (
     "IQ3_M", "IQ3_S", "IQ3_XS", "IQ3_XXS", "Q2_K", "Q2_K_S", "IQ2_M", "IQ2_S", "IQ2_XS",
     "IQ2_XXS", "IQ1_M", "IQ1_S", "TQ1_0", "TQ2_0",
 )
+
+
+def quant_type_from_name(reference: str) -> str:
+    """The quantization a file name announces ('...-Q4_K_M.gguf' -> 'Q4_K_M'), or '' when it names none."""
+    stem = Path(reference.rsplit("@", 1)[0]).name.upper()
+    found = [t for t in GGUF_QUANT_TYPES if re.search(rf"(?<![A-Z0-9]){t}(?![A-Z0-9_])", stem)]
+    return max(found, key=len) if found else ""  # Q4_K_M, not Q4_K... nor Q4
+
+
 
 
 def _device_reason(fingerprint: Fingerprint, kind: str, index: int) -> str:
