@@ -18,6 +18,7 @@ from bench.suite import Cell
 from bench.suite.knobs import config_name, memory_knobs
 
 CONTEXT_MARKS = (4096, 32768, 131072)  # chat, long documents, reasoning traces
+USER_MARKS = (4096, 32768)  # concurrent users the memory holds at these contexts each
 
 
 def tokens_text(n: int | None) -> str:
@@ -207,14 +208,16 @@ def context_table(planned: Sequence[PlannedCell], notes: Footnotes) -> Table | N
     table = Table(title="Largest context that fits (estimated; per sequence: depth + prompt + generated tokens in "
                         "the KV cache)")
     for column in ("model", "quant", "device", *setup, "weights", "KV per 1K tok", "memory", "trained",
-                   "fits memory", "usable", *(f"fits {tokens_text(t)}" for t in CONTEXT_MARKS), "shape from"):
+                   "fits memory", "usable", *(f"fits {tokens_text(t)}" for t in CONTEXT_MARKS),
+                   *(f"users @{tokens_text(t)}" for t in USER_MARKS), "shape from"):
         table.add_column(column, justify="left" if column in ("model", "quant", "device", "setup", "memory",
                                                               "shape from") else "right")
     for item in setups.values():
         cell, memory = item.cell, item.memory
         assert memory is not None and memory.estimate is not None and memory.model is not None
         estimate, model, budget = memory.estimate, memory.model, memory.budget
-        largest = _per_sequence(memory.largest_context(), cell.knob("parallel") or 1)
+        total = memory.largest_context()
+        largest = _per_sequence(total, cell.knob("parallel") or 1)
         usable = min(largest, model.n_ctx_train) if largest is not None and model.n_ctx_train else largest
         available = budget.on(estimate.where) if budget else None
         memory_text = "?" if available is None or budget is None \
@@ -223,8 +226,14 @@ def context_table(planned: Sequence[PlannedCell], notes: Footnotes) -> Table | N
         table.add_row(cell.model_id, cell.quantization, cell.device_id, *setup_text,
                       f"{estimate.weights_bytes / GIB:.2f} GiB", f"{model.kv_bytes_per_token * 1024 / 2**20:.0f} MiB",
                       memory_text, tokens_text(model.n_ctx_train), tokens_text(largest), tokens_text(usable),
-                      *(_fit_mark(largest, model.n_ctx_train, t) for t in CONTEXT_MARKS), model.basis)
+                      *(_fit_mark(largest, model.n_ctx_train, t) for t in CONTEXT_MARKS),
+                      *(_users(total, t) for t in USER_MARKS), model.basis)
     return table
+
+
+def _users(total: int | None, context: int) -> str:
+    """How many sequences of `context` tokens the memory holds at once (one KV cache holds them all)."""
+    return "?" if total is None else f"{total // context:,}"
 
 
 def totals_lines(planned: Sequence[PlannedCell], times: Mapping[str, CellTime], model_basis: str) -> list[str]:
