@@ -1,7 +1,9 @@
 """Task files and scoring: the JSONL format and its errors, built-in arithmetic, scoring on SmolLM2."""
+
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -9,14 +11,13 @@ import pytest
 
 from bench.errors import BenchError
 from bench.quality import log_softmax, standalone_cell
-from bench.runners.base import Runner
-from bench.runners.llamacpp.runner import LlamaCppRunner
-from bench.tasks import (
+from bench.quality.tasks import (
     ChoiceItem,
     GenerateItem,
     accuracy,
     arithmetic_items,
     choice_scores,
+    choice_tokens,
     context_for,
     generate_answer,
     is_exact_match,
@@ -25,7 +26,9 @@ from bench.tasks import (
     normalize_answer,
     pick_choice,
     score_items,
+    split_choice,
 )
+from bench.runners.llamacpp.runner import LlamaCppRunner
 
 EXAMPLE_TASK = Path(__file__).resolve().parents[1] / "bench" / "data" / "tasks" / "everyday_choice.jsonl"
 GOOD_CHOICE = {"type": "choice", "question": "2 + 2 =", "choices": ["4", "5"], "answer": 0}
@@ -53,20 +56,25 @@ def test_a_valid_file_loads_with_its_hash(tmp_path: Path) -> None:
     assert len(task.limited(1).items) == 1
 
 
-@pytest.mark.parametrize(("line", "expected"), [
-    ('{"type": "choice", "question": "q", "choices": ["a", "b"], "answer": 0', "not valid JSON"),
-    ('["a", "b"]', "expected a JSON object"),
-    ('{"question": "q", "choices": ["a", "b"], "answer": 0}', 'field `type`: expected "choice"'),
-    ('{"type": "choice", "question": "q", "choices": ["a", "b"], "answer": 2}',
-     "field `answer`: answer 2 is not an index"),
-    ('{"type": "choice", "question": "q", "choices": ["a"], "answer": 0}', "field `choices`"),
-    ('{"type": "choice", "question": "q", "choices": ["a", " "], "answer": 0}', "non-empty string"),
-    ('{"type": "choice", "choices": ["a", "b"], "answer": 0}', "field `question`: Field required"),
-    ('{"type": "choice", "question": "q", "choices": ["a", "b"], "answer": "a"}', "field `answer`"),
-    ('{"type": "generate", "prompt": "p", "answer": "x", "shots": 3}', "field `shots`: unknown field"),
-    ('{"type": "generate", "prompt": "p", "answer": []}', "field `answer`"),
-    ('{"type": "generate", "prompt": "p", "answer": "x", "max_tokens": 0}', "field `max_tokens`"),
-])
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ('{"type": "choice", "question": "q", "choices": ["a", "b"], "answer": 0', "not valid JSON"),
+        ('["a", "b"]', "expected a JSON object"),
+        ('{"question": "q", "choices": ["a", "b"], "answer": 0}', 'field `type`: expected "choice"'),
+        (
+            '{"type": "choice", "question": "q", "choices": ["a", "b"], "answer": 2}',
+            "field `answer`: answer 2 is not an index",
+        ),
+        ('{"type": "choice", "question": "q", "choices": ["a"], "answer": 0}', "field `choices`"),
+        ('{"type": "choice", "question": "q", "choices": ["a", " "], "answer": 0}', "non-empty string"),
+        ('{"type": "choice", "choices": ["a", "b"], "answer": 0}', "field `question`: Field required"),
+        ('{"type": "choice", "question": "q", "choices": ["a", "b"], "answer": "a"}', "field `answer`"),
+        ('{"type": "generate", "prompt": "p", "answer": "x", "shots": 3}', "field `shots`: unknown field"),
+        ('{"type": "generate", "prompt": "p", "answer": []}', "field `answer`"),
+        ('{"type": "generate", "prompt": "p", "answer": "x", "max_tokens": 0}', "field `max_tokens`"),
+    ],
+)
 def test_a_malformed_line_names_file_line_and_field(tmp_path: Path, line: str, expected: str) -> None:
     path = write_jsonl(tmp_path, [json.dumps(GOOD_CHOICE), json.dumps(GOOD_GENERATE), line])
     with pytest.raises(BenchError) as error:
@@ -112,12 +120,15 @@ def test_arithmetic_items_use_the_requested_digits() -> None:
         assert len(a) == len(b) == 3
 
 
-@pytest.mark.parametrize(("reference", "expected"), [
-    ("builtin:trivia", "unknown built-in task"),
-    ("builtin:arithmetic?size=3", "unknown parameter 'size'"),
-    ("builtin:arithmetic?digits=1", "digits must be an integer in 2..9"),
-    ("builtin:arithmetic?n=ten", "n must be an integer"),
-])
+@pytest.mark.parametrize(
+    ("reference", "expected"),
+    [
+        ("builtin:trivia", "unknown built-in task"),
+        ("builtin:arithmetic?size=3", "unknown parameter 'size'"),
+        ("builtin:arithmetic?digits=1", "digits must be an integer in 2..9"),
+        ("builtin:arithmetic?n=ten", "n must be an integer"),
+    ],
+)
 def test_bad_builtin_references_say_what_is_allowed(reference: str, expected: str) -> None:
     with pytest.raises(BenchError, match=expected):
         load_task(reference)
@@ -157,16 +168,18 @@ def runner(smollm2_path: Path):
     runner.close()
 
 
-def test_choice_scores_are_byte_normalized_log_likelihoods(runner: LlamaCppRunner) -> None:
-    item = ChoiceItem(type="choice", question="The capital of France is", choices=["Paris", "a banana"],
-                      answer=0)
+def test_choice_scores_are_character_normalized_log_likelihoods(runner: LlamaCppRunner) -> None:
+    """lm-evaluation-harness's acc_norm: log P(choice | question) / len(choice) in characters, the space before
+    the choice not counted ("Zürich" is 6 characters and 7 UTF-8 bytes)."""
+    question = "The capital of France is"
+    item = ChoiceItem(type="choice", question=question, choices=["Paris", "Zürich", "a banana"], answer=0)
     scores = choice_scores(runner, item)
-    # Recompute by hand: log P(" Paris" | question) from the full sequence's logits, per byte of " Paris".
-    context = runner.tokenize(item.question, add_bos=True)
-    continuation = runner.tokenize(" Paris", add_bos=False)
-    logprobs = log_softmax(runner.logits(np.concatenate([context, continuation])))
-    expected = sum(logprobs[len(context) - 1 + i, t] for i, t in enumerate(continuation)) / len(" Paris")
-    assert scores[0] == pytest.approx(expected, rel=1e-6)
+    for index, choice in enumerate(item.choices):  # by hand, from the logits of the whole text
+        context = runner.tokenize(question, add_bos=True)
+        whole = runner.tokenize(f"{question} {choice}", add_bos=True)
+        logprobs = log_softmax(runner.logits(whole))
+        total = sum(logprobs[position - 1, whole[position]] for position in range(len(context), len(whole)))
+        assert scores[index] == pytest.approx(total / len(choice), rel=1e-6), choice
     assert pick_choice(scores) == 0
 
 
@@ -181,8 +194,10 @@ def test_the_example_task_is_mostly_right(runner: LlamaCppRunner) -> None:
 def test_greedy_generation_on_the_kv_cache_matches_the_reference_loop(runner: LlamaCppRunner) -> None:
     prompt = runner.tokenize("Monday, Tuesday, Wednesday,", add_bos=True)
     fast = runner.generate_greedy(prompt, 6)
-    slow = Runner.generate_greedy(runner, prompt, 6)  # the contract's default: a full forward pass per token
-    assert fast.tolist() == slow[:len(fast)].tolist() and len(fast) >= 1
+    slow: list[int] = []  # the reference: a full forward pass per token, the most probable one appended
+    for _ in range(6):
+        slow.append(int(np.argmax(runner.logits(np.append(prompt, slow).astype(np.int32))[-1])))
+    assert fast.tolist() == slow[: len(fast)] and len(fast) >= 1
     assert "Thursday" in runner.detokenize(fast)
 
 
@@ -198,3 +213,94 @@ def test_generation_items_score_by_exact_match(runner: LlamaCppRunner) -> None:
 def test_detokenize_inverts_tokenize(runner: LlamaCppRunner) -> None:
     text = "Hello, 世界! 42 apples."
     assert runner.detokenize(runner.tokenize(text, add_bos=False)) == text
+
+
+# ---------------------------------------------------------------- where the question ends and the choice starts
+
+# (question, choice, the text of the continuation's tokens): a space joins them unless either side has one, and
+# a question's trailing whitespace moves to the continuation, as lm-evaluation-harness does.
+SPLITS = [
+    ("The capital of France is", "Paris", " Paris"),
+    ("The capital of France is ", "Paris", " Paris"),
+    ("Question: 2 + 2 =\nAnswer:", " A", " A"),
+    ("Question: 2 + 2 =\nAnswer:\n", "four", "\nfour"),
+    ("Two plus two is", "4", " 4"),
+]
+
+
+def test_the_question_s_trailing_whitespace_moves_to_the_choice() -> None:
+    for question, choice, continuation in SPLITS:
+        context, moved = split_choice(question, choice)
+        assert (context, moved) == (question.rstrip(), continuation)
+
+
+def _pieces(runner: LlamaCppRunner, tokens: np.ndarray) -> list[str]:
+    """Each token's vocabulary entry as stored (SentencePiece writes a space as "▁", byte-level BPE as "Ġ")."""
+    import llama_cpp
+
+    return [llama_cpp.llama_vocab_get_text(runner.vocab, int(t)).decode("utf-8", "replace") for t in tokens]
+
+
+def _check_splits(runner: LlamaCppRunner, space: str, spells_text: bool = True) -> None:
+    """spells_text: the continuation's pieces spell its text exactly (a vocabulary that prefixes "▁" to words
+    also does so after a newline)."""
+    for question, choice, text in SPLITS:
+        context, continuation = choice_tokens(runner, question, choice)
+        whole = runner.tokenize(question.rstrip() + text, add_bos=True)
+        assert context.tolist() == whole[: len(context)].tolist()  # the whole text's tokens, split
+        assert continuation.tolist() == whole[len(context) :].tolist()
+        pieces = _pieces(runner, continuation)
+        spelled = "".join(pieces).replace(space, " ").replace("Ċ", "\n").replace("<0x0A>", "\n")
+        assert spelled == text or not spells_text, pieces
+        if choice.strip().isalpha():  # a word starts with its space-prefixed token (digits split off alone)
+            assert pieces[0] != space, (question, choice, pieces)
+        assert _pieces(runner, context)[-1] != space  # the joining space is never the context's last token
+
+
+@pytest.fixture(scope="module")
+def load_for_tokens():
+    runners: list[LlamaCppRunner] = []
+
+    def load(path: Path) -> LlamaCppRunner:
+        runner = LlamaCppRunner(path, standalone_cell(threads=1, context=256))
+        runner.load()
+        runners.append(runner)
+        return runner
+
+    yield load
+    for runner in runners:
+        runner.close()
+
+
+def test_choices_split_cleanly_on_smollm2(runner: LlamaCppRunner) -> None:
+    _check_splits(runner, "Ġ")
+
+
+def test_choices_split_cleanly_on_gemma3(gemma3_path: Path, load_for_tokens) -> None:
+    _check_splits(load_for_tokens(gemma3_path), "▁")
+
+
+@pytest.fixture(scope="module")
+def gemma3_with_space_prefix(gemma3_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Gemma-3-270M with `add_space_prefix` on: a SentencePiece vocabulary that prepends "▁" to any text it
+    tokenizes, as Llama-2's and Mistral's do (Gemma 3's own GGUF has it off)."""
+    import gguf
+
+    path = tmp_path_factory.mktemp("gemma3-space-prefix") / "gemma3.gguf"
+    shutil.copyfile(gemma3_path, path)
+    reader = gguf.GGUFReader(path, "r+")
+    flag = reader.fields["tokenizer.ggml.add_space_prefix"]
+    flag.parts[flag.data[0]][0] = 1  # written through the file's memory map
+    del reader
+    return path
+
+
+def test_choices_get_no_spurious_leading_space_token_with_a_space_prefixing_vocabulary(
+    gemma3_with_space_prefix: Path, load_for_tokens
+) -> None:
+    runner = load_for_tokens(gemma3_with_space_prefix)
+    assert _pieces(runner, runner.tokenize(" Paris", add_bos=False)) == ["▁", "▁Paris"]  # alone: spurious "▁"
+    _check_splits(runner, "▁", spells_text=False)
+    item = ChoiceItem(type="choice", question="The capital of France is", choices=["Paris", "London"], answer=0)
+    runner.prepare_logits(256, standalone_cell(1, 256))
+    assert pick_choice(choice_scores(runner, item)) == 0

@@ -1,14 +1,16 @@
-"""Task accuracy: JSONL task files (docs/tasks.md), the built-in arithmetic task, and scoring on a runner.
+"""Task accuracy: JSONL task files (docs/tasks.md), the built-in arithmetic task, and scoring on a model.
 
 Two item types:
   {"type": "choice", "question": ..., "choices": [...], "answer": <index>}
-      scored by log-likelihood: each choice is appended to the question and the log-probabilities of its
-      tokens are summed, then divided by the choice's length in UTF-8 bytes (lm-evaluation-harness's
-      `acc_norm`, so long choices are not penalized for having more tokens); the best score is the pick.
+      scored by log-likelihood, as lm-evaluation-harness's `acc_norm`: each choice continues the question
+      (question + choice tokenized together and split at the question's token count, so a SentencePiece
+      vocabulary gives the choice no spurious leading "▁" token), the log-probabilities of the choice's
+      tokens are summed, then divided by the choice's length in characters; the best score is the pick.
   {"type": "generate", "prompt": ..., "answer": "..." | [...], "max_tokens": 16}
       scored by exact match: greedy decoding of up to max_tokens tokens, cut at the first newline, then both
       sides normalized (normalize_answer) and compared.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -33,9 +35,10 @@ from pydantic import (
 )
 
 from bench.errors import BenchError
+from bench.quality.numerics import log_softmax
 
 if TYPE_CHECKING:
-    from bench.runners.base import Runner
+    from bench.quality.model import QualityModel
 
 BUILTIN_PREFIX = "builtin:"
 DEFAULT_MAX_TOKENS = 16
@@ -50,6 +53,13 @@ class ChoiceItem(BaseModel):
     question: str = Field(min_length=1)
     choices: list[str] = Field(min_length=2)
     answer: int = Field(ge=0)
+
+    @field_validator("question")
+    @classmethod
+    def _non_blank_question(cls, question: str) -> str:
+        if not question.strip():  # the choices are scored after the question's tokens: it needs some
+            raise ValueError("question must have text other than whitespace")
+        return question
 
     @field_validator("choices")
     @classmethod
@@ -129,7 +139,7 @@ def load_task_file(path: Path) -> Task:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        line = data[:exc.start].count(b"\n") + 1
+        line = data[: exc.start].count(b"\n") + 1
         raise BenchError(f"{path}:{line}: not UTF-8 text (expected a UTF-8 JSONL file)") from None
     lines = enumerate(text.splitlines(), 1)
     items = [_parse_line(path, number, line) for number, line in lines if line.strip()]
@@ -143,13 +153,13 @@ def _parse_line(path: Path, number: int, line: str) -> ChoiceItem | GenerateItem
     try:
         raw = json.loads(line)
     except json.JSONDecodeError as exc:
-        raise BenchError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno}); "
-                         f"expected one object per line: {ITEM_EXAMPLES}") from None
+        raise BenchError(
+            f"{where}: not valid JSON ({exc.msg} at column {exc.colno}); expected one object per line: {ITEM_EXAMPLES}"
+        ) from None
     if not isinstance(raw, dict):
         raise BenchError(f"{where}: expected a JSON object ({ITEM_EXAMPLES}), got {type(raw).__name__}")
     if raw.get("type") not in ("choice", "generate"):
-        raise BenchError(f"{where}: field `type`: expected \"choice\" or \"generate\", "
-                         f"got {raw.get('type')!r}")
+        raise BenchError(f'{where}: field `type`: expected "choice" or "generate", got {raw.get("type")!r}')
     try:
         return _ITEM.validate_python(raw)
     except ValidationError as exc:
@@ -157,8 +167,9 @@ def _parse_line(path: Path, number: int, line: str) -> ChoiceItem | GenerateItem
         for error in exc.errors():
             loc = [str(p) for p in error["loc"] if p not in ("choice", "generate")]
             field = ".".join(loc) or "(item)"
-            message = "unknown field" if error["type"] == "extra_forbidden" else error["msg"].removeprefix(
-                "Value error, ")
+            message = (
+                "unknown field" if error["type"] == "extra_forbidden" else error["msg"].removeprefix("Value error, ")
+            )
             problems.append(f"field `{field}`: {message}")
         raise BenchError(f"{where}: " + "; ".join(problems)) from None
 
@@ -187,8 +198,14 @@ def arithmetic_items(count: int = 200, seed: int = 0, digits: int = 2) -> list[G
     items = []
     for _ in range(count):
         question, result = problem()
-        items.append(GenerateItem(type="generate", prompt=f"Compute the result.\n{shots}{question} =",
-                                  answer=str(result), max_tokens=digits + 4))
+        items.append(
+            GenerateItem(
+                type="generate",
+                prompt=f"Compute the result.\n{shots}{question} =",
+                answer=str(result),
+                max_tokens=digits + 4,
+            )
+        )
     return items
 
 
@@ -198,8 +215,9 @@ _BUILTIN_PARAMS = {"arithmetic": {"n": (1, 10_000, 200), "seed": (0, 2**31, 0), 
 def _builtin_task(reference: str) -> Task:
     name, _, query = reference.removeprefix(BUILTIN_PREFIX).partition("?")
     if name not in _BUILTIN_PARAMS:
-        raise BenchError(f"unknown built-in task {reference!r}; known: "
-                         + ", ".join(f"{BUILTIN_PREFIX}{n}" for n in _BUILTIN_PARAMS))
+        raise BenchError(
+            f"unknown built-in task {reference!r}; known: " + ", ".join(f"{BUILTIN_PREFIX}{n}" for n in _BUILTIN_PARAMS)
+        )
     allowed = _BUILTIN_PARAMS[name]
     values = {key: default for key, (_, _, default) in allowed.items()}
     for key, raw in parse_qsl(query, keep_blank_values=True):
@@ -207,8 +225,7 @@ def _builtin_task(reference: str) -> Task:
             raise BenchError(f"task {reference!r}: unknown parameter {key!r}; allowed: {', '.join(allowed)}")
         low, high, _ = allowed[key]
         if not raw.isdigit() or not low <= int(raw) <= high:
-            raise BenchError(f"task {reference!r}: parameter {key} must be an integer in {low}..{high}, "
-                             f"got {raw!r}")
+            raise BenchError(f"task {reference!r}: parameter {key} must be an integer in {low}..{high}, got {raw!r}")
         values[key] = int(raw)
     items = arithmetic_items(count=values["n"], seed=values["seed"], digits=values["digits"])
     return Task(name=reference, sha256=task_items_sha256(items), items=items)
@@ -241,6 +258,14 @@ def choice_separator(question: str, choice: str) -> str:
     return "" if question[-1:].isspace() or choice[:1].isspace() else " "
 
 
+def split_choice(question: str, choice: str) -> tuple[str, str]:
+    """(context, continuation) texts: the choice follows the question after a space (unless either side has
+    whitespace there); as lm-evaluation-harness does, the question's trailing whitespace moves to the
+    continuation, so the context ends on a word and the continuation's first token carries the space."""
+    context = question.rstrip()
+    return context, question[len(context) :] + choice_separator(question, choice) + choice
+
+
 def pick_choice(scores: list[float]) -> int:
     """The index of the best score; the first one wins a tie."""
     return int(np.argmax(np.asarray(scores)))
@@ -256,54 +281,60 @@ def accuracy(correct: list[bool]) -> tuple[float, float | None]:
     return 100.0 * p, stderr
 
 
-# ---------------------------------------------------------------- scoring on a runner
+# ---------------------------------------------------------------- scoring on a model
 
 
-def _log_softmax(logits: np.ndarray) -> np.ndarray:
-    x = np.asarray(logits, dtype=np.float64)
-    shifted = x - x.max(axis=-1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+def choice_tokens(model: QualityModel, question: str, choice: str) -> tuple[np.ndarray, np.ndarray]:
+    """(context, continuation) tokens, as lm-evaluation-harness splits them: tokenize context + continuation
+    as one text and take the tokens past the context's own count as the continuation. (Tokenizing the
+    continuation alone would give SentencePiece vocabularies a spurious leading "▁" token.)"""
+    context_text, continuation_text = split_choice(question, choice)
+    context = model.tokenize(context_text, add_bos=True)
+    whole = model.tokenize(context_text + continuation_text, add_bos=True)
+    return context, whole[len(context) :]
 
 
-def choice_scores(runner: Runner, item: ChoiceItem) -> list[float]:
-    """Per choice: sum of the log-probabilities of its tokens after the question, per UTF-8 byte."""
-    context = runner.tokenize(item.question, add_bos=True)
+def choice_scores(model: QualityModel, item: ChoiceItem) -> list[float]:
+    """Per choice: sum of the log-probabilities of its tokens after the question, per character of the
+    choice (lm-evaluation-harness's `acc_norm`: the separator before the choice is not counted)."""
     scores = []
     for choice in item.choices:
-        text = choice_separator(item.question, choice) + choice
-        continuation = runner.tokenize(text, add_bos=False)
+        context, continuation = choice_tokens(model, item.question, choice)
+        if len(continuation) == 0:
+            raise BenchError(
+                f"choice {choice!r} adds no token after the question {item.question!r} for this "
+                "model's tokenizer, so it cannot be scored"
+            )
         sequence = np.concatenate([context, continuation]).astype(np.int32)
-        rows = _log_softmax(runner.logits(sequence)[len(context) - 1:len(sequence) - 1])
+        rows = log_softmax(model.logits(sequence)[len(context) - 1 : len(sequence) - 1])
         total = float(rows[np.arange(len(continuation)), continuation].sum())
-        scores.append(total / len(text.encode("utf-8")))
+        scores.append(total / len(choice))
     return scores
 
 
-def generate_answer(runner: Runner, item: GenerateItem) -> str:
-    prompt = runner.tokenize(item.prompt, add_bos=True)
-    return runner.detokenize(runner.generate_greedy(prompt, item.max_tokens))
+def generate_answer(model: QualityModel, item: GenerateItem) -> str:
+    prompt = model.tokenize(item.prompt, add_bos=True)
+    return model.detokenize(model.generate_greedy(prompt, item.max_tokens))
 
 
-def tokens_needed(runner: Runner, item: ChoiceItem | GenerateItem) -> int:
+def tokens_needed(model: QualityModel, item: ChoiceItem | GenerateItem) -> int:
     """The longest sequence this item puts through the model."""
     if isinstance(item, GenerateItem):
-        return len(runner.tokenize(item.prompt, add_bos=True)) + item.max_tokens
-    context = len(runner.tokenize(item.question, add_bos=True))
-    return context + max(len(runner.tokenize(choice_separator(item.question, c) + c, add_bos=False))
-                         for c in item.choices)
+        return len(model.tokenize(item.prompt, add_bos=True)) + item.max_tokens
+    return max(sum(len(part) for part in choice_tokens(model, item.question, c)) for c in item.choices)
 
 
-def score_items(runner: Runner, items: list[ChoiceItem | GenerateItem]) -> list[bool]:
-    """Whether the model got each item right; the runner must be ready for the longest one (context_for)."""
+def score_items(model: QualityModel, items: list[ChoiceItem | GenerateItem]) -> list[bool]:
+    """Whether the model got each item right; the model must be ready for the longest one (context_for)."""
     correct = []
     for item in items:
         if isinstance(item, ChoiceItem):
-            correct.append(pick_choice(choice_scores(runner, item)) == item.answer)
+            correct.append(pick_choice(choice_scores(model, item)) == item.answer)
         else:
-            correct.append(is_exact_match(generate_answer(runner, item), item.answers))
+            correct.append(is_exact_match(generate_answer(model, item), item.answers))
     return correct
 
 
-def context_for(runner: Runner, items: list[ChoiceItem | GenerateItem]) -> int:
-    longest = max(tokens_needed(runner, item) for item in items)
+def context_for(model: QualityModel, items: list[ChoiceItem | GenerateItem]) -> int:
+    longest = max(tokens_needed(model, item) for item in items)
     return -(-longest // CONTEXT_ROUND) * CONTEXT_ROUND
