@@ -14,6 +14,7 @@ import re
 import shutil
 import subprocess
 import tracemalloc
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -303,6 +304,10 @@ class RecordingWorker:
         )
 
 
+def _resolver(files: dict[str, Path]) -> Callable[[Cell], ResolvedModel]:
+    return lambda cell: ResolvedModel(str(files[cell.quantization]), files[cell.quantization])
+
+
 def _kv_suite(tmp_path: Path, write_suite) -> tuple[Suite, dict[str, Path]]:
     files = {}
     for quant in ("F16", "Q4_K_M"):
@@ -324,15 +329,10 @@ def _kv_suite(tmp_path: Path, write_suite) -> tuple[Suite, dict[str, Path]]:
     return suite, files
 
 
-def test_quality_is_keyed_by_every_setting_that_changes_the_logits(
-    tmp_path: Path, write_suite, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_quality_is_keyed_by_every_setting_that_changes_the_logits(tmp_path: Path, write_suite) -> None:
     suite, files = _kv_suite(tmp_path, write_suite)
     worker = RecordingWorker()
-    monkeypatch.setattr("bench.quality.scheduler.run_quality_job", worker)
-    scheduler = QualityScheduler(
-        suite, lambda cell: ResolvedModel(str(files[cell.quantization]), files[cell.quantization])
-    )
+    scheduler = QualityScheduler(suite, _resolver(files), worker)
     cells = expand(suite)
     rows = {cell.cell_id: scheduler.fields_for(cell) for cell in cells}
     for cell in cells:  # every row's quality was measured with that row's KV type, quantization, ...
@@ -346,8 +346,7 @@ def test_quality_is_keyed_by_every_setting_that_changes_the_logits(
     assert all(q4[kv]["baseline_path"] == str(baselines[kv]) for kv in ("f16", "q8_0"))
 
     again = RecordingWorker()  # a later run finds both baselines cached and measures nothing twice
-    monkeypatch.setattr("bench.quality.scheduler.run_quality_job", again)
-    rerun = QualityScheduler(suite, lambda cell: ResolvedModel(str(files[cell.quantization]), files[cell.quantization]))
+    rerun = QualityScheduler(suite, _resolver(files), again)
     for cell in cells:
         rerun.fields_for(cell)
     assert len(again.jobs) == 4 and not any(job.write_baseline for _, job in again.jobs)
@@ -381,10 +380,7 @@ def test_a_backend_without_logits_is_skipped_with_its_reason(
     suite, files = _kv_suite(tmp_path, write_suite)  # the parent skips it without starting a worker
     monkeypatch.setattr("bench.quality.scheduler.backend", lambda name: SimpleNamespace(gives_logits=False))
     worker = RecordingWorker()
-    monkeypatch.setattr("bench.quality.scheduler.run_quality_job", worker)
-    scheduler = QualityScheduler(
-        suite, lambda cell: ResolvedModel(str(files[cell.quantization]), files[cell.quantization])
-    )
+    scheduler = QualityScheduler(suite, _resolver(files), worker)
     fields = scheduler.fields_for(expand(suite)[0])
     assert fields == {"warnings": "quality not measured: backend llamacpp gives no logits"} and not worker.jobs
 

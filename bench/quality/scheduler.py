@@ -4,8 +4,9 @@ Quality describes a model's logits, so it is keyed by everything that changes th
 quantization, backend, device kind and every knob the registry marks `logits`): the rows of two cells that
 differ only in KV cache type get two measurements, each made on a cell with those values. Each key is compared
 with its baseline: the same key at the baseline quantization, cached on disk under a name that carries those
-logits settings (bench.quality.baseline). Every measurement runs in a worker process (bench.execute), like speed
-cells, so a crash, hang or OOM becomes a warning on the rows, not a dead run.
+logits settings (bench.quality.baseline). Every measurement runs in a worker process, like speed cells, so a
+crash, hang or OOM becomes a warning on the rows, not a dead run: the run layer hands the scheduler the job
+runner (bench.execute.local.run_quality_job), since bench.execute sits above bench.quality.
 """
 
 from __future__ import annotations
@@ -13,10 +14,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from bench.errors import BenchError
-from bench.execute.local import run_quality_job
 from bench.quality.baseline import baseline_path, file_sha256
 from bench.quality.measure import QualityJob
 from bench.quality.model import no_logits_reason
@@ -33,6 +33,17 @@ if TYPE_CHECKING:
 # is known by its hash in a baseline's cache name, so only backend and device kind are named there.
 MODEL_FILE_FIELDS = ("model_id", "quantization")
 PLACE_FIELDS = ("backend", "device_kind")
+
+
+class JobResult(Protocol):
+    """What a quality job gave: its row fields, or why there are none."""
+
+    fields: dict[str, Any]
+    error: str
+
+
+# (backend, model file, cell, QualityJob as a dict, timeout s, memory limit bytes) -> the job's result.
+RunQualityJob = Callable[[str, Path, Cell, dict[str, Any], float, "int | None"], JobResult]
 
 
 def logits_fields() -> tuple[str, ...]:
@@ -78,12 +89,14 @@ class QualityScheduler:
         self,
         suite: Suite,
         resolve_model: Callable[[Cell], ResolvedModel],
+        run_job: RunQualityJob,
         memory_limit_bytes: int | None = None,
         log: Callable[[str], None] | None = None,
     ) -> None:
         self.suite = suite
         self.spec = suite.quality
         self.resolve_model = resolve_model
+        self.run_job = run_job
         self.memory_limit_bytes = memory_limit_bytes
         self.log = log or (lambda message: None)
         self.text = load_eval_text(self.spec.text)
@@ -171,7 +184,7 @@ class QualityScheduler:
             tasks=self.tasks,
             warnings=warnings,
         )
-        outcome = run_quality_job(
+        outcome = self.run_job(
             cell.backend,
             resolved.path,
             self._quality_cell(cell, cell.quantization),

@@ -13,7 +13,7 @@ from typing import Any
 
 from bench.bandwidth import MemoryBandwidth, device_bandwidth
 from bench.errors import BenchError, ModelUnavailable
-from bench.execute.local import CellOutcome, WorkGroup, run_group
+from bench.execute.local import CellOutcome, WorkGroup, run_group, run_quality_job
 from bench.hardware import Fingerprint, SystemWarning, system_warnings, warnings_text
 from bench.models import ResolvedModel, cell_model_reference, resolve
 from bench.plan import PlannedCell
@@ -60,7 +60,7 @@ class HostRunner:
         limit_gb = suite.limits.memory_limit_gb
         self.memory_limit = int(limit_gb * 2**30) if limit_gb else None
         # Quality reads its text and task files now: a malformed file stops the run before a row is written.
-        self.quality = QualityScheduler(suite, self.resolve_model, self.memory_limit, say) \
+        self.quality = QualityScheduler(suite, self.resolve_model, run_quality_job, self.memory_limit, say) \
             if suite.quality.enabled else None
         self._model_cache: dict[tuple[str, str, str], ResolvedModel | BenchError] = {}
         self._meta_cache: dict[tuple[Path, str], dict[str, Any]] = {}
