@@ -7,11 +7,10 @@ per distinct context and memory setting, not one per cell.
 """
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from bench.errors import BenchError
 from bench.runners.base import context_size
@@ -143,10 +142,24 @@ class CellEstimator:
         knob = cell.knob
         key = (id(found), cell.device_id, *(knob(k) for k in _CONTEXT_KNOBS))
         if key not in self._limits:
-            self._limits[key] = functools.cache(functools.partial(
-                max_context, shape, budget, quantization=found.quantization, device_kind=cell.device_kind,
-                **{k: knob(k) for k in _CONTEXT_KNOBS}))
+            self._limits[key] = ContextLimit(shape, budget, {"quantization": found.quantization,
+                                                             "device_kind": cell.device_kind,
+                                                             **{k: knob(k) for k in _CONTEXT_KNOBS}})
         return self._limits[key]
+
+
+class ContextLimit:
+    """max_context for one setup, searched once when first called. A plain class, not functools.cache over a
+    partial, so that planned cells can be pickled (a fleet host sends its plan to the coordinator)."""
+
+    def __init__(self, shape: ModelShape, budget: Budget, options: dict[str, Any]) -> None:
+        self.shape, self.budget, self.options = shape, budget, options
+        self._found: tuple[int | None] | None = None
+
+    def __call__(self) -> int | None:
+        if self._found is None:
+            self._found = (max_context(self.shape, self.budget, **self.options),)
+        return self._found[0]
 
 
 def _budgets(suite: Suite, fingerprint: Fingerprint) -> dict[str, Budget]:
