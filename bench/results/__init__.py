@@ -118,8 +118,11 @@ class _FixedColumns(BaseModel):
     n_kv_heads: int | None = None
     head_dim: int | None = None
     n_ctx_train: int | None = None
+    n_ctx_rope_scaled: int | None = None  # RoPE scaling factor x original context, when the GGUF declares it
     file_type: str = ""
     bits_per_weight: float | None = None
+    token_embd_bytes: int | None = None  # the token-embedding table (decode reads one row of it per token)
+    tied_embeddings: bool | None = None  # the output head is the embedding table (no output.weight)
 
     # --- quality (once per model x quantization x backend, joined onto every row of it)
     baseline_quantization: str = ""
@@ -282,11 +285,24 @@ def expand_result_paths(paths: Iterable[str | Path]) -> Iterator[Path]:
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            yield from sorted(path.rglob("*.csv"))
+            found = sorted(path.rglob("*.csv"))
+            if not found:
+                raise BenchError(f"no .csv files in {path}/{_folder_listing(path)}")
+            yield from found
         elif path.exists():
             yield path
         else:
             raise BenchError(f"results file not found: {path}")
+
+
+def _folder_listing(folder: Path, shown: int = 10) -> str:
+    """' (it holds: a.txt, logs/, ...)': what a folder without result files holds, said in the error."""
+    entries = sorted(folder.iterdir())
+    if not entries:
+        return " (the folder is empty)"
+    names = [entry.name + ("/" if entry.is_dir() else "") for entry in entries[:shown]]
+    more = f", and {len(entries) - shown} more" if len(entries) > shown else ""
+    return f" (it holds: {', '.join(names)}{more})"
 
 
 _NUMERIC_TYPES = {name: field.annotation for name, field in ResultRow.model_fields.items()}
@@ -294,16 +310,18 @@ _NUMERIC_TYPES = {name: field.annotation for name, field in ResultRow.model_fiel
 
 def _read_one(path: Path) -> pd.DataFrame:
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
+        text = data.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise BenchError(f"cannot read results file {path}: {exc}") from None
-    if not text.strip():
+    if not text or text.isspace():  # not strip(): that copies a large file
         raise BenchError(f"{path}: empty file, expected a bench results CSV with a header line")
-    header = next(csv.reader(io.StringIO(text.partition("\n")[0])))  # not splitlines(): the file may be large
+    end = text.find("\n")
+    header = next(csv.reader(io.StringIO(text[: end if end >= 0 else None])))  # the first line only: no copy
     missing = [c for c in ("suite", "model_id", "status") if c not in header]
     if missing:
         raise BenchError(f"{path}:1: not a bench results CSV: header lacks {', '.join(missing)}")
-    fast = _parse_fast(text, header)
+    fast = _parse_fast(text, header, data)
     if fast is not None:
         fast["source_file"] = str(path)
         return fast
@@ -365,14 +383,14 @@ def _field_counts_match(text: str, width: int) -> bool:
     return bool((counts[~blank] + 1 == width).all())
 
 
-def _parse_fast(text: str, header: list[str]) -> pd.DataFrame | None:
+def _parse_fast(text: str, header: list[str], data: bytes) -> pd.DataFrame | None:
     """pandas' C parser, numbers parsed as it reads: ~10x faster on long histories. None when it cannot
     vouch for the file (a bad field count or value, or a layout it cannot check): then the careful path runs."""
     numeric = {c for c in header if c in _NUMERIC_TYPES and _is_numeric(_NUMERIC_TYPES[c])}
     if len(set(header)) != len(header) or not _field_counts_match(text, len(header)):
         return None  # pandas would pad a short record silently
     try:
-        frame = pd.read_csv(io.StringIO(text), dtype={c: "float64" if c in numeric else object for c in header},
+        frame = pd.read_csv(io.BytesIO(data), dtype={c: "float64" if c in numeric else object for c in header},
                             keep_default_na=False, na_values={c: [""] for c in numeric})
     except (ValueError, pd.errors.ParserError):  # too many fields, or text in a number column
         return None

@@ -1,12 +1,15 @@
-"""Report generation on a 100,000-row result history (prints the time; no timed assertion).
+"""Report generation on a 100,000-row result history, against pandas reading the same CSV in the same run.
 
 The history is synthetic but shaped like real use: 20 machines × 10 models × 5 quantizations ×
-2 thread counts × 2 depths = 4,000 cells, measured on 25 nights. The issue's target is < 5 s here.
+2 thread counts × 2 depths = 4,000 cells, measured on 25 nights. The bound is relative (the report within
+3× the time `pandas.read_csv` takes on the same file), so a slow machine does not fail it. Times are this
+process's CPU time: on a shared machine, wall time also counts whatever else runs (both are printed).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -70,11 +73,28 @@ def history(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+def _timed(work: Callable[[], object]) -> tuple[float, float]:
+    """(CPU seconds of this process, wall seconds) that `work` took."""
+    cpu, wall = time.process_time(), time.perf_counter()
+    work()
+    return time.process_time() - cpu, time.perf_counter() - wall
+
+
 def test_report_on_100k_rows(benchmark, history: Path, tmp_path: Path) -> None:  # noqa: ANN001 - pytest-benchmark
+    import bench.report.build
+    import bench.report.markdown
+    import bench.report.plots  # noqa: F401 - imports take the same time for 10 rows: not what this measures
+
     output = tmp_path / "report.md"
-    started = time.perf_counter()
-    benchmark.pedantic(write_report, args=([history], output), rounds=1, iterations=1)
-    print(f"\nreport on 100,000 rows: {time.perf_counter() - started:.2f} s (target < 5 s)")
+    reads = [_timed(lambda: pd.read_csv(history))]
+    report = benchmark.pedantic(lambda: _timed(lambda: write_report([history], output)), rounds=1, iterations=1)
+    reads.append(_timed(lambda: pd.read_csv(history)))
+    read_cpu, read_wall = min(r[0] for r in reads), min(r[1] for r in reads)
+    print(
+        f"\nreport on 100,000 rows: {report[0]:.2f} s CPU ({report[1]:.2f} s wall); pandas.read_csv of the same "
+        f"file: {read_cpu:.2f} s CPU ({read_wall:.2f} s wall); ratio {report[0] / read_cpu:.2f} (bound 3)"
+    )
     text = output.read_text()
     assert "host-19 / cpu" in text and "model-9" in text  # every machine and model made it through the merge
     assert "## Recommendations" in text
+    assert report[0] <= 3 * read_cpu

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 import pandas as pd
 
 from bench.report import format as fmt
+from bench.report.analysis import Analysis
 from bench.report.document import Block, Code, Heading, Inline, Paragraph, Table
 from bench.report.plots import decode_by_device_plot
 from bench.report.sections import Column, frame_table
-
-if TYPE_CHECKING:
-    from bench.report.build import Analysis
 
 COMPARISON = ["model_id", "quantization", "backend", "prompt_tokens", "gen_tokens"]
 

@@ -2,31 +2,17 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import pandas as pd
 
 from bench.report import format as fmt
-from bench.report.data import KNOB_COLUMNS, KNOB_PREFIX
+from bench.report import knobs as knob_columns
+from bench.report.analysis import Analysis
+from bench.report.derived import unstable
 from bench.report.document import Block, Code, Heading, Paragraph
-from bench.report.sections import Column, frame_table, present, sort_configs
+from bench.report.sections import Column, frame_table, knob_table_columns, present, sort_configs
+from bench.report.sections.memory import memory_table
 from bench.stats import UNSTABLE_CV_PCT
 
-if TYPE_CHECKING:
-    from bench.report.build import Analysis
-
-KNOB_HEADERS = {
-    "threads": "threads",
-    "n_gpu_layers": "GPU layers",
-    "n_batch": "batch",
-    "n_ubatch": "ubatch",
-    "flash_attn": "flash attn",
-    "kv_cache_type": "KV type",
-    "mmap": "mmap",
-    "repack": "repack",
-    "torch_compile": "compile",
-    "static_cache": "static cache",
-}
 QUALITY_FIELDS = (  # column, header, decimals
     ("ppl", "PPL", 3),
     ("dppl_pct", "ΔPPL (%)", 2),
@@ -41,10 +27,7 @@ def decode_by_depth(measured: pd.DataFrame) -> pd.DataFrame:
     if measured.empty:
         return pd.DataFrame()
     text = fmt.plus_minus(measured["decode_tok_s_mean"], measured["decode_tok_s_std"])
-    unstable = measured["unstable"].eq(True).fillna(False) | (
-        fmt.as_float(measured["decode_tok_s_cv_pct"]) > UNSTABLE_CV_PCT
-    )
-    text = text.where(~unstable, text + " ⚠")
+    text = text.where(~unstable(measured), text + " ⚠")
     cells = pd.DataFrame(
         {"config_no": measured["config_no"], "depth": fmt.as_float(measured["depth"]).fillna(0), "text": text}
     )
@@ -58,30 +41,8 @@ def decode_by_depth(measured: pd.DataFrame) -> pd.DataFrame:
 
 def local_knobs(configs: pd.DataFrame) -> tuple[list[str], str]:
     """(knobs that vary on this device, 'threads 2, batch 2048, ...' for the ones every row shares)."""
-    varying = [k for k in KNOB_COLUMNS if configs[k].nunique(dropna=False) > 1]
-    on_cpu = bool(configs["device_kind"].eq("cpu").all())
-    fixed = []
-    for knob in KNOB_COLUMNS:
-        if knob in varying or (knob == "n_gpu_layers" and on_cpu):
-            continue
-        value = fmt.text(configs[knob].iloc[:1]).iloc[0]
-        if value:
-            fixed.append(
-                f"{KNOB_HEADERS[knob]} {'all' if knob == 'n_gpu_layers' and value == '-1' else value}"
-            )
-    return varying, ", ".join(fixed)
-
-
-def _knob_columns(configs: pd.DataFrame, knobs: list[str]) -> list[Column]:
-    columns = []
-    for knob in knobs:
-        values = fmt.text(configs[knob])
-        if knob == "n_gpu_layers":
-            values = values.replace("-1", "all")
-        columns.append(
-            Column(KNOB_HEADERS.get(knob, KNOB_PREFIX[knob].strip()), values, knob != "kv_cache_type")
-        )
-    return columns
+    varying = knob_columns.varying_knobs(configs)
+    return varying, knob_columns.shared_settings(configs, varying)
 
 
 def device_table(
@@ -95,7 +56,7 @@ def device_table(
         columns.append(Column("finished (UTC)", fmt.text(configs["finished_utc"])))
     if show_backend:
         columns.append(Column("backend", fmt.text(configs["backend"])))
-    columns += _knob_columns(configs, knobs)
+    columns += knob_table_columns(configs, knobs)
     if configs["prompt_tokens"].nunique() > 1 or configs["gen_tokens"].nunique() > 1:
         columns += [
             Column("prompt (tok)", fmt.integer(configs["prompt_tokens"]), True),
@@ -104,7 +65,7 @@ def device_table(
     unit, size = fmt.byte_column(configs["model_file_bytes"])
     columns.append(Column(f"file ({unit})", size, True))
     unit, rss = fmt.byte_column(configs["peak_rss_bytes"])
-    columns.append(Column(f"peak RAM ({unit})", rss, True))
+    columns.append(Column(f"peak RAM, whole process ({unit})", rss, True))
     if present(configs, "peak_vram_bytes"):
         unit, vram = fmt.byte_column(configs["peak_vram_bytes"])
         columns.append(Column(f"peak VRAM ({unit})", vram, True))
@@ -139,7 +100,8 @@ def device_table(
 
 
 def roofline_table(measured: pd.DataFrame, knobs: list[str], keep_all: bool = False) -> list[Block]:
-    rows = sort_configs(measured[measured["roofline_tok_s"].notna()])
+    """The decode roofline of each measured row (rows in table order: sort_configs)."""
+    rows = measured[measured["roofline_tok_s"].notna()]
     if rows.empty:
         return [
             Paragraph.of(
@@ -153,13 +115,10 @@ def roofline_table(measured: pd.DataFrame, knobs: list[str], keep_all: bool = Fa
         Column("model", fmt.text(rows["model_id"])),
         Column("quant", fmt.text(rows["quantization"])),
         *([Column("finished (UTC)", fmt.text(rows["finished_utc"]))] if keep_all else []),
-        *_knob_columns(rows, knobs),
+        *knob_table_columns(rows, knobs),
         Column("depth (tok)", fmt.integer(rows["depth"]), True),
-        Column(
-            "bandwidth (GB/s)",
-            fmt.fixed(rows["bandwidth_gbs"], 1) + " (" + rows["bandwidth_source"] + ")",
-            True,
-        ),
+        Column("bandwidth (GB/s)", fmt.fixed(rows["bandwidth_gbs"], 1), True),
+        Column("bandwidth is", rows["bandwidth_source"]),
         Column("read per token (MiB)", fmt.fixed(rows["bytes_per_token"] / fmt.MIB), True),
         Column("roofline (tok/s)", fmt.fixed(rows["roofline_tok_s"]), True),
         Column("decode (tok/s)", fmt.fixed(rows["decode_tok_s_mean"]), True),
@@ -196,6 +155,8 @@ def build(analysis: Analysis) -> list[Block]:
     depths = decode_by_depth(data.measured)
     show_backend = data.configs["backend"].nunique() > 1
     configs = sort_configs(data.configs, first=["device"])
+    measured = sort_configs(data.measured, first=["device"])
+    measured_by_device = measured.groupby("device", sort=False).indices  # row positions, in table order
     for device, group in configs.groupby("device", sort=True):
         first = group.iloc[0]
         hardware = fmt.text(
@@ -206,5 +167,7 @@ def build(analysis: Analysis) -> list[Block]:
         if fixed:
             blocks.append(Paragraph.of(f"Settings shared by every row: {fixed}."))
         blocks += device_table(group, depths, knobs, show_backend, data.keep_all)
-        blocks += roofline_table(data.measured[data.measured["device"] == device], knobs, data.keep_all)
+        rows = measured.iloc[measured_by_device.get(device, [])]
+        blocks += roofline_table(rows, knobs, data.keep_all)
+        blocks += memory_table(rows, knobs, data.keep_all)
     return blocks

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import pandas as pd
 
 from bench.report import format as fmt
+from bench.report.analysis import Analysis
 from bench.report.document import Block, Bullets, Heading, Paragraph, Strong
 from bench.report.sections import Column, count_text, frame_table, present
-
-if TYPE_CHECKING:
-    from bench.report.build import Analysis
 
 
 def _joined(values: pd.Series) -> str:

@@ -1,6 +1,7 @@
 """The llama.cpp backend as the rest of bench sees it (bench.runners.registry)."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -62,6 +63,12 @@ def _plan_memory(cells: list[Cell], suite: Suite, fingerprint: Fingerprint,
     return plan_memory(suite, cells, fingerprint)
 
 
+def _max_context_for_row(row: Mapping[str, Any]) -> tuple[int | None, str]:
+    from bench.planner import max_context_for_row
+
+    return max_context_for_row(row)
+
+
 SPEC = BackendSpec(
     name="llamacpp",
     quantizations=(SOURCE_QUANT, *GGUF_QUANT_TYPES),
@@ -76,4 +83,5 @@ SPEC = BackendSpec(
     derives=needs_derivation,
     derive=_derive,
     plan_memory=_plan_memory,
+    max_context_for_row=_max_context_for_row,
 )
