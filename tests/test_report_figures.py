@@ -175,3 +175,28 @@ def test_decode_bar_chart_draws_the_spread_and_marks_unstable_bars() -> None:
     marked = sorted(round(float(y), 6) for y in marks.get_ydata())
     assert [ends[y] for y in marked] == pytest.approx(sorted(mean[unstable]))  # beside exactly those bars
     assert UNSTABLE_LABEL in [t.get_text() for t in axes.get_legend().get_texts()]
+
+
+@pytest.mark.parametrize(
+    ("files", "suite"),
+    [
+        (["host-a-older.csv", "host-a.csv", "host-b.csv"], None),
+        (["ladder-quality.csv"], "procurement.yaml"),
+        (["hostile.csv", "no-quality-columns.csv"], None),
+    ],
+)
+def test_columns_the_report_skips_change_nothing(files: list[str], suite: str | None) -> None:
+    """The report does not parse UNREAD_COLUMNS (speed); a section that started to read one would differ here."""
+    from bench.report.build import build_document
+    from bench.report.data import UNREAD_COLUMNS
+    from bench.suite import load_suite
+
+    paths = [FIXTURES / f for f in files]
+    loaded = load_suite(FIXTURES / suite) if suite else None
+    full, lean = (
+        render_markdown(build_document(analyse(read_results(paths, skip=skip), False, loaded)), "p")
+        for skip in (frozenset(), UNREAD_COLUMNS)
+    )
+    header = set(pd.read_csv(paths[0], nrows=0).columns)
+    assert len(UNREAD_COLUMNS & header) >= 20  # the fixtures do carry what is skipped
+    assert lean == full

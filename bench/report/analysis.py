@@ -66,4 +66,4 @@ def analyse(frame: pd.DataFrame, keep_all: bool, suite: Suite | None) -> Analysi
 
 def load_report_data(results: list[Path], keep_all: bool = False, suite_path: Path | None = None) -> Analysis:
     suite = load_suite(suite_path) if suite_path else None
-    return analyse(read_results(results), keep_all, suite)
+    return analyse(read_results(results, skip=report_data.UNREAD_COLUMNS), keep_all, suite)

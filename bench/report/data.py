@@ -22,6 +22,53 @@ from bench.results import ResultRow
 from bench.suite import Suite
 
 WORKLOAD_COLUMNS = ("prompt_tokens", "gen_tokens")
+# Columns no section reads, so they are not parsed at all (a third of a long history's bytes: per-repetition
+# samples, warm-ups, CPU flags, build strings). tests/test_report_figures.py checks the report is the same
+# with and without them.
+UNREAD_COLUMNS = frozenset(
+    {
+        *(f"{m}_samples" for m in ("prefill_tok_s", "ttft_ms", "itl_ms_p50", "itl_ms_p90", "itl_ms_p99")),
+        "energy_j_per_decode_token_samples",
+        "warmup_prefill_tok_s",
+        "warmup_decode_tok_s",
+        "warnings",
+        "system_warnings",
+        "cpu_flags",
+        "cpu_arch",
+        "llama_cpp_build",
+        "python_version",
+        "fingerprint",
+        "model_desc",
+        "derived_from",
+        "device_index",
+        "threads_used",
+        "prefill_tok_s_median",
+        "decode_tok_s_median",
+        "ttft_ms_median",
+        "itl_ms_p50",
+        "itl_ms_p90",
+        "load_s",
+        "prefill_overhead_pct",
+        "decode_overhead_pct",
+        "ppl_stderr",
+        "kld_stderr",
+        "kld_median",
+        "kld_p99",
+        "kld_max",
+        "dp_correct_mean_pct",
+        "dp_correct_rms_pct",
+        "task_accuracy_stderr_pct",
+        "ram_available_bytes",
+        "gpu_vram_free_bytes",
+        "gpu_power_limit_w",
+        "gpu_count",
+        "est_device_free_bytes",
+        "model_buffers_bytes",
+        "compute_buffer_bytes",
+        "model_weights_bytes",
+        "rss_before_load_bytes",
+    }
+)
 # The quality-loss axis of Pareto fronts and rankings: column and label, by metric.
 QUALITY_LOSS_COLUMN = {"kld": "kld", "dppl": "dppl_pct"}
 QUALITY_LOSS_LABEL = {"kld": "KLD vs baseline", "dppl": "ΔPPL vs baseline (%)"}

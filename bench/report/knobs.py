@@ -87,19 +87,6 @@ def varying_knobs(frame: pd.DataFrame) -> list[str]:
     return [name for name in KNOBS if frame[name].nunique(dropna=False) > 1]
 
 
-def shared_settings(frame: pd.DataFrame, varying: Sequence[str]) -> str:
-    """'threads 2, batch 2048, ...': the knobs every row of `frame` shares, by their table labels."""
-    if frame.empty:
-        return ""
-    first = frame[[c for c in (*KNOBS, "device_kind") if c in frame]].iloc[:1]  # narrow: one small slice
-    parts = []
-    for name in KNOBS:
-        value = "" if name in varying else knob_text(first, name).iloc[0]
-        if value:
-            parts.append(f"{KNOBS[name].label} {value}")
-    return ", ".join(parts)
-
-
 def is_numeric(name: str) -> bool:
     """Right-aligned in tables: the knob takes numbers."""
     return KNOBS[name].type in (int, float)

@@ -27,9 +27,10 @@ from bench.results import samples_from_text
 from bench.stats import UNSTABLE_CV_PCT
 
 MAX_BAR_GROUPS = 30  # model × quantization rows in the device bar chart
-MAX_PANELS = 6  # models in one Pareto figure (the table lists them all)
+MAX_PANELS = 3  # models in one Pareto figure, in one row (the table lists them all); a panel takes ~40 ms to draw
 MAX_LEGEND = 12  # devices named in a legend
 MAX_FRONT_LABELS = 8  # front points labelled per panel (each label is text to lay out and draw)
+PANEL_TICKS = 3  # tick intervals per Pareto panel axis (MaxNLocator's nbins)
 DPI = 100
 UNSTABLE_LABEL = f"unstable (spread > {UNSTABLE_CV_PCT:g} % CV)"
 
@@ -133,7 +134,8 @@ def decode_by_device_figure(best: pd.DataFrame) -> Figure | None:
     device_no = bars["device"].map({d: i for i, d in enumerate(devices)}).to_numpy()
     height = min(16.0, max(2.5, 0.35 * len(groups) * max(1, min(len(devices), 4)) + 1.2))
     label_inches = 0.085 * max(len(plot_text(g)) for g in groups) + 0.4
-    legend_inches = 0.07 * max(len(UNSTABLE_LABEL), *(len(plot_text(d)) for d in devices[:MAX_LEGEND])) + 0.6
+    named = devices if len(devices) <= MAX_LEGEND else []  # more colours than a legend can name: none named
+    legend_inches = 0.07 * max([len(UNSTABLE_LABEL), *(len(plot_text(d)) for d in named)]) + 0.6
     figure = Figure(figsize=(8 + label_inches + legend_inches, height))
     _margins(figure, left=label_inches, bottom=0.6, top=0.45, right=legend_inches)
     axes = figure.add_subplot()
@@ -156,7 +158,7 @@ def decode_by_device_figure(best: pd.DataFrame) -> Figure | None:
     )
     axes.set_xlim(0, max(1.0, right * 1.07))
     axes.set_ylim(-0.5, len(groups) - 0.5 + bar * (len(devices) - 1))
-    handles: list[Artist] = [Patch(color=colors[d], label=plot_text(d)) for d in devices[:MAX_LEGEND]]
+    handles: list[Artist] = [Patch(color=colors[d], label=plot_text(d)) for d in named]
     if shaky.any():
         handles.append(Line2D([], [], linestyle="none", marker="X", color="0.15", label=UNSTABLE_LABEL))
     axes.set_yticks(np.arange(len(groups)) + bar * (len(devices) - 1) / 2, [plot_text(g) for g in groups])
@@ -167,10 +169,13 @@ def decode_by_device_figure(best: pd.DataFrame) -> Figure | None:
     axes.set_xlabel(f"decode (tok/s, shallowest depth, fastest knob setting); error bars: {spread}")
     axes.grid(axis="x", alpha=0.3)
     # Beside the bars, not over them: placing a legend "best" among hundreds of bars is what drawing cost most.
-    axes.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    if handles:
+        axes.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     title = "Decode speed by device"
     if frame["_group"].nunique() > len(groups):
         title += f" (first {len(groups)} model × quantization pairs)"
+    if not named:
+        title += f"; colours: {len(devices)} devices, see the tables"
     axes.set_title(title, y=1.0)
     return figure
 
@@ -192,7 +197,7 @@ def pareto_plot(
         return None
     models = sorted(frame["model_id"].astype(str).unique())
     shown = models[:MAX_PANELS]
-    columns = min(3, len(shown))
+    columns = len(shown)
     rows = math.ceil(len(shown) / columns)
     figure = Figure(figsize=(max(6.5, 4.6 * columns), 3.8 * rows + 1.2))  # wide enough for the title
     _margins(figure, left=0.75, bottom=1.0, top=0.85, wspace=0.35, hspace=0.5)
@@ -224,9 +229,10 @@ def pareto_plot(
         _spread_small_values(axes, fmt.as_float(members[y]))
         axes.set_title(plot_text(model), fontsize=10, y=1.0)  # a fixed y skips a costly auto-placement
         axes.minorticks_off()
-        axes.xaxis.set_major_locator(MaxNLocator(5))  # fewer tick labels: text is what drawing costs
+        # Few ticks: each tick is a label, a mark and a grid line to lay out and draw (most of a panel's cost).
+        axes.xaxis.set_major_locator(MaxNLocator(PANEL_TICKS))
         if axes.get_yscale() == "linear":
-            axes.yaxis.set_major_locator(MaxNLocator(5))
+            axes.yaxis.set_major_locator(MaxNLocator(PANEL_TICKS))
         axes.tick_params(labelsize=8)
         if panel > len(shown) - columns:  # axis titles on the outer panels only: text is what costs most
             axes.set_xlabel(x_label, fontsize=8)

@@ -16,6 +16,22 @@ def _joined(values: pd.Series) -> str:
     return ", ".join(dict.fromkeys(t for t in texts if t))
 
 
+def _joined_by_host(rows: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """Per host and column: its distinct non-empty values in row order, ', '-joined (no per-host loop)."""
+    joined = {}
+    for column in columns:
+        texts = pd.DataFrame({"host": rows["host"], "text": fmt.text(rows[column])})
+        distinct = texts[texts["text"] != ""].drop_duplicates()  # keeps each value's first row
+        joined[column] = distinct.groupby("host", sort=True)["text"].agg(", ".join)
+    hosts = pd.Index(sorted(rows["host"].unique()), name="host")
+    return pd.DataFrame(joined).reindex(hosts).fillna("")
+
+
+def _stamps_by_host(rows: pd.DataFrame, column: str, how: str) -> pd.Series:
+    """The earliest ('min') or latest ('max') ISO-8601 stamp per host ('' when none): ISO stamps sort as text."""
+    return rows[column].where(rows[column] != "").groupby(rows["host"], sort=True).agg(how).fillna("")
+
+
 def _earliest(stamps: pd.Series) -> str:
     """The earliest ISO-8601 UTC stamp ('' when none): ISO stamps sort as text."""
     known = stamps[stamps != ""]
@@ -51,7 +67,9 @@ def machines_table(rows: pd.DataFrame, measured: pd.DataFrame) -> list[Block]:
     newest_first = rows.sort_values(
         ["finished_utc", "started_utc"], ascending=False, na_position="last", kind="stable"
     )
-    hosts = newest_first.groupby("host", sort=True, dropna=False)
+    hosts = newest_first[
+        ["host", "cpu_physical_cores", "cpu_logical_cores", "ram_total_bytes", "gpu_vram_total_bytes"]
+    ].groupby("host", sort=True, dropna=False)
     text_columns = [
         "cpu_brand",
         "gpu_name",
@@ -62,14 +80,14 @@ def machines_table(rows: pd.DataFrame, measured: pd.DataFrame) -> list[Block]:
         "llama_cpp_python_version",
         "torch_version",
     ]
-    info = hosts[text_columns].agg(_joined)
+    info = _joined_by_host(newest_first, text_columns)
     first = hosts.first()  # newest non-null value per column
     info["cores"] = fmt.integer(first["cpu_physical_cores"]) + " / " + fmt.integer(first["cpu_logical_cores"])
     info["ram"] = fmt.fixed(fmt.as_float(first["ram_total_bytes"]) / fmt.GIB, 1)
     info["vram"] = fmt.fixed(fmt.as_float(hosts["gpu_vram_total_bytes"].max()) / fmt.GIB, 1)
     info["bandwidth"] = _bandwidth_by_host(measured).reindex(info.index).fillna("")
-    info["since"] = hosts["started_utc"].agg(_earliest)
-    info["until"] = hosts["finished_utc"].agg(_latest)
+    info["since"] = _stamps_by_host(newest_first, "started_utc", "min")
+    info["until"] = _stamps_by_host(newest_first, "finished_utc", "max")
     driver = (info["gpu_driver"] + " / " + info["cuda_version"]).where(info["gpu_driver"] != "", "")
     host_names = pd.Series(info.index, index=info.index).map(
         lambda h: "unknown host" if fmt.is_missing(h) else h
