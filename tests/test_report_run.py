@@ -99,3 +99,11 @@ def test_report_errors_are_one_line(tmp_path: Path) -> None:
     suite.write_text((FIXTURES / "procurement.yaml").read_text().replace("gpu-box/gpu0:", "gpu-box/gpu9:"))
     done = bench("report", str(FIXTURES / "host-a.csv"), "--suite", str(suite), "-o", str(tmp_path / "r.md"))
     assert done.returncode == 2 and "costs names device 'gpu-box/gpu9'" in done.stderr
+
+
+def test_report_on_an_empty_folder_names_it(tmp_path: Path) -> None:
+    empty = tmp_path / "results"
+    empty.mkdir()
+    done = bench("report", str(empty), "-o", str(tmp_path / "r.md"))
+    assert done.returncode == 2 and f"no .csv files in {empty}/ (the folder is empty)" in done.stderr
+    assert "Traceback" not in done.stderr

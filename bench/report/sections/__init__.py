@@ -28,8 +28,11 @@ def frame_table(
     (default: the first column) is emphasized."""
     if not columns:
         return Table(headers=[], rows=[])
-    texts = [c.values.reset_index(drop=True).astype(object).fillna("") for c in columns]
-    rows = pd.concat(texts, axis=1).to_numpy().tolist()
+    cells = np.empty((len(columns[0].values), len(columns)), dtype=object)  # by position: indexes may differ
+    for position, column in enumerate(columns):
+        cells[:, position] = column.values.to_numpy(dtype=object)
+    cells[pd.isna(cells)] = ""
+    rows = cells.tolist()
     if strong_rows is not None:
         index = next((i for i, c in enumerate(columns) if c.header == strong_column), 0)
         for position in np.flatnonzero(strong_rows.to_numpy(dtype=bool)):

@@ -120,7 +120,9 @@ def machines_table(rows: pd.DataFrame, measured: pd.DataFrame) -> list[Block]:
 
 
 def models_table(rows: pd.DataFrame) -> list[Block]:
-    known = rows[rows["model_id"] != ""]
+    needed = ["model_id", "quantization", "model_file_bytes", "bits_per_weight", "arch", "model_source",
+              "n_params", "n_layers", "n_kv_heads", "head_dim", "n_ctx_train"]
+    known = rows.loc[rows["model_id"] != "", needed]
     if known.empty:
         return []
     per_quant = (
