@@ -38,8 +38,9 @@ def _numpy_read_gbs(buffer_bytes: int, passes: int = 3) -> float:
 
 def test_bandwidth_probe_agrees_with_a_plain_numpy_read() -> None:
     """One probe thread against one thread of numpy summing a buffer of the same size (128 MiB: 4x the 32 MiB L3
-    of the machine this was written on). Both count bytes moved per second; read and copy kernels differ (0.66x measured here with the copy
-    probe), but a probe that miscounted its bytes (elements for bytes, a factor 8) falls outside 3x."""
+    of the machine this was written on). Both count bytes moved per second; read and copy kernels differ (0.66x
+    measured here with the copy probe), but a probe that miscounted its bytes (elements for bytes, a factor 8)
+    falls outside 3x."""
     size = 128 * 2**20
     reference = _numpy_read_gbs(size)
     probe = measure_bandwidth_gbs(buffer_bytes=size, threads=1, passes=3)

@@ -22,9 +22,9 @@ from bench.results import ResultRow
 from bench.suite import Suite
 
 WORKLOAD_COLUMNS = ("prompt_tokens", "gen_tokens")
-# Columns no section reads, so they are not parsed at all (a third of a long history's bytes: per-repetition
-# samples, warm-ups, CPU flags, build strings). tests/test_report_figures.py checks the report is the same
-# with and without them.
+# Columns no section reads, so they are not parsed at all: per-repetition samples, warm-ups, CPU flags, build
+# strings (29 % of the bytes of tests/fixtures/report/ladder-quality.csv, 44 % of the speed benchmark's
+# history). tests/test_report_figures.py checks the report is the same with and without them.
 UNREAD_COLUMNS = frozenset(
     {
         *(f"{m}_samples" for m in ("prefill_tok_s", "ttft_ms", "itl_ms_p50", "itl_ms_p90", "itl_ms_p99")),

@@ -108,7 +108,7 @@ def decode_spread(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
 
 def decode_by_device_figure(best: pd.DataFrame) -> Figure | None:
     """Grouped horizontal bars: decode tok/s of each device per model × quantization, with the spread over
-    repetitions as error bars and unstable figures hatched (as ⚠ marks them in the tables)."""
+    repetitions as error bars and unstable figures marked (as ⚠ marks them in the tables)."""
     frame = best.loc[fmt.as_float(best["decode_tok_s_mean"]).notna()]
     if frame.empty:
         return None

@@ -112,7 +112,10 @@ def device_table(
     texts: _Texts, depths: pd.DataFrame, rows: slice, knobs: list[str], show_backend: bool, keep_all: bool
 ) -> list[Block]:
     frame = texts.frame
-    columns = [Column("model", texts.text("model_id").iloc[rows]), Column("quant", texts.text("quantization").iloc[rows])]
+    columns = [
+        Column("model", texts.text("model_id").iloc[rows]),
+        Column("quant", texts.text("quantization").iloc[rows]),
+    ]
     if keep_all:  # several runs of one configuration: tell them apart
         columns.append(Column("finished (UTC)", texts.text("finished_utc").iloc[rows]))
     if show_backend:

@@ -2,7 +2,8 @@
 
 Two figures, kept apart: what the device's memory allows (the backend's memory planner), and what is usable,
 i.e. that capped at what the model supports (its trained context, or the RoPE-scaled limit its GGUF declares).
-A million tokens of free memory is a property of the machine, not of a model trained for 8K.
+Memory for a million tokens is a property of the machine, not of the model (SmolLM2 on a 23.5 GiB machine: memory
+for 1,041,408 tokens, trained for 8,192; tests/fixtures/report/golden/two-hosts/fits.md).
 """
 
 from __future__ import annotations

@@ -103,8 +103,9 @@ def build(analysis: Analysis) -> list[Block]:
         Paragraph.of(
             "Prefill tok/s = prompt tokens / time to process them after the depth's cached tokens; decode "
             "tok/s = generated tokens / time of the one-token steps starting at that depth; TTFT = the "
-            "prefill's time (the first token is sampled from the prefill's last logits); inter-token latency percentiles over every decode step of every repetition; the device "
-            "is synchronized before each clock stop. Random token ids, as llama-bench uses."
+            "prefill's time (the first token is sampled from the prefill's last logits); inter-token latency "
+            "percentiles over every decode step of every repetition; the device is synchronized before each "
+            "clock stop. Random token ids, as llama-bench uses."
         ),
         Paragraph.of(
             f"± is the standard deviation over repetitions; ⚠ marks a coefficient of variation above "
