@@ -24,7 +24,8 @@ from bench.suite import Suite
 WORKLOAD_COLUMNS = ("prompt_tokens", "gen_tokens")
 # Columns no section reads, so they are not parsed at all: per-repetition samples, warm-ups, CPU flags, build
 # strings (29 % of the bytes of tests/fixtures/report/ladder-quality.csv, 44 % of the speed benchmark's
-# history). tests/test_report_figures.py checks the report is the same with and without them.
+# history). tests/test_report_figures.py checks the report is the same with and without them. The cell's identity
+# and the machine's stable hardware (device_index, gpu_count, ...) stay: the newest-row rule reads them.
 UNREAD_COLUMNS = frozenset(
     {
         *(f"{m}_samples" for m in ("prefill_tok_s", "ttft_ms", "itl_ms_p50", "itl_ms_p90", "itl_ms_p99")),
@@ -40,7 +41,6 @@ UNREAD_COLUMNS = frozenset(
         "fingerprint",
         "model_desc",
         "derived_from",
-        "device_index",
         "threads_used",
         "prefill_tok_s_median",
         "decode_tok_s_median",
@@ -61,7 +61,6 @@ UNREAD_COLUMNS = frozenset(
         "ram_available_bytes",
         "gpu_vram_free_bytes",
         "gpu_power_limit_w",
-        "gpu_count",
         "est_device_free_bytes",
         "model_buffers_bytes",
         "compute_buffer_bytes",
