@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 
 from bench.errors import BenchError
+from bench.report import format as fmt
 from bench.report import write_report
 from bench.report.build import Analysis, load_report_data
 from bench.report.document import Table
@@ -26,6 +27,7 @@ from bench.report.frontier import pareto_2d
 from bench.report.markdown import escape_md, render_markdown
 from bench.report.sections import across, devices, fits, method, pareto, recommendations, summary
 from bench.report.sections.fits import mark
+from bench.suite.knobs import KNOBS
 
 FIXTURES = Path(__file__).parent / "fixtures" / "report"
 GOLDEN = FIXTURES / "golden"
@@ -207,7 +209,7 @@ def test_recommendation_names_the_constraint_that_rules_each_option_out(write_su
         "decode 28.0 tok/s at depth 512 < 100"
     )
     text = section_markdown(analysis, "recommendations")
-    assert "Best overall: **smollm2-135m Q4_K_M ngl all on gpu-box / gpu0**" in text
+    assert "Best overall: **smollm2-135m Q4_K_M nglall on gpu-box / gpu0**" in text
     assert "ruled out: decode 28.0 tok/s at depth 512 < 100 required" in text  # '<' escaped only before a tag
 
 
@@ -248,8 +250,8 @@ def test_pareto_front_matches_brute_force() -> None:
 def test_pareto_names_the_dominating_configuration(analyses: dict[str, Analysis]) -> None:
     text = section_markdown(analyses["ladder"], "pareto")
     row = next(line for line in text.splitlines() if "| bench-a / cpu | smollm2-135m Q2_K |" in line)
-    assert "dominated by smollm2-135m Q2_K ngl all on gpu-box / gpu0" in row  # as good in quality, faster
-    assert "| **smollm2-135m Q4_K_M ngl all** |" in text  # on the front: bold
+    assert "dominated by smollm2-135m Q2_K nglall on gpu-box / gpu0" in row  # as good in quality, faster
+    assert "| **smollm2-135m Q4_K_M nglall** |" in text  # on the front: bold
 
 
 def test_context_marks() -> None:
@@ -286,18 +288,9 @@ def test_stale_plots_are_removed(tmp_path: Path) -> None:
     assert sorted(p.name for p in plots.iterdir()) == ["decode-by-device.png", "pareto-speed-memory.png"]
 
 
-# Counts and ratios without a unit: ranks, row counts, layers, knob values, perplexity, KL divergence.
-UNITLESS = {
-    "rank",
-    "rows",
-    "layers",
-    "threads",
-    "batch",
-    "ubatch",
-    "GPU layers",
-    "PPL",
-    "KLD",
-    "KLD vs baseline",
+# Counts and ratios without a unit: ranks, row counts, layers, integer knob values, perplexity, KL divergence.
+UNITLESS = {"rank", "rows", "layers", "PPL", "KLD", "KLD vs baseline"} | {
+    knob.label for knob in KNOBS.values() if knob.type is int
 }
 
 
@@ -311,20 +304,22 @@ def test_tables_have_units_in_numeric_headers(analyses: dict[str, Analysis]) -> 
                             assert "(" in header, f"{case}: numeric column {header!r} has no unit"
 
 
-def test_what_fits_uses_the_memory_planner(analyses: dict[str, Analysis]) -> None:
-    from bench.planner import max_context_for_row
+def test_what_fits_asks_the_planner_once_per_memory_setup(analyses: dict[str, Analysis]) -> None:
+    """Against an independent figure: free memory over the KV bytes llama.cpp itself reported per position.
 
-    analysis = analyses["ladder"]
-    assert analysis.planner_available
-    for _, row in analysis.data.configs.iterrows():  # asked once per memory setup, answer joined to each
-        tokens, basis = max_context_for_row(row)
-        assert row["context_basis"] == basis and row["max_context"] == tokens
-    text = section_markdown(analysis, "fits")
-    gpu_q4 = next(ln for ln in text.splitlines() if ln.startswith("| gpu-box / gpu0 | smollm2-135m | Q4_K_M"))
-    tokens = int(
-        analysis.data.configs.set_index(["device", "quantization"]).loc[
-            ("gpu-box / gpu0", "Q4_K_M"), "max_context"
-        ]
-    )
-    assert tokens >= 131072  # a 135M model on a 24 GiB card: memory is no limit ...
-    assert f"| {tokens:,} | estimated | yes | memory only | memory only |" in gpu_q4  # ... its 8K training is
+    The quickstart rows carry no planner estimate, so the planner works from the model's shape; llama.cpp's
+    own KV buffer (kv_cache_bytes over n_ctx, from its load log) is the reference for what a position costs,
+    plus the flash-attention mask (f16, n_ubatch wide). Fixed overheads (runtime, worker) are < 1 % here.
+    """
+    configs = analyses["two-hosts"].data.configs
+    assert len(configs) == 4 and configs["context_basis"].eq("estimated").all()
+    kv_per_position = fmt.as_float(configs["kv_cache_bytes"]) / fmt.as_float(configs["n_ctx"])
+    mask_per_position = 2 * fmt.as_float(configs["n_ubatch"])
+    free = fmt.as_float(configs["ram_total_bytes"]) - fmt.as_float(configs["model_file_bytes"])
+    expected = free / (kv_per_position + mask_per_position)
+    assert configs["max_context"].to_numpy() == pytest.approx(expected.to_numpy(), rel=0.01)
+    assert (configs["max_context"] % 256 == 0).all()
+    assert configs["usable_context"].eq(8192).all()  # SmolLM2 was trained for 8K: memory is not the limit
+    text = section_markdown(analyses["two-hosts"], "fits")
+    tokens = int(configs["max_context"].iloc[0])
+    assert f"| 8,192 | 8,192 | {tokens:,} | estimated | yes | memory only | memory only |" in text

@@ -390,6 +390,8 @@ def gguf_metadata(path: Path) -> dict[str, object]:
     n_params = sum(t.n_elements for t in header.tensors)
     weight_bytes = sum(t.n_bytes for t in header.tensors)
     file_type = file_type_name(header.get("general.file_type"))
+    names = {t.name: t for t in header.tensors}
+    embeddings = names.get("token_embd.weight")
     return {
         "arch": arch,
         "n_layers": arch_int("block_count"),
@@ -399,7 +401,26 @@ def gguf_metadata(path: Path) -> dict[str, object]:
         "n_ctx_train": arch_int("context_length"),
         "file_type": file_type,
         "bits_per_weight": 8.0 * weight_bytes / n_params if n_params else None,
+        # Decode reads one row of the embedding table per token, unless the output head is that table.
+        "token_embd_bytes": embeddings.n_bytes if embeddings else None,
+        "tied_embeddings": "output.weight" not in names if embeddings else None,
+        "n_ctx_rope_scaled": _rope_scaled_context(header, arch),
     }
+
+
+def _rope_scaled_context(header: GgufHeader, arch: str) -> int | None:
+    """factor × original context when the GGUF declares RoPE scaling with its original context length.
+
+    Keys as llama.cpp reads them: {arch}.rope.scaling.type (absent: linear), .factor and
+    .original_context_length. Without the original length, nothing says the trained context is the
+    unscaled one (a converter may have written the extended length there already), so nothing is multiplied.
+    """
+    kind = str(header.get(f"{arch}.rope.scaling.type") or "linear")
+    factor = header.get(f"{arch}.rope.scaling.factor")
+    original = header.get(f"{arch}.rope.scaling.original_context_length")
+    if kind == "none" or not isinstance(factor, int | float) or factor <= 1 or not isinstance(original, int):
+        return None
+    return int(factor * original)
 
 
 def file_type_name(file_type_id: object) -> str:

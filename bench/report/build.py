@@ -1,84 +1,18 @@
-"""Read, merge and analyse results once; then each section turns the analysis into blocks."""
+"""The report document: each section, in reading order, turns the analysis into blocks."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
-
-import pandas as pd
-
-from bench.report import data as report_data
-from bench.report.choose import Recommendation, recommend
-from bench.report.context import add_context_fits
+from bench.report.analysis import Analysis, analyse, load_report_data
 from bench.report.document import Block
-from bench.report.economics import add_costs
-from bench.report.frontier import fronts_by_group
-from bench.results import read_results
-from bench.runners.registry import quantization_catalog
-from bench.suite import Suite, load_suite
+from bench.report.sections import across, devices, fits, method, pareto, recommendations, summary
 
+__all__ = ["SECTIONS", "Analysis", "analyse", "build_document", "load_report_data"]
 
-@dataclass
-class Analysis:
-    data: report_data.ReportData
-    planner_available: bool
-    recommendation: Recommendation
-
-
-def _add_fronts(configs: pd.DataFrame, metric: str | None) -> pd.DataFrame:
-    """Per model, Pareto fronts on (decode, quality loss) and (memory, quality loss), or (decode, memory)."""
-    out = configs.copy()
-    out["neg_memory"] = -out["memory_bytes"]
-    if metric is None:
-        speed = fronts_by_group(out, "model_id", "decode_tok_s_mean", "memory_bytes")
-        out["front_speed"], out["dominated_speed"] = speed["on_front"], speed["dominated_by"]
-        out["front_memory"], out["dominated_memory"] = speed["on_front"], speed["dominated_by"]
-        return out
-    loss = report_data.QUALITY_LOSS_COLUMN[metric]
-    speed = fronts_by_group(out, "model_id", "decode_tok_s_mean", loss)
-    memory = fronts_by_group(out, "model_id", "neg_memory", loss)
-    out["front_speed"], out["dominated_speed"] = speed["on_front"], speed["dominated_by"]
-    out["front_memory"], out["dominated_memory"] = memory["on_front"], memory["dominated_by"]
-    return out
-
-
-def analyse(frame: pd.DataFrame, keep_all: bool, suite: Suite | None) -> Analysis:
-    input_rows = len(frame)
-    sources = report_data.sources_table(frame)
-    rows = report_data.normalize(
-        report_data.merge_newest(frame, keep_all)
-    )  # merge first: fewer rows to normalize
-    measured, knobs = report_data.derive(rows[rows["status"] == "ok"], suite, keep_all)
-    configs = report_data.headline(measured)
-    metric = report_data.quality_metric(configs)
-    configs = add_costs(configs, suite)
-    configs, planner_available = add_context_fits(configs)
-    configs = _add_fronts(configs, metric)
-    loss_column = report_data.QUALITY_LOSS_COLUMN[metric] if metric else None
-    recommendation = recommend(configs, suite.constraints if suite else None, loss_column)
-    data = report_data.ReportData(
-        rows=rows,
-        measured=measured,
-        configs=configs,
-        sources=sources,
-        input_rows=input_rows,
-        keep_all=keep_all,
-        suite=suite,
-        quality_metric=metric,
-        knobs=knobs,
-    )
-    return Analysis(data=data, planner_available=planner_available, recommendation=recommendation)
-
-
-def load_report_data(results: list[Path], keep_all: bool = False, suite_path: Path | None = None) -> Analysis:
-    suite = load_suite(suite_path, quantization_catalog()) if suite_path else None
-    return analyse(read_results(results), keep_all, suite)
+SECTIONS = (summary, devices, across, pareto, fits, recommendations, method)
 
 
 def build_document(analysis: Analysis) -> list[Block]:
-    from bench.report.sections import across, devices, fits, method, pareto, recommendations, summary
-
     blocks: list[Block] = []
-    for section in (summary, devices, across, pareto, fits, recommendations, method):
+    for section in SECTIONS:
         blocks += section.build(analysis)
     return blocks

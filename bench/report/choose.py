@@ -89,12 +89,12 @@ def constraint_reasons(configs: pd.DataFrame, constraints: Constraints) -> pd.Da
             c.min_context,
             True,
             "context fit unknown (no planner estimate)",
-            "fits " + fmt.integer(configs["max_context"]) + f" tokens < {c.min_context:,} required",
+            "memory fits " + fmt.integer(configs["max_context"]) + f" tokens < {c.min_context:,} required",
         )
-        trained = fmt.as_float(configs["n_ctx_train"])
-        short = trained.notna() & (trained < c.min_context)
-        trained_reason = "model trained for " + fmt.integer(trained) + f" tokens < {c.min_context:,} required"
-        reasons["min_context"] = fits.where(~short | (fits != ""), trained_reason)
+        supported = fmt.as_float(configs["model_context"])
+        short = supported.notna() & (supported < c.min_context)
+        model_reason = "model supports " + fmt.integer(supported) + f" tokens < {c.min_context:,} required"
+        reasons["min_context"] = fits.where(~short | (fits != ""), model_reason)
     if c.max_memory_gb is not None:
         memory_gib = configs["memory_bytes"] / fmt.GIB
         reasons["max_memory_gb"] = _check(

@@ -10,67 +10,71 @@ is reduced with pandas group/sort operations, never a Python loop over rows.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import reduce
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from bench.report import format as fmt
+from bench.report.derived import bandwidth, memory_check, roofline
+from bench.report.knobs import knob_label, knob_names, varying_knobs, with_knob_columns
 from bench.results import ResultRow, select
 from bench.suite import Suite
 
-KNOB_COLUMNS = (
-    "threads",
-    "n_gpu_layers",
-    "n_batch",
-    "n_ubatch",
-    "flash_attn",
-    "kv_cache_type",
-    "mmap",
-    "repack",
-    "torch_compile",
-    "static_cache",
-)
-# How a knob is written in a configuration's short label (`t2 ngl all kv q8_0`).
-KNOB_PREFIX = {
-    "threads": "t",
-    "n_gpu_layers": "ngl ",
-    "n_batch": "batch ",
-    "n_ubatch": "ubatch ",
-    "flash_attn": "fa ",
-    "kv_cache_type": "kv ",
-    "mmap": "mmap ",
-    "repack": "repack ",
-    "torch_compile": "compile ",
-    "static_cache": "static-cache ",
-}
 WORKLOAD_COLUMNS = ("prompt_tokens", "gen_tokens")
-CONFIG_COLUMNS = (
-    "host",
-    "device_id",
-    "backend",
-    "model_id",
-    "quantization",
-    *KNOB_COLUMNS,
-    *WORKLOAD_COLUMNS,
+# Columns no section reads, so they are not parsed at all: per-repetition samples, warm-ups, CPU flags, build
+# strings (29 % of the bytes of tests/fixtures/report/ladder-quality.csv, 44 % of the speed benchmark's
+# history). tests/test_report_figures.py checks the report is the same with and without them. The cell's identity
+# and the machine's stable hardware (device_index, gpu_count, ...) stay: the newest-row rule reads them.
+UNREAD_COLUMNS = frozenset(
+    {
+        *(f"{m}_samples" for m in ("prefill_tok_s", "ttft_ms", "itl_ms_p50", "itl_ms_p90", "itl_ms_p99")),
+        "energy_j_per_decode_token_samples",
+        "warmup_prefill_tok_s",
+        "warmup_decode_tok_s",
+        "warnings",
+        "system_warnings",
+        "cpu_flags",
+        "cpu_arch",
+        "llama_cpp_build",
+        "python_version",
+        "fingerprint",
+        "model_desc",
+        "derived_from",
+        "threads_used",
+        "prefill_tok_s_median",
+        "decode_tok_s_median",
+        "ttft_ms_median",
+        "itl_ms_p50",
+        "itl_ms_p90",
+        "load_s",
+        "prefill_overhead_pct",
+        "decode_overhead_pct",
+        "ppl_stderr",
+        "kld_stderr",
+        "kld_median",
+        "kld_p99",
+        "kld_max",
+        "dp_correct_mean_pct",
+        "dp_correct_rms_pct",
+        "task_accuracy_stderr_pct",
+        "ram_available_bytes",
+        "gpu_vram_free_bytes",
+        "gpu_power_limit_w",
+        "est_device_free_bytes",
+        "model_buffers_bytes",
+        "compute_buffer_bytes",
+        "model_weights_bytes",
+        "rss_before_load_bytes",
+    }
 )
 # The quality-loss axis of Pareto fronts and rankings: column and label, by metric.
 QUALITY_LOSS_COLUMN = {"kld": "kld", "dppl": "dppl_pct"}
 QUALITY_LOSS_LABEL = {"kld": "KLD vs baseline", "dppl": "ΔPPL vs baseline (%)"}
 
-# Bytes per KV element by cache type (llama.cpp block sizes: q8_0 = 34 bytes per 32 values, ...).
-KV_TYPE_BYTES = {
-    "f32": 4.0,
-    "f16": 2.0,
-    "bf16": 2.0,
-    "q8_0": 34 / 32,
-    "q5_1": 24 / 32,
-    "q5_0": 22 / 32,
-    "q4_1": 20 / 32,
-    "q4_0": 18 / 32,
-    "iq4_nl": 18 / 32,
-}
+
+def config_columns() -> list[str]:
+    """What a buyer chooses: machine, device, backend, model, quantization, every registered knob, workload."""
+    return ["host", "device_id", "backend", "model_id", "quantization", *knob_names(), *WORKLOAD_COLUMNS]
 
 
 @dataclass
@@ -88,7 +92,7 @@ class ReportData:
 
 def normalize(frame: pd.DataFrame) -> pd.DataFrame:
     """Text columns as str ('' when missing), numbers as numbers (NaN when missing), for any CSV age."""
-    out = frame.copy()
+    out = with_knob_columns(frame).copy()
     for name, spec in ResultRow.model_fields.items():
         annotation = str(spec.annotation)
         if name not in out:
@@ -112,25 +116,6 @@ def merge_newest(frame: pd.DataFrame, keep_all: bool) -> pd.DataFrame:
 
 def _label_text(values: pd.Series) -> pd.Series:
     return fmt.text(values).fillna("").astype(str)
-
-
-def varying_knobs(measured: pd.DataFrame) -> list[str]:
-    return [c for c in KNOB_COLUMNS if measured[c].nunique(dropna=False) > 1]
-
-
-def knob_label(frame: pd.DataFrame, knobs: list[str]) -> pd.Series:
-    """'t2 ngl all' from the knobs that vary; '' when none do."""
-    if not knobs or frame.empty:
-        return pd.Series("", index=frame.index, dtype=object)
-    pieces = []
-    on_cpu = frame["device_kind"].eq("cpu").fillna(False)
-    for column in knobs:
-        values = _label_text(frame[column])
-        if column == "n_gpu_layers":  # offload means nothing on a CPU device
-            values = values.replace("-1", "all").where(~on_cpu, "")
-        pieces.append((KNOB_PREFIX[column] + values).where(values != "", ""))
-    joined = reduce(lambda a, b: a + " " + b, pieces)
-    return joined.str.replace(r"\s+", " ", regex=True).str.strip()
 
 
 def _device_labels(frame: pd.DataFrame) -> pd.Series:
@@ -169,58 +154,9 @@ def _quality(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({"kld": kld, "dppl_pct": dppl}, index=frame.index)
 
 
-def _bandwidth(frame: pd.DataFrame, suite: Suite | None) -> pd.DataFrame:
-    """Memory bandwidth per row: the suite's value for the device wins over the probe recorded in the row."""
-    recorded = (
-        fmt.as_float(frame["mem_bandwidth_gbs"])
-        if "mem_bandwidth_gbs" in frame
-        else pd.Series(np.nan, index=frame.index)
-    )
-    source = pd.Series(
-        np.where(frame["device_kind"].eq("cuda").fillna(False), "NVML peak", "probe"),
-        index=frame.index,
-        dtype=object,
-    ).where(recorded.notna(), "")
-    if suite is not None:
-        declared = {d.id: d.memory_bandwidth_gbs for d in suite.devices if d.memory_bandwidth_gbs}
-        from_suite = fmt.as_float(frame["device_id"].map(declared))
-        source = source.where(from_suite.isna(), "suite")
-        recorded = from_suite.fillna(recorded)
-    return pd.DataFrame({"bandwidth_gbs": recorded, "bandwidth_source": source}, index=frame.index)
-
-
-def _roofline(frame: pd.DataFrame) -> pd.DataFrame:
-    """Bytes read per decoded token ≈ weights + KV cache at the mean position of the decode; tok/s bound."""
-    # Weights as held in memory (a dequantized torch row is larger than its GGUF file).
-    in_memory = fmt.as_float(frame["n_params"]) * fmt.as_float(frame["bits_per_weight"]) / 8
-    weights = in_memory.fillna(fmt.as_float(frame["est_weights_bytes"])).fillna(fmt.as_float(frame["model_file_bytes"]))
-    per_token_measured = fmt.as_float(frame["kv_cache_bytes"]) / fmt.as_float(frame["n_ctx"])
-    element_bytes = fmt.as_float(frame["kv_cache_type"].map(KV_TYPE_BYTES)).fillna(2.0)
-    per_token_shape = (
-        2
-        * fmt.as_float(frame["n_layers"])
-        * fmt.as_float(frame["n_kv_heads"])
-        * fmt.as_float(frame["head_dim"])
-        * element_bytes
-    )
-    kv_per_token = per_token_measured.where(per_token_measured > 0, per_token_shape).fillna(0.0)
-    position = fmt.as_float(frame["depth"]).fillna(0) + fmt.as_float(frame["gen_tokens"]).fillna(0) / 2
-    bytes_per_token = weights + kv_per_token * position
-    roofline = frame["bandwidth_gbs"] * 1e9 / bytes_per_token
-    decode = fmt.as_float(frame["decode_tok_s_mean"])
-    return pd.DataFrame(
-        {
-            "bytes_per_token": bytes_per_token,
-            "roofline_tok_s": roofline,
-            "roofline_pct": 100.0 * decode / roofline,
-        },
-        index=frame.index,
-    )
-
-
 def derive(measured: pd.DataFrame, suite: Suite | None, keep_all: bool) -> tuple[pd.DataFrame, list[str]]:
     """Row-level metrics and labels for ok rows; `config_no` numbers the configurations."""
-    keys = list(CONFIG_COLUMNS) + (["run_id"] if keep_all else [])
+    keys = config_columns() + (["run_id"] if keep_all else [])
     frame = measured.reset_index(drop=True)
     frame["config_no"] = frame.groupby(keys, dropna=False, sort=True).ngroup()
     knobs = varying_knobs(frame)
@@ -233,8 +169,8 @@ def derive(measured: pd.DataFrame, suite: Suite | None, keep_all: bool) -> tuple
     if keep_all:
         frame["setup"] = frame["setup"] + " (" + _label_text(frame["finished_utc"]) + ")"
     frame["memory_bytes"] = _memory_bytes(frame)
-    frame = frame.join(_quality(frame)).join(_bandwidth(frame, suite))
-    frame = frame.join(_roofline(frame))
+    frame = frame.join(_quality(frame)).join(bandwidth(frame, suite))
+    frame = frame.join(roofline(frame)).join(memory_check(frame))
     energy = fmt.as_float(frame["energy_j_per_decode_token"])
     frame["tok_per_j"] = 1.0 / energy.where(energy > 0)
     return frame, knobs

@@ -72,19 +72,24 @@ def byte_column(values: pd.Series) -> tuple[str, pd.Series]:
     return unit, fixed(as_float(values) / divisor, decimals)
 
 
+def _text_of(value: Any) -> str:
+    if isinstance(value, bool | np.bool_):
+        return "on" if value else "off"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
 def text(values: pd.Series) -> pd.Series:
-    """Any column as display text ('' for missing); booleans as on/off."""
+    """Any column as display text ('' for missing); booleans as on/off. Each distinct value is turned into
+    text once (a long history repeats the same hosts and models thousands of times)."""
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    texts = np.array([_text_of(value) for value in uniques] + [""], dtype=object)
+    return pd.Series(texts[codes], index=values.index, dtype=object)  # code -1 (missing) picks the last, ''
 
-    def one(value: Any) -> str:
-        if is_missing(value):
-            return ""
-        if isinstance(value, bool | np.bool_):
-            return "on" if value else "off"
-        if isinstance(value, float) and value.is_integer():
-            return str(int(value))
-        return str(value)
 
-    return values.map(one).astype(object)
+
+
 
 
 def tokens(value: float | int | None) -> str:

@@ -13,6 +13,7 @@ from bench.report.format import is_missing
 _SPECIAL = re.compile(r"[\\`*\[\]|~$]|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])")
 _WHITESPACE = re.compile(r"[\r\n\t\v\f]+")
 _TAG_OPEN = re.compile(r"<(?=[A-Za-z/!?])")
+_ANY_SPECIAL = re.compile(r"[\\`*\[\]|~$_<&\r\n\t\v\f]")  # any character one of the rules above may change
 _BLOCK_START = re.compile(r"^(?:[#>+=-]|\d+[.)])")  # text that would open a heading, quote or list
 
 
@@ -20,7 +21,10 @@ def escape_md(value: Any) -> str:
     """A value safe in a markdown paragraph, heading or table cell: no pipes, newlines, markup or HTML."""
     if is_missing(value):
         return ""
-    text = _WHITESPACE.sub(" ", str(value))
+    text = str(value)
+    if not _ANY_SPECIAL.search(text):  # most cells are plain numbers and names: one scan, nothing to change
+        return text
+    text = _WHITESPACE.sub(" ", text)
     # An HTML tag, comment or autolink opens with "<" and a letter, "/", "!" or "?"; "< 100" stays readable.
     text = _TAG_OPEN.sub("&lt;", text.replace("&", "&amp;"))
     return _SPECIAL.sub(lambda match: "\\" + match.group(0), text)
@@ -58,7 +62,17 @@ def _table(table: Table) -> str:
         "| " + " | ".join(escape_md(h) for h in table.headers) + " |",
         "|" + "|".join("---:" if numeric else "---" for numeric in table.numeric) + "|",
     ]
-    lines += ["| " + " | ".join(inline(cell, in_table=True) for cell in row) + " |" for row in table.rows]
+    escaped: dict[str, str] = {}  # a long table repeats its devices, models and figures: escape each once
+
+    def cell_text(cell: Inline) -> str:
+        if type(cell) is not str:
+            return inline(cell, in_table=True)
+        text = escaped.get(cell)
+        if text is None:
+            text = escaped[cell] = escape_md(cell)
+        return text
+
+    lines += ["| " + " | ".join(map(cell_text, row)) + " |" for row in table.rows]
     return "\n".join(lines)
 
 

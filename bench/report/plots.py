@@ -12,20 +12,27 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from matplotlib.artist import Artist
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.collections import PolyCollection
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from bench.report import format as fmt
+from bench.report.derived import unstable
 from bench.report.document import Block, Image
+from bench.results import samples_from_text
+from bench.stats import UNSTABLE_CV_PCT
 
 MAX_BAR_GROUPS = 30  # model × quantization rows in the device bar chart
-MAX_PANELS = 6  # models in one Pareto figure (the table lists them all)
+MAX_PANELS = 3  # models in one Pareto figure, in one row (the table lists them all); a panel takes ~40 ms to draw
 MAX_LEGEND = 12  # devices named in a legend
+MAX_FRONT_LABELS = 8  # front points labelled per panel (each label is text to lay out and draw)
+PANEL_TICKS = 3  # tick intervals per Pareto panel axis (MaxNLocator's nbins)
 DPI = 100
+UNSTABLE_LABEL = f"unstable (spread > {UNSTABLE_CV_PCT:g} % CV)"
 
 
 def plot_text(value: object) -> str:
@@ -71,63 +78,113 @@ def _colors(labels: list[str]) -> dict[str, tuple[float, float, float, float]]:
     return {label: palette(i % palette.N) for i, label in enumerate(labels)}
 
 
-def decode_by_device_plot(best: pd.DataFrame) -> Image | None:
-    """Grouped horizontal bars: decode tok/s of each device, per model × quantization."""
-    needed = ["decode_tok_s_mean", "model_id", "quantization", "backend", "bits_per_weight", "device"]
-    frame = best.loc[fmt.as_float(best["decode_tok_s_mean"]).notna(), needed]
+def _bar_boxes(lows: np.ndarray, widths: np.ndarray, height: float) -> np.ndarray:
+    """Horizontal bars as polygons (one PolyCollection draws faster than hundreds of Rectangle patches)."""
+    zeros = np.zeros_like(widths)
+    return np.stack(
+        [
+            np.column_stack([zeros, lows]),
+            np.column_stack([widths, lows]),
+            np.column_stack([widths, lows + height]),
+            np.column_stack([zeros, lows + height]),
+        ],
+        axis=1,
+    )
+
+
+def decode_spread(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(below, above) the mean for error bars: ± the standard deviation over repetitions, or the min–max of
+    the per-repetition samples where a row has no standard deviation; 0 where it has neither."""
+    mean = fmt.as_float(frame["decode_tok_s_mean"])
+    std = fmt.as_float(frame["decode_tok_s_std"])
+    samples = frame["decode_tok_s_samples"] if "decode_tok_s_samples" in frame else pd.Series("", index=frame.index)
+    values = samples.where(std.isna(), "").map(samples_from_text)
+    low = values.map(lambda v: min(v) if v else np.nan).astype(float)
+    high = values.map(lambda v: max(v) if v else np.nan).astype(float)
+    below = std.fillna(mean - low).clip(lower=0).fillna(0.0)
+    above = std.fillna(high - mean).clip(lower=0).fillna(0.0)
+    return below.to_numpy(), above.to_numpy()
+
+
+def decode_by_device_figure(best: pd.DataFrame) -> Figure | None:
+    """Grouped horizontal bars: decode tok/s of each device per model × quantization, with the spread over
+    repetitions as error bars and unstable figures marked (as ⚠ marks them in the tables)."""
+    frame = best.loc[fmt.as_float(best["decode_tok_s_mean"]).notna()]
     if frame.empty:
         return None
     group_label = frame["model_id"].astype(str) + " " + frame["quantization"].astype(str)
     if frame["backend"].nunique() > 1:
         group_label = group_label + " " + frame["backend"].astype(str)
-    frame = frame.assign(_group=group_label, _bits=-fmt.as_float(frame["bits_per_weight"]))
+    frame = frame.assign(
+        _group=group_label,
+        _bits=-fmt.as_float(frame["bits_per_weight"]),
+        _decode=fmt.as_float(frame["decode_tok_s_mean"]),
+    )
     ordered = frame.sort_values(["model_id", "_bits", "quantization"], na_position="last", kind="stable")
-    groups = list(dict.fromkeys(ordered["_group"]))
-    groups = groups[:MAX_BAR_GROUPS]
+    groups = list(dict.fromkeys(ordered["_group"]))[:MAX_BAR_GROUPS]
     devices = sorted(frame["device"].unique())
     colors = _colors(devices)
-    table = frame.groupby(["_group", "device"])["decode_tok_s_mean"].max().unstack("device").reindex(groups)
+    # One bar per group × device: its fastest row (several workloads may share a group).
+    bars = (
+        frame[frame["_group"].isin(groups)]
+        .sort_values("_decode", ascending=False, kind="stable")
+        .drop_duplicates(["_group", "device"])
+    )
+    group_no = bars["_group"].map({g: i for i, g in enumerate(groups)}).to_numpy()
+    device_no = bars["device"].map({d: i for i, d in enumerate(devices)}).to_numpy()
     height = min(16.0, max(2.5, 0.35 * len(groups) * max(1, min(len(devices), 4)) + 1.2))
     label_inches = 0.085 * max(len(plot_text(g)) for g in groups) + 0.4
-    figure = Figure(figsize=(8 + label_inches, height))
-    _margins(figure, left=label_inches, bottom=0.6, top=0.45)
+    named = devices if len(devices) <= MAX_LEGEND else []  # more colours than a legend can name: none named
+    legend_inches = 0.07 * max([len(UNSTABLE_LABEL), *(len(plot_text(d)) for d in named)]) + 0.6
+    figure = Figure(figsize=(8 + label_inches + legend_inches, height))
+    _margins(figure, left=label_inches, bottom=0.6, top=0.45, right=legend_inches)
     axes = figure.add_subplot()
     bar = 0.8 / len(devices)
-    positions = np.arange(len(groups))
-    offsets = np.arange(len(devices))
-    values = table.reindex(columns=devices).to_numpy(dtype=float)  # groups × devices
-    # Every bar in one PolyCollection: one artist draws faster than hundreds of Rectangle patches.
-    lows = (positions[:, None] + offsets[None, :] * bar - bar / 2).ravel()
-    widths = np.nan_to_num(values.ravel())
-    boxes = np.stack(
-        [
-            np.column_stack([np.zeros_like(widths), lows]),
-            np.column_stack([widths, lows]),
-            np.column_stack([widths, lows + bar]),
-            np.column_stack([np.zeros_like(widths), lows + bar]),
-        ],
-        axis=1,
+    lows = group_no + device_no * bar - bar / 2
+    values = bars["_decode"].to_numpy()
+    boxes = _bar_boxes(lows, values, bar)
+    axes.add_collection(PolyCollection(boxes, facecolors=[colors[d] for d in bars["device"]], linewidths=0))
+    below, above = decode_spread(bars)
+    axes.errorbar(
+        values, lows + bar / 2, xerr=np.vstack([below, above]), fmt="none", ecolor="0.15", elinewidth=1,
+        capsize=2,
     )
-    axes.add_collection(
-        PolyCollection(
-            boxes, facecolors=np.tile(np.array([colors[d] for d in devices]), (len(groups), 1)), linewidths=0
-        )
+    right = float(np.nanmax(values + above))
+    shaky = unstable(bars).to_numpy()
+    # Unstable bars get a mark past their error bar (as ⚠ in the tables); markers draw faster than hatching.
+    axes.plot(
+        (values + above + 0.015 * right)[shaky], (lows + bar / 2)[shaky], linestyle="none", marker="X",
+        markersize=5, color="0.15", label=UNSTABLE_LABEL,
     )
-    axes.set_xlim(0, max(1.0, float(np.nanmax(values)) * 1.05))
+    axes.set_xlim(0, max(1.0, right * 1.07))
     axes.set_ylim(-0.5, len(groups) - 0.5 + bar * (len(devices) - 1))
-    handles = [Patch(color=colors[d], label=plot_text(d)) for d in devices[:MAX_LEGEND]]
-    axes.set_yticks(positions + bar * (len(devices) - 1) / 2, [plot_text(g) for g in groups])
+    handles: list[Artist] = [Patch(color=colors[d], label=plot_text(d)) for d in named]
+    if shaky.any():
+        handles.append(Line2D([], [], linestyle="none", marker="X", color="0.15", label=UNSTABLE_LABEL))
+    axes.set_yticks(np.arange(len(groups)) + bar * (len(devices) - 1) / 2, [plot_text(g) for g in groups])
     axes.invert_yaxis()
-    axes.set_xlabel("decode (tok/s, shallowest depth, fastest knob setting)")
+    spread = "± standard deviation over repetitions"
+    if fmt.as_float(bars["decode_tok_s_std"]).isna().any():
+        spread += " (min–max of the repetitions where none was recorded)"
+    axes.set_xlabel(f"decode (tok/s, shallowest depth, fastest knob setting); error bars: {spread}")
     axes.grid(axis="x", alpha=0.3)
-    axes.legend(handles=handles, fontsize=8, loc="best")
+    # Beside the bars, not over them: placing a legend "best" among hundreds of bars is what drawing cost most.
+    if handles:
+        axes.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     title = "Decode speed by device"
-    if len(frame["_group"].unique()) > len(groups):
+    if frame["_group"].nunique() > len(groups):
         title += f" (first {len(groups)} model × quantization pairs)"
+    if not named:
+        title += f"; colours: {len(devices)} devices, see the tables"
     axes.set_title(title, y=1.0)
-    return Image(
-        "decode-by-device.png", "Decode tok/s per device for each model and quantization", _png(figure)
-    )
+    return figure
+
+
+def decode_by_device_plot(best: pd.DataFrame) -> Image | None:
+    figure = decode_by_device_figure(best)
+    if figure is None:
+        return None
+    return Image("decode-by-device.png", "Decode tok/s per device for each model and quantization", _png(figure))
 
 
 def pareto_plot(
@@ -140,7 +197,7 @@ def pareto_plot(
         return None
     models = sorted(frame["model_id"].astype(str).unique())
     shown = models[:MAX_PANELS]
-    columns = min(3, len(shown))
+    columns = len(shown)
     rows = math.ceil(len(shown) / columns)
     figure = Figure(figsize=(max(6.5, 4.6 * columns), 3.8 * rows + 1.2))  # wide enough for the title
     _margins(figure, left=0.75, bottom=1.0, top=0.85, wspace=0.35, hspace=0.5)
@@ -167,12 +224,15 @@ def pareto_plot(
         labels = line["quantization"].astype(str)
         if labels.duplicated().any():  # the same quantization twice on the front: tell them apart
             labels = (labels + " " + line["knobs"].astype(str)).str.strip()
-        for label, px, py in list(zip(labels, line[x], line[y], strict=True))[:20]:
+        for label, px, py in list(zip(labels, line[x], line[y], strict=True))[:MAX_FRONT_LABELS]:
             axes.annotate(plot_text(label), (px, py), fontsize=7, xytext=(3, 3), textcoords="offset points")
         _spread_small_values(axes, fmt.as_float(members[y]))
         axes.set_title(plot_text(model), fontsize=10, y=1.0)  # a fixed y skips a costly auto-placement
         axes.minorticks_off()
-        axes.xaxis.set_major_locator(MaxNLocator(5))  # fewer tick labels: text is what drawing costs
+        # Few ticks: each tick is a label, a mark and a grid line to lay out and draw (most of a panel's cost).
+        axes.xaxis.set_major_locator(MaxNLocator(PANEL_TICKS))
+        if axes.get_yscale() == "linear":
+            axes.yaxis.set_major_locator(MaxNLocator(PANEL_TICKS))
         axes.tick_params(labelsize=8)
         if panel > len(shown) - columns:  # axis titles on the outer panels only: text is what costs most
             axes.set_xlabel(x_label, fontsize=8)
@@ -196,6 +256,8 @@ def _spread_small_values(axes: object, values: pd.Series) -> None:
     positive = values[values > 0]
     if len(positive) and values.max() / positive.min() > 50:
         axes.set_yscale("symlog", linthresh=float(positive.min()))  # type: ignore[attr-defined]
+        # Plain numbers: the default 10^x labels are mathtext, whose parser costs more than the whole plot.
+        axes.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))  # type: ignore[attr-defined]
 
 
 def write_images(blocks: list[Block], folder: Path) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -22,6 +22,7 @@ from bench.errors import BenchError
 from bench.suite.knobs import KNOBS
 
 Status = Literal["ok", "failed", "timeout", "skipped"]
+_MAX_BLOCKS = 100  # pandas' PerformanceWarning threshold for a fragmented frame
 SAMPLE_SEP = ";"
 
 
@@ -120,8 +121,11 @@ class _FixedColumns(BaseModel):
     n_kv_heads: int | None = None
     head_dim: int | None = None
     n_ctx_train: int | None = None
+    n_ctx_rope_scaled: int | None = None  # RoPE scaling factor x original context, when the GGUF declares it
     file_type: str = ""
     bits_per_weight: float | None = None
+    token_embd_bytes: int | None = None  # the token-embedding table (decode reads one row of it per token)
+    tied_embeddings: bool | None = None  # the output head is the embedding table (no output.weight)
 
     # --- quality (once per model x quantization x backend, joined onto every row of it)
     baseline_quantization: str = ""
@@ -265,50 +269,69 @@ def read_header(path: Path) -> list[str]:
         return next(csv.reader(handle), [])
 
 
-def read_results(paths: Iterable[str | Path]) -> pd.DataFrame:
-    """Read result CSVs (files or folders of *.csv) into one frame, with errors that name file and line."""
+def read_results(paths: Iterable[str | Path], skip: Collection[str] = frozenset()) -> pd.DataFrame:
+    """Read result CSVs (files or folders of *.csv) into one frame, with errors that name file and line.
+
+    `skip`: columns the caller never reads; they are not parsed (a long history reads faster without them).
+    """
     frames = []
     for path in expand_result_paths(paths):
-        frames.append(_read_one(path))
+        frames.append(_read_one(path, skip))
     if not frames:
         raise BenchError("no result files given (expected one or more .csv files or folders holding them)")
     frame = pd.concat(frames, ignore_index=True, sort=False)
-    missing = [column for column in COLUMNS if column not in frame.columns]
+    missing = [column for column in COLUMNS if column not in frame.columns and column not in skip]
     if missing:  # one concat, not a column at a time (which fragments the frame)
         blank = pd.DataFrame(pd.NA, index=frame.index, columns=missing, dtype=object)
         frame = pd.concat([frame, blank], axis=1)
-    return frame
+    # pandas' parser leaves about a block per column; past 100 blocks pandas warns at every later insert, so a
+    # wide frame is consolidated here (one copy). A caller that skips the columns it never reads saves both.
+    return frame.copy() if frame.shape[1] > _MAX_BLOCKS else frame
 
 
 def expand_result_paths(paths: Iterable[str | Path]) -> Iterator[Path]:
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            yield from sorted(path.rglob("*.csv"))
+            found = sorted(path.rglob("*.csv"))
+            if not found:
+                raise BenchError(f"no .csv files in {path}/{_folder_listing(path)}")
+            yield from found
         elif path.exists():
             yield path
         else:
             raise BenchError(f"results file not found: {path}")
 
 
+def _folder_listing(folder: Path, shown: int = 10) -> str:
+    """' (it holds: a.txt, logs/, ...)': what a folder without result files holds, said in the error."""
+    entries = sorted(folder.iterdir())
+    if not entries:
+        return " (the folder is empty)"
+    names = [entry.name + ("/" if entry.is_dir() else "") for entry in entries[:shown]]
+    more = f", and {len(entries) - shown} more" if len(entries) > shown else ""
+    return f" (it holds: {', '.join(names)}{more})"
+
+
 _NUMERIC_TYPES = {name: field.annotation for name, field in ResultRow.model_fields.items()}
 
 
-def _read_one(path: Path) -> pd.DataFrame:
+def _read_one(path: Path, skip: Collection[str] = frozenset()) -> pd.DataFrame:
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
+        text = data.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise BenchError(f"cannot read results file {path}: {exc}") from None
-    if not text.strip():
+    if not text or text.isspace():  # not strip(): that copies a large file
         raise BenchError(f"{path}: empty file, expected a bench results CSV with a header line")
-    header = next(csv.reader(io.StringIO(text.partition("\n")[0])))  # not splitlines(): the file may be large
+    end = text.find("\n")
+    header = next(csv.reader(io.StringIO(text[: end if end >= 0 else None])))  # the first line only: no copy
     missing = [c for c in ("suite", "model_id", "status") if c not in header]
     if missing:
         raise BenchError(f"{path}:1: not a bench results CSV: header lacks {', '.join(missing)}")
-    fast = _parse_fast(text, header)
-    if fast is not None:
-        fast["source_file"] = str(path)
-        return fast
+    fast = _parse_fast(text, header, data, skip)
+    if fast is not None:  # joined, not inserted: the parser's frame holds a block per column
+        return pd.concat([fast, pd.Series(str(path), index=fast.index, name="source_file", dtype=object)], axis=1)
     # The careful path: record by record, so a bad file gets an error naming its line.
     records: list[list[str]] = []
     record_lines: list[int] = []  # physical line where each record starts (quoted fields may span lines)
@@ -326,7 +349,8 @@ def _read_one(path: Path) -> pd.DataFrame:
             )
         records.append(record)
         record_lines.append(start)
-    frame = pd.DataFrame(records, columns=header, dtype=object).replace("", pd.NA)
+    frame = pd.DataFrame(records, columns=header, dtype=object)
+    frame = frame.drop(columns=[c for c in header if c in skip]).replace("", pd.NA)
     for column in frame.columns:
         if column in _NUMERIC_TYPES and _is_numeric(_NUMERIC_TYPES[column]):
             converted = pd.to_numeric(frame[column], errors="coerce")
@@ -367,32 +391,30 @@ def _field_counts_match(text: str, width: int) -> bool:
     return bool((counts[~blank] + 1 == width).all())
 
 
-def _parse_fast(text: str, header: list[str]) -> pd.DataFrame | None:
+def _parse_fast(text: str, header: list[str], data: bytes, skip: Collection[str] = frozenset()) -> pd.DataFrame | None:
     """pandas' C parser, numbers parsed as it reads: ~10x faster on long histories. None when it cannot
     vouch for the file (a bad field count or value, or a layout it cannot check): then the careful path runs."""
     numeric = {c for c in header if c in _NUMERIC_TYPES and _is_numeric(_NUMERIC_TYPES[c])}
     if len(set(header)) != len(header) or not _field_counts_match(text, len(header)):
         return None  # pandas would pad a short record silently
-    try:
-        frame = pd.read_csv(io.StringIO(text), dtype={c: "float64" if c in numeric else object for c in header},
-                            keep_default_na=False, na_values={c: [""] for c in numeric})
+    try:  # every empty cell is missing, as the careful path reads it (NaN here: no per-cell pass afterwards)
+        frame = pd.read_csv(io.BytesIO(data), dtype={c: "float64" if c in numeric else object for c in header},
+                            keep_default_na=False, na_values={c: [""] for c in header},
+                            usecols=[c for c in header if c not in skip])
     except (ValueError, pd.errors.ParserError):  # too many fields, or text in a number column
         return None
-    if list(frame.columns) != header:
+    kept = [c for c in header if c not in skip]
+    if list(frame.columns) != kept:
         return None
-    columns: dict[str, pd.Series] = {}
-    for column in header:
-        values = frame[column]
-        if column in numeric:
-            annotation = str(_NUMERIC_TYPES[column])
-            if "int" in annotation and values.notna().all() and (values % 1 == 0).all():
-                values = values.astype("int64")  # as pd.to_numeric gives for whole numbers
-        else:
-            values = values.where(values != "", pd.NA)
-            if column in _NUMERIC_TYPES and _is_bool(_NUMERIC_TYPES[column]):
-                values = values.map({"True": True, "False": False, "true": True, "false": False})
-        columns[column] = values
-    return pd.DataFrame(columns)  # built at once: assigning column by column would fragment it
+    for column in kept:  # replaced in place, only the columns that need it (rebuilding the frame copies all)
+        annotation = _NUMERIC_TYPES.get(column)
+        if column in numeric and "int" in str(annotation):
+            values = frame[column].to_numpy()
+            if not np.isnan(values).any() and (values % 1 == 0).all():
+                frame[column] = values.astype(np.int64)  # as pd.to_numeric gives for whole numbers
+        elif annotation is not None and _is_bool(annotation):
+            frame[column] = frame[column].map({"True": True, "False": False, "true": True, "false": False})
+    return frame
 
 
 def _is_numeric(annotation: Any) -> bool:

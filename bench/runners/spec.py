@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,6 +42,8 @@ class BackendSpec:
     quantization_reasons: Callable[[str, int, list[str]], dict[str, str]] | None = None
     # The memory planner: (cells, suite, fingerprint, model file or None) -> {cell_id: CellMemory}.
     plan_memory: Callable[..., dict[str, Any]] | None = None
+    # The largest context a result row's device fits, from the row's figures: row -> (tokens or None, basis).
+    max_context_for_row: Callable[[Mapping[str, Any]], tuple[int | None, str]] | None = None
 
     def missing_reason(self) -> str:
         """'' if the backend can run here, else why not and how to fix it."""

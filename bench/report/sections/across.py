@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 import pandas as pd
 
 from bench.report import format as fmt
+from bench.report.analysis import Analysis
 from bench.report.document import Block, Code, Heading, Inline, Paragraph, Table
 from bench.report.plots import decode_by_device_plot
 from bench.report.sections import Column, frame_table
-
-if TYPE_CHECKING:
-    from bench.report.build import Analysis
 
 COMPARISON = ["model_id", "quantization", "backend", "prompt_tokens", "gen_tokens"]
 
@@ -26,8 +22,7 @@ def fastest_per_device(configs: pd.DataFrame) -> pd.DataFrame:
     return ordered.drop_duplicates([*COMPARISON, "device"]).drop(columns="_decode")
 
 
-def _title(group: pd.DataFrame, show_backend: bool, show_workload: bool) -> str:
-    first = group.iloc[0]
+def _title(first: dict[str, object], show_backend: bool, show_workload: bool) -> str:
     parts = [str(first["model_id"]), str(first["quantization"])]
     if show_backend:
         parts.append(str(first["backend"]))
@@ -68,9 +63,10 @@ def comparison_tables(best: pd.DataFrame) -> list[Block]:
     table = frame_table(columns)  # formatted once; sliced per comparison below
     starts = np.flatnonzero(np.r_[True, comparison[1:] != comparison[:-1]])
     ends = np.r_[starts[1:], len(comparison)]
+    firsts = ordered[["model_id", "quantization", "backend", "prompt_tokens", "gen_tokens"]].iloc[starts]
     blocks: list[Block] = []
-    for start, end in zip(starts, ends, strict=True):
-        blocks.append(Heading(3, _title(ordered.iloc[start:end], show_backend, show_workload)))
+    for first, start, end in zip(firsts.to_dict("records"), starts, ends, strict=True):
+        blocks.append(Heading(3, _title(first, show_backend, show_workload)))
         blocks.append(Table(headers=table.headers, rows=table.rows[start:end], numeric=table.numeric))
     return blocks
 

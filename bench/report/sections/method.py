@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import pandas as pd
 
 from bench.report import format as fmt
+from bench.report.analysis import Analysis
+from bench.report.derived import BANDWIDTH_KINDS, BANDWIDTH_METHODS, CPU_READ_PROBE, NVML_PEAK, OLD_COPY_PROBE
 from bench.report.document import Block, Bullets, Code, Heading, Paragraph
 from bench.report.economics import COST_FORMULA
+from bench.report.knobs import knob_label, varying_knobs
 from bench.report.sections import Column, frame_table, sort_configs
 from bench.stats import UNSTABLE_CV_PCT
-
-if TYPE_CHECKING:
-    from bench.report.build import Analysis
 
 
 def _values(frame: pd.DataFrame, column: str) -> str:
@@ -52,16 +50,18 @@ def _quality_inputs(measured: pd.DataFrame) -> list[Paragraph]:
 
 
 def _bandwidth_note(measured: pd.DataFrame) -> str:
-    sources = set(measured["bandwidth_source"].dropna()) - {""}
-    described = {
-        "probe": "the built-in RAM probe (multi-threaded copy of a 64 MiB buffer, best of 4, bytes read "
-        "+ written)",
-        "NVML peak": "the GPU's theoretical peak (memory bus width × clock, NVML)",
-        "suite": "the suite's memory_bandwidth_gbs",
-    }
-    if not sources:
+    kinds = set(measured["bandwidth_source"].dropna()) - {""}
+    if not kinds:
         return "no memory bandwidth was known, so no roofline is shown"
-    return "bandwidth from " + "; ".join(described[s] for s in sorted(sources))
+    described = {BANDWIDTH_KINDS[k]: text for k, text in BANDWIDTH_METHODS.items()}
+    note = "bandwidth: " + "; ".join(f"{kind} = {described.get(kind, kind)}" for kind in sorted(kinds))
+    measured_kinds = kinds & {BANDWIDTH_KINDS[CPU_READ_PROBE], BANDWIDTH_KINDS[OLD_COPY_PROBE]}
+    if measured_kinds and BANDWIDTH_KINDS[NVML_PEAK] in kinds:
+        note += (
+            ". A percentage of a theoretical peak and a percentage of a measured bandwidth are not the same "
+            "quantity: compare roofline percentages only between rows whose bandwidth is of the same kind"
+        )
+    return note
 
 
 def failed_cells(rows: pd.DataFrame) -> list[Block]:
@@ -79,7 +79,7 @@ def failed_cells(rows: pd.DataFrame) -> list[Block]:
         Column("model", fmt.text(ordered["model_id"])),
         Column("quant", fmt.text(ordered["quantization"])),
         Column("backend", fmt.text(ordered["backend"])),
-        Column("threads", fmt.text(ordered["threads"]), True),
+        Column("settings", knob_label(ordered, varying_knobs(ordered))),
         Column("depth (tok)", fmt.integer(ordered["depth"]), True),
         Column("reason", fmt.text(ordered["reason"])),
     ]
@@ -102,10 +102,10 @@ def build(analysis: Analysis) -> list[Block]:
         workload,
         Paragraph.of(
             "Prefill tok/s = prompt tokens / time to process them after the depth's cached tokens; decode "
-            "tok/s = generated tokens / time of the one-token steps starting at that depth; TTFT = prefill "
-            "+ first "
-            "token; inter-token latency percentiles over every decode step of every repetition; the device "
-            "is synchronized before each clock stop. Random token ids, as llama-bench uses."
+            "tok/s = generated tokens / time of the one-token steps starting at that depth; TTFT = the "
+            "prefill's time (the first token is sampled from the prefill's last logits); inter-token latency "
+            "percentiles over every decode step of every repetition; the device is synchronized before each "
+            "clock stop. Random token ids, as llama-bench uses."
         ),
         Paragraph.of(
             f"± is the standard deviation over repetitions; ⚠ marks a coefficient of variation above "
@@ -113,13 +113,18 @@ def build(analysis: Analysis) -> list[Block]:
             "are at each configuration's shallowest depth; the decode constraint checks the slowest depth."
         ),
         Paragraph.of(
-            "Peak memory: the worker process's peak resident set (RAM), reset per cell; on a GPU, the peak "
-            "device memory the backend reports. Energy per token: the GPU's energy counter (NVML) over the "
+            "Peak memory: the worker process's peak resident set (RAM, the whole process), reset per cell; "
+            "on a GPU, the peak device memory the backend reports. Beside the planner's estimate, the measured "
+            "figure is what loading the model added (peak minus the resident memory before loading) or, on a "
+            "GPU, the peak device memory. Energy per token: the GPU's energy counter (NVML) over the "
             "decode phase; '(est.)' tokens per joule divide decode tok/s by the suite's declared power_w."
         ),
         Paragraph.of(
             "Decode efficiency: roofline tok/s = bandwidth / bytes read per token, where bytes per token ≈ "
-            "weights + KV cache bytes per token × (depth + generated tokens / 2); "
+            "weights + KV cache bytes per token × (depth + generated tokens / 2). The weights exclude the "
+            "token-embedding table (a decode step reads one row of it) unless the output head is that table "
+            "(tied embeddings); rows from a bench that did not record this count the whole table. KV bytes per "
+            "token are the backend's measured KV buffer (else the planner's estimate) over its context; "
             + _bandwidth_note(measured)
             + "."
         ),

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import pandas as pd
 
 from bench.report import format as fmt
+from bench.report.analysis import Analysis
 from bench.report.data import QUALITY_LOSS_COLUMN, QUALITY_LOSS_LABEL
 from bench.report.document import Block, Heading, Paragraph
 from bench.report.plots import pareto_plot
 from bench.report.sections import Column, frame_table, sort_configs
-
-if TYPE_CHECKING:
-    from bench.report.build import Analysis
 
 
 def _verdict(configs: pd.DataFrame, front: str, dominated: str) -> pd.Series:

@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import pandas as pd
 
 from bench.report import format as fmt
+from bench.report.analysis import Analysis
 from bench.report.choose import CONSTRAINT_TEXT
 from bench.report.data import QUALITY_LOSS_COLUMN, QUALITY_LOSS_LABEL
 from bench.report.document import Block, Bullets, Code, Heading, Inline, Paragraph, Strong
 from bench.report.economics import device_cost_table
 from bench.report.sections import Column, frame_table
-
-if TYPE_CHECKING:
-    from bench.report.build import Analysis
 
 
 def _constraints(analysis: Analysis) -> list[Block]:
@@ -94,7 +90,7 @@ def _option_columns(frame: pd.DataFrame, metric: str | None) -> list[Column]:
         columns.append(Column("task acc. (%)", fmt.fixed(frame["task_accuracy_pct"], 1), True))
     columns += [
         Column(f"peak memory ({unit})", fmt.fixed(frame["memory_bytes"] / divisor, decimals), True),
-        Column("largest context (tok)", fmt.integer(frame["max_context"]), True),
+        Column("usable context (tok)", fmt.integer(frame["usable_context"]), True),
     ]
     if frame["usd_per_mtok"].notna().any():
         cost = ("$" + fmt.fixed(frame["usd_per_mtok"], 3)).where(frame["usd_per_mtok"].notna(), fmt.MISSING)

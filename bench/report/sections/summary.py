@@ -2,22 +2,34 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import pandas as pd
 
 from bench.report import format as fmt
+from bench.report.analysis import Analysis
 from bench.report.document import Block, Bullets, Heading, Paragraph, Strong
 from bench.report.sections import Column, count_text, frame_table, present
-
-if TYPE_CHECKING:
-    from bench.report.build import Analysis
 
 
 def _joined(values: pd.Series) -> str:
     """Distinct non-empty values of a column, in order, ', '-joined (software versions over many runs)."""
     texts = fmt.text(values.dropna())
     return ", ".join(dict.fromkeys(t for t in texts if t))
+
+
+def _joined_by_host(rows: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """Per host and column: its distinct non-empty values in row order, ', '-joined (no per-host loop)."""
+    joined = {}
+    for column in columns:
+        texts = pd.DataFrame({"host": rows["host"], "text": fmt.text(rows[column])})
+        distinct = texts[texts["text"] != ""].drop_duplicates()  # keeps each value's first row
+        joined[column] = distinct.groupby("host", sort=True)["text"].agg(", ".join)
+    hosts = pd.Index(sorted(rows["host"].unique()), name="host")
+    return pd.DataFrame(joined).reindex(hosts).fillna("")
+
+
+def _stamps_by_host(rows: pd.DataFrame, column: str, how: str) -> pd.Series:
+    """The earliest ('min') or latest ('max') ISO-8601 stamp per host ('' when none): ISO stamps sort as text."""
+    return rows[column].where(rows[column] != "").groupby(rows["host"], sort=True).agg(how).fillna("")
 
 
 def _earliest(stamps: pd.Series) -> str:
@@ -55,7 +67,9 @@ def machines_table(rows: pd.DataFrame, measured: pd.DataFrame) -> list[Block]:
     newest_first = rows.sort_values(
         ["finished_utc", "started_utc"], ascending=False, na_position="last", kind="stable"
     )
-    hosts = newest_first.groupby("host", sort=True, dropna=False)
+    hosts = newest_first[
+        ["host", "cpu_physical_cores", "cpu_logical_cores", "ram_total_bytes", "gpu_vram_total_bytes"]
+    ].groupby("host", sort=True, dropna=False)
     text_columns = [
         "cpu_brand",
         "gpu_name",
@@ -66,14 +80,14 @@ def machines_table(rows: pd.DataFrame, measured: pd.DataFrame) -> list[Block]:
         "llama_cpp_python_version",
         "torch_version",
     ]
-    info = hosts[text_columns].agg(_joined)
+    info = _joined_by_host(newest_first, text_columns)
     first = hosts.first()  # newest non-null value per column
     info["cores"] = fmt.integer(first["cpu_physical_cores"]) + " / " + fmt.integer(first["cpu_logical_cores"])
     info["ram"] = fmt.fixed(fmt.as_float(first["ram_total_bytes"]) / fmt.GIB, 1)
     info["vram"] = fmt.fixed(fmt.as_float(hosts["gpu_vram_total_bytes"].max()) / fmt.GIB, 1)
     info["bandwidth"] = _bandwidth_by_host(measured).reindex(info.index).fillna("")
-    info["since"] = hosts["started_utc"].agg(_earliest)
-    info["until"] = hosts["finished_utc"].agg(_latest)
+    info["since"] = _stamps_by_host(newest_first, "started_utc", "min")
+    info["until"] = _stamps_by_host(newest_first, "finished_utc", "max")
     driver = (info["gpu_driver"] + " / " + info["cuda_version"]).where(info["gpu_driver"] != "", "")
     host_names = pd.Series(info.index, index=info.index).map(
         lambda h: "unknown host" if fmt.is_missing(h) else h
@@ -106,7 +120,9 @@ def machines_table(rows: pd.DataFrame, measured: pd.DataFrame) -> list[Block]:
 
 
 def models_table(rows: pd.DataFrame) -> list[Block]:
-    known = rows[rows["model_id"] != ""]
+    needed = ["model_id", "quantization", "model_file_bytes", "bits_per_weight", "arch", "model_source",
+              "n_params", "n_layers", "n_kv_heads", "head_dim", "n_ctx_train"]
+    known = rows.loc[rows["model_id"] != "", needed]
     if known.empty:
         return []
     per_quant = (

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -75,6 +76,12 @@ def _plan_memory(cells: list[Cell], suite: Suite, fingerprint: Fingerprint,
     return plan_memory(suite, cells, fingerprint, needs_derivation)
 
 
+def _max_context_for_row(row: Mapping[str, Any]) -> tuple[int | None, str]:
+    from bench.runners.llamacpp.memory import max_context_for_row
+
+    return max_context_for_row(row)
+
+
 SPEC = BackendSpec(
     name="llamacpp",
     quantizations=(SOURCE_QUANT, *GGUF_QUANT_TYPES),
@@ -89,4 +96,5 @@ SPEC = BackendSpec(
     derives=needs_derivation,
     derive=_derive,
     plan_memory=_plan_memory,
+    max_context_for_row=_max_context_for_row,
 )
