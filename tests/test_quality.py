@@ -457,20 +457,24 @@ def _perplexity_tool(model: Path, context: int, chunks: int) -> tuple[float, flo
     return float(match.group(1)), float(match.group(2))
 
 
-@pytest.mark.skipif(
-    not LLAMA_PERPLEXITY.exists(),
-    reason=f"llama.cpp's perplexity tool is not built ({LLAMA_PERPLEXITY}); scripts/build_llama_tools.sh builds it",
-)
 @pytest.mark.parametrize("reference", [SMOLLM2_REF, GEMMA3_REF], ids=["smollm2-no-bos", "gemma3-bos"])
 def test_perplexity_agrees_with_llama_perplexity(reference: str, bench_cache_dir: Path) -> None:
+    """Equal to the four decimals llama-perplexity prints (make test builds the tool, so this never skips there)."""
     from bench.models import resolve
+
+    if not LLAMA_PERPLEXITY.exists():
+        message = f"llama.cpp's perplexity tool is not built ({LLAMA_PERPLEXITY}); run scripts/build_llama_tools.sh"
+        if os.environ.get("BENCH_REQUIRE_LLAMA_TOOLS") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
 
     model = resolve(reference).path
     expected, expected_stderr = _perplexity_tool(model, context=128, chunks=2)
     ppl, stderr, scored = perplexity_of(model, BUILTIN_TEXT, context=128, max_chunks=2, threads=1)
     assert scored == 2 * 63
-    assert ppl == pytest.approx(expected, rel=0.01)
-    assert stderr == pytest.approx(expected_stderr, rel=0.01)
+    print(f"\n{model.name}: bench PPL {ppl:.6f} +/- {stderr:.6f}, llama-perplexity {expected} +/- {expected_stderr}")
+    assert ppl == pytest.approx(expected, abs=1e-4)  # the tool prints 4 decimals
+    assert stderr == pytest.approx(expected_stderr, abs=1e-4)
 
 
 def _full_logprobs(path: Path, context: int, chunks: int) -> tuple[np.ndarray, np.ndarray]:
