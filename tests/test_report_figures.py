@@ -20,6 +20,7 @@ from bench.report.plots import UNSTABLE_LABEL, decode_by_device_figure
 from bench.report.sections import devices, fits
 from bench.report.sections.across import fastest_per_device
 from bench.results import read_results
+from bench.runners.registry import quantization_catalog
 from bench.suite.knobs import Knob, register, unregister
 
 FIXTURES = Path(__file__).parent / "fixtures" / "report"
@@ -192,7 +193,7 @@ def test_columns_the_report_skips_change_nothing(files: list[str], suite: str | 
     from bench.suite import load_suite
 
     paths = [FIXTURES / f for f in files]
-    loaded = load_suite(FIXTURES / suite) if suite else None
+    loaded = load_suite(FIXTURES / suite, quantization_catalog()) if suite else None
     full, lean = (
         render_markdown(build_document(analyse(read_results(paths, skip=skip), False, loaded)), "p")
         for skip in (frozenset(), UNREAD_COLUMNS)

@@ -233,7 +233,7 @@ def test_torch_model_must_be_safetensors(tmp_path: Path, write_suite) -> None:
     ))
     csv_path = tmp_path / "out.csv"
     result = bench("run", str(suite), "-o", str(csv_path), "--quiet")
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 3, result.stderr  # its cell failed: exit 3, the row written
     row = read_results([csv_path]).iloc[0]
     assert row["status"] == "failed"
     assert "no *.safetensors weights" in row["reason"] and "pytorch_model.bin" in row["reason"]
