@@ -157,6 +157,22 @@ def test_each_architecture_loads_and_decodes_in_llama_cpp(name: str) -> None:
     assert model.n_vocab() == shape.n_vocab and np.isfinite(logits).all() and logits.std() > 0
 
 
+@pytest.mark.parametrize("quantization", ["Q4_K_M", "Q2_K", "Q8_0"])
+@pytest.mark.parametrize("name", ["DeepSeek-R1-Distill-Qwen-1.5B", "Gemma-3-270M", "Qwen3-30B-A3B"])
+def test_the_proxy_gets_the_types_llama_cpp_gives_the_full_model(name: str, quantization: str) -> None:
+    """The file built from the quantized proxy equals, tensor for tensor, llama.cpp's quantization of the full
+    F16 model (types, shapes, and so size)."""
+    from bench.quantize import build_derived
+
+    shape = shape_from_config(tiny(name), f"tiny-{name}", "test")
+    full = build_derived(synthetic_model(shape, "F16"), quantization, source_type="F16", allow_requantize=False,
+                         reference="test").path
+    synthetic = synthetic_model(shape, quantization)
+    layout = [{t.name: (t.shape, t.type_name) for t in read_gguf_header(path).tensors} for path in (synthetic, full)]
+    assert layout[0] == layout[1]
+    assert synthetic.stat().st_size == full.stat().st_size
+
+
 def test_f16_is_the_converter_output_and_progress_reaches_the_end() -> None:
     shape = shape_from_config(tiny("SmolLM2-135M"), "tiny-progress", "test")
     seen: list[Progress] = []

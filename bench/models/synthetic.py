@@ -76,12 +76,24 @@ def synthetic_model(name_or_config: str | Path | TransformerShape, quantization:
     file in bench's cache, built on first use."""
     shape = name_or_config if isinstance(name_or_config, TransformerShape) else synthetic_shape(name_or_config)
     folder = cache_dir() / "synthetic" / f"{_safe(shape.name)}-{shape.key()}"
-    seed = int(shape.key(), 16) % 2**32
-    if quantization.upper() == "F16":
-        plan = tensor_plan(shape)
-        return _published(folder / f"{_safe(shape.name)}-F16.gguf", estimated_file_bytes(shape, plan), progress,
-                          "write F16", lambda path, report: write_gguf(shape, path, plan, seed=seed, on_bytes=report),
-                          {"shape": asdict(shape), "parameters": parameter_count(shape), "quantization": "F16"})
+    if quantization == "F16":
+        return _f16_model(shape, folder, progress)
+    return _quantized_model(shape, folder, quantization, progress)
+
+
+def _seed(shape: TransformerShape) -> int:
+    return int(shape.key(), 16) % 2**32  # the same shape gets the same bytes on every machine
+
+
+def _f16_model(shape: TransformerShape, folder: Path, progress: ProgressCallback | None) -> Path:
+    plan = tensor_plan(shape)
+    return _published(folder / f"{_safe(shape.name)}-F16.gguf", estimated_file_bytes(shape, plan), progress,
+                      "write F16", lambda path, report: write_gguf(shape, path, plan, seed=_seed(shape), on_bytes=report),
+                      {"shape": asdict(shape), "parameters": parameter_count(shape), "quantization": "F16"})
+
+
+def _quantized_model(shape: TransformerShape, folder: Path, quantization: str,
+                     progress: ProgressCallback | None) -> Path:
     from bench.quantize import build_derived, derivable_types
 
     if quantization not in derivable_types():
@@ -89,8 +101,7 @@ def synthetic_model(name_or_config: str | Path | TransformerShape, quantization:
                          f"valid types: F16, {', '.join(derivable_types())}")
     proxy_tensors = proxy_plan(shape, PROXY_ROWS)
     proxy = _published(folder / f"{_safe(shape.name)}-proxy.gguf", estimated_file_bytes(shape, proxy_tensors),
-                       None, "write proxy",
-                       lambda path, report: write_gguf(shape, path, proxy_tensors, seed=seed),
+                       None, "write proxy", lambda path, report: write_gguf(shape, path, proxy_tensors, seed=_seed(shape)),
                        {"shape": asdict(shape), "proxy_rows": PROXY_ROWS})
     if progress is not None:
         progress(Progress(f"quantize proxy {quantization}", 0, 1))
@@ -100,9 +111,9 @@ def synthetic_model(name_or_config: str | Path | TransformerShape, quantization:
         progress(Progress(f"quantize proxy {quantization}", 1, 1))
     plan, file_type = _quantized_plan(shape, derived)
     # Named after the quantized proxy (<TYPE>-<llama.cpp version key>): a new llama.cpp may choose other types.
-    target = folder / f"{_safe(shape.name)}-{derived.name}"
-    return _published(target, estimated_file_bytes(shape, plan), progress, f"write {quantization}",
-                      lambda path, report: write_gguf(shape, path, plan, seed=seed, file_type=file_type,
+    return _published(folder / f"{_safe(shape.name)}-{derived.name}", estimated_file_bytes(shape, plan), progress,
+                      f"write {quantization}",
+                      lambda path, report: write_gguf(shape, path, plan, seed=_seed(shape), file_type=file_type,
                                                       rows=_proxy_rows(derived, plan), on_bytes=report),
                       {"shape": asdict(shape), "parameters": parameter_count(shape), "quantization": quantization,
                        "types_and_rows_from": str(derived)})
