@@ -29,6 +29,8 @@ from bench.results import read_results
 from bench.suite import ModelSpec
 from tests.conftest import SMOLLM2_REF
 
+_CLOSED_RUNNERS: list[object] = []
+
 
 @dataclass(frozen=True)
 class Pair:
@@ -141,6 +143,9 @@ def _one_round(pairs: list[Pair], folder: Path, repetitions: int, workload: str,
                 ratios.setdefault(pair.label, {}).setdefault(metric, []).append(ratio)
     for runner in runners.values():
         runner.close()
+    # LlamaCppRunner installs a process-wide llama.cpp log callback that lives as long as the runner object: keep
+    # the objects, or the next llama.cpp call in this process would log through freed memory.
+    _CLOSED_RUNNERS.extend(runners.values())
     return ratios
 
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from bench.errors import BenchError
@@ -143,18 +144,39 @@ def test_gemma3_layer_types_llama_cpp_cannot_express_are_refused() -> None:
 
 # ------------------------------------------------------------------------------- layout and llama.cpp
 
+DECODE = """
+import json, sys
+import numpy as np, llama_cpp
+model = llama_cpp.Llama(sys.argv[1], n_ctx=64, n_threads=2, verbose=False, logits_all=True)
+tokens = [int(t) for t in sys.argv[2].split(",")]
+model.eval(tokens)
+logits = np.asarray(model.scores[:len(tokens)])
+generated = []
+for token in model.generate(tokens[:2], temp=0):
+    generated.append(int(token))
+    if len(generated) == 3:
+        break
+print(json.dumps({"n_vocab": model.n_vocab(), "shape": list(logits.shape), "finite": bool(np.isfinite(logits).all()),
+                  "std": float(logits.std()), "generated": generated}))
+"""
+
+
+def decode_in_subprocess(path: Path, tokens: list[int]) -> dict[str, object]:
+    """Load the file in llama.cpp and decode, in a child process as bench's workers do (a crash stays there, and
+    llama.cpp's process-wide log callback, which an earlier in-process runner may have left dangling, is fresh)."""
+    result = subprocess.run([sys.executable, "-c", DECODE, str(path), ",".join(map(str, tokens))],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return json.loads(result.stdout.splitlines()[-1])
+
+
 
 @pytest.mark.parametrize("name", ["DeepSeek-R1-Distill-Qwen-1.5B", "Llama-3.1-8B-Instruct", "Gemma-3-270M",
                                   "SmolLM2-135M", "Qwen3-30B-A3B"])
 def test_each_architecture_loads_and_decodes_in_llama_cpp(name: str) -> None:
-    import llama_cpp
-
     shape = shape_from_config(tiny(name), f"tiny-{name}", "test")
-    path = synthetic_model(shape, "Q4_K_M")
-    model = llama_cpp.Llama(str(path), n_ctx=64, n_threads=2, verbose=False, logits_all=True)
-    model.eval([1, 5, 7, 9])
-    logits = np.asarray(model.scores[:4])
-    assert model.n_vocab() == shape.n_vocab and np.isfinite(logits).all() and logits.std() > 0
+    decoded = decode_in_subprocess(synthetic_model(shape, "Q4_K_M"), [1, 5, 7, 9])
+    assert decoded["n_vocab"] == shape.n_vocab and decoded["finite"] and decoded["std"] > 0
 
 
 @pytest.mark.parametrize("quantization", ["Q4_K_M", "Q2_K", "Q8_0"])
@@ -242,18 +264,9 @@ def test_the_1_5b_file_size_is_the_planners_estimate(r1_1_5b: Path) -> None:
 
 
 def test_llama_cpp_loads_the_1_5b_and_decodes(r1_1_5b: Path) -> None:
-    import llama_cpp
-
-    model = llama_cpp.Llama(str(r1_1_5b), n_ctx=64, n_threads=2, verbose=False, logits_all=True)
-    model.eval([100, 2000, 30000, 151000])
-    logits = np.asarray(model.scores[:4])
-    assert logits.shape == (4, 151936) and np.isfinite(logits).all()
-    generated = []
-    for token in model.generate([100, 200], temp=0):
-        generated.append(token)
-        if len(generated) == 3:
-            break
-    assert len(generated) == 3 and all(0 <= t < 151936 for t in generated)
+    decoded = decode_in_subprocess(r1_1_5b, [100, 2000, 30000, 151000])
+    assert decoded["shape"] == [4, 151936] and decoded["finite"]
+    assert len(decoded["generated"]) == 3 and all(0 <= t < 151936 for t in decoded["generated"])
 
 
 # -------------------------------------------------------------- the method's proof (issue 14 acceptance)
