@@ -7,6 +7,7 @@ Decoding one token reads every weight once, so decode tok/s is bounded by read b
 - CUDA ("nvml_theoretical_peak"): the GPU's specified peak from NVML (bus width x memory clock), not a
   measurement; a roofline percentage against it is not comparable with one against a CPU probe.
 """
+
 from __future__ import annotations
 
 import time
@@ -68,8 +69,9 @@ def read_checksum(chunks: list[np.ndarray], pool: ThreadPoolExecutor) -> int:
     return sum(int(total) for total in pool.map(np.add.reduce, chunks)) % 2**64
 
 
-def measure_cpu_bandwidth(buffer_bytes: int | None = None, threads: int | None = None,
-                          passes: int = PASSES) -> MemoryBandwidth:
+def measure_cpu_bandwidth(
+    buffer_bytes: int | None = None, threads: int | None = None, passes: int = PASSES
+) -> MemoryBandwidth:
     """Sustained read bandwidth of RAM in GB/s, best of `passes` over a buffer larger than every cache."""
     threads = resolve_threads(threads or 0)
     size = buffer_bytes or default_probe_buffer_bytes()
@@ -104,7 +106,6 @@ def device_bandwidth(fp: Fingerprint, kind: str, index: int) -> MemoryBandwidth 
     return None if gpu is None else gpu_peak_bandwidth(gpu)
 
 
-def measure_bandwidth_gbs(buffer_bytes: int | None = None, threads: int | None = None,
-                          passes: int = PASSES) -> float:
+def measure_bandwidth_gbs(buffer_bytes: int | None = None, threads: int | None = None, passes: int = PASSES) -> float:
     """measure_cpu_bandwidth(...).gbs, for callers that record the figure without its source."""
     return measure_cpu_bandwidth(buffer_bytes, threads, passes).gbs

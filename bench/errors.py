@@ -1,4 +1,5 @@
 """The one error type for user mistakes: printed as a message, never as a traceback."""
+
 from __future__ import annotations
 
 

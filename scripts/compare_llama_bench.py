@@ -8,6 +8,7 @@ interval, so "within 2 %" is a statement with error bars on a machine whose spee
 llama-bench comes from scripts/build_llama_tools.sh (the very llama.cpp llama-cpp-python vendors, same flags).
 bench's side is its real harness: a worker process per repetition, as `bench run` measures.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,9 +29,9 @@ def compare(model: Path, threads: int, depth: int, prompt: int, gen: int, rounds
     """Per test ('pp', 'tg'), the ratio bench / llama-bench of each round; the order alternates by round."""
     ratios: dict[str, list[float]] = {"pp": [], "tg": []}
     for index in range(rounds):
+
         def reference() -> tuple[float, float]:
-            return (llama_bench_once(model, threads, depth, prompt, 0),
-                    llama_bench_once(model, threads, depth, 0, gen))
+            return (llama_bench_once(model, threads, depth, prompt, 0), llama_bench_once(model, threads, depth, 0, gen))
 
         if index % 2 == 0:
             ours, theirs = bench_once(model, threads, depth, prompt, gen), reference()
@@ -53,14 +54,18 @@ def main() -> int:
     if not (tools_dir() / "llama-bench").is_file():
         raise SystemExit(f"llama-bench not found in {tools_dir()}: run scripts/build_llama_tools.sh")
     model = resolve(args.model).path
-    print(f"model {model.name}, {args.threads} threads, pp{args.prompt} / tg{args.gen}, {args.rounds} interleaved "
-          "rounds; ratio = bench / llama-bench, median [95% CI]")
+    print(
+        f"model {model.name}, {args.threads} threads, pp{args.prompt} / tg{args.gen}, {args.rounds} interleaved "
+        "rounds; ratio = bench / llama-bench, median [95% CI]"
+    )
     for depth in (int(d) for d in args.depths.split(",")):
         ratios = compare(model, args.threads, depth, args.prompt, args.gen, args.rounds)
         for test, values in ratios.items():
             median, low, high = median_ratio_interval(values)
-            print(f"{test}{args.prompt if test == 'pp' else args.gen} @d{depth}: {median:.3f} [{low:.3f}, {high:.3f}] "
-                  f"({100 * (median - 1):+.1f}%)")
+            print(
+                f"{test}{args.prompt if test == 'pp' else args.gen} @d{depth}: {median:.3f} [{low:.3f}, {high:.3f}] "
+                f"({100 * (median - 1):+.1f}%)"
+            )
     return 0
 
 

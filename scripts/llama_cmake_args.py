@@ -7,6 +7,7 @@ multiply. We build with GGML_NATIVE=OFF and enable exactly the x86 extensions
 /proc/cpuinfo lists, leaving AMX off unless BENCH_ENABLE_AMX=1.
 Standard library only: this runs before the package is installed.
 """
+
 from __future__ import annotations
 
 import os

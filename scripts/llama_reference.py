@@ -4,6 +4,7 @@
 The tools are built by scripts/build_llama_tools.sh from the very llama.cpp llama-cpp-python vendors, with
 the same CPU flags, into ~/.cache/bench/llama-tools/build/bin ($BENCH_LLAMA_TOOLS overrides the folder).
 """
+
 from __future__ import annotations
 
 import json
@@ -25,8 +26,23 @@ def tools_dir() -> Path:
 
 def llama_bench_once(model: Path, threads: int, depth: int, prompt: int, gen: int) -> float:
     """tok/s of one llama-bench repetition (after its own warm-up run)."""
-    argv = [str(tools_dir() / "llama-bench"), "-m", str(model), "-t", str(threads), "-d", str(depth),
-            "-p", str(prompt), "-n", str(gen), "-r", "1", "-o", "json"]
+    argv = [
+        str(tools_dir() / "llama-bench"),
+        "-m",
+        str(model),
+        "-t",
+        str(threads),
+        "-d",
+        str(depth),
+        "-p",
+        str(prompt),
+        "-n",
+        str(gen),
+        "-r",
+        "1",
+        "-o",
+        "json",
+    ]
     out = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=600)
     return float(json.loads(out.stdout)[0]["avg_ts"])
 
@@ -35,9 +51,28 @@ def batched_bench_once(model: Path, threads: int, prompt: int, gen: int, paralle
     """(S_PP, S_TG) of one llama-batched-bench run: `parallel` prompts prefilled together, then `gen` steps of
     one token per sequence (unified KV cache, as bench's parallel cells)."""
     n_ctx = parallel * (prompt + gen) + 256
-    argv = [str(tools_dir() / "llama-batched-bench"), "-m", str(model), "-c", str(n_ctx), "-b", "2048", "-ub", "512",
-            "-npp", str(prompt), "-ntg", str(gen), "-npl", str(parallel), "-t", str(threads), "-kvu",
-            "--output-format", "jsonl"]
+    argv = [
+        str(tools_dir() / "llama-batched-bench"),
+        "-m",
+        str(model),
+        "-c",
+        str(n_ctx),
+        "-b",
+        "2048",
+        "-ub",
+        "512",
+        "-npp",
+        str(prompt),
+        "-ntg",
+        str(gen),
+        "-npl",
+        str(parallel),
+        "-t",
+        str(threads),
+        "-kvu",
+        "--output-format",
+        "jsonl",
+    ]
     out = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=600)
     line = [row for row in out.stdout.splitlines() if row.startswith("{")][-1]
     entry = json.loads(line)
@@ -47,9 +82,20 @@ def batched_bench_once(model: Path, threads: int, prompt: int, gen: int, paralle
 def bench_once(model: Path, threads: int, depth: int, prompt: int, gen: int, parallel: int = 1) -> tuple[float, float]:
     """(prefill tok/s, decode tok/s), aggregates over the sequences, of one bench repetition after one warm-up,
     measured by bench's real harness (a worker process)."""
-    cell = Cell(model_id="m", quantization="source", backend="llamacpp", device_id="cpu", device_kind="cpu",
-                threads=threads, parallel=parallel, prompt_tokens=prompt, gen_tokens=gen, depth=depth,
-                repetitions=1, warmup=1)
+    cell = Cell(
+        model_id="m",
+        quantization="source",
+        backend="llamacpp",
+        device_id="cpu",
+        device_kind="cpu",
+        threads=threads,
+        parallel=parallel,
+        prompt_tokens=prompt,
+        gen_tokens=gen,
+        depth=depth,
+        repetitions=1,
+        warmup=1,
+    )
     outcomes: list[CellOutcome] = []
     run_group(WorkGroup("llamacpp", model, [cell]), outcomes.append)
     if outcomes[0].status != "ok":

@@ -6,6 +6,7 @@
 For CI: a GPU runner whose llama.cpp build lost CUDA records every GPU cell as `skipped` and would pass
 green having measured nothing on the GPU; this check makes that night fail, naming the reasons.
 """
+
 from __future__ import annotations
 
 import argparse

@@ -11,6 +11,7 @@ Where a model's pages land in memory moves its decode speed on this VM by up to 
 (measured, CPU time of one thread: the real SmolLM2 Q8_0 decoded at 66 tok/s, a byte-identical copy of it at 83;
 with mmap off, two runs of the same pair gave 74/75 and 61/73), and the placement persists as long as the file
 stays in the page cache. So speed rounds each measure fresh copies: the placement is drawn anew every round."""
+
 from __future__ import annotations
 
 import shutil
@@ -23,9 +24,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.models.synthetic import synthetic_model
-from bench.quantize import derive
 from bench.results import read_results
+from bench.runners.llamacpp.quantize import derive
+from bench.runners.llamacpp.synthetic import synthetic_model
 from bench.suite import ModelSpec
 from tests.conftest import SMOLLM2_REF
 
@@ -67,12 +68,23 @@ def _suite(pairs: list[Pair], round_index: int, workload: str, threads: int) -> 
     for pair in pairs:
         kinds = [("synthetic", pair.synthetic), ("real", pair.real)]
         for kind, path in kinds if round_index % 2 == 0 else reversed(kinds):  # A, B then B, A: drift cancels
-            models.append(f"  - {{id: {pair.label}-{kind}, source: \"{path}\", source_quantization: {pair.quantization}}}")
-    return "\n".join([
-        f"name: synthetic-validation-{round_index}", "models:", *models, "quantizations: [source]",
-        "devices:", "  - {id: cpu, kind: cpu}", f"workload: {workload}", f"knobs: {{threads: [{threads}]}}",
-        "limits: {cell_timeout_s: 600, load_timeout_s: 300}", "",
-    ])
+            models.append(
+                f'  - {{id: {pair.label}-{kind}, source: "{path}", source_quantization: {pair.quantization}}}'
+            )
+    return "\n".join(
+        [
+            f"name: synthetic-validation-{round_index}",
+            "models:",
+            *models,
+            "quantizations: [source]",
+            "devices:",
+            "  - {id: cpu, kind: cpu}",
+            f"workload: {workload}",
+            f"knobs: {{threads: [{threads}]}}",
+            "limits: {cell_timeout_s: 600, load_timeout_s: 300}",
+            "",
+        ]
+    )
 
 
 def measure_rounds(pairs: list[Pair], folder: Path, rounds: int, workload: str, threads: int) -> pd.DataFrame:
@@ -82,8 +94,12 @@ def measure_rounds(pairs: list[Pair], folder: Path, rounds: int, workload: str, 
         suite = folder / f"round{index}.yaml"
         suite.write_text(_suite(pairs, index, workload, threads), encoding="utf-8")
         output = folder / f"round{index}.csv"
-        result = subprocess.run([sys.executable, "-m", "bench.cli", "run", str(suite), "-o", str(output), "--quiet"],
-                                capture_output=True, text=True, timeout=3600)
+        result = subprocess.run(
+            [sys.executable, "-m", "bench.cli", "run", str(suite), "-o", str(output), "--quiet"],
+            capture_output=True,
+            text=True,
+            timeout=3600,
+        )
         assert result.returncode == 0, result.stderr
         frame = read_results([output])
         assert (frame["status"] == "ok").all(), frame[["model_id", "status", "reason"]].to_string()
@@ -91,8 +107,9 @@ def measure_rounds(pairs: list[Pair], folder: Path, rounds: int, workload: str, 
     return pd.concat(frames, ignore_index=True)
 
 
-def interleaved_speed(pairs: list[Pair], folder: Path, rounds: int, repetitions: int, workload: str,
-                      threads: int) -> dict[str, dict[str, list[float]]]:
+def interleaved_speed(
+    pairs: list[Pair], folder: Path, rounds: int, repetitions: int, workload: str, threads: int
+) -> dict[str, dict[str, list[float]]]:
     """Per pair, per metric (prefill_tok_s, decode_tok_s, cpu_s): synthetic / real, one figure per round.
 
     Each round copies every file afresh and loads the copies, so where their pages land in memory is drawn anew
@@ -110,8 +127,9 @@ def interleaved_speed(pairs: list[Pair], folder: Path, rounds: int, repetitions:
     return figures
 
 
-def _one_round(pairs: list[Pair], folder: Path, repetitions: int, workload: str,
-               threads: int) -> dict[str, dict[str, list[float]]]:
+def _one_round(
+    pairs: list[Pair], folder: Path, repetitions: int, workload: str, threads: int
+) -> dict[str, dict[str, list[float]]]:
     from bench.runners import create_runner
     from bench.runners.base import measure_cell
     from bench.suite import expand, load_suite
@@ -135,9 +153,11 @@ def _one_round(pairs: list[Pair], folder: Path, repetitions: int, workload: str,
                 model_id = f"{pair.label}-{kind}"
                 started = time.thread_time()
                 _, (repetition,) = measure_cell(runners[model_id], cells[model_id], seed=index)
-                speeds[model_id] = (cells[model_id].prompt_tokens / repetition.prefill_s,
-                                    len(repetition.decode_token_s) / sum(repetition.decode_token_s),
-                                    time.thread_time() - started)
+                speeds[model_id] = (
+                    cells[model_id].prompt_tokens / repetition.prefill_s,
+                    len(repetition.decode_token_s) / sum(repetition.decode_token_s),
+                    time.thread_time() - started,
+                )
             for position, metric in enumerate(("prefill_tok_s", "decode_tok_s", "cpu_s")):
                 ratio = speeds[f"{pair.label}-synthetic"][position] / speeds[f"{pair.label}-real"][position]
                 ratios.setdefault(pair.label, {}).setdefault(metric, []).append(ratio)
@@ -152,8 +172,10 @@ def _one_round(pairs: list[Pair], folder: Path, repetitions: int, workload: str,
 def round_ratios(rows: pd.DataFrame, pair: Pair, metric: str) -> list[float]:
     """synthetic / real of `metric`, per round."""
     by_model = rows.set_index(["round", "model_id"])[metric]
-    return [float(by_model[(r, f"{pair.label}-synthetic")]) / float(by_model[(r, f"{pair.label}-real")])
-            for r in sorted(rows["round"].unique())]
+    return [
+        float(by_model[(r, f"{pair.label}-synthetic")]) / float(by_model[(r, f"{pair.label}-real")])
+        for r in sorted(rows["round"].unique())
+    ]
 
 
 def median_ratio(rows: pd.DataFrame, pair: Pair, metric: str) -> float:

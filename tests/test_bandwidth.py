@@ -1,4 +1,5 @@
 """bench.bandwidth: the CPU probe reads DRAM, not cache (issue 12 item 5), and every figure says what it is."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -21,8 +22,9 @@ def fake_llc(monkeypatch: pytest.MonkeyPatch, root: Path, instances: int, size_k
     """A sysfs tree with `instances` L3 caches of `size_kib` each (two CPUs per instance); returns the total."""
     monkeypatch.setattr(cpu, "CPU_SYSFS", root)
     for number in range(2 * instances):
-        for index, (level, kind, size) in enumerate([(1, "Data", "48K"), (2, "Unified", "1024K"),
-                                                      (3, "Unified", f"{size_kib}K")]):
+        for index, (level, kind, size) in enumerate(
+            [(1, "Data", "48K"), (2, "Unified", "1024K"), (3, "Unified", f"{size_kib}K")]
+        ):
             directory = root / f"cpu{number}" / "cache" / f"index{index}"
             directory.mkdir(parents=True)
             shared = str(number) if level < 3 else f"{number // 2 * 2}-{number // 2 * 2 + 1}"
@@ -71,9 +73,11 @@ def test_kernel_reads_every_element_once(parts: int) -> None:
 def test_measurement_on_this_machine() -> None:
     result = bandwidth.measure_cpu_bandwidth()
     llc = cpu.last_level_cache_bytes()
-    print(f"\nCPU read bandwidth here: {result.gbs:.1f} GB/s ({result.source}, buffer "
-          f"{result.buffer_bytes / MIB:.0f} MiB, {result.threads} threads, LLC "
-          f"{None if llc is None else llc / MIB} MiB)")
+    print(
+        f"\nCPU read bandwidth here: {result.gbs:.1f} GB/s ({result.source}, buffer "
+        f"{result.buffer_bytes / MIB:.0f} MiB, {result.threads} threads, LLC "
+        f"{None if llc is None else llc / MIB} MiB)"
+    )
     assert result.source == CPU_READ_PROBE and result.gbs > 0 and result.threads == cpu.usable_cores()
     assert result.buffer_bytes is not None and result.buffer_bytes >= bandwidth.FLOOR_BYTES
     assert bandwidth.measure_bandwidth_gbs(buffer_bytes=16 * MIB, passes=1) > 0  # the float run.py records

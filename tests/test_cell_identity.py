@@ -1,4 +1,5 @@
 """A cell's identity is what it measures: golden ids, ids recomputed from rows, and a knob added in one place."""
+
 from __future__ import annotations
 
 import json
@@ -11,8 +12,16 @@ from bench.runners.registry import quantization_catalog
 from bench.suite import Cell, cell_id_of
 
 REPO = Path(__file__).resolve().parents[1]
-BASE = dict(model_id="smollm2-135m", quantization="Q4_1", backend="llamacpp", device_id="cpu", device_kind="cpu",
-            prompt_tokens=512, gen_tokens=128, depth=0)
+BASE = dict(
+    model_id="smollm2-135m",
+    quantization="Q4_1",
+    backend="llamacpp",
+    device_id="cpu",
+    device_kind="cpu",
+    prompt_tokens=512,
+    gen_tokens=128,
+    depth=0,
+)
 
 
 def test_golden_cell_ids() -> None:
@@ -31,8 +40,15 @@ def test_suite_name_repetitions_and_warmups_are_not_identity() -> None:
 def test_id_recomputed_from_a_csv_row_matches_the_cell() -> None:
     cell = Cell.model_validate({**BASE, "threads": 2, "kv_cache_type": "q8_0", "mmap": False})
     # As pandas reads a CSV: integers as floats, blanks as NaN, booleans as text.
-    row = {**cell.fields(), "threads": 2.0, "n_gpu_layers": 0.0, "mmap": "False", "torch_compile": float("nan"),
-           "device_index": 0.0, "depth": 0.0}
+    row = {
+        **cell.fields(),
+        "threads": 2.0,
+        "n_gpu_layers": 0.0,
+        "mmap": "False",
+        "torch_compile": float("nan"),
+        "device_index": 0.0,
+        "depth": 0.0,
+    }
     assert cell_id_of(row) == cell.cell_id
 
 
@@ -43,8 +59,10 @@ def test_rows_written_by_the_previous_main_get_todays_ids() -> None:
     from bench.suite import expand, load_suite
 
     old = read_results([REPO / "tests" / "fixtures" / "compat" / "old-main.csv"])
-    today = {c.cell_id for c in expand(load_suite(REPO / "tests" / "fixtures" / "compat" / "suite.yaml",
-                                                  quantization_catalog()))}
+    today = {
+        c.cell_id
+        for c in expand(load_suite(REPO / "tests" / "fixtures" / "compat" / "suite.yaml", quantization_catalog()))
+    }
     recomputed = {cell_id_of(row) for _, row in old.iterrows()}
     assert len(old) == 4 and recomputed == today
     assert not set(old["cell_id"]) & today  # the stored ids were computed by the old rule
@@ -75,8 +93,9 @@ knobs: {spin: [0, 3]}
 
 
 def test_a_knob_declared_in_one_place_reaches_schema_matrix_csv_and_labels() -> None:
-    done = subprocess.run([sys.executable, "-c", KNOB_PROBE], input=SUITE, capture_output=True, text=True,
-                          cwd=REPO, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", KNOB_PROBE], input=SUITE, capture_output=True, text=True, cwd=REPO, check=True
+    )
     result = json.loads(done.stdout)
     assert result["spins"] == [0, 3]  # schema accepted it, the matrix expanded it
     assert result["column"]  # the CSV has its column
@@ -102,6 +121,9 @@ def test_on_and_off_unquoted_are_flash_attention_values(tmp_path: Path) -> None:
     """YAML reads unquoted on/off as booleans; the knob takes them as the words the README documents."""
     from bench.suite import expand, parse_suite
 
-    suite = parse_suite(SUITE.replace("knobs: {spin: [0, 3]}", "knobs: {flash_attn: [auto, on, off]}"),
-                        tmp_path / "t.yaml", quantization_catalog())
+    suite = parse_suite(
+        SUITE.replace("knobs: {spin: [0, 3]}", "knobs: {flash_attn: [auto, on, off]}"),
+        tmp_path / "t.yaml",
+        quantization_catalog(),
+    )
     assert [c.flash_attn for c in expand(suite)] == ["auto", "on", "off"]

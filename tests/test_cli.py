@@ -1,4 +1,5 @@
 """End to end through the command line: run a suite on the real model, report it, and bad input."""
+
 from __future__ import annotations
 
 import subprocess
@@ -12,24 +13,27 @@ from tests.conftest import SMOLLM2_REF, quick_suite_yaml
 
 
 def bench(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "bench.cli", *args], capture_output=True, text=True, cwd=cwd,
-                          timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "bench.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=600
+    )
 
 
 def test_run_then_report_round_trips(write_suite, tmp_path: Path) -> None:
-    suite = write_suite(quick_suite_yaml(
-        name="e2e",
-        models=f"""
+    suite = write_suite(
+        quick_suite_yaml(
+            name="e2e",
+            models=f"""
             models:
               - {{id: smollm2, source: "{SMOLLM2_REF}", source_quantization: Q4_1}}
               - {{id: missing, source: /nonexistent/model.gguf}}
         """,
-        devices="""
+            devices="""
             devices:
               - {id: cpu, kind: cpu}
               - {id: gpu3, kind: cuda, index: 3}
         """,
-    ))
+        )
+    )
     csv_path = tmp_path / "out.csv"
     result = bench("run", str(suite), "-o", str(csv_path), "--quiet")
     assert result.returncode == 0, result.stderr

@@ -2,6 +2,7 @@
 
 Signals and memory limits per cell are exercised end to end in tests/faults/.
 """
+
 from __future__ import annotations
 
 import signal
@@ -17,12 +18,27 @@ from tests.faults.inject import environment
 
 
 def _cell(threads: int, gen: int = 8) -> Cell:
-    return Cell(suite="t", model_id="smollm2", quantization="Q4_1", backend="llamacpp", device_id="cpu",
-                device_kind="cpu", device_index=0, threads=threads, n_gpu_layers=0, prompt_tokens=32,
-                gen_tokens=gen, depth=0, repetitions=1, warmup=0)
+    return Cell(
+        suite="t",
+        model_id="smollm2",
+        quantization="Q4_1",
+        backend="llamacpp",
+        device_id="cpu",
+        device_kind="cpu",
+        device_index=0,
+        threads=threads,
+        n_gpu_layers=0,
+        prompt_tokens=32,
+        gen_tokens=gen,
+        depth=0,
+        repetitions=1,
+        warmup=0,
+    )
 
 
-def _run(model: Path, cells: list[Cell], fault: str, monkeypatch: pytest.MonkeyPatch, **limits: float) -> list[CellOutcome]:
+def _run(
+    model: Path, cells: list[Cell], fault: str, monkeypatch: pytest.MonkeyPatch, **limits: float
+) -> list[CellOutcome]:
     for name, value in environment(fault).items():
         monkeypatch.setenv(name, value)
     outcomes: list[CellOutcome] = []

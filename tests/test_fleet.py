@@ -5,6 +5,7 @@ hosts to the coordinator: two fingerprints, two sets of rows. Faults come from t
 (tests.faults.inject): a host whose measuring process hangs at a chosen cell is still busy when the test
 kills it or presses Ctrl-C. Every wait is bounded and every process started here is killed at the end.
 """
+
 from __future__ import annotations
 
 import os
@@ -86,8 +87,11 @@ def measuring_processes(tag: str) -> list[psutil.Process]:
     found = []
     for process in psutil.process_iter(["cmdline"]):
         try:
-            if MEASURING in " ".join(process.info["cmdline"] or []) and process.status() != psutil.STATUS_ZOMBIE \
-                    and process.environ().get("BENCH_FLEET_TEST_TAG", "").startswith(tag):
+            if (
+                MEASURING in " ".join(process.info["cmdline"] or [])
+                and process.status() != psutil.STATUS_ZOMBIE
+                and process.environ().get("BENCH_FLEET_TEST_TAG", "").startswith(tag)
+            ):
                 found.append(process)
         except psutil.Error:
             continue
@@ -107,7 +111,10 @@ class Fleet:
         self.log = (tmp_path / "scheduler.log").open("wb")
         self.scheduler = subprocess.Popen(
             [*command, "--host", LOOPBACK, "--port", str(port), "--dashboard-address", f"{LOOPBACK}:0"],
-            stdout=self.log, stderr=subprocess.STDOUT, env=child_env())
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            env=child_env(),
+        )
         self.workers: dict[str, subprocess.Popen[bytes]] = {}
         wait_until(lambda: self._listening(port), f"the scheduler on port {port}")
 
@@ -120,8 +127,12 @@ class Fleet:
         log_path = self.tmp_path / f"{name}-{len(self.workers)}.log"
         extra = {**(environment(fault) if fault else {}), "BENCH_FLEET_TEST_TAG": f"{self.tag}-{name}"}
         with log_path.open("wb") as log:
-            worker = subprocess.Popen(bench_cmd("fleet", "worker", "--scheduler", self.address, "--name", name),
-                                      stdout=log, stderr=subprocess.STDOUT, env=child_env(**extra))
+            worker = subprocess.Popen(
+                bench_cmd("fleet", "worker", "--scheduler", self.address, "--name", name),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=child_env(**extra),
+            )
         self.workers[f"{name}-{len(self.workers)}"] = worker
 
         def ready() -> bool:
@@ -158,19 +169,32 @@ def fleet(tmp_path: Path) -> Iterator[Fleet]:
 @pytest.fixture
 def fleet_suite(write_suite) -> Path:
     prompts = ", ".join(map(str, PROMPTS))
-    return write_suite(quick_suite_yaml(
-        "fleet", workload=f"workload: {{prompt_tokens: [{prompts}], gen_tokens: 4, depths: [0], repetitions: 1, "
-                          "warmup: 0}"))
+    return write_suite(
+        quick_suite_yaml(
+            "fleet",
+            workload=f"workload: {{prompt_tokens: [{prompts}], gen_tokens: 4, depths: [0], repetitions: 1, warmup: 0}}",
+        )
+    )
 
 
 def run_coordinator(suite: Path, fleet: Fleet, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(bench_cmd("run", str(suite), "--fleet", fleet.address, "--quiet", *args),
-                          capture_output=True, text=True, timeout=RUN_TIMEOUT_S, env=child_env())
+    return subprocess.run(
+        bench_cmd("run", str(suite), "--fleet", fleet.address, "--quiet", *args),
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_S,
+        env=child_env(),
+    )
 
 
 def start_coordinator(suite: Path, fleet: Fleet, out: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen(bench_cmd("run", str(suite), "--fleet", fleet.address, "-o", str(out), "--quiet"),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env())
+    return subprocess.Popen(
+        bench_cmd("run", str(suite), "--fleet", fleet.address, "-o", str(out), "--quiet"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=child_env(),
+    )
 
 
 def host_rows(out: Path, host: str) -> dict[int, list[str]]:
@@ -187,18 +211,28 @@ def host_rows(out: Path, host: str) -> dict[int, list[str]]:
 
 def test_messages_carry_numpy_values_as_plain_json() -> None:
     np = pytest.importorskip("numpy")
-    text = encode_message("row", "host-a", cell_id="c1", fields={"decode_tok_s_mean": np.float64(1.5),
-                                                                 "n_params": np.int64(7), "path": Path("/m")})
-    assert decode_message(text) == {"kind": "row", "host": "host-a", "cell_id": "c1",
-                                    "fields": {"decode_tok_s_mean": 1.5, "n_params": 7, "path": "/m"}}
+    text = encode_message(
+        "row",
+        "host-a",
+        cell_id="c1",
+        fields={"decode_tok_s_mean": np.float64(1.5), "n_params": np.int64(7), "path": Path("/m")},
+    )
+    assert decode_message(text) == {
+        "kind": "row",
+        "host": "host-a",
+        "cell_id": "c1",
+        "fields": {"decode_tok_s_mean": 1.5, "n_params": 7, "path": "/m"},
+    }
 
 
 def test_resume_redoes_only_cells_whose_host_was_lost(tmp_path: Path) -> None:
     out = tmp_path / "r.csv"
-    out.write_text("cell_id,host,status,reason,suite,model_id\n"
-                   "c1,host-a,ok,,s,m\nc1,host-b,failed,worker died by SIGSEGV,s,m\n"
-                   f"c2,host-b,failed,{lost_reason('host-b')},s,m\nc2,host-a,failed,{lost_reason('host-b')},s,m\n",
-                   encoding="utf-8")
+    out.write_text(
+        "cell_id,host,status,reason,suite,model_id\n"
+        "c1,host-a,ok,,s,m\nc1,host-b,failed,worker died by SIGSEGV,s,m\n"
+        f"c2,host-b,failed,{lost_reason('host-b')},s,m\nc2,host-a,failed,{lost_reason('host-b')},s,m\n",
+        encoding="utf-8",
+    )
     # host-b's lost cell is measured again; a lost reason naming another host is a real failure of host-a's
     assert resumed_cells(out) == {("host-a", "c1"), ("host-b", "c1"), ("host-a", "c2")}
 
@@ -219,24 +253,44 @@ def test_kill_workers_kills_only_the_calling_threads_workers(monkeypatch: pytest
 
 def test_unreachable_scheduler_is_exit_2_with_a_clear_message(fleet_suite: Path, tmp_path: Path) -> None:
     address = f"tcp://{LOOPBACK}:{free_port()}"  # nothing listens there
-    result = subprocess.run(bench_cmd("run", str(fleet_suite), "--fleet", address, "-o", str(tmp_path / "r.csv")),
-                            capture_output=True, text=True, timeout=120, env=child_env())
+    result = subprocess.run(
+        bench_cmd("run", str(fleet_suite), "--fleet", address, "-o", str(tmp_path / "r.csv")),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=child_env(),
+    )
     assert result.returncode == 2, result.stderr
     assert f"cannot reach the scheduler at {address}" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "r.csv").exists()
-    worker = subprocess.run(bench_cmd("fleet", "worker", "--scheduler", address, "--connect-timeout", "2"),
-                            capture_output=True, text=True, timeout=120, env=child_env())
+    worker = subprocess.run(
+        bench_cmd("fleet", "worker", "--scheduler", address, "--connect-timeout", "2"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=child_env(),
+    )
     assert worker.returncode == 2 and f"cannot reach the scheduler at {address}" in worker.stderr, worker.stderr
 
 
-@pytest.mark.parametrize(("argv", "message"), [
-    (["run", "SUITE", "--hosts", "host-a"], "--hosts names machines of a fleet run: add --fleet"),
-    (["run", "SUITE", "--fleet", "tls://127.0.0.1:9"], "Dask's configuration has no TLS client certificate"),
-    (["fleet", "worker", "--tls-cert", "cert.pem"], "TLS needs all three of --tls-ca-file, --tls-cert and --tls-key"),
-    (["fleet", "worker", "--scheduler", "tls://127.0.0.1:9"], "a tls:// scheduler needs this worker's certificates"),
-])
-def test_fleet_usage_mistakes_are_exit_2(argv: list[str], message: str, fleet_suite: Path,
-                                         capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["run", "SUITE", "--hosts", "host-a"], "--hosts names machines of a fleet run: add --fleet"),
+        (["run", "SUITE", "--fleet", "tls://127.0.0.1:9"], "Dask's configuration has no TLS client certificate"),
+        (
+            ["fleet", "worker", "--tls-cert", "cert.pem"],
+            "TLS needs all three of --tls-ca-file, --tls-cert and --tls-key",
+        ),
+        (
+            ["fleet", "worker", "--scheduler", "tls://127.0.0.1:9"],
+            "a tls:// scheduler needs this worker's certificates",
+        ),
+    ],
+)
+def test_fleet_usage_mistakes_are_exit_2(
+    argv: list[str], message: str, fleet_suite: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from bench.cli import main
 
     assert main([str(fleet_suite) if a == "SUITE" else a for a in argv]) == 2
@@ -246,8 +300,9 @@ def test_fleet_usage_mistakes_are_exit_2(argv: list[str], message: str, fleet_su
 # ----------------------------------------------------------------------------------- a real fleet
 
 
-def test_suite_spreads_over_both_hosts_into_one_csv_and_one_report(fleet: Fleet, fleet_suite: Path,
-                                                                    tmp_path: Path) -> None:
+def test_suite_spreads_over_both_hosts_into_one_csv_and_one_report(
+    fleet: Fleet, fleet_suite: Path, tmp_path: Path
+) -> None:
     fleet.start_worker("host-a")
     fleet.start_worker("host-b")
     out = tmp_path / "fleet.csv"
@@ -263,8 +318,13 @@ def test_suite_spreads_over_both_hosts_into_one_csv_and_one_report(fleet: Fleet,
     assert frame["run_id"].nunique() == 1
 
     report = tmp_path / "report.md"
-    shown = subprocess.run(bench_cmd("report", str(out), "-o", str(report)), capture_output=True, text=True,
-                           timeout=RUN_TIMEOUT_S, env=child_env())
+    shown = subprocess.run(
+        bench_cmd("report", str(out), "-o", str(report)),
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_S,
+        env=child_env(),
+    )
     assert shown.returncode == 0, shown.stderr
     text = report.read_text(encoding="utf-8")
     assert "2 machines (host-a, host-b)" in text
@@ -274,16 +334,20 @@ def test_suite_spreads_over_both_hosts_into_one_csv_and_one_report(fleet: Fleet,
     assert missing.returncode == 2 and "--hosts: host-z not connected" in missing.stderr, missing.stderr
 
 
-def test_lost_host_fails_its_unfinished_cells_and_resume_finishes_them(fleet: Fleet, fleet_suite: Path,
-                                                                        tmp_path: Path) -> None:
+def test_lost_host_fails_its_unfinished_cells_and_resume_finishes_them(
+    fleet: Fleet, fleet_suite: Path, tmp_path: Path
+) -> None:
     fleet.start_worker("host-a")
     doomed = fleet.start_worker("host-b", fault=f"hang@prompt_tokens={PROMPTS[1]}")
     out = tmp_path / "fleet.csv"
     coordinator = start_coordinator(fleet_suite, fleet, out)
     try:
         # The first cell's row is in the file while host-b's group still runs: rows stream as cells end.
-        wait_until(lambda: host_rows(out, "host-b").get(PROMPTS[0]) == ["ok"] and bool(fleet.measuring()),
-                   "host-b's first row", RUN_TIMEOUT_S)
+        wait_until(
+            lambda: host_rows(out, "host-b").get(PROMPTS[0]) == ["ok"] and bool(fleet.measuring()),
+            "host-b's first row",
+            RUN_TIMEOUT_S,
+        )
         kill_tree(doomed)
         _, stderr = coordinator.communicate(timeout=RUN_TIMEOUT_S)
     finally:
@@ -300,12 +364,12 @@ def test_lost_host_fails_its_unfinished_cells_and_resume_finishes_them(fleet: Fl
     resumed = run_coordinator(fleet_suite, fleet, "--resume", str(out))
     assert resumed.returncode == 0, resumed.stderr
     assert host_rows(out, "host-a") == {p: ["ok"] for p in PROMPTS}  # nothing measured twice
-    assert host_rows(out, "host-b") == {PROMPTS[0]: ["ok"], PROMPTS[1]: ["failed", "ok"],
-                                        PROMPTS[2]: ["failed", "ok"]}
+    assert host_rows(out, "host-b") == {PROMPTS[0]: ["ok"], PROMPTS[1]: ["failed", "ok"], PROMPTS[2]: ["failed", "ok"]}
 
 
-def test_a_stopped_worker_leaves_no_measuring_process_and_its_host_is_lost(fleet: Fleet, fleet_suite: Path,
-                                                                          tmp_path: Path) -> None:
+def test_a_stopped_worker_leaves_no_measuring_process_and_its_host_is_lost(
+    fleet: Fleet, fleet_suite: Path, tmp_path: Path
+) -> None:
     fleet.start_worker("host-a")
     leaving = fleet.start_worker("host-b", fault=f"hang@prompt_tokens={PROMPTS[1]}")
     out = tmp_path / "fleet.csv"
@@ -328,15 +392,19 @@ def test_a_stopped_worker_leaves_no_measuring_process_and_its_host_is_lost(fleet
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "coordinator-killed"])
-def test_stopping_the_coordinator_leaves_no_measuring_process_on_any_host(fleet: Fleet, fleet_suite: Path,
-                                                                          tmp_path: Path, signum: int) -> None:
+def test_stopping_the_coordinator_leaves_no_measuring_process_on_any_host(
+    fleet: Fleet, fleet_suite: Path, tmp_path: Path, signum: int
+) -> None:
     hang = f"hang@prompt_tokens={PROMPTS[1]}"
     workers = [fleet.start_worker(name, fault=hang) for name in ("host-a", "host-b")]
     out = tmp_path / "fleet.csv"
     coordinator = start_coordinator(fleet_suite, fleet, out)
     try:
-        wait_until(lambda: all(host_rows(out, h).get(PROMPTS[0]) == ["ok"] for h in ("host-a", "host-b")),
-                   "each host's first row", RUN_TIMEOUT_S)
+        wait_until(
+            lambda: all(host_rows(out, h).get(PROMPTS[0]) == ["ok"] for h in ("host-a", "host-b")),
+            "each host's first row",
+            RUN_TIMEOUT_S,
+        )
         time.sleep(1.0)  # each host is now inside its second cell, hanging: only a kill ends it
         assert len(fleet.measuring()) == 2
         coordinator.send_signal(signum)

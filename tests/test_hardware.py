@@ -3,6 +3,7 @@
 NVML is replaced by FakeNvml where a GPU is needed, so the GPU code paths run on CPU-only machines too;
 the tests on the real machine are written to pass with or without an NVIDIA GPU.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -24,13 +25,37 @@ from bench.hardware import Fingerprint, GpuInfo, GpuSampler, SystemWarning, cpu,
 
 GIB = 2**30
 ROW_KEYS = {
-    "host", "os", "cpu_brand", "cpu_arch", "cpu_physical_cores", "cpu_logical_cores", "cpu_flags",
-    "ram_total_bytes", "ram_available_bytes", "gpu_name", "gpu_vram_total_bytes", "gpu_vram_free_bytes",
-    "gpu_driver", "cuda_version", "gpu_power_limit_w", "gpu_count", "fingerprint", "bench_version",
-    "python_version", "llama_cpp_python_version", "llama_cpp_build", "torch_version",
+    "host",
+    "os",
+    "cpu_brand",
+    "cpu_arch",
+    "cpu_physical_cores",
+    "cpu_logical_cores",
+    "cpu_flags",
+    "ram_total_bytes",
+    "ram_available_bytes",
+    "gpu_name",
+    "gpu_vram_total_bytes",
+    "gpu_vram_free_bytes",
+    "gpu_driver",
+    "cuda_version",
+    "gpu_power_limit_w",
+    "gpu_count",
+    "fingerprint",
+    "bench_version",
+    "python_version",
+    "llama_cpp_python_version",
+    "llama_cpp_build",
+    "torch_version",
 }
-GPU_KEYS = ("gpu_name", "gpu_vram_total_bytes", "gpu_vram_free_bytes", "gpu_driver", "cuda_version",
-            "gpu_power_limit_w")
+GPU_KEYS = (
+    "gpu_name",
+    "gpu_vram_total_bytes",
+    "gpu_vram_free_bytes",
+    "gpu_driver",
+    "cuda_version",
+    "gpu_power_limit_w",
+)
 
 
 # ------------------------------------------------------------------------------------ fakes
@@ -41,8 +66,17 @@ class FakeNvmlError(Exception):
 
 
 def fake_gpu(name: str = "NVIDIA H200", uuid: str = "GPU-aaaa1111", **kw: Any) -> dict[str, Any]:
-    gpu = {"name": name, "uuid": uuid, "total": 141 * GIB, "used": 1 * GIB, "procs": [],
-           "energy_mj": 1_000_000, "power_mw": 200_000, "persistence": 1, "reasons": 0x1}
+    gpu = {
+        "name": name,
+        "uuid": uuid,
+        "total": 141 * GIB,
+        "used": 1 * GIB,
+        "procs": [],
+        "energy_mj": 1_000_000,
+        "power_mw": 200_000,
+        "persistence": 1,
+        "reasons": 0x1,
+    }
     gpu.update(kw)
     return gpu
 
@@ -117,18 +151,39 @@ def proc(pid: int, used: int | None) -> SimpleNamespace:
     return SimpleNamespace(pid=pid, usedGpuMemory=used)
 
 
-H200 = GpuInfo(index=0, name="NVIDIA H200", uuid="GPU-aaaa1111", vram_total_bytes=141 * GIB,
-               vram_free_bytes=140 * GIB, driver="550.54.15", cuda_version="12.4", power_limit_w=700.0,
-               memory_bus_width_bits=6144, max_memory_clock_mhz=3201)
+H200 = GpuInfo(
+    index=0,
+    name="NVIDIA H200",
+    uuid="GPU-aaaa1111",
+    vram_total_bytes=141 * GIB,
+    vram_free_bytes=140 * GIB,
+    driver="550.54.15",
+    cuda_version="12.4",
+    power_limit_w=700.0,
+    memory_bus_width_bits=6144,
+    max_memory_clock_mhz=3201,
+)
 
 
 def make_fp(**overrides: Any) -> Fingerprint:
     fields: dict[str, Any] = {
-        "host": "box", "os": "Linux-6.8", "cpu_brand": "AMD EPYC", "cpu_arch": "x86_64",
-        "cpu_physical_cores": 8, "cpu_logical_cores": 16, "cpu_flags": ("avx", "avx2", "fma"),
-        "ram_total_bytes": 64 * GIB, "ram_available_bytes": 60 * GIB, "gpus": (H200,), "nvml_status": "ok",
-        "python_version": "3.11.7", "bench_version": "0.1.0", "llama_cpp_python_version": "0.3.36",
-        "llama_cpp_build": "CPU: AVX2", "llama_cpp_gpu_offload": True, "torch_version": "",
+        "host": "box",
+        "os": "Linux-6.8",
+        "cpu_brand": "AMD EPYC",
+        "cpu_arch": "x86_64",
+        "cpu_physical_cores": 8,
+        "cpu_logical_cores": 16,
+        "cpu_flags": ("avx", "avx2", "fma"),
+        "ram_total_bytes": 64 * GIB,
+        "ram_available_bytes": 60 * GIB,
+        "gpus": (H200,),
+        "nvml_status": "ok",
+        "python_version": "3.11.7",
+        "bench_version": "0.1.0",
+        "llama_cpp_python_version": "0.3.36",
+        "llama_cpp_build": "CPU: AVX2",
+        "llama_cpp_gpu_offload": True,
+        "torch_version": "",
     }
     return Fingerprint(**(fields | overrides))
 
@@ -225,9 +280,18 @@ def test_detect_with_nvml_reports_each_gpu(monkeypatch: pytest.MonkeyPatch) -> N
     fp = hardware.detect()
     assert fp.nvml_status == "ok"
     (gpu,) = fp.gpus
-    assert gpu == GpuInfo(index=0, name="NVIDIA H200", uuid="GPU-aaaa1111", vram_total_bytes=141 * GIB,
-                          vram_free_bytes=140 * GIB, driver="550.54.15", cuda_version="12.4",
-                          power_limit_w=700.0, memory_bus_width_bits=6144, max_memory_clock_mhz=3201)
+    assert gpu == GpuInfo(
+        index=0,
+        name="NVIDIA H200",
+        uuid="GPU-aaaa1111",
+        vram_total_bytes=141 * GIB,
+        vram_free_bytes=140 * GIB,
+        driver="550.54.15",
+        cuda_version="12.4",
+        power_limit_w=700.0,
+        memory_bus_width_bits=6144,
+        max_memory_clock_mhz=3201,
+    )
     assert gpu.memory_bandwidth_gbs() == pytest.approx(6144 / 8 * 3201 * 2 / 1e3)  # ~4.9 TB/s, as specified
     assert fake_nvml.refs == 0
 
@@ -240,16 +304,19 @@ def test_detect_honours_cuda_visible_devices(monkeypatch: pytest.MonkeyPatch) ->
     assert [(g.index, g.name) for g in fp.gpus] == [(0, "NVIDIA H200")]  # CUDA calls it cuda:0
 
 
-@pytest.mark.parametrize(("env", "expected"), [
-    (None, [0, 1, 2]),
-    ("", []),
-    ("2,0", [2, 0]),
-    ("0,7,1", [0]),  # CUDA stops at the first invalid entry
-    ("1,1", [1]),
-    ("GPU-bbbb", [1]),  # UUID prefix
-    ("cccc3333", [2]),  # UUID without its GPU- prefix
-    ("GPU-", []),  # ambiguous prefix
-])
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        (None, [0, 1, 2]),
+        ("", []),
+        ("2,0", [2, 0]),
+        ("0,7,1", [0]),  # CUDA stops at the first invalid entry
+        ("1,1", [1]),
+        ("GPU-bbbb", [1]),  # UUID prefix
+        ("cccc3333", [2]),  # UUID without its GPU- prefix
+        ("GPU-", []),  # ambiguous prefix
+    ],
+)
 def test_cuda_visible_to_nvml(env: str | None, expected: list[int]) -> None:
     uuids = ["GPU-aaaa1111", "GPU-bbbb2222", "GPU-cccc3333"]
     assert nvml.cuda_visible_to_nvml(env, uuids) == expected
@@ -258,15 +325,24 @@ def test_cuda_visible_to_nvml(env: str | None, expected: list[int]) -> None:
 def test_cpu_flags_normalised_to_known_names() -> None:
     raw = ["sse4_2", "AVX2", "avx512vnni", "avx512_vbmi", "asimd", "asimddp", "amx-tile", "fma3", "avx"]
     assert cpu.normalise_cpu_flags(raw) == (
-        "avx", "avx2", "fma", "avx512_vnni", "avx512vbmi", "amx_tile", "neon", "dotprod")
+        "avx",
+        "avx2",
+        "fma",
+        "avx512_vnni",
+        "avx512vbmi",
+        "amx_tile",
+        "neon",
+        "dotprod",
+    )
 
 
 def test_arm_cpuinfo_without_model_name_asks_py_cpuinfo(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     fake = tmp_path / "cpuinfo"
     fake.write_text("processor\t: 0\nFeatures\t: fp asimd evtstrm asimddp sve i8mm bf16\nCPU part\t: 0xd4f\n")
     monkeypatch.setattr(cpu, "PROC_CPUINFO", fake)
-    monkeypatch.setattr(cpu, "cpuinfo", SimpleNamespace(
-        get_cpu_info=lambda: {"brand_raw": "Neoverse-V2", "flags": ["sve"]}))
+    monkeypatch.setattr(
+        cpu, "cpuinfo", SimpleNamespace(get_cpu_info=lambda: {"brand_raw": "Neoverse-V2", "flags": ["sve"]})
+    )
     monkeypatch.setattr(cpu.platform, "system", lambda: "Linux")
     assert cpu.cpu_brand_and_flags() == ("Neoverse-V2", ("neon", "sve", "dotprod", "i8mm"))
 
@@ -281,13 +357,18 @@ def test_cpu_identity_without_any_source(monkeypatch: pytest.MonkeyPatch, tmp_pa
     assert fp.cpu_brand == "unknown" and fp.ram_total_bytes > 0
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("CPU : SSE3 = 1 | AVX = 1 | AVX512 = 0 | OPENMP = 1 | ", "CPU: SSE3 AVX OPENMP"),
-    ("CUDA : ARCHS = 800,900 | USE_GRAPHS = 1 | PEER_MAX_BATCH_SIZE = 128 | CPU : AVX2 = 1 | ",
-     "CUDA: ARCHS=800,900 USE_GRAPHS PEER_MAX_BATCH_SIZE=128; CPU: AVX2"),
-    ("AVX = 1 | AVX_VNNI = 0 | NEON = 0 | ", "AVX"),  # old format, no backend names
-    ("", ""),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("CPU : SSE3 = 1 | AVX = 1 | AVX512 = 0 | OPENMP = 1 | ", "CPU: SSE3 AVX OPENMP"),
+        (
+            "CUDA : ARCHS = 800,900 | USE_GRAPHS = 1 | PEER_MAX_BATCH_SIZE = 128 | CPU : AVX2 = 1 | ",
+            "CUDA: ARCHS=800,900 USE_GRAPHS PEER_MAX_BATCH_SIZE=128; CPU: AVX2",
+        ),
+        ("AVX = 1 | AVX_VNNI = 0 | NEON = 0 | ", "AVX"),  # old format, no backend names
+        ("", ""),
+    ],
+)
 def test_summarise_llama_system_info(text: str, expected: str) -> None:
     assert software.summarise_system_info(text) == expected
 
@@ -322,8 +403,9 @@ def test_fingerprint_id_is_stable_and_ignores_free_memory() -> None:
     fp = make_fp()
     fid = fp.fingerprint_id()
     assert fid == make_fp().fingerprint_id() and len(fid) == 12 and int(fid, 16) >= 0
-    busier = make_fp(ram_available_bytes=1 * GIB,
-                     gpus=(dataclasses.replace(H200, vram_free_bytes=2 * GIB),), torch_version="2.13.0")
+    busier = make_fp(
+        ram_available_bytes=1 * GIB, gpus=(dataclasses.replace(H200, vram_free_bytes=2 * GIB),), torch_version="2.13.0"
+    )
     assert busier.fingerprint_id() == fid
     for changed in (make_fp(ram_total_bytes=32 * GIB), make_fp(host="other"), make_fp(gpus=())):
         assert changed.fingerprint_id() != fid
@@ -333,8 +415,12 @@ def test_fingerprint_id_survives_software_updates_and_memtotal_jitter() -> None:
     """Issue 13 item 4: a driver, kernel or bench update must not make `compare` refuse to compare."""
     fid = make_fp().fingerprint_id()
     updated = make_fp(
-        os="Linux-6.11", bench_version="0.2.0", python_version="3.12.1", llama_cpp_python_version="0.3.40",
-        llama_cpp_build="CUDA: ARCHS=900", torch_version="2.14.0",
+        os="Linux-6.11",
+        bench_version="0.2.0",
+        python_version="3.12.1",
+        llama_cpp_python_version="0.3.40",
+        llama_cpp_build="CUDA: ARCHS=900",
+        torch_version="2.14.0",
         gpus=(dataclasses.replace(H200, driver="560.35.03", cuda_version="12.6"),),
     )
     assert updated.fingerprint_id() == fid
@@ -342,10 +428,16 @@ def test_fingerprint_id_survives_software_updates_and_memtotal_jitter() -> None:
         assert make_fp(ram_total_bytes=64 * GIB + jitter).fingerprint_id() == fid
 
 
-@pytest.mark.parametrize("change", [
-    {"cpu_brand": "Intel Xeon Platinum 8480+"}, {"cpu_physical_cores": 16}, {"cpu_logical_cores": 8},
-    {"ram_total_bytes": 63 * GIB}, {"gpus": (H200, dataclasses.replace(H200, index=1))},
-])
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"cpu_brand": "Intel Xeon Platinum 8480+"},
+        {"cpu_physical_cores": 16},
+        {"cpu_logical_cores": 8},
+        {"ram_total_bytes": 63 * GIB},
+        {"gpus": (H200, dataclasses.replace(H200, index=1))},
+    ],
+)
 def test_fingerprint_id_changes_with_the_hardware(change: dict[str, Any]) -> None:
     assert make_fp(**change).fingerprint_id() != make_fp().fingerprint_id()
 
@@ -382,12 +474,15 @@ def test_no_governor_warning_when_performance(quick: Path) -> None:
     assert "cpu_governor" not in names(hardware.system_warnings())
 
 
-@pytest.mark.parametrize(("file", "value", "warned"), [
-    ("intel_pstate/no_turbo", "0", True),
-    ("intel_pstate/no_turbo", "1", False),
-    ("cpufreq/boost", "1", True),
-    ("cpufreq/boost", "0", False),
-])
+@pytest.mark.parametrize(
+    ("file", "value", "warned"),
+    [
+        ("intel_pstate/no_turbo", "0", True),
+        ("intel_pstate/no_turbo", "1", False),
+        ("cpufreq/boost", "1", True),
+        ("cpufreq/boost", "0", False),
+    ],
+)
 def test_boost_warning(quick: Path, file: str, value: str, warned: bool) -> None:
     write(quick / file, value + "\n")
     warnings = [w for w in hardware.system_warnings() if w.name == "cpu_boost"]
@@ -609,8 +704,21 @@ def render(fp: Fingerprint, warnings: list[SystemWarning]) -> str:
 def test_format_fingerprint_lists_fields_gpus_and_fixes() -> None:
     fp = make_fp(cpu_brand="Odd [bold]CPU[/bold]")  # markup-like text must come out literally
     text = render(fp, [SystemWarning("cpu_governor", "governor is powersave", "sudo cpupower x")])
-    for expected in (fp.fingerprint_id(), "Odd [bold]CPU[/bold]", "8 physical, 16 logical", "avx avx2 fma",
-                     "64.0 GiB total", "gpu cuda:0", "NVIDIA H200", "141.0 GiB total", "CUDA 12.4",
-                     "power limit 700 W", "~4917 GB/s", "0.3.36", "cpu_governor", "fix: sudo cpupower x"):
+    for expected in (
+        fp.fingerprint_id(),
+        "Odd [bold]CPU[/bold]",
+        "8 physical, 16 logical",
+        "avx avx2 fma",
+        "64.0 GiB total",
+        "gpu cuda:0",
+        "NVIDIA H200",
+        "141.0 GiB total",
+        "CUDA 12.4",
+        "power limit 700 W",
+        "~4917 GB/s",
+        "0.3.36",
+        "cpu_governor",
+        "fix: sudo cpupower x",
+    ):
         assert expected in text, expected
     assert "none" in render(make_fp(gpus=()), []) and "gpu cuda:0" not in render(make_fp(gpus=()), [])

@@ -1,5 +1,6 @@
 """bench.hardware.cpu: threads=0 resolves to the cores this process may use (issue 12 item 4), and the
 last-level cache size the bandwidth probe sizes its buffer from. cgroup, procfs and sysfs are fake trees."""
+
 from __future__ import annotations
 
 import os
@@ -68,13 +69,16 @@ def test_affinity_counts_smt_siblings_once(machine: Path, monkeypatch: pytest.Mo
     assert resolve_threads(0) == 2
 
 
-@pytest.mark.parametrize(("cpu_max", "expected"), [
-    ("200000 100000", 2),  # docker --cpus=2
-    ("150000 100000", 2),  # 1.5 CPUs: rounded up, the half core still runs a thread
-    ("50000 100000", 1),
-    ("max 100000", 32),  # no quota
-    ("garbage", 32),
-])
+@pytest.mark.parametrize(
+    ("cpu_max", "expected"),
+    [
+        ("200000 100000", 2),  # docker --cpus=2
+        ("150000 100000", 2),  # 1.5 CPUs: rounded up, the half core still runs a thread
+        ("50000 100000", 1),
+        ("max 100000", 32),  # no quota
+        ("garbage", 32),
+    ],
+)
 def test_cgroup_v2_quota(machine: Path, cpu_max: str, expected: int) -> None:
     cgroup_v2(machine, cpu_max)
     assert resolve_threads(0) == expected
@@ -113,8 +117,10 @@ def test_affinity_and_quota_together(machine: Path, monkeypatch: pytest.MonkeyPa
 def test_resolve_threads_on_this_machine() -> None:
     threads = resolve_threads(0)
     allowed = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    print(f"\nresolve_threads(0) here: {threads} (physical cores {cpu.physical_cores()}, affinity {allowed}, "
-          f"cgroup quota {cpu.cgroup_cpu_limit()})")
+    print(
+        f"\nresolve_threads(0) here: {threads} (physical cores {cpu.physical_cores()}, affinity {allowed}, "
+        f"cgroup quota {cpu.cgroup_cpu_limit()})"
+    )
     assert 1 <= threads <= min(cpu.physical_cores(), allowed or threads)
 
 

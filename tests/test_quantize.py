@@ -1,4 +1,5 @@
 """The quantization ladder: derived files built once into a content-addressed cache, safely under races."""
+
 from __future__ import annotations
 
 import os
@@ -23,8 +24,14 @@ LADDER = ("F16", "Q8_0", "Q6_K", "Q4_K_M", "Q3_K_M", "Q2_K")
 
 def _quantize_command(suite: Path, cache: Path, *extra: str) -> subprocess.Popen[str]:
     env = dict(os.environ, BENCH_CACHE_DIR=str(cache), COLUMNS="200", PYTHONPATH=str(ROOT))
-    return subprocess.Popen([sys.executable, "-m", "bench.cli", "quantize", str(suite), *extra], env=env, cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "bench.cli", "quantize", str(suite), *extra],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _statuses(stdout: str) -> dict[str, str]:
@@ -49,14 +56,18 @@ def _model(text: str) -> object:
 
 
 def _suite_with(quantizations: str, allow_requantize: bool, source: str = SMOLLM2_REF) -> str:
-    return quick_suite_yaml("q", models=f"""
+    return quick_suite_yaml(
+        "q",
+        models=f"""
         models:
           - id: smollm2
             source: {source}
             source_quantization: Q4_1
             allow_requantize: {str(allow_requantize).lower()}
-        """, quantizations=f"quantizations: [{quantizations}]\n",
-        workload="workload: {prompt_tokens: [16], gen_tokens: 4, depths: [0], repetitions: 1, warmup: 0}")
+        """,
+        quantizations=f"quantizations: [{quantizations}]\n",
+        workload="workload: {prompt_tokens: [16], gen_tokens: 4, depths: [0], repetitions: 1, warmup: 0}",
+    )
 
 
 def test_the_ladder_is_built_once_even_by_two_racing_runs_and_then_reused(tmp_path: Path) -> None:

@@ -77,15 +77,11 @@ def test_section_matches_golden_file(analyses: dict[str, Analysis], case: str, s
 
 
 def test_sections_are_stable_whatever_the_file_order(analyses: dict[str, Analysis]) -> None:
-    shuffled = load_report_data(
-        [FIXTURES / "host-b.csv", FIXTURES / "host-a.csv", FIXTURES / "host-a-older.csv"]
-    )
+    shuffled = load_report_data([FIXTURES / "host-b.csv", FIXTURES / "host-a.csv", FIXTURES / "host-a-older.csv"])
     for section in SECTIONS:
         if section == "method":  # lists the input files in the order given
             continue
-        assert section_markdown(shuffled, section) == section_markdown(analyses["two-hosts"], section), (
-            section
-        )
+        assert section_markdown(shuffled, section) == section_markdown(analyses["two-hosts"], section), section
 
 
 def test_two_quickstart_runs_fill_every_section(analyses: dict[str, Analysis], tmp_path: Path) -> None:
@@ -205,9 +201,7 @@ def test_recommendation_names_the_constraint_that_rules_each_option_out(write_su
     )  # cheapest per token that passes
     assert table.loc[("gpu-box / gpu0", "Q2_K"), "reasons"] == "KLD 0.3480 > 0.05 allowed"
     assert table.loc[("gpu-box / gpu0", "F16"), "reasons"] == "memory 0.32 GiB > 0.25 allowed"
-    assert table.loc[("bench-a / cpu", "Q4_K_M"), "reasons"].startswith(
-        "decode 28.0 tok/s at depth 512 < 100"
-    )
+    assert table.loc[("bench-a / cpu", "Q4_K_M"), "reasons"].startswith("decode 28.0 tok/s at depth 512 < 100")
     text = section_markdown(analysis, "recommendations")
     assert "Best overall: **smollm2-135m Q4_K_M nglall on gpu-box / gpu0**" in text
     assert "ruled out: decode 28.0 tok/s at depth 512 < 100 required" in text  # '<' escaped only before a tag
@@ -234,10 +228,7 @@ def test_pareto_front_matches_brute_force() -> None:
             beaten_by = [
                 j
                 for j in range(count)
-                if not np.isnan(x[j] + y[j])
-                and x[j] >= x[i]
-                and y[j] <= y[i]
-                and (x[j] > x[i] or y[j] < y[i])
+                if not np.isnan(x[j] + y[j]) and x[j] >= x[i] and y[j] <= y[i] and (x[j] > x[i] or y[j] < y[i])
             ]
             if np.isnan(x[i] + y[i]):
                 assert not on_front[i] and dominator[i] == -1

@@ -51,8 +51,10 @@ def test_a_knob_registered_once_reaches_labels_headers_and_settings(tmp_path: Pa
         unregister("spec_depth")
         unregister("draft_model")
     assert "| model | quant | threads | spec depth | file (MiB) |" in text
-    assert "Settings shared by every row: batch 2048, ubatch 512, flash attn auto, KV cache f16, mmap True, " \
+    assert (
+        "Settings shared by every row: batch 2048, ubatch 512, flash attn auto, KV cache f16, mmap True, "
         "repack True, draft tiny." in text
+    )
 
 
 def test_roofline_reads_one_embedding_row_unless_the_head_is_tied() -> None:

@@ -48,9 +48,7 @@ class _Tags(HTMLParser):
 @pytest.fixture(scope="module")
 def report_html(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("html") / "report.html"
-    write_report(
-        [FIXTURES / f for f in ALL_FIXTURES], out, fmt="html", suite_path=FIXTURES / "procurement.yaml"
-    )
+    write_report([FIXTURES / f for f in ALL_FIXTURES], out, fmt="html", suite_path=FIXTURES / "procurement.yaml")
     return out
 
 
@@ -133,9 +131,7 @@ def test_html_renders_in_headless_chromium(report_html: Path, tmp_path: Path) ->
     assert pixels.shape[:2] == (1600, 1200)
     dark = (pixels[..., :3].mean(axis=2) < 0.5).mean()
     assert 0.01 < dark < 0.5  # text and tables drawn, not a blank or an error page
-    assert (
-        np.unique(pixels[..., :3].reshape(-1, 3), axis=0).shape[0] > 50
-    )  # plots and styling, not plain text
+    assert np.unique(pixels[..., :3].reshape(-1, 3), axis=0).shape[0] > 50  # plots and styling, not plain text
 
 
 def test_screenshot_script_explains_a_missing_report(tmp_path: Path) -> None:

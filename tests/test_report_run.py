@@ -20,9 +20,7 @@ FIXTURES = Path(__file__).parent / "fixtures" / "report"
 
 
 def bench(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "bench.cli", *args], capture_output=True, text=True, timeout=600
-    )
+    return subprocess.run([sys.executable, "-m", "bench.cli", *args], capture_output=True, text=True, timeout=600)
 
 
 def _numpy_read_gbs(buffer_bytes: int, passes: int = 3) -> float:
@@ -51,8 +49,7 @@ def test_run_records_bandwidth_and_writes_an_html_report(write_suite, tmp_path: 
     suite = write_suite(
         quick_suite_yaml(
             name="rep",
-            workload="workload: {prompt_tokens: [32], gen_tokens: 8, depths: [0, 32], repetitions: 2, "
-            "warmup: 0}",
+            workload="workload: {prompt_tokens: [32], gen_tokens: 8, depths: [0, 32], repetitions: 2, warmup: 0}",
         )
         + "constraints: {min_decode_tok_s: 1}\ncosts:\n  cpu: {price_usd: 1000, power_w: 65}\n"
     )
@@ -91,11 +88,7 @@ def test_report_errors_are_one_line(tmp_path: Path) -> None:
     bad = tmp_path / "bad.csv"
     bad.write_text("suite,model_id,status\ns,m\n")
     done = bench("report", str(bad), "-o", str(tmp_path / "r.md"))
-    assert (
-        done.returncode == 2
-        and "bad.csv:2: expected 3 fields" in done.stderr
-        and "Traceback" not in done.stderr
-    )
+    assert done.returncode == 2 and "bad.csv:2: expected 3 fields" in done.stderr and "Traceback" not in done.stderr
     suite = tmp_path / "s.yaml"
     suite.write_text((FIXTURES / "procurement.yaml").read_text().replace("gpu-box/gpu0:", "gpu-box/gpu9:"))
     done = bench("report", str(FIXTURES / "host-a.csv"), "--suite", str(suite), "-o", str(tmp_path / "r.md"))

@@ -1,4 +1,5 @@
 """Results CSV: one atomic line per row, partial lines dropped, bad files named by line."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,9 +11,19 @@ from bench.results import COLUMNS, ResultRow, ResultsWriter, measured_cell_ids, 
 
 
 def _row(cell_id: str, decode: float = 50.0, **extra: object) -> ResultRow:
-    return ResultRow(suite="s", cell_id=cell_id, model_id="m|odd\nname", quantization="Q4_0", backend="llamacpp",
-                     device_id="cpu", threads=2, depth=0, decode_tok_s_mean=decode,
-                     decode_tok_s_samples="49.5;50.5", **extra)
+    return ResultRow(
+        suite="s",
+        cell_id=cell_id,
+        model_id="m|odd\nname",
+        quantization="Q4_0",
+        backend="llamacpp",
+        device_id="cpu",
+        threads=2,
+        depth=0,
+        decode_tok_s_mean=decode,
+        decode_tok_s_samples="49.5;50.5",
+        **extra,
+    )
 
 
 def test_rows_round_trip_with_types(tmp_path: Path) -> None:

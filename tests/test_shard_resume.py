@@ -139,16 +139,16 @@ def test_resume_after_sigkill_measures_every_cell_once(write_suite, tmp_path: Pa
     )
     assert result.returncode == 0, result.stderr
     frame = read_results([out])
-    expected = {p.cell.cell_id for p in plan_cells(parse_suite(suite.read_text(), suite, quantization_catalog()), detect())}
+    expected = {
+        p.cell.cell_id for p in plan_cells(parse_suite(suite.read_text(), suite, quantization_catalog()), detect())
+    }
     assert sorted(frame["cell_id"]) == sorted(expected)  # every cell, each exactly once
     assert set(frame["status"]) == {"ok"}
     assert frame["run_id"].nunique() == 2
     assert f"{6 - killed_after} ok" in result.stderr
 
 
-def test_resume_of_another_suite_is_refused(
-    write_suite, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_resume_of_another_suite_is_refused(write_suite, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "r.csv"
     out.write_text("suite,model_id,status,cell_id\nother,m,ok,abc\n")
     suite = write_suite(quick_suite_yaml("mine"))
@@ -188,11 +188,7 @@ def test_example_workflow_shards_cover_the_suite_and_its_commands_parse() -> Non
     assert merge_job["needs"] == "bench"
     scripts = [step.get("run", "") for job in (bench_job, merge_job) for step in job["steps"]]
     merge_script = "\n".join(step.get("run", "") for step in merge_job["steps"])
-    assert (
-        "bench report" in merge_script
-        and "bench compare" in merge_script
-        and "GITHUB_STEP_SUMMARY" in merge_script
-    )
+    assert "bench report" in merge_script and "bench compare" in merge_script and "GITHUB_STEP_SUMMARY" in merge_script
     commands = [
         line.split(".venv/bin/bench ", 1)[1]
         for script in scripts

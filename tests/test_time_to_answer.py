@@ -1,4 +1,5 @@
 """Time to generate a reasoning trace, from decode speeds measured at a few depths (bench.stats)."""
+
 from __future__ import annotations
 
 import pytest
@@ -16,8 +17,12 @@ def test_interpolates_time_per_token_linearly_in_depth() -> None:
 def test_piecewise_over_several_depths_matches_a_token_by_token_sum() -> None:
     depths, speeds = [0, 4096, 16384], [120.0, 90.0, 45.0]
     seconds, extrapolated = time_to_generate(depths, speeds, 512, 8000)
-    spt = lambda d: (1 / 120 + (1 / 90 - 1 / 120) * d / 4096) if d <= 4096 else (  # noqa: E731
-        1 / 90 + (1 / 45 - 1 / 90) * (d - 4096) / 12288)
+
+    def spt(d: float) -> float:  # seconds per token, linear between the measured depths
+        if d <= 4096:
+            return 1 / 120 + (1 / 90 - 1 / 120) * d / 4096
+        return 1 / 90 + (1 / 45 - 1 / 90) * (d - 4096) / 12288
+
     by_token = sum(spt(512 + i + 0.5) for i in range(8000))  # midpoint rule, one token at a time
     assert seconds == pytest.approx(by_token, rel=1e-6) and not extrapolated
 

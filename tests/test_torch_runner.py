@@ -1,5 +1,6 @@
 """The torch backend on the real torch/transformers/torchao (no mocks): a tiny random model end to end,
 SmolLM2's GGUF in fp32 and int8, agreement with llama.cpp, and one suite mixing both backends."""
+
 from __future__ import annotations
 
 import os
@@ -21,15 +22,26 @@ EVAL_TEXT = REPO / "bench" / "data" / "eval_text.txt"
 
 
 def bench(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "bench.cli", *args], capture_output=True, text=True,
-                          timeout=600)
+    return subprocess.run([sys.executable, "-m", "bench.cli", *args], capture_output=True, text=True, timeout=600)
 
 
 def _torch_cell(quantization: str, **overrides: object) -> Cell:
     values: dict[str, object] = dict(
-        suite="t", model_id="m", quantization=quantization, backend="torch", device_id="cpu",
-        device_kind="cpu", device_index=0, threads=1, torch_compile="off", static_cache=False,
-        prompt_tokens=16, gen_tokens=4, depth=0, repetitions=1, warmup=0,
+        suite="t",
+        model_id="m",
+        quantization=quantization,
+        backend="torch",
+        device_id="cpu",
+        device_kind="cpu",
+        device_index=0,
+        threads=1,
+        torch_compile="off",
+        static_cache=False,
+        prompt_tokens=16,
+        gen_tokens=4,
+        depth=0,
+        repetitions=1,
+        warmup=0,
     )
     values.update(overrides)
     return Cell.model_validate(values)
@@ -40,8 +52,10 @@ def _torch_cell(quantization: str, **overrides: object) -> Cell:
 
 def test_core_modules_never_import_torch() -> None:
     """The core install and the quickstart path must work without torch: importing them must not load it."""
-    code = ("import sys, bench.cli, bench.run, bench.plan, bench.execute.worker, bench.report, bench.runners.torch.runner; "
-            "print(sorted(m for m in ('torch', 'transformers', 'torchao') if m in sys.modules))")
+    code = (
+        "import sys, bench.cli, bench.run, bench.plan, bench.execute.worker, bench.report, bench.runners.torch.runner; "
+        "print(sorted(m for m in ('torch', 'transformers', 'torchao') if m in sys.modules))"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
@@ -56,14 +70,22 @@ def test_missing_torch_skips_torch_cells_with_the_fix(monkeypatch: pytest.Monkey
     from bench.runners.registry import BACKENDS
 
     real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(bench.runners.spec.importlib.util, "find_spec",
-                        lambda name, *a: None if name == "torch" else real_find_spec(name, *a))
+    monkeypatch.setattr(
+        bench.runners.spec.importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "torch" else real_find_spec(name, *a),
+    )
     reason = BACKENDS["torch"].missing_reason()
     assert "'torch'" in reason and "BENCH_EXTRAS=dev,models,torch ./scripts/install.sh" in reason
-    suite = load_suite(write_suite(quick_suite_yaml(
-        backends="backends: [llamacpp, torch]\n",
-        quantizations="quantizations: {llamacpp: [source], torch: [fp32]}\n",
-    )), quantization_catalog())
+    suite = load_suite(
+        write_suite(
+            quick_suite_yaml(
+                backends="backends: [llamacpp, torch]\n",
+                quantizations="quantizations: {llamacpp: [source], torch: [fp32]}\n",
+            )
+        ),
+        quantization_catalog(),
+    )
     planned = {p.cell.backend: p for p in plan_cells(suite, detect())}
     assert planned["torch"].skip_reason == reason
     assert planned["llamacpp"].runnable
@@ -183,18 +205,19 @@ def test_torch_compile_knob_measures_and_matches_eager(tiny_model: Path) -> None
 
 def test_bench_run_on_tiny_model_with_quality(tiny_model: Path, write_suite, tmp_path: Path) -> None:
     pytest.importorskip("torchao")
-    suite = write_suite(quick_suite_yaml(
-        name="tiny-torch",
-        models=f"models:\n  - {{id: tiny, source: '{tiny_model}'}}\n",
-        backends="backends: [torch]\n",
-        quantizations="quantizations: [fp32, int8, int4]\n",
-        workload="workload: {prompt_tokens: [32], gen_tokens: 8, depths: [0, 16], repetitions: 2, "
-                 "warmup: 1}\n",
-        knobs="knobs: {threads: [1]}\n",
-        include="include:\n  - {quantization: fp32, static_cache: true, depth: 16}\n",
-        quality="quality: {enabled: true, context: 64, max_chunks: 2, tasks: ['builtin:arithmetic'], "
-                "task_limit: 3}\n",
-    ))
+    suite = write_suite(
+        quick_suite_yaml(
+            name="tiny-torch",
+            models=f"models:\n  - {{id: tiny, source: '{tiny_model}'}}\n",
+            backends="backends: [torch]\n",
+            quantizations="quantizations: [fp32, int8, int4]\n",
+            workload="workload: {prompt_tokens: [32], gen_tokens: 8, depths: [0, 16], repetitions: 2, warmup: 1}\n",
+            knobs="knobs: {threads: [1]}\n",
+            include="include:\n  - {quantization: fp32, static_cache: true, depth: 16}\n",
+            quality="quality: {enabled: true, context: 64, max_chunks: 2, tasks: ['builtin:arithmetic'], "
+            "task_limit: 3}\n",
+        )
+    )
     csv_path = tmp_path / "tiny.csv"
     result = bench("run", str(suite), "-o", str(csv_path), "--quiet")
     assert result.returncode == 0, result.stderr
@@ -227,10 +250,13 @@ def test_torch_model_must_be_safetensors(tmp_path: Path, write_suite) -> None:
     folder.mkdir()
     (folder / "config.json").write_text("{}")
     (folder / "pytorch_model.bin").write_bytes(b"\x80\x04not really a pickle")
-    suite = write_suite(quick_suite_yaml(
-        models=f"models:\n  - {{id: pickled, source: '{folder}'}}\n",
-        backends="backends: [torch]\n", quantizations="quantizations: [fp32]\n",
-    ))
+    suite = write_suite(
+        quick_suite_yaml(
+            models=f"models:\n  - {{id: pickled, source: '{folder}'}}\n",
+            backends="backends: [torch]\n",
+            quantizations="quantizations: [fp32]\n",
+        )
+    )
     csv_path = tmp_path / "out.csv"
     result = bench("run", str(suite), "-o", str(csv_path), "--quiet")
     assert result.returncode == 3, result.stderr  # its cell failed: exit 3, the row written
@@ -249,9 +275,21 @@ def test_torch_and_llamacpp_agree_on_top1(smollm2_path: Path) -> None:
     from bench.runners.torch.runner import TorchRunner
 
     text = EVAL_TEXT.read_text(encoding="utf-8")[:4000]
-    llama_cell = _torch_cell("source").model_copy(update=dict(
-        backend="llamacpp", threads=2, n_gpu_layers=0, n_batch=512, n_ubatch=512, flash_attn="auto",
-        kv_cache_type="f16", mmap=True, repack=True, torch_compile=None, static_cache=None))
+    llama_cell = _torch_cell("source").model_copy(
+        update=dict(
+            backend="llamacpp",
+            threads=2,
+            n_gpu_layers=0,
+            n_batch=512,
+            n_ubatch=512,
+            flash_attn="auto",
+            kv_cache_type="f16",
+            mmap=True,
+            repack=True,
+            torch_compile=None,
+            static_cache=None,
+        )
+    )
     llama = LlamaCppRunner(smollm2_path, llama_cell)
     llama.load()
     llama.prepare_logits(512, llama_cell)
@@ -278,15 +316,18 @@ def mixed_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[pd.DataFrame, s
     pytest.importorskip("torchao")
     out = tmp_path_factory.mktemp("mixed")
     suite = out / "mixed.yaml"
-    suite.write_text(quick_suite_yaml(
-        name="mixed",
-        models=f"models:\n  - {{id: smollm2, source: '{SMOLLM2_REF}', source_quantization: Q4_1}}\n",
-        backends="backends: [llamacpp, torch]\n",
-        quantizations="quantizations: {llamacpp: [source], torch: [fp32, int8]}\n",
-        workload="workload: {prompt_tokens: [64], gen_tokens: 16, depths: [0], repetitions: 2, warmup: 0}\n",
-        quality="quality: {enabled: true, context: 128, max_chunks: 2, tasks: ['builtin:arithmetic'], "
-                "task_limit: 3}\n",
-    ), encoding="utf-8")
+    suite.write_text(
+        quick_suite_yaml(
+            name="mixed",
+            models=f"models:\n  - {{id: smollm2, source: '{SMOLLM2_REF}', source_quantization: Q4_1}}\n",
+            backends="backends: [llamacpp, torch]\n",
+            quantizations="quantizations: {llamacpp: [source], torch: [fp32, int8]}\n",
+            workload="workload: {prompt_tokens: [64], gen_tokens: 16, depths: [0], repetitions: 2, warmup: 0}\n",
+            quality="quality: {enabled: true, context: 128, max_chunks: 2, tasks: ['builtin:arithmetic'], "
+            "task_limit: 3}\n",
+        ),
+        encoding="utf-8",
+    )
     csv_path, report_path = out / "mixed.csv", out / "mixed.md"
     result = bench("run", str(suite), "-o", str(csv_path), "--report", str(report_path), "--quiet")
     assert result.returncode == 0, result.stderr
@@ -325,8 +366,11 @@ def test_mixed_backends_share_one_csv_and_one_report(mixed_run: tuple[pd.DataFra
 
 
 def test_shipped_torch_suites_expand() -> None:
-    for name, backends in (("torch_cpu", {"torch"}), ("mixed_backends", {"llamacpp", "torch"}),
-                           ("gpu_check", {"torch"})):
+    for name, backends in (
+        ("torch_cpu", {"torch"}),
+        ("mixed_backends", {"llamacpp", "torch"}),
+        ("gpu_check", {"torch"}),
+    ):
         cells = expand(load_suite(REPO / "suites" / f"{name}.yaml", quantization_catalog()))
         assert {c.backend for c in cells} == backends, name
 
@@ -340,11 +384,12 @@ def test_hf_repo_reference_resolves_from_the_local_cache(tiny_model: Path, tmp_p
     shutil.copytree(tiny_model, repo / "snapshots" / commit)
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text(commit)
-    code = ("from bench.models import check_torch_model, resolve; "
-            "path = resolve('hf://bench-test/tiny-llama').path; check_torch_model(path); print(path)")
+    code = (
+        "from bench.models import check_torch_model, resolve; "
+        "path = resolve('hf://bench-test/tiny-llama').path; check_torch_model(path); print(path)"
+    )
     env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1"}
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env,
-                          cwd=REPO)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env, cwd=REPO)
     assert done.returncode == 0, done.stderr
     assert Path(done.stdout.strip()) == repo / "snapshots" / commit
 

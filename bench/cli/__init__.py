@@ -1,4 +1,5 @@
 """Command line: one module per verb (bench/cli/<verb>.py), each with `register`. User mistakes print one clear line, never a traceback."""
+
 from __future__ import annotations
 
 import argparse

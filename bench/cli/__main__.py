@@ -1,4 +1,5 @@
 """`python -m bench.cli`: the same as the `bench` command."""
+
 import sys
 
 from bench.cli import main

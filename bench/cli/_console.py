@@ -1,4 +1,5 @@
 """The terminals bench prints to: the only place in bench that owns a console."""
+
 from __future__ import annotations
 
 import os

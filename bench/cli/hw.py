@@ -1,4 +1,5 @@
 """`bench hw`: this machine's fingerprint and the system warnings that would disturb a measurement."""
+
 from __future__ import annotations
 
 import argparse

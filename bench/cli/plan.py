@@ -1,5 +1,6 @@
 """`bench plan`: a suite's cells on this machine, without running them: a summary per model × quantization ×
 device by default, every cell with --cells, JSON or CSV for scripts with --format."""
+
 from __future__ import annotations
 
 import argparse
@@ -22,14 +23,20 @@ def cmd_plan(args: argparse.Namespace) -> int:
     suite = load_suite(Path(args.suite), quantization_catalog())
     history = read_results(args.results) if args.results else None  # a bad path fails before any probing
     fingerprint = detect()
-    planned = plan_suite(suite, fingerprint, shard=parse_shard(args.shard) if args.shard else None,
-                         filters=parse_filters(args.only) if args.only else None, force=args.force)
+    planned = plan_suite(
+        suite,
+        fingerprint,
+        shard=parse_shard(args.shard) if args.shard else None,
+        filters=parse_filters(args.only) if args.only else None,
+        force=args.force,
+    )
     rates = device_rates(suite, fingerprint)
     times = estimate_cell_times(planned, history, rates, fingerprint.fingerprint_id())
     model_basis = describe_rates(rates, sorted({p.cell.device_id for p in planned}))
     if args.format == "json":
-        sys.stdout.write(to_json(planned, times, summary_fields(suite.name, fingerprint.host, planned, times,
-                                                                model_basis)) + "\n")
+        sys.stdout.write(
+            to_json(planned, times, summary_fields(suite.name, fingerprint.host, planned, times, model_basis)) + "\n"
+        )
         return 0
     if args.format == "csv":
         sys.stdout.write(to_csv(planned, times))
@@ -60,13 +67,27 @@ def register(sub: argparse._SubParsersAction) -> None:
     plan = sub.add_parser("plan", help="show a suite's cells (and why any are skipped) without running them")
     plan.add_argument("suite")
     plan.add_argument("--force", action="store_true", help="do not skip cells the memory planner says will not fit")
-    plan.add_argument("--cells", action="store_true", help="list every cell (default: a summary per model, "
-                      "quantization and device)")
-    plan.add_argument("--format", choices=("table", "json", "csv"), default="table",
-                      help="json or csv: one entry per cell, for scripts (default: table)")
-    plan.add_argument("--results", action="append", metavar="DIR_OR_CSV",
-                      help="past results (CSV files or folders): measured rates for the time estimate; repeatable")
+    plan.add_argument(
+        "--cells", action="store_true", help="list every cell (default: a summary per model, quantization and device)"
+    )
+    plan.add_argument(
+        "--format",
+        choices=("table", "json", "csv"),
+        default="table",
+        help="json or csv: one entry per cell, for scripts (default: table)",
+    )
+    plan.add_argument(
+        "--results",
+        action="append",
+        metavar="DIR_OR_CSV",
+        help="past results (CSV files or folders): measured rates for the time estimate; repeatable",
+    )
     plan.add_argument("--shard", metavar="I/N", help="plan the I-th of N slices, as `bench run --shard` runs it")
-    plan.add_argument("--only", "--filter", action="append", metavar="FIELD=VALUE",
-                      help="only cells whose FIELD matches (e.g. quant=Q4_K_M, threads=1,2); repeatable")
+    plan.add_argument(
+        "--only",
+        "--filter",
+        action="append",
+        metavar="FIELD=VALUE",
+        help="only cells whose FIELD matches (e.g. quant=Q4_K_M, threads=1,2); repeatable",
+    )
     plan.set_defaults(func=cmd_plan)

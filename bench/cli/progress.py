@@ -1,5 +1,6 @@
 """`bench run`'s live display: warnings up front (pyperf-style, each with its fix), a progress bar, and the
 time left, from the planner's per-cell estimates corrected by how long measured cells really took."""
+
 from __future__ import annotations
 
 import time
@@ -41,8 +42,9 @@ def format_duration(seconds: float | None) -> str:
 class RunProgress:
     """The RunEvents of an interactive or CI run."""
 
-    def __init__(self, console: Console, quiet: bool, suite_name: str,
-                 estimates: dict[str, float] | None = None) -> None:
+    def __init__(
+        self, console: Console, quiet: bool, suite_name: str, estimates: dict[str, float] | None = None
+    ) -> None:
         self.console = console
         self.quiet = quiet
         self.suite_name = suite_name
@@ -51,8 +53,14 @@ class RunProgress:
         self.done: dict[str, float] = {}
         self.started_at: float | None = None
         self.progress = Progress(
-            TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TimeElapsedColumn(), TextColumn("{task.fields[eta]}"), console=console, disable=quiet, transient=False,
+            TextColumn("[progress.description]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[eta]}"),
+            console=console,
+            disable=quiet,
+            transient=False,
         )
         self.task = self.progress.add_task("starting", total=None, eta="")
 
@@ -62,8 +70,10 @@ class RunProgress:
 
     def planned(self, planned: list[PlannedCell], path: Path, warnings: list[SystemWarning]) -> None:
         for warning in warnings:
-            self.console.print(f"[yellow]warning[/] {warning.name}: {escape(warning.message)}\n"
-                               f"  fix: {escape(warning.fix)}", soft_wrap=True)
+            self.console.print(
+                f"[yellow]warning[/] {warning.name}: {escape(warning.message)}\n  fix: {escape(warning.fix)}",
+                soft_wrap=True,
+            )
         if not self.quiet:
             name = planned[0].cell.suite if planned else self.suite_name
             self.console.print(f"[bold]{escape(name)}[/]: {len(planned)} cells -> {path}", soft_wrap=True)

@@ -1,4 +1,5 @@
 """`bench run`: measure a suite, one CSV row per cell."""
+
 from __future__ import annotations
 
 import argparse
@@ -39,17 +40,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     counts = ", ".join(f"{n} {status}" for status, n in summary.counts.items() if n)
     if summary.interrupted:
         # Printed whole, never wrapped: the user copies the command.
-        console.print(f"[yellow]interrupted[/]: {counts or 'no rows'} written to {summary.path}; "
-                      f"finish with: bench run {args.suite}{_fleet_args(args)} --resume {summary.path}",
-                      soft_wrap=True)
+        console.print(
+            f"[yellow]interrupted[/]: {counts or 'no rows'} written to {summary.path}; "
+            f"finish with: bench run {args.suite}{_fleet_args(args)} --resume {summary.path}",
+            soft_wrap=True,
+        )
         return EXIT_INTERRUPTED
     console.print(f"{counts or 'no cells'} -> {summary.path}", soft_wrap=True)
     if args.report:
         from bench.report import write_report
 
         report = Path(args.report)
-        report_path = write_report([summary.path], report, fmt="html" if report.suffix == ".html" else "md",
-                                   suite_path=Path(args.suite))
+        report_path = write_report(
+            [summary.path], report, fmt="html" if report.suffix == ".html" else "md", suite_path=Path(args.suite)
+        )
         console.print(f"report -> {report_path}")
     return _exit_status(summary.counts)
 
@@ -60,8 +64,9 @@ def _run_fleet(args: argparse.Namespace, options: RunOptions, display: RunProgre
 
     fleet = fleet_module("fleet")
     hosts = [h.strip() for h in (args.hosts or "").split(",") if h.strip()]
-    return fleet.run_fleet(Path(args.suite), options, fleet.FleetOptions(args.fleet, hosts, CONNECT_TIMEOUT_S),
-                           display.events())
+    return fleet.run_fleet(
+        Path(args.suite), options, fleet.FleetOptions(args.fleet, hosts, CONNECT_TIMEOUT_S), display.events()
+    )
 
 
 def _fleet_args(args: argparse.Namespace) -> str:
@@ -75,8 +80,11 @@ def _exit_status(counts: dict[str, int]) -> int:
         console.print(f"[red]{broken} cell(s) failed or timed out[/]: exit status {EXIT_CELLS_FAILED}", soft_wrap=True)
         return EXIT_CELLS_FAILED
     if not counts.get("ok", 0):
-        console.print(f"[red]nothing was measured[/] (every cell skipped; see the rows' reasons): exit status "
-                      f"{EXIT_CELLS_FAILED}", soft_wrap=True)
+        console.print(
+            f"[red]nothing was measured[/] (every cell skipped; see the rows' reasons): exit status "
+            f"{EXIT_CELLS_FAILED}",
+            soft_wrap=True,
+        )
         return EXIT_CELLS_FAILED
     return EXIT_OK
 
@@ -87,14 +95,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     run.add_argument("-o", "--output", help="results CSV (default results/<suite>-<host>-<UTC time>.csv)")
     run.add_argument("--resume", metavar="FILE", help="skip cells already in FILE and append the rest to it")
     run.add_argument("--shard", metavar="I/N", help="run the I-th of N deterministic slices of the cells")
-    run.add_argument("--only", "--filter", action="append", metavar="FIELD=VALUE",
-                     help="only cells whose FIELD matches (e.g. quant=Q4_K_M, threads=1,2); repeatable")
+    run.add_argument(
+        "--only",
+        "--filter",
+        action="append",
+        metavar="FIELD=VALUE",
+        help="only cells whose FIELD matches (e.g. quant=Q4_K_M, threads=1,2); repeatable",
+    )
     run.add_argument("--history", metavar="DIR", help="write to DIR/<host>/<UTC time>.csv")
     run.add_argument("--report", metavar="FILE", help="also write a report of this run to FILE (.md, or .html)")
     run.add_argument("--force", action="store_true", help="run cells the memory planner says will not fit")
-    run.add_argument("--fleet", nargs="?", const=DEFAULT_SCHEDULER, metavar="ADDRESS",
-                     help="run on the machines of a Dask scheduler (`bench fleet worker` on each; default "
-                          f"{DEFAULT_SCHEDULER}), all rows in one CSV")
+    run.add_argument(
+        "--fleet",
+        nargs="?",
+        const=DEFAULT_SCHEDULER,
+        metavar="ADDRESS",
+        help="run on the machines of a Dask scheduler (`bench fleet worker` on each; default "
+        f"{DEFAULT_SCHEDULER}), all rows in one CSV",
+    )
     run.add_argument("--hosts", metavar="A,B", help="with --fleet: only these hosts (worker names)")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bar (for CI logs)")
     run.set_defaults(func=cmd_run)

@@ -1,4 +1,5 @@
 """What the fleet's coordinator, its hosts and the command line agree on; importable without Dask installed."""
+
 from __future__ import annotations
 
 # Loopback: the scheduler runs code on every worker for whoever reaches it, so another machine is a

@@ -1,4 +1,5 @@
 """Jobs on this machine: worker processes with time limits; signals, timeouts and memory become row statuses."""
+
 from __future__ import annotations
 
 import time
@@ -42,8 +43,9 @@ class WorkGroup:
     cell_timeout_s: float = 900.0
 
 
-def run_group(group: WorkGroup, on_outcome: Callable[[CellOutcome], None],
-              on_start: Callable[[Cell], None] | None = None) -> None:
+def run_group(
+    group: WorkGroup, on_outcome: Callable[[CellOutcome], None], on_start: Callable[[Cell], None] | None = None
+) -> None:
     """Measure every cell of the group, restarting the worker after a crash or timeout.
 
     Each cell yields exactly one outcome. A crash while loading fails every remaining cell (loading again
@@ -54,8 +56,12 @@ def run_group(group: WorkGroup, on_outcome: Callable[[CellOutcome], None],
         remaining = _run_worker(group, remaining, on_outcome, on_start)
 
 
-def _run_worker(group: WorkGroup, cells: list[Cell], on_outcome: Callable[[CellOutcome], None],
-                on_start: Callable[[Cell], None] | None) -> list[Cell]:
+def _run_worker(
+    group: WorkGroup,
+    cells: list[Cell],
+    on_outcome: Callable[[CellOutcome], None],
+    on_start: Callable[[Cell], None] | None,
+) -> list[Cell]:
     by_id = {c.cell_id: c for c in cells}
     pending = list(cells)
     job = MeasureJob(backend=group.backend, model_path=str(group.model_path), cells=[c.fields() for c in cells])
@@ -73,8 +79,14 @@ def _run_worker(group: WorkGroup, cells: list[Cell], on_outcome: Callable[[CellO
                 if current is None:
                     _fail_all(pending, "timeout", f"model load exceeded {group.load_timeout_s:.0f} s", on_outcome)
                     return []
-                on_outcome(CellOutcome(current, "timeout", f"cell exceeded its limit of {group.cell_timeout_s:.0f} s",
-                                       dict(load_fields)))
+                on_outcome(
+                    CellOutcome(
+                        current,
+                        "timeout",
+                        f"cell exceeded its limit of {group.cell_timeout_s:.0f} s",
+                        dict(load_fields),
+                    )
+                )
                 pending.remove(current)
                 return pending
             if event is None:
@@ -130,8 +142,14 @@ class JobOutcome:
     error: str = ""
 
 
-def run_quality_job(backend: str, model_path: Path, cell: Cell, quality: dict[str, Any], timeout_s: float,
-                    memory_limit_bytes: int | None = None) -> JobOutcome:
+def run_quality_job(
+    backend: str,
+    model_path: Path,
+    cell: Cell,
+    quality: dict[str, Any],
+    timeout_s: float,
+    memory_limit_bytes: int | None = None,
+) -> JobOutcome:
     """Measure quality in a worker, like speed cells: a crash, hang or OOM becomes an error, not a dead run."""
     job = QualityJob(backend=backend, model_path=str(model_path), cell=cell.fields(), quality=quality)
     worker = WorkerProcess(job, memory_limit_bytes)

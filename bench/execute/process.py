@@ -5,6 +5,7 @@ the parent, which then kills the worker's whole process group. With a memory lim
 the worker tree's resident memory and kills it past the limit: resident memory, not address space, because
 mmap'd model files and CUDA's reservations are address space that takes no RAM.
 """
+
 from __future__ import annotations
 
 import os
@@ -24,8 +25,8 @@ STDERR_TAIL_BYTES = 8192
 WATCH_INTERVAL_S = 0.05
 SIGNAL_EXPLANATIONS = {
     signal.SIGILL: "illegal instruction: this llama.cpp build uses CPU instructions this machine rejects "
-                   "(e.g. AMX advertised by a VM); rebuild with scripts/install.sh (flags from this CPU) "
-                   "or set knobs.repack: false",
+    "(e.g. AMX advertised by a VM); rebuild with scripts/install.sh (flags from this CPU) "
+    "or set knobs.repack: false",
     signal.SIGSEGV: "segmentation fault in the native backend",
     signal.SIGABRT: "aborted (ggml_abort / failed assertion in the native backend)",
     signal.SIGKILL: "killed by SIGKILL (the kernel OOM killer, or an external kill)",
@@ -92,8 +93,12 @@ class WorkerProcess:
         self.out_of_memory_rss: int | None = None  # set when the watchdog killed the worker
         self.process = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
             [sys.executable, "-m", "bench.execute.worker"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr,
-            start_new_session=True, text=True, encoding="utf-8",
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.stderr,
+            start_new_session=True,
+            text=True,
+            encoding="utf-8",
         )
         self.owner_thread = threading.get_ident()
         with _LIVE_LOCK:
@@ -145,8 +150,10 @@ class WorkerProcess:
         """Why the worker ended without finishing its job."""
         returncode = self.finish()
         if self.out_of_memory_rss is not None and self.memory_limit_bytes:
-            return (f"out of memory: the worker's resident memory reached {gib(self.out_of_memory_rss)}, over "
-                    f"limits.memory_limit_gb ({gib(self.memory_limit_bytes)})")
+            return (
+                f"out of memory: the worker's resident memory reached {gib(self.out_of_memory_rss)}, over "
+                f"limits.memory_limit_gb ({gib(self.memory_limit_bytes)})"
+            )
         return describe_exit(returncode, self.stderr_tail())
 
     def kill(self) -> None:

@@ -1,5 +1,6 @@
 """The messages between the parent and a worker process: one job in (JSON on stdin), typed events out
 (JSON lines on a private copy of stdout). Measurement and quality jobs share it."""
+
 from __future__ import annotations
 
 import json
@@ -74,8 +75,9 @@ class QualityError(BaseModel):
     detail: str = ""
 
 
-Event = Annotated[Loaded | LoadError | CellStart | CellDone | CellError | QualityDone | QualityError,
-                  Field(discriminator="event")]
+Event = Annotated[
+    Loaded | LoadError | CellStart | CellDone | CellError | QualityDone | QualityError, Field(discriminator="event")
+]
 EVENT = TypeAdapter(Event)
 
 

@@ -1,4 +1,5 @@
 """This process's resident memory: now, and its peak since the last reset (Linux lets a process reset it)."""
+
 from __future__ import annotations
 
 import resource

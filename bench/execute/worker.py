@@ -8,6 +8,7 @@ still knows which cell it was measuring from the last `cell_start` event.
 BENCH_WORKER_HOOK=module:function names a function called as hook(where, cell) at "load" and at each
 "cell": the test suite injects faults (crashes, hangs, memory growth) through it. Production sets none.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -89,9 +90,18 @@ def run_measure(job: MeasureJob, events: TextIO, hook: Hook) -> None:
     except (Exception, MemoryError) as exc:
         _emit(events, LoadError(reason=_reason(exc), detail=_detail()))
         return
-    _emit(events, Loaded(load_s=info.load_s, fields={
-        "n_params": info.n_params, "model_file_bytes": info.model_file_bytes,
-        "rss_before_load_bytes": rss_before_load, **info.extra}))
+    _emit(
+        events,
+        Loaded(
+            load_s=info.load_s,
+            fields={
+                "n_params": info.n_params,
+                "model_file_bytes": info.model_file_bytes,
+                "rss_before_load_bytes": rss_before_load,
+                **info.extra,
+            },
+        ),
+    )
     for cell in cells:
         _emit(events, CellStart(cell_id=cell.cell_id, started_utc=_now()))
         reset_peak_rss()

@@ -4,6 +4,7 @@ fingerprint (what a row records, the stable machine id), machine (detect), cpu (
 caches), nvml (every NVML call), software (llama.cpp build), devices (can a backend run on a device),
 noise (system warnings), sampler (GpuSampler), display (the `bench hw` table).
 """
+
 from bench.hardware.cpu import last_level_cache_bytes, physical_cores, resolve_threads, usable_cores
 from bench.hardware.display import format_fingerprint
 from bench.hardware.fingerprint import (
@@ -19,11 +20,22 @@ from bench.hardware.nvml import vram_used_bytes
 from bench.hardware.sampler import GpuSampler
 from bench.hardware.software import ggml_version
 
-# bench.quantize imports the old private name.
-
 __all__ = [
-    "ROW_FIELDS", "STABLE_HARDWARE_COLUMNS", "Fingerprint", "GpuInfo", "GpuSampler", "SystemWarning",
-    "detect", "format_fingerprint", "ggml_version", "last_level_cache_bytes",
-    "physical_cores", "resolve_threads", "stable_fingerprint", "system_warnings", "usable_cores",
-    "vram_used_bytes", "warnings_text",
+    "ROW_FIELDS",
+    "STABLE_HARDWARE_COLUMNS",
+    "Fingerprint",
+    "GpuInfo",
+    "GpuSampler",
+    "SystemWarning",
+    "detect",
+    "format_fingerprint",
+    "ggml_version",
+    "last_level_cache_bytes",
+    "physical_cores",
+    "resolve_threads",
+    "stable_fingerprint",
+    "system_warnings",
+    "usable_cores",
+    "vram_used_bytes",
+    "warnings_text",
 ]

@@ -2,6 +2,7 @@
 
 Every path is a module-level constant so tests can point it at a fake sysfs, procfs or cgroup tree.
 """
+
 from __future__ import annotations
 
 import math
@@ -27,14 +28,35 @@ CGROUP_ROOT = Path("/sys/fs/cgroup")  # cgroup v2 unified mount; v1 mounts one d
 
 # CPU features that decide which llama.cpp / torch kernels can run; every other flag is noise.
 KNOWN_CPU_FLAGS: tuple[str, ...] = (
-    "avx", "avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx512_bf16", "avx512vbmi", "avx_vnni",
-    "amx_tile", "amx_int8", "amx_bf16", "neon", "sve", "dotprod", "i8mm",
+    "avx",
+    "avx2",
+    "fma",
+    "f16c",
+    "avx512f",
+    "avx512_vnni",
+    "avx512_bf16",
+    "avx512vbmi",
+    "avx_vnni",
+    "amx_tile",
+    "amx_int8",
+    "amx_bf16",
+    "neon",
+    "sve",
+    "dotprod",
+    "i8mm",
 )
 # Spellings used by py-cpuinfo (cpuid), Windows and ARM Linux for the same features.
 _FLAG_ALIASES: dict[str, str] = {
-    "avx512vnni": "avx512_vnni", "avx512bf16": "avx512_bf16", "avx512_vbmi": "avx512vbmi",
-    "avxvnni": "avx_vnni", "amxtile": "amx_tile", "amxint8": "amx_int8", "amxbf16": "amx_bf16",
-    "fma3": "fma", "asimd": "neon", "asimddp": "dotprod",
+    "avx512vnni": "avx512_vnni",
+    "avx512bf16": "avx512_bf16",
+    "avx512_vbmi": "avx512vbmi",
+    "avxvnni": "avx_vnni",
+    "amxtile": "amx_tile",
+    "amxint8": "amx_int8",
+    "amxbf16": "amx_bf16",
+    "fma3": "fma",
+    "asimd": "neon",
+    "asimddp": "dotprod",
 }
 _SIZE_UNITS = {"K": 2**10, "M": 2**20, "G": 2**30}
 

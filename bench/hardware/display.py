@@ -1,4 +1,5 @@
 """The `bench hw` table: the fingerprint, one row per GPU, then the system warnings with their fixes."""
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -41,13 +42,19 @@ def format_fingerprint(fp: Fingerprint, warnings: list[SystemWarning] | None = N
     table.add_column("field", style="bold", no_wrap=True)
     table.add_column("value")
     for name, value in (
-        ("host", fp.host), ("os", fp.os), ("cpu_brand", fp.cpu_brand), ("cpu_arch", fp.cpu_arch),
+        ("host", fp.host),
+        ("os", fp.os),
+        ("cpu_brand", fp.cpu_brand),
+        ("cpu_arch", fp.cpu_arch),
         ("cpu_cores", f"{fp.cpu_physical_cores} physical, {fp.cpu_logical_cores} logical"),
         ("cpu_flags", " ".join(fp.cpu_flags) or "(none of interest)"),
         ("ram", f"{_gib(fp.ram_total_bytes)} total, {_gib(fp.ram_available_bytes)} available"),
-        ("nvml", fp.nvml_status), ("python", fp.python_version), ("bench", fp.bench_version),
+        ("nvml", fp.nvml_status),
+        ("python", fp.python_version),
+        ("bench", fp.bench_version),
         ("llama_cpp_python", fp.llama_cpp_python_version or "(not installed)"),
-        ("llama_cpp_build", fp.llama_cpp_build), ("llama_cpp_gpu_offload", str(fp.llama_cpp_gpu_offload)),
+        ("llama_cpp_build", fp.llama_cpp_build),
+        ("llama_cpp_gpu_offload", str(fp.llama_cpp_gpu_offload)),
         ("torch", fp.torch_version or "(not installed)"),
     ):
         table.add_row(name, Text(value))
@@ -55,8 +62,7 @@ def format_fingerprint(fp: Fingerprint, warnings: list[SystemWarning] | None = N
         table.add_row(f"gpu cuda:{gpu.index}", Text(_gpu_line(gpu)))
     table.add_section()
     for warning in warnings:
-        table.add_row(Text(f"warning: {warning.name}", style="yellow"),
-                      Text(f"{warning.message}\nfix: {warning.fix}"))
+        table.add_row(Text(f"warning: {warning.name}", style="yellow"), Text(f"{warning.message}\nfix: {warning.fix}"))
     if not warnings:
         table.add_row("warnings", Text("none"))
     return table

@@ -2,6 +2,7 @@
 
 Pure data: bench.hardware.machine.detect() fills these from the live machine.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -12,21 +13,46 @@ from typing import Any
 
 # The CSV columns row_fields() fills, in this order (bench.results.ResultRow has the same names).
 ROW_FIELDS: tuple[str, ...] = (
-    "host", "os", "cpu_brand", "cpu_arch", "cpu_physical_cores", "cpu_logical_cores", "cpu_flags",
-    "ram_total_bytes", "ram_available_bytes", "gpu_name", "gpu_vram_total_bytes", "gpu_vram_free_bytes",
-    "gpu_driver", "cuda_version", "gpu_power_limit_w", "gpu_count", "fingerprint", "bench_version",
-    "python_version", "llama_cpp_python_version", "llama_cpp_build", "torch_version",
+    "host",
+    "os",
+    "cpu_brand",
+    "cpu_arch",
+    "cpu_physical_cores",
+    "cpu_logical_cores",
+    "cpu_flags",
+    "ram_total_bytes",
+    "ram_available_bytes",
+    "gpu_name",
+    "gpu_vram_total_bytes",
+    "gpu_vram_free_bytes",
+    "gpu_driver",
+    "cuda_version",
+    "gpu_power_limit_w",
+    "gpu_count",
+    "fingerprint",
+    "bench_version",
+    "python_version",
+    "llama_cpp_python_version",
+    "llama_cpp_build",
+    "torch_version",
 )
 
 # What identifies a machine across driver, kernel and bench updates: hardware only, RAM to the GiB (the
 # kernel's MemTotal moves by a few MiB between versions). Every result row carries these columns, so the id
 # can be recomputed from a row, also from CSVs written before this rule.
-STABLE_HARDWARE_COLUMNS = ("host", "cpu_brand", "cpu_physical_cores", "cpu_logical_cores", "ram_total_bytes",
-                           "gpu_count")
+STABLE_HARDWARE_COLUMNS = (
+    "host",
+    "cpu_brand",
+    "cpu_physical_cores",
+    "cpu_logical_cores",
+    "ram_total_bytes",
+    "gpu_count",
+)
 
 
 def stable_fingerprint(fields: Mapping[str, Any]) -> str:
     """The machine id from its stable hardware columns (a result row, or a live Fingerprint's values)."""
+
     def number(name: str) -> int:
         value = fields.get(name)
         try:
@@ -34,8 +60,14 @@ def stable_fingerprint(fields: Mapping[str, Any]) -> str:
         except (TypeError, ValueError):
             return 0
 
-    hardware = [str(fields.get("host") or ""), str(fields.get("cpu_brand") or ""), number("cpu_physical_cores"),
-                number("cpu_logical_cores"), round(number("ram_total_bytes") / 2**30), number("gpu_count")]
+    hardware = [
+        str(fields.get("host") or ""),
+        str(fields.get("cpu_brand") or ""),
+        number("cpu_physical_cores"),
+        number("cpu_logical_cores"),
+        round(number("ram_total_bytes") / 2**30),
+        number("gpu_count"),
+    ]
     return hashlib.sha256(json.dumps(hardware).encode()).hexdigest()[:12]
 
 
@@ -85,10 +117,16 @@ class Fingerprint:
 
     def fingerprint_id(self) -> str:
         """Short stable id of the hardware: same machine, same id, whatever is free right now."""
-        return stable_fingerprint({"host": self.host, "cpu_brand": self.cpu_brand,
-                                   "cpu_physical_cores": self.cpu_physical_cores,
-                                   "cpu_logical_cores": self.cpu_logical_cores,
-                                   "ram_total_bytes": self.ram_total_bytes, "gpu_count": len(self.gpus)})
+        return stable_fingerprint(
+            {
+                "host": self.host,
+                "cpu_brand": self.cpu_brand,
+                "cpu_physical_cores": self.cpu_physical_cores,
+                "cpu_logical_cores": self.cpu_logical_cores,
+                "ram_total_bytes": self.ram_total_bytes,
+                "gpu_count": len(self.gpus),
+            }
+        )
 
     def row_fields(self, device_kind: str, device_index: int) -> dict[str, object]:
         """The machine columns of a result row; GPU columns describe the GPU the cell ran on, if any."""

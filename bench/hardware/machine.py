@@ -4,6 +4,7 @@ Works on a laptop without NVIDIA, llama.cpp or torch: pynvml and cpuinfo are imp
 lazily, torch never (only its package metadata is read), and nothing here raises: what cannot be read is
 reported empty, with the NVML status saying why.
 """
+
 from __future__ import annotations
 
 import platform

@@ -3,6 +3,7 @@
 Checks read sysfs, psutil and NVML; a check whose source cannot be read is skipped silently (a missing
 sensor is not a problem with the machine).
 """
+
 from __future__ import annotations
 
 import os
@@ -61,12 +62,14 @@ def _governor_warnings() -> list[SystemWarning]:
     if not slow:
         return []
     count = sum(g != "performance" for g in governors.values())
-    return [SystemWarning(
-        "cpu_governor",
-        f"CPU frequency governor is {'/'.join(slow)} on {count} of {len(governors)} CPUs, not performance: "
-        "clocks ramp up during the run and the first measurements are slow",
-        "sudo cpupower frequency-set -g performance",
-    )]
+    return [
+        SystemWarning(
+            "cpu_governor",
+            f"CPU frequency governor is {'/'.join(slow)} on {count} of {len(governors)} CPUs, not performance: "
+            "clocks ramp up during the run and the first measurements are slow",
+            "sudo cpupower frequency-set -g performance",
+        )
+    ]
 
 
 def _boost_warnings() -> list[SystemWarning]:
@@ -78,12 +81,14 @@ def _boost_warnings() -> list[SystemWarning]:
         fix = f"for stable numbers: echo 0 | sudo tee {boost}"
     else:
         return []
-    return [SystemWarning(
-        "cpu_boost",
-        "CPU turbo/boost is on: clocks depend on temperature and on how many cores are busy, "
-        "so results vary from run to run",
-        fix,
-    )]
+    return [
+        SystemWarning(
+            "cpu_boost",
+            "CPU turbo/boost is on: clocks depend on temperature and on how many cores are busy, "
+            "so results vary from run to run",
+            fix,
+        )
+    ]
 
 
 def _temperature_warnings() -> list[SystemWarning]:
@@ -97,11 +102,13 @@ def _temperature_warnings() -> list[SystemWarning]:
                 hot.append(f"{chip}/{entry.label or '?'} {entry.current:.0f} C")
     if not hot:
         return []
-    return [SystemWarning(
-        "cpu_thermal",
-        f"hot sensors: {', '.join(hot[:5])}: the CPU is probably throttling",
-        "let the machine cool down and check fans and airflow before benchmarking",
-    )]
+    return [
+        SystemWarning(
+            "cpu_thermal",
+            f"hot sensors: {', '.join(hot[:5])}: the CPU is probably throttling",
+            "let the machine cool down and check fans and airflow before benchmarking",
+        )
+    ]
 
 
 def _cpu_load_warnings() -> list[SystemWarning]:
@@ -117,34 +124,40 @@ def _cpu_load_warnings() -> list[SystemWarning]:
     usage = [(attempt(p.cpu_percent, None) or 0.0, p) for p in procs]
     top = sorted(usage, key=lambda u: u[0], reverse=True)[:3]
     names = ", ".join(f"{p.info.get('name') or '?'} (pid {p.pid}, {pct:.0f}%)" for pct, p in top)
-    return [SystemWarning(
-        "cpu_load",
-        f"the CPU is {busy:.0f}% busy before the benchmark starts; top: {names}",
-        "stop or pause those processes (or use an idle machine): they take cores and memory bandwidth",
-    )]
+    return [
+        SystemWarning(
+            "cpu_load",
+            f"the CPU is {busy:.0f}% busy before the benchmark starts; top: {names}",
+            "stop or pause those processes (or use an idle machine): they take cores and memory bandwidth",
+        )
+    ]
 
 
 def _ram_warnings() -> list[SystemWarning]:
     memory = psutil.virtual_memory()
     if memory.available >= LOW_RAM_FRACTION * memory.total:
         return []
-    return [SystemWarning(
-        "low_ram",
-        f"only {memory.available / 2**30:.1f} GiB of {memory.total / 2**30:.1f} GiB RAM is available: "
-        "models may be paged from disk, and then the benchmark measures the disk",
-        "close memory-hungry programs before benchmarking",
-    )]
+    return [
+        SystemWarning(
+            "low_ram",
+            f"only {memory.available / 2**30:.1f} GiB of {memory.total / 2**30:.1f} GiB RAM is available: "
+            "models may be paged from disk, and then the benchmark measures the disk",
+            "close memory-hungry programs before benchmarking",
+        )
+    ]
 
 
 def _swap_warnings() -> list[SystemWarning]:
     used = psutil.swap_memory().used
     if used <= SWAP_USED_BYTES:
         return []
-    return [SystemWarning(
-        "swap_in_use",
-        f"{used / 2**20:.0f} MiB of swap is in use: pages swapped back in during a run stall it",
-        "free some memory, then empty swap: sudo swapoff -a && sudo swapon -a",
-    )]
+    return [
+        SystemWarning(
+            "swap_in_use",
+            f"{used / 2**20:.0f} MiB of swap is in use: pages swapped back in during a run stall it",
+            "free some memory, then empty swap: sudo swapoff -a && sudo swapon -a",
+        )
+    ]
 
 
 # ------------------------------------------------------------------------------------ GPU
@@ -158,8 +171,7 @@ def _gpu_slowdown_warning(handle: Any, label: str) -> SystemWarning | None:
     return SystemWarning(
         "gpu_throttle",
         f"{label} clocks are held down: {', '.join(active)}",
-        "let the GPU cool down and check its cooling and power cables; "
-        "`nvidia-smi -q -d PERFORMANCE` shows the cause",
+        "let the GPU cool down and check its cooling and power cables; `nvidia-smi -q -d PERFORMANCE` shows the cause",
     )
 
 
@@ -211,8 +223,13 @@ def system_warnings(fp: Fingerprint | None = None) -> list[SystemWarning]:
     is skipped silently: a missing sensor is not a problem with the machine.
     """
     checks: list[Callable[[], list[SystemWarning]]] = [
-        _governor_warnings, _boost_warnings, _temperature_warnings, _cpu_load_warnings,
-        _ram_warnings, _swap_warnings, lambda: _gpu_warnings(fp),
+        _governor_warnings,
+        _boost_warnings,
+        _temperature_warnings,
+        _cpu_load_warnings,
+        _ram_warnings,
+        _swap_warnings,
+        lambda: _gpu_warnings(fp),
     ]
     found: list[SystemWarning] = []
     for check in checks:

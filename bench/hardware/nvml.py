@@ -3,6 +3,7 @@ the noise checks take. Each reading returns None when NVML cannot give it (no dr
 
 Tests replace `pynvml` in this module with a fake; nothing else in bench imports pynvml.
 """
+
 from __future__ import annotations
 
 import os

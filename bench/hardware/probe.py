@@ -1,4 +1,5 @@
 """Small helpers every hardware probe uses: probes never raise, and sensors speak bytes or str."""
+
 from __future__ import annotations
 
 import importlib.metadata

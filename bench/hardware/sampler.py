@@ -1,4 +1,5 @@
 """GpuSampler: peak VRAM, energy and average power of one NVIDIA GPU while a cell is measured."""
+
 from __future__ import annotations
 
 import os
@@ -24,8 +25,7 @@ class GpuSampler:
     With NVML absent, kind != "cuda" or no such GPU it is a no-op whose results are None.
     """
 
-    def __init__(self, kind: str, index: int, interval_s: float = 0.05,
-                 baseline_used_bytes: int | None = None) -> None:
+    def __init__(self, kind: str, index: int, interval_s: float = 0.05, baseline_used_bytes: int | None = None) -> None:
         self.kind = kind
         self.index = index
         self.interval_s = interval_s

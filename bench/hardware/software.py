@@ -2,6 +2,7 @@
 
 llama_cpp is imported lazily inside probe_llama_cpp(): loading its shared library (and CUDA) is slow.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -28,8 +29,9 @@ def summarise_system_info(text: str) -> str:
         items = sections.setdefault(backend, [])
         if key and value != "0":  # features compiled out are noise
             items.append(key if not equals or value == "1" else f"{key}={value}")
-    return "; ".join(f"{name}: {' '.join(items)}" if name else " ".join(items)
-                     for name, items in sections.items() if name or items)
+    return "; ".join(
+        f"{name}: {' '.join(items)}" if name else " ".join(items) for name, items in sections.items() if name or items
+    )
 
 
 def ggml_version(llama_cpp: Any) -> str:

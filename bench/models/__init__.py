@@ -4,6 +4,7 @@ References: a local path; `package:<python-package>/<file>` for a file shipped i
 installed package (or assembled by the package's `assemble()` helper); `hf://<org>/<repo>/<file>`
 (optionally `@<revision>`) fetched through huggingface_hub into its cache.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -24,7 +25,6 @@ from bench.models.gguf import read_gguf_header as read_gguf_header
 
 if TYPE_CHECKING:
     from bench.suite import ModelSpec
-
 
 
 def cache_dir() -> Path:
@@ -137,9 +137,14 @@ def _resolve_hf(reference: str) -> Path:
         f"(models[].source or models[].files), or pre-fill the Hugging Face cache "
         f"(huggingface-cli download {repo_id} {filename}) and set HF_HUB_OFFLINE=1"
     )
-    return _from_hub(reference, "file", how,
-                     lambda cache_only: hf_hub_download(repo_id=repo_id, filename=filename, revision=revision,
-                                                        local_files_only=cache_only))
+    return _from_hub(
+        reference,
+        "file",
+        how,
+        lambda cache_only: hf_hub_download(
+            repo_id=repo_id, filename=filename, revision=revision, local_files_only=cache_only
+        ),
+    )
 
 
 def _from_hub(reference: str, what: str, how: str, fetch: Callable[[bool], str]) -> Path:
@@ -159,8 +164,10 @@ def _from_hub(reference: str, what: str, how: str, fetch: Callable[[bool], str])
         raise ModelUnavailable(f"{reference}: {why}", hint=how) from None
     except Exception as exc:  # network errors, 401/404 from the hub, ...
         first_line = str(exc).splitlines()[0] if str(exc) else ""
-        raise ModelUnavailable(f"{reference}: cannot download the {what} from the Hugging Face hub: "
-                               f"{type(exc).__name__}: {first_line}", hint=how) from None
+        raise ModelUnavailable(
+            f"{reference}: cannot download the {what} from the Hugging Face hub: {type(exc).__name__}: {first_line}",
+            hint=how,
+        ) from None
 
 
 def _names_hf_repo(reference: str) -> bool:
@@ -186,11 +193,18 @@ def _resolve_hf_repo(reference: str) -> Path:
         from huggingface_hub import snapshot_download
     except ImportError as exc:
         raise ModelUnavailable(f"{reference}: huggingface_hub is not installed ({exc})") from None
-    how = (f"download huggingface.co/{repo_id} elsewhere and put the local folder in the suite, or pre-fill the "
-           f"Hugging Face cache (huggingface-cli download {repo_id}) and set HF_HUB_OFFLINE=1")
-    return _from_hub(reference, "repository", how,
-                     lambda cache_only: snapshot_download(repo_id=repo_id, revision=revision or None,
-                                                          allow_patterns=HF_REPO_PATTERNS, local_files_only=cache_only))
+    how = (
+        f"download huggingface.co/{repo_id} elsewhere and put the local folder in the suite, or pre-fill the "
+        f"Hugging Face cache (huggingface-cli download {repo_id}) and set HF_HUB_OFFLINE=1"
+    )
+    return _from_hub(
+        reference,
+        "repository",
+        how,
+        lambda cache_only: snapshot_download(
+            repo_id=repo_id, revision=revision or None, allow_patterns=HF_REPO_PATTERNS, local_files_only=cache_only
+        ),
+    )
 
 
 def check_torch_model(path: Path) -> None:
@@ -201,13 +215,17 @@ def check_torch_model(path: Path) -> None:
     if not path.is_dir():
         raise BenchError(f"cannot read model {path}: not a file or folder")
     if not (path / "config.json").is_file():
-        raise BenchError(f"{path} is not a Hugging Face model folder: it has no config.json "
-                         "(expected config.json, tokenizer files and *.safetensors, or a GGUF file)")
+        raise BenchError(
+            f"{path} is not a Hugging Face model folder: it has no config.json "
+            "(expected config.json, tokenizer files and *.safetensors, or a GGUF file)"
+        )
     if not any(path.glob("*.safetensors")):
         pickles = sorted(p.name for p in path.glob("*.bin"))[:3]
         found = f" (it has {', '.join(pickles)}: pickled weights can run code when loaded)" if pickles else ""
-        raise BenchError(f"{path} has no *.safetensors weights{found}; the torch backend loads only safetensors: "
-                         "convert the checkpoint with transformers' save_pretrained(safe_serialization=True)")
+        raise BenchError(
+            f"{path} has no *.safetensors weights{found}; the torch backend loads only safetensors: "
+            "convert the checkpoint with transformers' save_pretrained(safe_serialization=True)"
+        )
 
 
 def local_model_file(reference: str) -> Path | None:

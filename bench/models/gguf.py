@@ -1,5 +1,6 @@
 """GGUF files: a fast header reader (tensors and metadata, no tensor data), checks, and the row fields
 read from the header."""
+
 from __future__ import annotations
 
 import functools
@@ -62,7 +63,7 @@ class _GgufCursor:
         length = self.scalar("Q")
         if self.pos + length > len(self.data):
             raise ValueError(f"a string of {length} bytes at byte {self.pos} runs past the end of the file")
-        text = bytes(self.data[self.pos:self.pos + length]).decode("utf-8", errors="replace")
+        text = bytes(self.data[self.pos : self.pos + length]).decode("utf-8", errors="replace")
         self.pos += length
         return text
 
@@ -134,12 +135,17 @@ def _parse_gguf(path: Path) -> GgufHeader:
                 try:
                     quant = GGMLQuantizationType(type_id)
                 except ValueError:
-                    raise ValueError(f"tensor {name!r} has ggml type {type_id}, unknown to the installed gguf "
-                                     "package (pip install -U gguf)") from None
+                    raise ValueError(
+                        f"tensor {name!r} has ggml type {type_id}, unknown to the installed gguf "
+                        "package (pip install -U gguf)"
+                    ) from None
                 block, block_bytes = GGML_QUANT_SIZES[quant]
                 n_elements = math.prod(shape)
-                tensors.append(GgufTensor(name, shape, quant.name, data_offset + offset, n_elements,
-                                          n_elements // block * block_bytes))
+                tensors.append(
+                    GgufTensor(
+                        name, shape, quant.name, data_offset + offset, n_elements, n_elements // block * block_bytes
+                    )
+                )
         finally:
             data.release()
     return GgufHeader(version, fields, tuple(tensors), data_offset, size)

@@ -10,9 +10,10 @@ BPE ("gpt2": the 256 byte tokens, merged tokens, and as many merge rules as the 
 F16/F32 weights are drawn once into a small pool of normal values (std 0.02, the usual initializer range,
 so activations stay finite through any depth; norms are 1) and each tensor is written as slices of that pool
 at random offsets. A quantized tensor (its type chosen by llama.cpp's quantizer on a proxy, see
-bench.models.synthetic) is written as rows drawn at random from the proxy's quantized rows. Either way writing
+bench.runners.llamacpp.synthetic) is written as rows drawn at random from the proxy's quantized rows. Either way writing
 is disk-bound, and memory stays at the pool plus one write chunk (and one proxy tensor) whatever the model size.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -138,6 +139,7 @@ def proxy_plan(shape: TransformerShape, rows: int) -> list[TensorSpec]:
     several experts (ne[2] > 1) and the model's hyperparameters, never from its row count; so quantizing this
     small proxy gives the full model's types, and rows of genuinely quantized random values to build it from.
     """
+
     def cut(spec: TensorSpec) -> TensorSpec:
         if len(spec.shape) == 1:
             return spec
@@ -163,9 +165,13 @@ def llama3_rope_factors(shape: TransformerShape) -> np.ndarray:
     freqs = 1.0 / shape.rope_theta ** (np.arange(0, shape.head_dim, 2, dtype=np.float64) / shape.head_dim)
     wavelen = 2 * math.pi / freqs
     smooth = (scaling.original_context / wavelen - low) / (high - low)
-    factors = np.where(wavelen < scaling.original_context / high, 1.0,
-                       np.where(wavelen > scaling.original_context / low, scaling.factor,
-                                1.0 / ((1.0 - smooth) / scaling.factor + smooth)))
+    factors = np.where(
+        wavelen < scaling.original_context / high,
+        1.0,
+        np.where(
+            wavelen > scaling.original_context / low, scaling.factor, 1.0 / ((1.0 - smooth) / scaling.factor + smooth)
+        ),
+    )
     return factors.astype(np.float32)
 
 
@@ -261,7 +267,7 @@ def _add_bpe_tokenizer(writer: GGUFWriter, n_vocab: int, spec: TokenizerSpec) ->
     writer.add_tokenizer_pre(spec.pre)
     writer.add_token_list(tokens)
     writer.add_token_types([TokenType.NORMAL] * (len(tokens) - len(specials)) + [TokenType.CONTROL] * len(specials))
-    writer.add_token_merges([f"{left} {right}" for left, right in pairs[:spec.merges]])
+    writer.add_token_merges([f"{left} {right}" for left, right in pairs[: spec.merges]])
     writer.add_bos_token_id(n_vocab - 3)
     writer.add_eos_token_id(n_vocab - 2)
     writer.add_add_bos_token(spec.add_bos)
@@ -280,17 +286,25 @@ def estimated_file_bytes(shape: TransformerShape, plan: list[TensorSpec]) -> int
     return tensors + shape.n_vocab * 32 + shape.tokenizer.merges * 24 + 2**20
 
 
-def write_gguf(shape: TransformerShape, path: Path, plan: list[TensorSpec], *, seed: int,
-               file_type: int = LlamaFileType.MOSTLY_F16, rows: RowSource | None = None,
-               on_bytes: Callable[[int], None] | None = None) -> None:
+def write_gguf(
+    shape: TransformerShape,
+    path: Path,
+    plan: list[TensorSpec],
+    *,
+    seed: int,
+    file_type: int = LlamaFileType.MOSTLY_F16,
+    rows: RowSource | None = None,
+    on_bytes: Callable[[int], None] | None = None,
+) -> None:
     """Write the model at `path`, streaming: memory stays at the weight pool plus one chunk (and one tensor's
     quantized rows). Quantized tensors (plan entries the quantizer typed) are filled from `rows`."""
     writer = GGUFWriter(path, shape.arch)
     _add_architecture_keys(writer, shape, file_type)
     _add_tokenizer(writer, shape)
     for spec in plan:
-        writer.add_tensor_info(spec.name, spec.shape, np.dtype(np.float32), spec.n_bytes,
-                               raw_dtype=GGMLQuantizationType[spec.type_name])
+        writer.add_tensor_info(
+            spec.name, spec.shape, np.dtype(np.float32), spec.n_bytes, raw_dtype=GGMLQuantizationType[spec.type_name]
+        )
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_ti_data_to_file()
@@ -313,8 +327,9 @@ def _pad(out: IO[bytes]) -> None:
     out.write(b"\0" * (GGUFWriter.ggml_pad(position, GGUF_DEFAULT_ALIGNMENT) - position))
 
 
-def _value_chunks(spec: TensorSpec, shape: TransformerShape, pool: np.ndarray,
-                  rng: np.random.Generator) -> Iterator[np.ndarray]:
+def _value_chunks(
+    spec: TensorSpec, shape: TransformerShape, pool: np.ndarray, rng: np.random.Generator
+) -> Iterator[np.ndarray]:
     dtype = np.float16 if spec.type_name == "F16" else np.float32
     if spec.fill == "ones":
         yield np.ones(spec.n_elements, dtype=dtype)
@@ -325,7 +340,7 @@ def _value_chunks(spec: TensorSpec, shape: TransformerShape, pool: np.ndarray,
         while remaining:
             take = min(remaining, CHUNK_VALUES)
             start = int(rng.integers(0, POOL_VALUES - take + 1))
-            yield pool[start:start + take].astype(dtype, copy=False)
+            yield pool[start : start + take].astype(dtype, copy=False)
             remaining -= take
 
 

@@ -4,6 +4,7 @@ A cell is skipped when its backend is not installed, its device is absent or unu
 says which), its device cannot run its quantization (a backend's probe), or its model reference can never
 resolve (a malformed or escaping reference: bench.models.check_reference).
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -37,9 +38,12 @@ def plan_cells(suite: Suite, fingerprint: Fingerprint, cells: Sequence[Cell] | N
             reason = references[model_key]
         reasons.append(reason)
     quantization = _quantization_reasons([c for c, r in zip(cells, reasons, strict=True) if not r])
-    return [PlannedCell(cell, reason or quantization.get(
-                (cell.backend, cell.device_kind, cell.device_index, cell.quantization), ""))
-            for cell, reason in zip(cells, reasons, strict=True)]
+    return [
+        PlannedCell(
+            cell, reason or quantization.get((cell.backend, cell.device_kind, cell.device_index, cell.quantization), "")
+        )
+        for cell, reason in zip(cells, reasons, strict=True)
+    ]
 
 
 def reference_problem(suite: Suite, model_id: str, quantization: str) -> str:

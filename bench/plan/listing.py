@@ -3,6 +3,7 @@
 The text is plain aligned columns rather than a rich table: a table of ten thousand rows takes seconds to lay
 out, and a line per cell is what grep and a pager want.
 """
+
 from __future__ import annotations
 
 import csv
@@ -18,8 +19,19 @@ from bench.runners.base import context_size
 from bench.suite import KNOBS, Cell
 from bench.suite.knobs import config_name
 
-PLAN_COLUMNS = ("status", "reason", "est_weights_bytes", "est_kv_bytes", "est_compute_bytes", "est_total_bytes",
-                "est_device_free_bytes", "memory_where", "memory_note", "est_seconds", "time_basis")
+PLAN_COLUMNS = (
+    "status",
+    "reason",
+    "est_weights_bytes",
+    "est_kv_bytes",
+    "est_compute_bytes",
+    "est_total_bytes",
+    "est_device_free_bytes",
+    "memory_where",
+    "memory_note",
+    "est_seconds",
+    "time_basis",
+)
 
 
 def varying_knobs(cells: Sequence[Cell]) -> list[str]:
@@ -79,8 +91,21 @@ def _time_text(item: PlannedCell, time: CellTime | None) -> str:
 def cell_lines(planned: Sequence[PlannedCell], times: Mapping[str, CellTime], force: bool = False) -> list[str]:
     """A header and one aligned line per cell, its skip reason (or note) at the end of its line."""
     varying = varying_knobs([p.cell for p in planned])
-    header = ("cell_id", "model", "quant", "backend", "device", "config", "pp", "tg", "depth", "ctx",
-              "memory (est.)", "time (est.)", "status")
+    header = (
+        "cell_id",
+        "model",
+        "quant",
+        "backend",
+        "device",
+        "config",
+        "pp",
+        "tg",
+        "depth",
+        "ctx",
+        "memory (est.)",
+        "time (est.)",
+        "status",
+    )
     rows = []
     for item in planned:
         cell, time = item.cell, times.get(item.cell_id)
@@ -90,15 +115,33 @@ def cell_lines(planned: Sequence[PlannedCell], times: Mapping[str, CellTime], fo
             problem = item.memory.problem if force else ""
             status = "run (forced)" if problem else status
             note = f"will not fit: {problem}" if problem else (item.memory.note or item.memory.fetch)
-        rows.append(((item.cell_id, cell.model_id, cell.quantization, cell.backend, cell.device_id,
-                      config_name(cell.knobs(), varying) or "-", str(cell.prompt_tokens), str(cell.gen_tokens),
-                      str(cell.depth), tokens_text(context_size(cell)), _memory_text(item),
-                      _time_text(item, time), status), note))
+        rows.append(
+            (
+                (
+                    item.cell_id,
+                    cell.model_id,
+                    cell.quantization,
+                    cell.backend,
+                    cell.device_id,
+                    config_name(cell.knobs(), varying) or "-",
+                    str(cell.prompt_tokens),
+                    str(cell.gen_tokens),
+                    str(cell.depth),
+                    tokens_text(context_size(cell)),
+                    _memory_text(item),
+                    _time_text(item, time),
+                    status,
+                ),
+                note,
+            )
+        )
     widths = [max([len(header[i]), *(len(row[i]) for row, _ in rows)]) for i in range(len(header))]
     numeric = {"pp", "tg", "depth", "ctx", "time (est.)"}
 
     def line(values: Sequence[str]) -> str:
-        return "  ".join(value.rjust(width) if name in numeric else value.ljust(width)
-                         for name, value, width in zip(header, values, widths, strict=True)).rstrip()
+        return "  ".join(
+            value.rjust(width) if name in numeric else value.ljust(width)
+            for name, value, width in zip(header, values, widths, strict=True)
+        ).rstrip()
 
     return [line(header), *(line(values) + (f"  {note}" if note else "") for values, note in rows)]

@@ -4,6 +4,7 @@
 carrying them, skipping (unless forced) those that will not fit. The estimate types are backend-neutral
 (bench.runners.memory), so nothing here knows which backend made an estimate.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -14,8 +15,7 @@ from bench.runners.memory import Budget, CellMemory, MemoryEstimate, ModelFacts,
 from bench.runners.registry import backend
 from bench.suite import Cell, Suite
 
-__all__ = ["Budget", "CellMemory", "MemoryEstimate", "ModelFacts", "device_budget", "memory_by_cell",
-           "with_memory"]
+__all__ = ["Budget", "CellMemory", "MemoryEstimate", "ModelFacts", "device_budget", "memory_by_cell", "with_memory"]
 
 
 def memory_by_cell(suite: Suite, cells: Sequence[Cell], fingerprint: Fingerprint) -> dict[str, CellMemory]:
@@ -34,8 +34,9 @@ def memory_by_cell(suite: Suite, cells: Sequence[Cell], fingerprint: Fingerprint
     return estimates
 
 
-def with_memory(suite: Suite, planned: Sequence[PlannedCell], fingerprint: Fingerprint,
-                force: bool = False) -> list[PlannedCell]:
+def with_memory(
+    suite: Suite, planned: Sequence[PlannedCell], fingerprint: Fingerprint, force: bool = False
+) -> list[PlannedCell]:
     """Each planned cell with its memory estimate; runnable cells that will not fit become skipped (unless
     force)."""
     estimates = memory_by_cell(suite, [item.cell for item in planned], fingerprint)

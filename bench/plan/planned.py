@@ -1,4 +1,5 @@
 """A planned cell: a cell of the matrix, runnable or skipped with a reason, with its memory estimate."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

@@ -3,6 +3,7 @@
 Selection works on cells; a list of planned cells (anything holding its cell as `.cell`) is accepted too and
 comes back as the same kind of items, so selection may run before or after planning.
 """
+
 from __future__ import annotations
 
 import fnmatch
@@ -58,6 +59,7 @@ def parse_filters(filters: list[str]) -> list[tuple[str, str]]:
 
 def select_filters(items: Sequence[Item], filters: list[tuple[str, str]]) -> list[Item]:
     """Keep cells matching every filter (values may use shell wildcards; comma = any of)."""
+
     def matches(cell: Cell) -> bool:
         for field, pattern in filters:
             value = str(cell.axis_value(field))

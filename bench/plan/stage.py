@@ -1,4 +1,5 @@
 """The plan stage in one call: select (shard, filters) -> availability -> memory estimates."""
+
 from __future__ import annotations
 
 from collections.abc import Collection
@@ -11,9 +12,15 @@ from bench.plan.select import select_filters, select_shard
 from bench.suite import Suite, expand
 
 
-def plan_suite(suite: Suite, fingerprint: Fingerprint, *, shard: tuple[int, int] | None = None,
-               filters: list[tuple[str, str]] | None = None, done: Collection[str] = (),
-               force: bool = False) -> list[PlannedCell]:
+def plan_suite(
+    suite: Suite,
+    fingerprint: Fingerprint,
+    *,
+    shard: tuple[int, int] | None = None,
+    filters: list[tuple[str, str]] | None = None,
+    done: Collection[str] = (),
+    force: bool = False,
+) -> list[PlannedCell]:
     """The suite's cells chosen by shard and filters, less the ids in `done` (a resumed file's), each runnable or
     skipped with its reason, with its memory estimate; cells that will not fit are skipped unless `force`.
 

@@ -21,6 +21,7 @@ Otherwise from the model, with the memory planner's estimate of the cell (no est
 * FLOP rates are assumed defaults per device kind (below); past results of the same cells replace them.
 Quality measurements (perplexity, KLD, tasks) are not included.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -70,13 +71,13 @@ class CellTime:
     basis: str  # "past results", "model", "skipped"
 
 
-def device_rates(suite: Suite, fingerprint: Fingerprint,
-                 measured_gbs: Mapping[str, float] | None = None) -> dict[str, DeviceRate]:
+def device_rates(
+    suite: Suite, fingerprint: Fingerprint, measured_gbs: Mapping[str, float] | None = None
+) -> dict[str, DeviceRate]:
     """Per device id, its bandwidth and FLOP rate (measured_gbs: bandwidths the caller probed, by device id)."""
     rates = {}
     for device in suite.devices:
-        gpu = fingerprint.gpus[device.index] if device.kind == "cuda" and device.index < len(fingerprint.gpus) \
-            else None
+        gpu = fingerprint.gpus[device.index] if device.kind == "cuda" and device.index < len(fingerprint.gpus) else None
         peak = gpu.memory_bandwidth_gbs() if gpu is not None else None
         if measured_gbs and measured_gbs.get(device.id):
             bandwidth, source = float(measured_gbs[device.id]), "measured"
@@ -86,15 +87,23 @@ def device_rates(suite: Suite, fingerprint: Fingerprint,
             bandwidth, source = peak, "NVML peak"
         else:
             bandwidth, source = DEFAULT_BANDWIDTH_GBS.get(device.kind, DEFAULT_BANDWIDTH_GBS["cpu"]), "assumed"
-        rates[device.id] = DeviceRate(device.kind, bandwidth, source,
-                                      DEFAULT_FLOPS.get(device.kind, DEFAULT_FLOPS["cpu"]),
-                                      max(1, fingerprint.cpu_physical_cores))
+        rates[device.id] = DeviceRate(
+            device.kind,
+            bandwidth,
+            source,
+            DEFAULT_FLOPS.get(device.kind, DEFAULT_FLOPS["cpu"]),
+            max(1, fingerprint.cpu_physical_cores),
+        )
     return rates
 
 
 def _default_rate(kind: str) -> DeviceRate:
-    return DeviceRate(kind, DEFAULT_BANDWIDTH_GBS.get(kind, DEFAULT_BANDWIDTH_GBS["cpu"]), "assumed",
-                      DEFAULT_FLOPS.get(kind, DEFAULT_FLOPS["cpu"]))
+    return DeviceRate(
+        kind,
+        DEFAULT_BANDWIDTH_GBS.get(kind, DEFAULT_BANDWIDTH_GBS["cpu"]),
+        "assumed",
+        DEFAULT_FLOPS.get(kind, DEFAULT_FLOPS["cpu"]),
+    )
 
 
 @dataclass(frozen=True)
@@ -114,15 +123,22 @@ def past_rates(history: pd.DataFrame | None, fingerprint_id: str | None = None) 
     if fingerprint_id and "fingerprint" in frame.columns:
         mine = frame["fingerprint"].astype(str) == fingerprint_id
         frame = frame[mine] if mine.any() else frame
-    numbers = pd.DataFrame({column: pd.to_numeric(frame[column], errors="coerce")
-                            for column in ("prefill_tok_s_mean", "decode_tok_s_mean", "load_s")})
+    numbers = pd.DataFrame(
+        {
+            column: pd.to_numeric(frame[column], errors="coerce")
+            for column in ("prefill_tok_s_mean", "decode_tok_s_mean", "load_s")
+        }
+    )
     numbers["cell_id"] = frame["cell_id"].astype(str)
     numbers["order"] = frame["finished_utc"].astype(str) if "finished_utc" in frame.columns else ""
     numbers = numbers[(numbers["prefill_tok_s_mean"] > 0) & (numbers["decode_tok_s_mean"] > 0)]
     newest = numbers.sort_values("order", kind="stable").drop_duplicates("cell_id", keep="last")
-    return {cell_id: _Measured(prefill, decode, None if pd.isna(load) else float(load))
-            for cell_id, prefill, decode, load in zip(newest["cell_id"], newest["prefill_tok_s_mean"],
-                                                      newest["decode_tok_s_mean"], newest["load_s"], strict=True)}
+    return {
+        cell_id: _Measured(prefill, decode, None if pd.isna(load) else float(load))
+        for cell_id, prefill, decode, load in zip(
+            newest["cell_id"], newest["prefill_tok_s_mean"], newest["decode_tok_s_mean"], newest["load_s"], strict=True
+        )
+    }
 
 
 def _repetitions(cell: Cell) -> int:
@@ -153,14 +169,18 @@ def _modelled_seconds(cell: Cell, memory: CellMemory | None, rate: DeviceRate) -
     kv_per_position = estimate.kv_bytes / estimate.n_ctx if estimate.n_ctx else 0.0
     # A decode step reads the weights once and every sequence's KV cache so far.
     bytes_read = gen * (estimate.weights_bytes + n_seq * kv_per_position * (depth + gen / 2))
-    repetition = prefill_flops / rate.flops_for(cell.threads) \
-        + bytes_read / (rate.bandwidth_gbs * 1e9 * DECODE_BANDWIDTH_SHARE)
+    repetition = prefill_flops / rate.flops_for(cell.threads) + bytes_read / (
+        rate.bandwidth_gbs * 1e9 * DECODE_BANDWIDTH_SHARE
+    )
     return repetition, estimate.weights_bytes / LOAD_BYTES_PER_S
 
 
-def estimate_cell_times(planned: Sequence[PlannedCell], history: pd.DataFrame | None = None,
-                        rates: Mapping[str, DeviceRate] | None = None,
-                        fingerprint_id: str | None = None) -> dict[str, CellTime]:
+def estimate_cell_times(
+    planned: Sequence[PlannedCell],
+    history: pd.DataFrame | None = None,
+    rates: Mapping[str, DeviceRate] | None = None,
+    fingerprint_id: str | None = None,
+) -> dict[str, CellTime]:
     """Each planned cell's estimated seconds in `bench run`, by cell id. Skipped cells cost 0; a cell with
     neither past results nor a memory estimate (a backend without a memory planner) is left out."""
     past = past_rates(history, fingerprint_id)
@@ -193,12 +213,16 @@ def estimate_cell_times(planned: Sequence[PlannedCell], history: pd.DataFrame | 
     return times
 
 
-def estimate_cell_seconds(planned: Sequence[PlannedCell], history: pd.DataFrame | None = None,
-                          rates: Mapping[str, DeviceRate] | None = None,
-                          fingerprint_id: str | None = None) -> dict[str, float]:
+def estimate_cell_seconds(
+    planned: Sequence[PlannedCell],
+    history: pd.DataFrame | None = None,
+    rates: Mapping[str, DeviceRate] | None = None,
+    fingerprint_id: str | None = None,
+) -> dict[str, float]:
     """estimate_cell_times as plain seconds (what a progress bar needs); cells without an estimate are absent."""
-    return {cell_id: time.seconds for cell_id, time in
-            estimate_cell_times(planned, history, rates, fingerprint_id).items()}
+    return {
+        cell_id: time.seconds for cell_id, time in estimate_cell_times(planned, history, rates, fingerprint_id).items()
+    }
 
 
 def describe_rates(rates: Mapping[str, DeviceRate], devices: Sequence[str] | None = None) -> str:
@@ -207,8 +231,14 @@ def describe_rates(rates: Mapping[str, DeviceRate], devices: Sequence[str] | Non
     for device_id, rate in rates.items():
         if devices is not None and device_id not in devices:
             continue
-        flops = f"{rate.flops / 1e9:,.0f} GFLOP/s per core" if rate.kind in FLOPS_PER_CORE_KINDS \
+        flops = (
+            f"{rate.flops / 1e9:,.0f} GFLOP/s per core"
+            if rate.kind in FLOPS_PER_CORE_KINDS
             else f"{rate.flops / 1e12:,.0f} TFLOP/s"
+        )
         parts.append(f"{device_id}: {rate.bandwidth_gbs:,.0f} GB/s ({rate.bandwidth_source}), {flops} (assumed)")
-    return (f"decode at {DECODE_BANDWIDTH_SHARE:.0%} of memory bandwidth, prefill at a FLOP rate; "
-            + "; ".join(parts) + f"; load {LOAD_BYTES_PER_S / 1e9:g} GB/s + {WORKER_START_S:g} s per model load")
+    return (
+        f"decode at {DECODE_BANDWIDTH_SHARE:.0%} of memory bandwidth, prefill at a FLOP rate; "
+        + "; ".join(parts)
+        + f"; load {LOAD_BYTES_PER_S / 1e9:g} GB/s + {WORKER_START_S:g} s per model load"
+    )

@@ -2,6 +2,7 @@
 quantization × backend × device with memory-estimate ranges, skips counted by reason and estimated run time;
 the largest context each setup fits; and the totals. The full cell list and JSON/CSV are in listing.py.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -42,12 +43,13 @@ def fit_summary(item: PlannedCell) -> str:
     """A skip reason as the summary counts it: 'will not fit' names the budget, not each cell's bytes (the
     memory column has those), also for cells forced to run; other reasons are the reason itself."""
     memory = item.memory
-    if item.status == "skipped" or memory is None or not memory.estimate or not memory.budget \
-            or not memory.problem:
+    if item.status == "skipped" or memory is None or not memory.estimate or not memory.budget or not memory.problem:
         return item.skip_reason
     where = memory.estimate.where
-    text = (f"will not fit in {where}: {gib(memory.budget.on(where))} is {memory.budget.source} (memory planner, "
-            f"{memory.estimate.basis})")
+    text = (
+        f"will not fit in {where}: {gib(memory.budget.on(where))} is {memory.budget.source} (memory planner, "
+        f"{memory.estimate.basis})"
+    )
     return f"{text}; run anyway (--force)" if item.runnable else f"{text}; --force runs them anyway"
 
 
@@ -70,8 +72,9 @@ class Footnotes:
 
     def new_lines(self) -> list[str]:
         """The footnotes added since the last call (each table's notes go under it, numbering continues)."""
-        lines = [f"[{number}] {self._count(text)}{text}" for text, number in self.texts.items()
-                 if number > self.printed]
+        lines = [
+            f"[{number}] {self._count(text)}{text}" for text, number in self.texts.items() if number > self.printed
+        ]
         self.printed = len(self.texts)
         return lines
 
@@ -136,8 +139,7 @@ def _time_text(group: Group) -> str:
     return duration_text(group.seconds) + (f" + {group.unestimated} ?" if group.unestimated else "")
 
 
-def summary_table(planned: Sequence[PlannedCell], times: Mapping[str, CellTime], title: str,
-                  notes: Footnotes) -> Table:
+def summary_table(planned: Sequence[PlannedCell], times: Mapping[str, CellTime], title: str, notes: Footnotes) -> Table:
     """One row per model × quantization × backend × device: cells, to run, skipped (by reason), memory
     estimate range, estimated time."""
     groups: dict[tuple[str, str, str, str], Group] = {}
@@ -146,16 +148,35 @@ def summary_table(planned: Sequence[PlannedCell], times: Mapping[str, CellTime],
         group = groups.get(key) or groups.setdefault(key, Group())
         group.add(item, times.get(item.cell_id))
     table = Table(title=title)
-    for column in ("model", "quant", "backend", "device", "cells", "run", "skipped", "memory (est.)",
-                   "time (est.)", "notes"):
+    for column in (
+        "model",
+        "quant",
+        "backend",
+        "device",
+        "cells",
+        "run",
+        "skipped",
+        "memory (est.)",
+        "time (est.)",
+        "notes",
+    ):
         table.add_column(column, justify="right" if column in ("cells", "run", "skipped", "time (est.)") else "left")
     for (model, quant, backend, device), group in groups.items():
         skipped = group.cells - group.runnable
         marks = " ".join(notes.mark(reason, count) for reason, count in group.skips.items())
         note_marks = " ".join(notes.mark(note, count) for note, count in group.notes.items())
-        table.add_row(model, quant, backend, device, str(group.cells), Text(str(group.runnable), style="green"),
-                      Text(f"{skipped} {marks}" if skipped else "0", style="red" if skipped else ""),
-                      _range_text(group), _time_text(group), note_marks)
+        table.add_row(
+            model,
+            quant,
+            backend,
+            device,
+            str(group.cells),
+            Text(str(group.runnable), style="green"),
+            Text(f"{skipped} {marks}" if skipped else "0", style="red" if skipped else ""),
+            _range_text(group),
+            _time_text(group),
+            note_marks,
+        )
     return table
 
 
@@ -176,8 +197,7 @@ def _setups(planned: Sequence[PlannedCell], knobs: Sequence[str]) -> dict[tuple[
         memory = item.memory
         if memory is not None and memory.estimate is not None and memory.model is not None:
             cell = item.cell
-            setups.setdefault((cell.model_id, cell.quantization, cell.device_id, *(cell.knob(k) for k in knobs)),
-                              item)
+            setups.setdefault((cell.model_id, cell.quantization, cell.device_id, *(cell.knob(k) for k in knobs)), item)
     return setups
 
 
@@ -185,8 +205,11 @@ def _varying(keys: Sequence[tuple[object, ...]], knobs: Sequence[str]) -> list[s
     """The memory knobs some device's setups differ in (a knob that differs only between devices is the
     device's own setting, e.g. its offloaded layers)."""
     devices = {key[2] for key in keys}
-    return [name for i, name in enumerate(knobs)
-            if any(len({key[3 + i] for key in keys if key[2] == device}) > 1 for device in devices)]
+    return [
+        name
+        for i, name in enumerate(knobs)
+        if any(len({key[3 + i] for key in keys if key[2] == device}) > 1 for device in devices)
+    ]
 
 
 def _per_sequence(tokens: int | None, sequences: int) -> int | None:
@@ -205,13 +228,28 @@ def context_table(planned: Sequence[PlannedCell], notes: Footnotes) -> Table | N
         return None
     varying = _varying(list(setups), knobs)
     setup = ("setup",) if varying else ()  # the memory knobs that vary, e.g. "ub256 kvq8_0"
-    table = Table(title="Largest context that fits (estimated; per sequence: depth + prompt + generated tokens in "
-                        "the KV cache)")
-    for column in ("model", "quant", "device", *setup, "weights", "KV per 1K tok", "memory", "trained",
-                   "fits memory", "usable", *(f"fits {tokens_text(t)}" for t in CONTEXT_MARKS),
-                   *(f"users @{tokens_text(t)}" for t in USER_MARKS), "shape from"):
-        table.add_column(column, justify="left" if column in ("model", "quant", "device", "setup", "memory",
-                                                              "shape from") else "right")
+    table = Table(
+        title="Largest context that fits (estimated; per sequence: depth + prompt + generated tokens in the KV cache)"
+    )
+    for column in (
+        "model",
+        "quant",
+        "device",
+        *setup,
+        "weights",
+        "KV per 1K tok",
+        "memory",
+        "trained",
+        "fits memory",
+        "usable",
+        *(f"fits {tokens_text(t)}" for t in CONTEXT_MARKS),
+        *(f"users @{tokens_text(t)}" for t in USER_MARKS),
+        "shape from",
+    ):
+        table.add_column(
+            column,
+            justify="left" if column in ("model", "quant", "device", "setup", "memory", "shape from") else "right",
+        )
     for item in setups.values():
         cell, memory = item.cell, item.memory
         assert memory is not None and memory.estimate is not None and memory.model is not None
@@ -220,14 +258,27 @@ def context_table(planned: Sequence[PlannedCell], notes: Footnotes) -> Table | N
         largest = _per_sequence(total, cell.knob("parallel") or 1)
         usable = min(largest, model.n_ctx_train) if largest is not None and model.n_ctx_train else largest
         available = budget.on(estimate.where) if budget else None
-        memory_text = "?" if available is None or budget is None \
+        memory_text = (
+            "?"
+            if available is None or budget is None
             else f"{available / GIB:.1f} GiB {estimate.where} {notes.mark('memory budget: ' + budget.source, 0)}"
+        )
         setup_text = (config_name(cell.knobs(), varying),) if varying else ()
-        table.add_row(cell.model_id, cell.quantization, cell.device_id, *setup_text,
-                      f"{estimate.weights_bytes / GIB:.2f} GiB", f"{model.kv_bytes_per_token * 1024 / 2**20:.0f} MiB",
-                      memory_text, tokens_text(model.n_ctx_train), tokens_text(largest), tokens_text(usable),
-                      *(_fit_mark(largest, model.n_ctx_train, t) for t in CONTEXT_MARKS),
-                      *(_users(total, t) for t in USER_MARKS), model.basis)
+        table.add_row(
+            cell.model_id,
+            cell.quantization,
+            cell.device_id,
+            *setup_text,
+            f"{estimate.weights_bytes / GIB:.2f} GiB",
+            f"{model.kv_bytes_per_token * 1024 / 2**20:.0f} MiB",
+            memory_text,
+            tokens_text(model.n_ctx_train),
+            tokens_text(largest),
+            tokens_text(usable),
+            *(_fit_mark(largest, model.n_ctx_train, t) for t in CONTEXT_MARKS),
+            *(_users(total, t) for t in USER_MARKS),
+            model.basis,
+        )
     return table
 
 
@@ -240,38 +291,48 @@ def totals_lines(planned: Sequence[PlannedCell], times: Mapping[str, CellTime], 
     """How many cells run and are skipped, and the estimated wall time of the whole run with its basis."""
     runnable = [p for p in planned if p.runnable]
     too_big = sum(p.status == "will not fit" for p in planned)
-    lines = [f"{len(runnable)} to run, {len(planned) - len(runnable)} skipped"
-             + (f" ({too_big} will not fit; --force runs them anyway)" if too_big else "")]
+    lines = [
+        f"{len(runnable)} to run, {len(planned) - len(runnable)} skipped"
+        + (f" ({too_big} will not fit; --force runs them anyway)" if too_big else "")
+    ]
     known = [times[p.cell_id] for p in runnable if p.cell_id in times]
     if not runnable:
         return lines
     by_basis: dict[str, int] = {}
     for time in known:
         by_basis[time.basis] = by_basis.get(time.basis, 0) + 1
-    basis = ", ".join(f"{count} cell{'s' if count != 1 else ''} from {'the model' if name == 'model' else name}"
-                      for name, count in by_basis.items())
+    basis = ", ".join(
+        f"{count} cell{'s' if count != 1 else ''} from {'the model' if name == 'model' else name}"
+        for name, count in by_basis.items()
+    )
     missing = len(runnable) - len(known)
     if missing:
         basis += f"{', ' if basis else ''}{missing} without an estimate (no past results, no memory estimate)"
     total = sum(time.seconds for time in known)
     lines.append(f"Estimated run time: {duration_text(total) if known else '?'} (estimate: {basis})")
     if by_basis.get("model"):
-        lines.append(f"Time model: {model_basis}; pass --results with past results of these cells for measured "
-                     "rates")
+        lines.append(f"Time model: {model_basis}; pass --results with past results of these cells for measured rates")
     return lines
 
 
-def summary_fields(suite: str, host: str, planned: Sequence[PlannedCell], times: Mapping[str, CellTime],
-                   model_basis: str) -> dict[str, object]:
+def summary_fields(
+    suite: str, host: str, planned: Sequence[PlannedCell], times: Mapping[str, CellTime], model_basis: str
+) -> dict[str, object]:
     """The totals as data (the JSON output's "summary")."""
     runnable = [p for p in planned if p.runnable]
     known = [times[p.cell_id] for p in runnable if p.cell_id in times]
     by_basis: dict[str, int] = {}
     for time in known:
         by_basis[time.basis] = by_basis.get(time.basis, 0) + 1
-    return {"suite": suite, "host": host, "cells": len(planned), "to_run": len(runnable),
-            "skipped": len(planned) - len(runnable),
-            "will_not_fit": sum(p.status == "will not fit" for p in planned),
-            "estimated_seconds": round(sum(t.seconds for t in known), 1) if known else None,
-            "time_basis": by_basis, "cells_without_time_estimate": len(runnable) - len(known),
-            "time_model": model_basis}
+    return {
+        "suite": suite,
+        "host": host,
+        "cells": len(planned),
+        "to_run": len(runnable),
+        "skipped": len(planned) - len(runnable),
+        "will_not_fit": sum(p.status == "will not fit" for p in planned),
+        "estimated_seconds": round(sum(t.seconds for t in known), 1) if known else None,
+        "time_basis": by_basis,
+        "cells_without_time_estimate": len(runnable) - len(known),
+        "time_model": model_basis,
+    }

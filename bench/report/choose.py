@@ -116,9 +116,7 @@ def constraint_reasons(configs: pd.DataFrame, constraints: Constraints) -> pd.Da
     return pd.DataFrame(reasons, index=configs.index)
 
 
-def recommend(
-    configs: pd.DataFrame, constraints: Constraints | None, quality_column: str | None
-) -> Recommendation:
+def recommend(configs: pd.DataFrame, constraints: Constraints | None, quality_column: str | None) -> Recommendation:
     constraints = constraints or Constraints()
     declared = {k: v for k, v in constraints.model_dump().items() if v is not None}
     reasons = constraint_reasons(configs, constraints)

@@ -85,7 +85,5 @@ def add_context_fits(configs: pd.DataFrame) -> pd.DataFrame:
         bases[setup_no[first]] = [a[1] for a in answers]
         out["max_context"] = tokens[setup_no]
         out["context_basis"] = bases[setup_no]
-    out["usable_context"] = out["max_context"].where(
-        ~(out["max_context"] > out["model_context"]), out["model_context"]
-    )
+    out["usable_context"] = out["max_context"].where(~(out["max_context"] > out["model_context"]), out["model_context"])
     return out

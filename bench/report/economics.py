@@ -26,9 +26,7 @@ COST_FORMULA = (
 
 def device_cost_table(frame: pd.DataFrame, suite: Suite | None) -> pd.DataFrame:
     """Per (host, device_id) in `frame`: declared cost inputs (NaN where not declared) and the $/h parts."""
-    devices = (
-        frame[["host", "device_id", "device"]].drop_duplicates(["host", "device_id"]).reset_index(drop=True)
-    )
+    devices = frame[["host", "device_id", "device"]].drop_duplicates(["host", "device_id"]).reset_index(drop=True)
     columns = ["price_usd", "power_w", "electricity_usd_per_kwh", "amortization_years", "utilization"]
     values = np.full((len(devices), len(columns)), np.nan)
     declared = np.zeros(len(devices), dtype=bool)

@@ -88,10 +88,6 @@ def text(values: pd.Series) -> pd.Series:
     return pd.Series(texts[codes], index=values.index, dtype=object)  # code -1 (missing) picks the last, ''
 
 
-
-
-
-
 def tokens(value: float | int | None) -> str:
     """A context length as people say it: 4K, 32K, 128K (K = 1024), or the exact number."""
     if value is None or is_missing(value):

@@ -54,6 +54,4 @@ def fronts_by_group(frame: pd.DataFrame, group: str, higher_better: str, lower_b
         dominated_by.loc[members.index] = np.where(
             dominator >= 0, members.index.to_numpy()[np.maximum(dominator, 0)], -1
         )
-    return pd.DataFrame(
-        {"on_front": on_front, "dominated_by": dominated_by.astype("Int64").mask(dominated_by < 0)}
-    )
+    return pd.DataFrame({"on_front": on_front, "dominated_by": dominated_by.astype("Int64").mask(dominated_by < 0)})

@@ -81,9 +81,7 @@ def _table(table: Table) -> str:
     )
     classes = ['<td class="num">' if numeric else "<td>" for numeric in table.numeric]
     body = "\n".join(
-        "<tr>"
-        + "".join(f"{opening}{inline(cell)}</td>" for opening, cell in zip(classes, row, strict=True))
-        + "</tr>"
+        "<tr>" + "".join(f"{opening}{inline(cell)}</td>" for opening, cell in zip(classes, row, strict=True)) + "</tr>"
         for row in table.rows
     )
     return f'<table class="sortable">\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}\n</tbody>\n</table>'
@@ -116,9 +114,7 @@ def render_html(blocks: list[Block], title: str) -> str:
         if isinstance(b, Heading) and id(b) in anchors
     )
     script_hash = base64.b64encode(hashlib.sha256(_SORT_SCRIPT.encode()).digest()).decode()
-    policy = (
-        f"default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'sha256-{script_hash}'"
-    )
+    policy = f"default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'sha256-{script_hash}'"
     # The navigation goes under the title (the first block, when it is the level-1 heading).
     title_blocks = blocks[:1] if blocks and isinstance(blocks[0], Heading) and blocks[0].level == 1 else []
     head = "\n".join(_block(block, anchors) for block in title_blocks)

@@ -44,9 +44,7 @@ def _png(figure: Figure) -> bytes:
     FigureCanvasAgg(figure)
     buffer = io.BytesIO()
     # Margins are set by hand (_margins): a layout engine or bbox_inches="tight" would draw it twice.
-    figure.savefig(
-        buffer, format="png", dpi=DPI, metadata={"Software": None}, pil_kwargs={"compress_level": 3}
-    )
+    figure.savefig(buffer, format="png", dpi=DPI, metadata={"Software": None}, pil_kwargs={"compress_level": 3})
     return buffer.getvalue()
 
 
@@ -146,15 +144,25 @@ def decode_by_device_figure(best: pd.DataFrame) -> Figure | None:
     axes.add_collection(PolyCollection(boxes, facecolors=[colors[d] for d in bars["device"]], linewidths=0))
     below, above = decode_spread(bars)
     axes.errorbar(
-        values, lows + bar / 2, xerr=np.vstack([below, above]), fmt="none", ecolor="0.15", elinewidth=1,
+        values,
+        lows + bar / 2,
+        xerr=np.vstack([below, above]),
+        fmt="none",
+        ecolor="0.15",
+        elinewidth=1,
         capsize=2,
     )
     right = float(np.nanmax(values + above))
     shaky = unstable(bars).to_numpy()
     # Unstable bars get a mark past their error bar (as ⚠ in the tables); markers draw faster than hatching.
     axes.plot(
-        (values + above + 0.015 * right)[shaky], (lows + bar / 2)[shaky], linestyle="none", marker="X",
-        markersize=5, color="0.15", label=UNSTABLE_LABEL,
+        (values + above + 0.015 * right)[shaky],
+        (lows + bar / 2)[shaky],
+        linestyle="none",
+        marker="X",
+        markersize=5,
+        color="0.15",
+        label=UNSTABLE_LABEL,
     )
     axes.set_xlim(0, max(1.0, right * 1.07))
     axes.set_ylim(-0.5, len(groups) - 0.5 + bar * (len(devices) - 1))
@@ -240,9 +248,7 @@ def pareto_plot(
             axes.set_ylabel(y_label, fontsize=8)
         axes.grid(alpha=0.3)
     if len(devices) <= MAX_LEGEND:
-        handles = [
-            Line2D([], [], linestyle="none", marker="o", color=colors[d], label=plot_text(d)) for d in devices
-        ]
+        handles = [Line2D([], [], linestyle="none", marker="o", color=colors[d], label=plot_text(d)) for d in devices]
         figure.legend(handles=handles, fontsize=8, loc="lower center", ncols=min(4, len(devices)))
     suffix = f" (first {len(shown)} of {len(models)} models)" if len(models) > len(shown) else ""
     if len(devices) > MAX_LEGEND:

@@ -4,6 +4,7 @@ One row per cell. A row is appended with a single write() of a whole line and
 flushed, so a run killed at any instant leaves every finished row and no half
 line; a half line left by a power cut is dropped (and reported) on read.
 """
+
 from __future__ import annotations
 
 import csv
@@ -398,9 +399,13 @@ def _parse_fast(text: str, header: list[str], data: bytes, skip: Collection[str]
     if len(set(header)) != len(header) or not _field_counts_match(text, len(header)):
         return None  # pandas would pad a short record silently
     try:  # every empty cell is missing, as the careful path reads it (NaN here: no per-cell pass afterwards)
-        frame = pd.read_csv(io.BytesIO(data), dtype={c: "float64" if c in numeric else object for c in header},
-                            keep_default_na=False, na_values={c: [""] for c in header},
-                            usecols=[c for c in header if c not in skip])
+        frame = pd.read_csv(
+            io.BytesIO(data),
+            dtype={c: "float64" if c in numeric else object for c in header},
+            keep_default_na=False,
+            na_values={c: [""] for c in header},
+            usecols=[c for c in header if c not in skip],
+        )
     except (ValueError, pd.errors.ParserError):  # too many fields, or text in a number column
         return None
     kept = [c for c in header if c not in skip]

@@ -1,5 +1,6 @@
 """Run a suite: plan -> groups of cells measured on this host (bench.run.host) -> one CSV row per cell, appended
 as each cell ends. Nothing here prints: the caller (bench.cli.run) is told what happens through RunEvents."""
+
 from __future__ import annotations
 
 import uuid
@@ -57,8 +58,9 @@ def build_row(row: RowOut, fingerprint: Fingerprint, run_id: str) -> Any:
     values: dict[str, Any] = dict(row.fields)
     values.update(row.cell.fields())
     values.update(fingerprint.row_fields(row.cell.device_kind, row.cell.device_index))
-    values.update(run_id=run_id, cell_id=row.cell.cell_id, status=row.status, reason=row.reason,
-                  model_source=row.model_source)
+    values.update(
+        run_id=run_id, cell_id=row.cell.cell_id, status=row.status, reason=row.reason, model_source=row.model_source
+    )
     return ResultRow.model_validate(values)
 
 
@@ -82,9 +84,14 @@ def select(suite: Suite, fingerprint: Fingerprint, options: RunOptions) -> list[
     """The cells this run measures here: shard, filters, minus those already in --resume's file; each runnable
     or skipped with its reason. Before any download or build, cells the planner says will not fit are skipped
     (unless --force)."""
-    return plan_suite(suite, fingerprint, shard=options.shard,
-                      filters=parse_filters(options.filters) if options.filters else None,
-                      done=measured_cell_ids(options.resume) if options.resume else (), force=options.force)
+    return plan_suite(
+        suite,
+        fingerprint,
+        shard=options.shard,
+        filters=parse_filters(options.filters) if options.filters else None,
+        done=measured_cell_ids(options.resume) if options.resume else (),
+        force=options.force,
+    )
 
 
 def check_resume_suite(path: Path, suite_name: str) -> None:
@@ -94,8 +101,10 @@ def check_resume_suite(path: Path, suite_name: str) -> None:
     drop_partial_last_line(path)  # a line cut by a crash; resuming drops it anyway
     others = sorted(set(read_results([path])["suite"].dropna().astype(str)) - {suite_name})
     if others:
-        raise BenchError(f"--resume {path}: the file holds results of suite {', '.join(others)}, not {suite_name}; "
-                         "resume with the suite that wrote it, or start a new file with --output")
+        raise BenchError(
+            f"--resume {path}: the file holds results of suite {', '.join(others)}, not {suite_name}; "
+            "resume with the suite that wrote it, or start a new file with --output"
+        )
 
 
 def load_run_suite(suite_path: Path, options: RunOptions) -> Suite:
@@ -125,8 +134,13 @@ def run_suite(suite_path: Path, options: RunOptions, events: RunEvents | None = 
         host.probe_bandwidth(groups)
         planned_fields = {p.cell_id: p.memory.row_fields() for p in planned if p.memory}
         for index, cells in enumerate(groups):
-            host.run_group(cells, lambda row: sink.write(row, fingerprint), events.cell_started,
-                           refresh_warnings=index > 0, planned_fields=planned_fields)
+            host.run_group(
+                cells,
+                lambda row: sink.write(row, fingerprint),
+                events.cell_started,
+                refresh_warnings=index > 0,
+                planned_fields=planned_fields,
+            )
     except (Interrupted, KeyboardInterrupt):
         interrupted = True
     return RunSummary(path=sink.path, counts=sink.counts, interrupted=interrupted)

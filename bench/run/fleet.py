@@ -9,6 +9,7 @@ then compares the machines. A host that leaves mid-run has its unfinished cells 
 ("host <name> lost") and the others go on; `--resume` measures those again, keyed by cell id and host.
 Nothing here prints: the caller hears RunEvents.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -43,8 +44,10 @@ from bench.suite import Cell
 POLL_S = 0.5  # how often the coordinator looks for lost hosts while it waits for rows
 PLAN_TIMEOUT_S = 300.0  # a host's first plan imports its backends and probes its hardware
 STOP_GRACE_S = 30.0
-SAME_INSTALL = ("install the same bench, Dask and Python on this machine, on every host and where `dask scheduler` "
-                "runs (Dask unpickles the tasks there too)")  # after Ctrl-C: how long hosts get to kill their measuring processes and confirm
+SAME_INSTALL = (
+    "install the same bench, Dask and Python on this machine, on every host and where `dask scheduler` "
+    "runs (Dask unpickles the tasks there too)"
+)  # after Ctrl-C: how long hosts get to kill their measuring processes and confirm
 
 
 @dataclass
@@ -68,12 +71,16 @@ def connect(options: FleetOptions) -> Client:
     try:
         return Client(options.scheduler, timeout=options.connect_timeout_s, set_as_default=False)
     except (OSError, TimeoutError) as exc:
-        raise BenchError(f"cannot reach the scheduler at {options.scheduler}: {first_line(exc)}",
-                         hint="start it with `dask scheduler --host 127.0.0.1` (README, Many machines), "
-                              "and a `bench fleet worker` on each machine") from None
+        raise BenchError(
+            f"cannot reach the scheduler at {options.scheduler}: {first_line(exc)}",
+            hint="start it with `dask scheduler --host 127.0.0.1` (README, Many machines), "
+            "and a `bench fleet worker` on each machine",
+        ) from None
     except ValueError as exc:
-        raise BenchError(f"--fleet {options.scheduler!r}: not a scheduler address ({first_line(exc)}); "
-                         f"expected e.g. {DEFAULT_SCHEDULER}") from None
+        raise BenchError(
+            f"--fleet {options.scheduler!r}: not a scheduler address ({first_line(exc)}); "
+            f"expected e.g. {DEFAULT_SCHEDULER}"
+        ) from None
 
 
 def check_client_tls(address: str) -> None:
@@ -82,9 +89,11 @@ def check_client_tls(address: str) -> None:
 
     security = Security()  # what distributed.comm.tls.* in Dask's configuration (files, DASK_* variables) says
     if not (security.tls_ca_file and security.tls_client_cert):
-        raise BenchError(f"--fleet {address}: Dask's configuration has no TLS client certificate",
-                         hint="set distributed.comm.tls.ca-file, distributed.comm.tls.client.cert and "
-                              "distributed.comm.tls.client.key (README, Many machines)")
+        raise BenchError(
+            f"--fleet {address}: Dask's configuration has no TLS client certificate",
+            hint="set distributed.comm.tls.ca-file, distributed.comm.tls.client.cert and "
+            "distributed.comm.tls.client.key (README, Many machines)",
+        )
 
 
 def bench_workers(client: Client) -> dict[str, str]:
@@ -92,8 +101,9 @@ def bench_workers(client: Client) -> dict[str, str]:
     # Recent Dask lists only a few workers unless asked for all; older Dask lists all and lacks the argument.
     every = {"n_workers": -1} if "n_workers" in inspect.signature(client.scheduler_info).parameters else {}
     workers = client.scheduler_info(**every)["workers"]
-    return {str(info.get("name")): address for address, info in workers.items()
-            if RESOURCE in (info.get("resources") or {})}
+    return {
+        str(info.get("name")): address for address, info in workers.items() if RESOURCE in (info.get("resources") or {})
+    }
 
 
 def find_hosts(client: Client, options: FleetOptions) -> dict[str, str]:
@@ -108,11 +118,14 @@ def find_hosts(client: Client, options: FleetOptions) -> dict[str, str]:
         time.sleep(POLL_S)
     known = ", ".join(sorted(connected)) or "none"
     if missing:
-        raise BenchError(f"--hosts: {', '.join(missing)} not connected to {options.scheduler} "
-                         f"(connected bench workers: {known})")
+        raise BenchError(
+            f"--hosts: {', '.join(missing)} not connected to {options.scheduler} (connected bench workers: {known})"
+        )
     if not connected:
-        raise BenchError(f"no bench fleet worker is connected to {options.scheduler}",
-                         hint=f"start one on each machine: bench fleet worker --scheduler {options.scheduler}")
+        raise BenchError(
+            f"no bench fleet worker is connected to {options.scheduler}",
+            hint=f"start one on each machine: bench fleet worker --scheduler {options.scheduler}",
+        )
     return {h: connected[h] for h in options.hosts} if options.hosts else dict(sorted(connected.items()))
 
 
@@ -128,8 +141,11 @@ def resumed_cells(path: Path | None) -> set[tuple[str, str]]:
     if path is None or path.stat().st_size == 0:
         return set()
     frame = read_results([path])[["host", "cell_id", "status", "reason"]].fillna("")
-    return {(host, cell_id) for host, cell_id, status, reason in frame.itertuples(index=False)
-            if cell_id and not (status == "failed" and is_lost_reason(reason, host))}
+    return {
+        (host, cell_id)
+        for host, cell_id, status, reason in frame.itertuples(index=False)
+        if cell_id and not (status == "failed" and is_lost_reason(reason, host))
+    }
 
 
 class FleetRun:
@@ -152,9 +168,17 @@ class FleetRun:
         """Each host's fingerprint and plan, asked of all hosts at once; a host that leaves meanwhile is
         left out of the run, a host whose plan fails stops it (a broken install there is the user's to fix)."""
         self.addresses = dict(hosts)
-        futures = {host: self.client.submit(plan_on_host, self.request, key=f"bench-plan-{host}-{self.request.run_id}",
-                                            workers=[address], allow_other_workers=False, pure=False)
-                   for host, address in hosts.items()}
+        futures = {
+            host: self.client.submit(
+                plan_on_host,
+                self.request,
+                key=f"bench-plan-{host}-{self.request.run_id}",
+                workers=[address],
+                allow_other_workers=False,
+                pure=False,
+            )
+            for host, address in hosts.items()
+        }
         deadline = time.monotonic() + PLAN_TIMEOUT_S
         waiting = dict(futures)
         while waiting and time.monotonic() < deadline:
@@ -175,8 +199,9 @@ class FleetRun:
                 future.cancel()
                 raise BenchError(f"host {host} did not plan the suite within {PLAN_TIMEOUT_S:.0f} s")
             elif future.status == "error":
-                raise BenchError(f"host {host} could not plan the suite: {first_line(future.exception())}",
-                                 hint=SAME_INSTALL)
+                raise BenchError(
+                    f"host {host} could not plan the suite: {first_line(future.exception())}", hint=SAME_INSTALL
+                )
             else:
                 plans[host] = future.result()
         if not plans:
@@ -188,8 +213,9 @@ class FleetRun:
         chosen = {host: [p for p in plan.planned if (host, p.cell.cell_id) not in done] for host, plan in plans.items()}
         self.fingerprints = {host: plan.fingerprint for host, plan in plans.items()}
         self.sink = RowSink(path, self.request.run_id, self.events.row_written)
-        warnings = [SystemWarning(f"{host}: {w.name}", w.message, w.fix) for host, plan in plans.items()
-                    for w in plan.warnings]
+        warnings = [
+            SystemWarning(f"{host}: {w.name}", w.message, w.fix) for host, plan in plans.items() for w in plan.warnings
+        ]
         self.events.planned([p for planned in chosen.values() for p in planned], path, warnings)
         self._say("fleet: " + ", ".join(f"{host} ({len(planned)} cells)" for host, planned in chosen.items()))
         for host, planned in chosen.items():
@@ -201,9 +227,16 @@ class FleetRun:
             for index, cells in enumerate(groups):
                 ids = [c.cell_id for c in cells]
                 future = self.client.submit(
-                    run_group_on_host, self.request, ids, key=f"bench-group-{host}-{index}-{self.request.run_id}",
-                    workers=[self.addresses[host]], allow_other_workers=False, resources={RESOURCE: 1},
-                    pure=False, priority=-index)
+                    run_group_on_host,
+                    self.request,
+                    ids,
+                    key=f"bench-group-{host}-{index}-{self.request.run_id}",
+                    workers=[self.addresses[host]],
+                    allow_other_workers=False,
+                    resources={RESOURCE: 1},
+                    pure=False,
+                    priority=-index,
+                )
                 self.groups.append(GroupTask(host, future, ids))
 
     # ------------------------------------------------------------------ collecting
@@ -235,8 +268,9 @@ class FleetRun:
             self.events.cell_started(cell)
         elif kind == "row":
             del self.pending[host][cell.cell_id]
-            self._write(host, RowOut(cell, message["status"], message["reason"], message["fields"],
-                                     message["model_source"]))
+            self._write(
+                host, RowOut(cell, message["status"], message["reason"], message["fields"], message["model_source"])
+            )
 
     def _write(self, host: str, row: RowOut) -> None:
         assert self.sink is not None
@@ -269,7 +303,9 @@ class FleetRun:
             self._drain()  # a task's rows are on the queue before it returns
             if group.future.status == "error":
                 reason = f"host {group.host}: {first_line(group.future.exception())}"
-            elif group.future.status == "finished" and group.future.result() == "stopped":  # its worker is shutting down: the host is leaving
+            elif (
+                group.future.status == "finished" and group.future.result() == "stopped"
+            ):  # its worker is shutting down: the host is leaving
                 reason = lost_reason(group.host)
             else:
                 reason = f"host {group.host} ended the group without a row for this cell"
@@ -291,14 +327,20 @@ class FleetRun:
             self.events.say(text)
 
 
-def run_fleet(suite_path: Path, options: RunOptions, fleet: FleetOptions,
-              events: RunEvents | None = None) -> RunSummary:
+def run_fleet(
+    suite_path: Path, options: RunOptions, fleet: FleetOptions, events: RunEvents | None = None
+) -> RunSummary:
     """Measure the suite on every host of the fleet; each row is on disk the moment its cell ends."""
     events = events or RunEvents()
     suite = load_run_suite(suite_path, options)
-    request = RunRequest(run_id=uuid.uuid4().hex[:12], suite_text=suite_path.read_text(encoding="utf-8"),
-                         suite_path=str(suite_path), shard=options.shard, filters=list(options.filters),
-                         force=options.force)
+    request = RunRequest(
+        run_id=uuid.uuid4().hex[:12],
+        suite_text=suite_path.read_text(encoding="utf-8"),
+        suite_path=str(suite_path),
+        shard=options.shard,
+        filters=list(options.filters),
+        force=options.force,
+    )
     client = connect(fleet)
     try:
         run = FleetRun(client, request, events)

@@ -10,6 +10,7 @@ through a distributed Queue named after the run.
 
 A host identity is its Dask worker name: the machine's host name, or `--name`; it is the `host` of its rows.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -126,8 +127,12 @@ def _host_run(request: RunRequest) -> HostRun:
         suite = parse_suite(request.suite_text, Path(request.suite_path), quantization_catalog())
         fingerprint = replace(detect(), host=host)
         queue = Queue(rows_queue_name(request.run_id), client=get_client())
-        runner = HostRunner(suite, fingerprint, force=request.force,  # what quality reports goes to the coordinator
-                            say=lambda text: queue.put(encode_message("say", host, text=text)))
+        runner = HostRunner(
+            suite,
+            fingerprint,
+            force=request.force,  # what quality reports goes to the coordinator
+            say=lambda text: queue.put(encode_message("say", host, text=text)),
+        )
         run = HostRun({c.cell_id: c for c in expand(suite)}, fingerprint, runner, queue, host)
         _RUNS[request.run_id] = run
         while len(_RUNS) > CACHED_RUNS:
@@ -157,18 +162,28 @@ def run_group_on_host(request: RunRequest, cell_ids: list[str]) -> str:
     owner = threading.get_ident()
     worker = get_worker()
     key = worker.get_current_task()
-    threading.Thread(target=_watch_stop, args=(stop, lambda: _cancelled(worker, key), stopped, finished, owner),
-                     daemon=True).start()
+    threading.Thread(
+        target=_watch_stop, args=(stop, lambda: _cancelled(worker, key), stopped, finished, owner), daemon=True
+    ).start()
 
     def checked(send: Callable[[Any], None]) -> Callable[[Any], None]:
         def call(item: Any) -> None:
             if stopped.is_set() or _CLOSING.is_set():  # what a killed worker reports is not a measurement
                 raise Interrupted
             send(item)
+
         return call
 
-    emit = checked(lambda row: run.send("row", cell_id=row.cell.cell_id, status=row.status, reason=row.reason,
-                                        fields=row.fields, model_source=row.model_source))
+    emit = checked(
+        lambda row: run.send(
+            "row",
+            cell_id=row.cell.cell_id,
+            status=row.status,
+            reason=row.reason,
+            fields=row.fields,
+            model_source=row.model_source,
+        )
+    )
     started = checked(lambda cell: run.send("start", cell_id=cell.cell_id))
     try:
         run.runner.probe_bandwidth([cells])  # before the worker starts: a probe would disturb it
@@ -188,8 +203,9 @@ def _cancelled(worker: Any, key: Any) -> bool:
     return task is None or task.state in ("cancelled", "released", "forgotten")
 
 
-def _watch_stop(stop: Any, cancelled: Callable[[], bool], stopped: threading.Event, finished: threading.Event,
-                owner: int) -> None:
+def _watch_stop(
+    stop: Any, cancelled: Callable[[], bool], stopped: threading.Event, finished: threading.Event, owner: int
+) -> None:
     """Dask cannot interrupt a running task: on the run's stop event, the task's cancellation or this
     worker closing, kill the task's worker processes, again and again until the task has unwound."""
     while not finished.is_set():
@@ -218,21 +234,26 @@ def security_for(scheduler: str, ca_file: str | None, cert: str | None, key: str
         return Security(tls_ca_file=ca_file, tls_worker_cert=cert, tls_worker_key=key, require_encryption=True)
     security = Security()
     if scheduler.startswith("tls://") and not (security.tls_ca_file and security.tls_worker_cert):
-        raise BenchError(f"--scheduler {scheduler}: a tls:// scheduler needs this worker's certificates",
-                         hint="give --tls-ca-file, --tls-cert and --tls-key (README, Many machines)")
+        raise BenchError(
+            f"--scheduler {scheduler}: a tls:// scheduler needs this worker's certificates",
+            hint="give --tls-ca-file, --tls-cert and --tls-key (README, Many machines)",
+        )
     return security
 
 
-def serve_worker(scheduler: str, name: str | None, security: Any, connect_timeout_s: float,
-                 on_ready: Callable[[str, str], None]) -> bool:
+def serve_worker(
+    scheduler: str, name: str | None, security: Any, connect_timeout_s: float, on_ready: Callable[[str, str], None]
+) -> bool:
     """Run a bench host's Dask worker until Ctrl-C/SIGTERM (True) or until the scheduler goes away (False);
     on the way out, no measuring process is left behind."""
     host = name or detect().host
     try:
         return asyncio.run(_serve(scheduler, host, security, connect_timeout_s, on_ready))
     except (OSError, TimeoutError) as exc:
-        raise BenchError(f"cannot reach the scheduler at {scheduler}: {first_line(exc)}",
-                         hint="start it with `dask scheduler` (see README, Many machines)") from None
+        raise BenchError(
+            f"cannot reach the scheduler at {scheduler}: {first_line(exc)}",
+            hint="start it with `dask scheduler` (see README, Many machines)",
+        ) from None
     except ValueError as exc:  # e.g. "name taken": another worker already uses this host identity
         raise BenchError(f"the scheduler at {scheduler} refused worker {host!r}: {first_line(exc)}") from None
     finally:
@@ -240,8 +261,9 @@ def serve_worker(scheduler: str, name: str | None, security: Any, connect_timeou
         kill_workers()
 
 
-async def _serve(scheduler: str, host: str, security: Any, connect_timeout_s: float,
-                 on_ready: Callable[[str, str], None]) -> bool:
+async def _serve(
+    scheduler: str, host: str, security: Any, connect_timeout_s: float, on_ready: Callable[[str, str], None]
+) -> bool:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -249,8 +271,15 @@ async def _serve(scheduler: str, host: str, security: Any, connect_timeout_s: fl
             loop.add_signal_handler(signum, stop.set)
         except (NotImplementedError, RuntimeError):  # Windows: Ctrl-C arrives as KeyboardInterrupt
             pass
-    worker = await Worker(scheduler, name=host, nthreads=WORKER_THREADS, resources={RESOURCE: 1},
-                          memory_limit=0, security=security, death_timeout=connect_timeout_s)
+    worker = await Worker(
+        scheduler,
+        name=host,
+        nthreads=WORKER_THREADS,
+        resources={RESOURCE: 1},
+        memory_limit=0,
+        security=security,
+        death_timeout=connect_timeout_s,
+    )
     on_ready(host, str(worker.address))
     finished = asyncio.ensure_future(worker.finished())
     stopping = asyncio.ensure_future(stop.wait())

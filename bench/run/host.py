@@ -4,6 +4,7 @@ run the group in isolated workers, and hand every cell's row fields to a callbac
 The same code serves a local run and a fleet host (bench.execute.fleet): the caller owns the CSV and adds
 this host's fingerprint to each row.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -51,8 +52,9 @@ def load_groups(planned: list[PlannedCell]) -> tuple[list[PlannedCell], list[lis
 class HostRunner:
     """Runs groups of cells on this machine."""
 
-    def __init__(self, suite: Suite, fingerprint: Fingerprint, *, force: bool = False,
-                 say: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self, suite: Suite, fingerprint: Fingerprint, *, force: bool = False, say: Callable[[str], None] | None = None
+    ) -> None:
         self.suite = suite
         self.fingerprint = fingerprint
         self.force = force
@@ -60,12 +62,14 @@ class HostRunner:
         limit_gb = suite.limits.memory_limit_gb
         self.memory_limit = int(limit_gb * 2**30) if limit_gb else None
         # Quality reads its text and task files now: a malformed file stops the run before a row is written.
-        self.quality = QualityScheduler(suite, self.resolve_model, run_quality_job, self.memory_limit, say) \
-            if suite.quality.enabled else None
+        self.quality = (
+            QualityScheduler(suite, self.resolve_model, run_quality_job, self.memory_limit, say)
+            if suite.quality.enabled
+            else None
+        )
         self._model_cache: dict[tuple[str, str, str], ResolvedModel | BenchError] = {}
         self._meta_cache: dict[tuple[Path, str], dict[str, Any]] = {}
         self._bandwidth_cache: dict[tuple[str, int], MemoryBandwidth | None] = {}
-
 
     def bandwidth(self, cell: Cell) -> MemoryBandwidth | None:
         """The device's memory bandwidth for the roofline, once per device per run, with what it is: the CPU
@@ -113,12 +117,20 @@ class HostRunner:
 
     def _ok_fields(self, cell: Cell) -> dict[str, Any]:
         bandwidth = self.bandwidth(cell)
-        return {"mem_bandwidth_gbs": round(bandwidth.gbs, 1) if bandwidth else None,
-                "mem_bandwidth_source": bandwidth.source if bandwidth else "",
-                "system_warnings": warnings_text(self.system_warnings)}
+        return {
+            "mem_bandwidth_gbs": round(bandwidth.gbs, 1) if bandwidth else None,
+            "mem_bandwidth_source": bandwidth.source if bandwidth else "",
+            "system_warnings": warnings_text(self.system_warnings),
+        }
 
-    def run_group(self, cells: list[Cell], emit: Emit, on_start: Callable[[Cell], None] | None = None,
-                  refresh_warnings: bool = True, planned_fields: dict[str, dict[str, Any]] | None = None) -> None:
+    def run_group(
+        self,
+        cells: list[Cell],
+        emit: Emit,
+        on_start: Callable[[Cell], None] | None = None,
+        refresh_warnings: bool = True,
+        planned_fields: dict[str, dict[str, Any]] | None = None,
+    ) -> None:
         """Measure one group (cells sharing a loaded model); every cell ends in exactly one emitted row.
         planned_fields: the plan's memory estimate per cell id, kept on rows of cells skipped before the
         model file is here (a model that cannot be had)."""
@@ -150,17 +162,30 @@ class HostRunner:
             fields = {**static, **memory[outcome.cell.cell_id], **outcome.fields}
             if outcome.status == "ok":
                 fields.update(self._ok_fields(outcome.cell))
-            emit(RowOut(outcome.cell, outcome.status, outcome.reason,
-                        join_quality(fields, quality.get(outcome.cell.cell_id, {})), source))
+            emit(
+                RowOut(
+                    outcome.cell,
+                    outcome.status,
+                    outcome.reason,
+                    join_quality(fields, quality.get(outcome.cell.cell_id, {})),
+                    source,
+                )
+            )
 
         limits = self.suite.limits
-        group = WorkGroup(backend=cells[0].backend, model_path=resolved.path, cells=cells,
-                          memory_limit_bytes=self.memory_limit, load_timeout_s=limits.load_timeout_s,
-                          cell_timeout_s=limits.cell_timeout_s)
+        group = WorkGroup(
+            backend=cells[0].backend,
+            model_path=resolved.path,
+            cells=cells,
+            memory_limit_bytes=self.memory_limit,
+            load_timeout_s=limits.load_timeout_s,
+            cell_timeout_s=limits.cell_timeout_s,
+        )
         run_group(group, on_outcome, on_start)
 
-    def _check_memory(self, cells: list[Cell], resolved: ResolvedModel, source: str, static: dict[str, Any],
-                      emit: Emit) -> dict[str, dict[str, Any]]:
+    def _check_memory(
+        self, cells: list[Cell], resolved: ResolvedModel, source: str, static: dict[str, Any], emit: Emit
+    ) -> dict[str, dict[str, Any]]:
         """Estimates from the file now on disk (exact sizes): est_* fields of the cells that fit (all with
         --force); the others are emitted as skipped."""
         planner = backend(cells[0].backend).plan_memory

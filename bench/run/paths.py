@@ -1,5 +1,6 @@
 """Where a run's rows go: --resume's file, --output, DIR/<host>/<UTC time>.csv with --history, or
 results/<suite>-<host>-<UTC time>.csv."""
+
 from __future__ import annotations
 
 import socket

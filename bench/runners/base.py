@@ -6,6 +6,7 @@ kept apart, repetitions, TTFT, inter-token latency, harness overhead) lives here
 measures the same thing. Quality (tokenize, logits) is a separate, optional contract (bench.quality): a
 backend that cannot give logits is still a backend.
 """
+
 from __future__ import annotations
 
 import abc
@@ -186,8 +187,9 @@ def repetition_fields(cell: Cell, warmups: list[Repetition], measured: list[Repe
     decode = [n_seq * len(r.decode_token_s) / sum(r.decode_token_s) for r in measured]
     ttft_ms = [1000.0 * r.prefill_s for r in measured]
     itl_ms = [1000.0 * s for r in measured for s in r.decode_token_s]
-    per_rep_itl = {pct: [percentile([1000.0 * s for s in r.decode_token_s], pct) for r in measured]
-                   for pct in (50, 90, 99)}
+    per_rep_itl = {
+        pct: [percentile([1000.0 * s for s in r.decode_token_s], pct) for r in measured] for pct in (50, 90, 99)
+    }
     pp, tg, ttft = summarize(prefill), summarize(decode), summarize(ttft_ms)
     warnings = []
     if pp.unstable:
@@ -196,30 +198,38 @@ def repetition_fields(cell: Cell, warmups: list[Repetition], measured: list[Repe
         warnings.append(f"decode spread {tg.cv_pct:.1f}% CV over {tg.n} reps")
     energies = [r.decode_energy_j for r in measured]
     measured_energy = bool(energies) and all(e is not None for e in energies)
-    energy_per_token = [e / (n_seq * len(r.decode_token_s)) for e, r in zip(energies, measured, strict=True)] \
-        if measured_energy else []  # type: ignore[operator]
+    energy_per_token = (
+        [e / (n_seq * len(r.decode_token_s)) for e, r in zip(energies, measured, strict=True)]
+        if measured_energy
+        else []
+    )  # type: ignore[operator]
     return {
         "energy_j_per_decode_token": sum(energy_per_token) / len(energy_per_token) if energy_per_token else None,
         "energy_j_per_decode_token_samples": samples_to_text(energy_per_token),
-        "prefill_tok_s_mean": pp.mean, "prefill_tok_s_std": pp.std, "prefill_tok_s_median": pp.median,
+        "prefill_tok_s_mean": pp.mean,
+        "prefill_tok_s_std": pp.std,
+        "prefill_tok_s_median": pp.median,
         "prefill_tok_s_cv_pct": pp.cv_pct,
-        "decode_tok_s_mean": tg.mean, "decode_tok_s_std": tg.std, "decode_tok_s_median": tg.median,
+        "decode_tok_s_mean": tg.mean,
+        "decode_tok_s_std": tg.std,
+        "decode_tok_s_median": tg.median,
         "decode_tok_s_cv_pct": tg.cv_pct,
         "decode_tok_s_per_seq_mean": tg.mean / n_seq,
-        "ttft_ms_mean": ttft.mean, "ttft_ms_median": ttft.median,
-        "itl_ms_p50": percentile(itl_ms, 50), "itl_ms_p90": percentile(itl_ms, 90),
+        "ttft_ms_mean": ttft.mean,
+        "ttft_ms_median": ttft.median,
+        "itl_ms_p50": percentile(itl_ms, 50),
+        "itl_ms_p90": percentile(itl_ms, 90),
         "itl_ms_p99": percentile(itl_ms, 99),
         "prefill_tok_s_samples": samples_to_text(prefill),
         "decode_tok_s_samples": samples_to_text(decode),
         "ttft_ms_samples": samples_to_text(ttft_ms),
         **{f"itl_ms_p{pct}_samples": samples_to_text(values) for pct, values in per_rep_itl.items()},
-        "prefill_overhead_pct": _overhead_pct([r.prefill_s for r in measured],
-                                              [r.engine_prefill_s for r in measured]),
-        "decode_overhead_pct": _overhead_pct([sum(r.decode_token_s) for r in measured],
-                                             [r.engine_decode_s for r in measured]),
+        "prefill_overhead_pct": _overhead_pct([r.prefill_s for r in measured], [r.engine_prefill_s for r in measured]),
+        "decode_overhead_pct": _overhead_pct(
+            [sum(r.decode_token_s) for r in measured], [r.engine_decode_s for r in measured]
+        ),
         "warmup_prefill_tok_s": samples_to_text(n_seq * cell.prompt_tokens / r.prefill_s for r in warmups),
-        "warmup_decode_tok_s": samples_to_text(n_seq * len(r.decode_token_s) / sum(r.decode_token_s)
-                                               for r in warmups),
+        "warmup_decode_tok_s": samples_to_text(n_seq * len(r.decode_token_s) / sum(r.decode_token_s) for r in warmups),
         "unstable": pp.unstable or tg.unstable,
         "warnings": "; ".join(warnings),
     }

@@ -3,6 +3,7 @@
 Backend-neutral: a planner (e.g. bench/runners/llamacpp/memory_plan.py) fills these types, and the plan stage
 (bench/plan) and `bench run` read them without knowing which backend made them.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -98,16 +99,21 @@ def gib(n: float | None) -> str:
 def fit_problem(estimate: MemoryEstimate, budget: Budget) -> str:
     """Why the cell will not fit (with the numbers), or '' when it fits or the budget is unknown."""
     problems = []
-    if (estimate.weights_vram or estimate.kv_vram) and budget.vram_bytes is not None \
-            and estimate.vram_bytes > budget.vram_bytes:
+    if (
+        (estimate.weights_vram or estimate.kv_vram)
+        and budget.vram_bytes is not None
+        and estimate.vram_bytes > budget.vram_bytes
+    ):
         problems.append(
             f"needs ~{gib(estimate.vram_bytes)} VRAM (weights {gib(estimate.weights_vram)} + KV {gib(estimate.kv_vram)}"
-            f" + compute {gib(estimate.compute_vram)}) but {gib(budget.vram_bytes)} is {budget.source}")
+            f" + compute {gib(estimate.compute_vram)}) but {gib(budget.vram_bytes)} is {budget.source}"
+        )
     if budget.ram_bytes is not None and estimate.ram_bytes + WORKER_PROCESS_BYTES > budget.ram_bytes:
         problems.append(
             f"needs ~{gib(estimate.ram_bytes + WORKER_PROCESS_BYTES)} RAM (weights {gib(estimate.weights_ram)} + KV "
             f"{gib(estimate.kv_ram)} + compute {gib(estimate.compute_ram)} + worker {gib(WORKER_PROCESS_BYTES)}) but "
-            f"{gib(budget.ram_bytes)} is {budget.source}")
+            f"{gib(budget.ram_bytes)} is {budget.source}"
+        )
     return "; ".join(problems)
 
 
@@ -153,8 +159,10 @@ class CellMemory:
             return {}
         estimate = self.estimate
         return {
-            "est_weights_bytes": estimate.weights_bytes, "est_kv_bytes": estimate.kv_bytes,
-            "est_compute_bytes": estimate.compute_bytes, "est_total_bytes": estimate.total_bytes,
+            "est_weights_bytes": estimate.weights_bytes,
+            "est_kv_bytes": estimate.kv_bytes,
+            "est_compute_bytes": estimate.compute_bytes,
+            "est_total_bytes": estimate.total_bytes,
             "est_device_free_bytes": self.budget.on(estimate.where) if self.budget else None,
         }
 
@@ -162,5 +170,7 @@ class CellMemory:
         problem = self.problem
         if not problem:
             return ""
-        return f"will not fit (memory planner, {self.estimate.basis if self.estimate else ''}): {problem}; " \
-               "run anyway with --force"
+        return (
+            f"will not fit (memory planner, {self.estimate.basis if self.estimate else ''}): {problem}; "
+            "run anyway with --force"
+        )

@@ -4,6 +4,7 @@ backend's own package (bench/runners/<name>/) names a backend.
 Adding a backend: a package bench/runners/<name>/ with `spec.py` (a BackendSpec) and its engine, one line in
 `_SPEC_MODULES`, and the shared contract test (tests/runners/test_contract.py) runs on it.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -59,8 +60,9 @@ def device_reason(fingerprint: Fingerprint, backend_name: str, kind: str, index:
             return f"device cuda:{index} unavailable: {fingerprint.nvml_status}"
         if not 0 <= index < len(fingerprint.gpus):
             names = ", ".join(g.name for g in fingerprint.gpus)
-            return (f"device cuda:{index} absent: this machine has {len(fingerprint.gpus)} NVIDIA GPU(s)"
-                    + (f" ({names})" if names else ""))
+            return f"device cuda:{index} absent: this machine has {len(fingerprint.gpus)} NVIDIA GPU(s)" + (
+                f" ({names})" if names else ""
+            )
     return spec.device_reason(fingerprint, kind, index)
 
 

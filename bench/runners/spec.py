@@ -1,4 +1,5 @@
 """What the rest of bench may know about a backend: the contract of bench/runners/<name>/spec.py."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -48,6 +49,8 @@ class BackendSpec:
     def missing_reason(self) -> str:
         """'' if the backend can run here, else why not and how to fix it."""
         if importlib.util.find_spec(self.python_package) is None:
-            return (f"backend {self.name} needs the Python package {self.python_package!r}, which is not "
-                    f"installed: {self.install_hint}")
+            return (
+                f"backend {self.name} needs the Python package {self.python_package!r}, which is not "
+                f"installed: {self.install_hint}"
+            )
         return ""

@@ -1,11 +1,12 @@
 """Suites: YAML -> schema -> knob registry checks -> the matrix of cells.
 
-    knobs.py   every backend knob, declared once
-    schema.py  what a suite file may say (pydantic)
-    load.py    reading a file, errors with file, line and field
-    cell.py    one point of the matrix and its stable cell_id
-    matrix.py  expansion, include/exclude
+knobs.py   every backend knob, declared once
+schema.py  what a suite file may say (pydantic)
+load.py    reading a file, errors with file, line and field
+cell.py    one point of the matrix and its stable cell_id
+matrix.py  expansion, include/exclude
 """
+
 from __future__ import annotations
 
 from bench.suite.cell import Cell, cell_id_of
@@ -27,6 +28,24 @@ from bench.suite.schema import (
 )
 
 __all__ = [
-    "KNOBS", "SOURCE_QUANT", "Cell", "Constraints", "DeviceCost", "DeviceSpec", "Knob", "Limits", "ModelSpec",
-    "QualitySpec", "SLO_PRESETS", "Slo", "Suite", "Workload", "axes", "cell_id_of", "expand", "load_suite", "matches", "parse_suite",
+    "KNOBS",
+    "SOURCE_QUANT",
+    "Cell",
+    "Constraints",
+    "DeviceCost",
+    "DeviceSpec",
+    "Knob",
+    "Limits",
+    "ModelSpec",
+    "QualitySpec",
+    "SLO_PRESETS",
+    "Slo",
+    "Suite",
+    "Workload",
+    "axes",
+    "cell_id_of",
+    "expand",
+    "load_suite",
+    "matches",
+    "parse_suite",
 ]

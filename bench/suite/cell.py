@@ -5,6 +5,7 @@ that differ from their defaults — and never the suite's name, the repetition c
 a suite or measuring more repetitions keeps every id, and so does adding a knob (its default is left out).
 The same function recomputes the id from a result row, so CSVs written by older versions still match.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -18,8 +19,17 @@ from pydantic import BaseModel, ConfigDict, PrivateAttr, model_validator
 from bench.suite.knobs import KNOBS, config_name
 
 # What a cell measures, besides its knobs (the workload shape and where it runs).
-IDENTITY_FIELDS = ("model_id", "quantization", "backend", "device_id", "device_kind", "device_index",
-                   "prompt_tokens", "gen_tokens", "depth")
+IDENTITY_FIELDS = (
+    "model_id",
+    "quantization",
+    "backend",
+    "device_id",
+    "device_kind",
+    "device_index",
+    "prompt_tokens",
+    "gen_tokens",
+    "depth",
+)
 _INT_IDENTITY = {"device_index", "prompt_tokens", "gen_tokens", "depth"}
 AXIS_TO_FIELD = {"model": "model_id", "device": "device_id"}
 
@@ -126,21 +136,33 @@ class Cell(BaseModel):
     def label(self) -> str:
         varying = [n for n in KNOBS if n == "threads" or (n == "n_gpu_layers" and self.device_kind != "cpu")]
         config = config_name(self.knobs(), varying)
-        return (f"{self.model_id} {self.quantization} {self.backend}/{self.device_id} {config} "
-                f"pp{self.prompt_tokens} tg{self.gen_tokens} @d{self.depth}")
+        return (
+            f"{self.model_id} {self.quantization} {self.backend}/{self.device_id} {config} "
+            f"pp{self.prompt_tokens} tg{self.gen_tokens} @d{self.depth}"
+        )
 
     def axis_value(self, axis: str) -> Any:
         return getattr(self, AXIS_TO_FIELD.get(axis, axis))
 
     def load_key(self) -> tuple[Any, ...]:
         """Cells sharing this key can share one loaded model in one worker."""
-        return (self.model_id, self.quantization, self.backend, self.device_id,
-                *(self.knob(k.name) for k in KNOBS.values() if k.reload))
+        return (
+            self.model_id,
+            self.quantization,
+            self.backend,
+            self.device_id,
+            *(self.knob(k.name) for k in KNOBS.values() if k.reload),
+        )
 
     def quality_key(self) -> tuple[Any, ...]:
         """Cells sharing this key give the same logits: quality is measured once per key."""
-        return (self.model_id, self.quantization, self.backend, self.device_kind,
-                *(self.knob(k.name) for k in KNOBS.values() if k.logits))
+        return (
+            self.model_id,
+            self.quantization,
+            self.backend,
+            self.device_kind,
+            *(self.knob(k.name) for k in KNOBS.values() if k.logits),
+        )
 
     def with_values(self, **update: Any) -> Cell:
         """A copy with some fields or knobs changed (validated again, so the id follows)."""

@@ -4,6 +4,7 @@ The suite schema (`knobs:` and per-device overrides), the matrix axes, the cell'
 the CSV columns and the report's headers and configuration names are all derived from `KNOBS`. Adding a knob
 is one `Knob(...)` entry here (plus the backend code that acts on it).
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
@@ -119,31 +120,128 @@ def unregister(name: str) -> None:
 
 
 for _knob in (
-    Knob("threads", int, 0, "CPU threads; 0 = every usable core (physical cores within this process's "
-         "CPU affinity and cgroup quota)", "threads", "t", minimum=0, per_device=True),
-    Knob("n_gpu_layers", int, ALL_LAYERS, "layers offloaded to the GPU; all (-1) or a count",
-         "GPU layers", "ngl", minimum=0, backends=LLAMACPP, reload=True, memory=True, logits=True,
-         per_device=True, cpu_value=0, extra_words=("all",), parse=_gpu_layers, show=_show_gpu_layers),
-    Knob("parallel", int, 1, "concurrent sequences decoded together (users served at once); the KV cache "
-         "holds every sequence", "sequences", "np", minimum=1, memory=True),
-    Knob("n_batch", int, 2048, "logical batch: tokens per llama_decode call", "batch", "b", minimum=1,
-         backends=LLAMACPP, memory=True),
-    Knob("n_ubatch", int, 512, "physical batch: tokens per compute graph", "ubatch", "ub", minimum=1,
-         backends=LLAMACPP, memory=True),
-    Knob("flash_attn", str, "auto", "flash attention: auto | on | off", "flash attn", "fa",
-         allowed=("auto", "on", "off"), backends=LLAMACPP, memory=True, logits=True, parse=_on_off),
-    Knob("kv_cache_type", str, "f16", "KV cache element type (K and V)", "KV cache", "kv",
-         allowed=KV_CACHE_TYPES, backends=LLAMACPP, memory=True, logits=True),
-    Knob("mmap", bool, True, "map the model file instead of reading it", "mmap", "mmap", backends=LLAMACPP,
-         reload=True),
-    Knob("repack", bool, True, "llama.cpp CPU weight repacking (extra buffer types, AMX included); false "
-         "avoids the AMX SIGILL some VMs give", "repack", "repack", backends=LLAMACPP, reload=True),
-    Knob("torch_compile", str, "off", "torch.compile mode: off | default | reduce-overhead | max-autotune | "
-         "max-autotune-no-cudagraphs (a recompile during measured repetitions fails the cell)", "compile",
-         "compile-", allowed=("off", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
-         backends=TORCH, reload=True, parse=_compile_mode),
-    Knob("static_cache", bool, False, "transformers' static KV cache instead of the dynamic one",
-         "static cache", "static", backends=TORCH, reload=True, memory=True),
+    Knob(
+        "threads",
+        int,
+        0,
+        "CPU threads; 0 = every usable core (physical cores within this process's CPU affinity and cgroup quota)",
+        "threads",
+        "t",
+        minimum=0,
+        per_device=True,
+    ),
+    Knob(
+        "n_gpu_layers",
+        int,
+        ALL_LAYERS,
+        "layers offloaded to the GPU; all (-1) or a count",
+        "GPU layers",
+        "ngl",
+        minimum=0,
+        backends=LLAMACPP,
+        reload=True,
+        memory=True,
+        logits=True,
+        per_device=True,
+        cpu_value=0,
+        extra_words=("all",),
+        parse=_gpu_layers,
+        show=_show_gpu_layers,
+    ),
+    Knob(
+        "parallel",
+        int,
+        1,
+        "concurrent sequences decoded together (users served at once); the KV cache holds every sequence",
+        "sequences",
+        "np",
+        minimum=1,
+        memory=True,
+    ),
+    Knob(
+        "n_batch",
+        int,
+        2048,
+        "logical batch: tokens per llama_decode call",
+        "batch",
+        "b",
+        minimum=1,
+        backends=LLAMACPP,
+        memory=True,
+    ),
+    Knob(
+        "n_ubatch",
+        int,
+        512,
+        "physical batch: tokens per compute graph",
+        "ubatch",
+        "ub",
+        minimum=1,
+        backends=LLAMACPP,
+        memory=True,
+    ),
+    Knob(
+        "flash_attn",
+        str,
+        "auto",
+        "flash attention: auto | on | off",
+        "flash attn",
+        "fa",
+        allowed=("auto", "on", "off"),
+        backends=LLAMACPP,
+        memory=True,
+        logits=True,
+        parse=_on_off,
+    ),
+    Knob(
+        "kv_cache_type",
+        str,
+        "f16",
+        "KV cache element type (K and V)",
+        "KV cache",
+        "kv",
+        allowed=KV_CACHE_TYPES,
+        backends=LLAMACPP,
+        memory=True,
+        logits=True,
+    ),
+    Knob(
+        "mmap", bool, True, "map the model file instead of reading it", "mmap", "mmap", backends=LLAMACPP, reload=True
+    ),
+    Knob(
+        "repack",
+        bool,
+        True,
+        "llama.cpp CPU weight repacking (extra buffer types, AMX included); false avoids the AMX SIGILL some VMs give",
+        "repack",
+        "repack",
+        backends=LLAMACPP,
+        reload=True,
+    ),
+    Knob(
+        "torch_compile",
+        str,
+        "off",
+        "torch.compile mode: off | default | reduce-overhead | max-autotune | "
+        "max-autotune-no-cudagraphs (a recompile during measured repetitions fails the cell)",
+        "compile",
+        "compile-",
+        allowed=("off", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
+        backends=TORCH,
+        reload=True,
+        parse=_compile_mode,
+    ),
+    Knob(
+        "static_cache",
+        bool,
+        False,
+        "transformers' static KV cache instead of the dynamic one",
+        "static cache",
+        "static",
+        backends=TORCH,
+        reload=True,
+        memory=True,
+    ),
 ):
     register(_knob)
 

@@ -1,4 +1,5 @@
 """Reading a suite file: YAML -> schema -> registry checks, every error with file, line and field."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -107,8 +108,9 @@ def parse_suite(text: str, path: Path, catalog: QuantCatalog) -> Suite:
     except yaml.YAMLError as exc:
         raise BenchError(f"{path}: YAML error: {exc}") from None
     if not isinstance(data, dict):
-        raise BenchError(f"{path}: a suite must be a YAML mapping with keys name, models, ... "
-                         f"(got {type(data).__name__})")
+        raise BenchError(
+            f"{path}: a suite must be a YAML mapping with keys name, models, ... (got {type(data).__name__})"
+        )
     lines = LineIndex(root)
     try:
         suite = Suite.model_validate(data)
@@ -142,8 +144,11 @@ def _check_knobs(suite: Suite, where: _Where) -> None:
     for index, device in enumerate(suite.devices):
         for name, values in (device.__pydantic_extra__ or {}).items():
             if name not in KNOBS or not KNOBS[name].per_device:
-                raise where.error(("devices", index, name), f"unknown key {name!r}; a device takes id, kind, "
-                                  f"index, memory_bandwidth_gbs, memory_gb and the knobs {', '.join(per_device)}")
+                raise where.error(
+                    ("devices", index, name),
+                    f"unknown key {name!r}; a device takes id, kind, "
+                    f"index, memory_bandwidth_gbs, memory_gb and the knobs {', '.join(per_device)}",
+                )
             _check_values(name, values, ("devices", index, name), where)
 
 
@@ -154,21 +159,30 @@ def _check_backends(suite: Suite, catalog: QuantCatalog, where: _Where) -> None:
     if isinstance(suite.quantizations, dict):
         for backend in suite.quantizations:
             if backend not in catalog:
-                raise where.error(("quantizations", backend), f"quantizations keys must be backends "
-                                  f"({', '.join(catalog)}), got {backend!r}")
+                raise where.error(
+                    ("quantizations", backend),
+                    f"quantizations keys must be backends ({', '.join(catalog)}), got {backend!r}",
+                )
     for backend in suite.backends:
         allowed = catalog[backend]
         for position, quant in enumerate(suite.quantizations_for(backend)):
             if quant not in allowed and not suite.is_model_file_quant(quant):
-                loc = ("quantizations", backend, position) if isinstance(suite.quantizations, dict) \
+                loc = (
+                    ("quantizations", backend, position)
+                    if isinstance(suite.quantizations, dict)
                     else ("quantizations", position)
-                raise where.error(loc, f"unknown quantization {quant!r} for backend {backend}; "
-                                  f"allowed: {', '.join(allowed)}")
+                )
+                raise where.error(
+                    loc, f"unknown quantization {quant!r} for backend {backend}; allowed: {', '.join(allowed)}"
+                )
 
 
 def _check_matrix_entries(suite: Suite, where: _Where, catalog: QuantCatalog) -> None:
-    known_ids = {"model": {m.id for m in suite.models}, "device": {d.id for d in suite.devices},
-                 "backend": set(suite.backends)}
+    known_ids = {
+        "model": {m.id for m in suite.models},
+        "device": {d.id for d in suite.devices},
+        "backend": set(suite.backends),
+    }
     names = axes()
     for section in ("include", "exclude"):
         for index, entry in enumerate(getattr(suite, section)):
@@ -179,8 +193,10 @@ def _check_matrix_entries(suite: Suite, where: _Where, catalog: QuantCatalog) ->
                 if key in known_ids:
                     for item in as_list(value):
                         if item not in known_ids[key]:
-                            raise where.error(loc, f"{item!r} is not a {key} of this suite; "
-                                              f"known: {', '.join(sorted(known_ids[key]))}")
+                            raise where.error(
+                                loc,
+                                f"{item!r} is not a {key} of this suite; known: {', '.join(sorted(known_ids[key]))}",
+                            )
                 if key in KNOBS:
                     _check_values(key, value, loc, where)
             if section == "include" and "quantization" in entry:
@@ -189,6 +205,8 @@ def _check_matrix_entries(suite: Suite, where: _Where, catalog: QuantCatalog) ->
                 for backend in backends:
                     for quant in as_list(entry["quantization"]):
                         if quant not in catalog[backend] and not any(quant in m.files for m in models):
-                            raise where.error((section, index, "quantization"),
-                                              f"quantization {quant!r} is unknown for backend {backend}; "
-                                              f"allowed: {', '.join(catalog[backend])}")
+                            raise where.error(
+                                (section, index, "quantization"),
+                                f"quantization {quant!r} is unknown for backend {backend}; "
+                                f"allowed: {', '.join(catalog[backend])}",
+                            )

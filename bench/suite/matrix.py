@@ -1,5 +1,6 @@
 """The matrix: a suite expanded into cells (models × quantizations × backends × devices × knobs × workload),
 minus `exclude` matches, plus `include` slices — as a CI matrix works."""
+
 from __future__ import annotations
 
 import itertools
@@ -36,12 +37,22 @@ def _resolved_quant(model: ModelSpec, quant: str) -> str:
 def _cells_for(suite: Suite, model: ModelSpec, quant: str, backend: str, device: DeviceSpec) -> list[Cell]:
     axes = _axis_values(suite, backend, device)
     names = list(axes)
-    base = {"suite": suite.name, "model_id": model.id, "quantization": _resolved_quant(model, quant),
-            "backend": backend, "device_id": device.id, "device_kind": device.kind, "device_index": device.index,
-            "gen_tokens": suite.workload.gen_tokens, "repetitions": suite.workload.repetitions,
-            "warmup": suite.workload.warmup}
-    return [Cell.model_validate({**base, **dict(zip(names, combo, strict=True))})
-            for combo in itertools.product(*(axes[n] for n in names))]
+    base = {
+        "suite": suite.name,
+        "model_id": model.id,
+        "quantization": _resolved_quant(model, quant),
+        "backend": backend,
+        "device_id": device.id,
+        "device_kind": device.kind,
+        "device_index": device.index,
+        "gen_tokens": suite.workload.gen_tokens,
+        "repetitions": suite.workload.repetitions,
+        "warmup": suite.workload.warmup,
+    }
+    return [
+        Cell.model_validate({**base, **dict(zip(names, combo, strict=True))})
+        for combo in itertools.product(*(axes[n] for n in names))
+    ]
 
 
 def _wanted(axis: str, value: Any) -> list[Any]:
@@ -72,8 +83,10 @@ def expand(suite: Suite) -> list[Cell]:
         kept.extend(_include_slice(suite, entry))
     cells = list(dict.fromkeys(kept))  # dedupe, keep order
     if not cells:
-        raise BenchError(f"suite {suite.name!r}: the matrix is empty after `exclude`; "
-                         "remove an exclude entry or add models/devices/quantizations")
+        raise BenchError(
+            f"suite {suite.name!r}: the matrix is empty after `exclude`; "
+            "remove an exclude entry or add models/devices/quantizations"
+        )
     return cells
 
 

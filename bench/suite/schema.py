@@ -3,6 +3,7 @@
 Backend knobs are not fields here: `knobs:` and a device's overrides are checked against the knob registry
 (bench.suite.knobs) when the suite is loaded, with file and line (bench.suite.load).
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -60,8 +61,11 @@ class DeviceSpec(BaseModel):
 
     def overrides(self) -> dict[str, list[Any]]:
         """Per-device knob values, parsed (lists)."""
-        return {name: [KNOBS[name].parsed(v) for v in as_list(values)]
-                for name, values in (self.__pydantic_extra__ or {}).items() if name in KNOBS}
+        return {
+            name: [KNOBS[name].parsed(v) for v in as_list(values)]
+            for name, values in (self.__pydantic_extra__ or {}).items()
+            if name in KNOBS
+        }
 
 
 class Workload(StrictModel):
@@ -147,8 +151,10 @@ class Slo(StrictModel):
         """(max TTFT ms, min per-user tok/s), the preset's where the suite gives none."""
         ttft, tpot = SLO_PRESETS[self.preset] if self.preset else (None, None)
         user_tok_s = 1000.0 / tpot if tpot else None
-        return (self.max_ttft_ms if self.max_ttft_ms is not None else ttft,
-                self.min_user_tok_s if self.min_user_tok_s is not None else user_tok_s)
+        return (
+            self.max_ttft_ms if self.max_ttft_ms is not None else ttft,
+            self.min_user_tok_s if self.min_user_tok_s is not None else user_tok_s,
+        )
 
     def describe(self) -> str:
         ttft, user = self.limits()
@@ -203,8 +209,10 @@ class Suite(StrictModel):
         for device_id in self.costs:
             # "HOST/DEVICE" prices one machine's device when several machines run the same suite.
             if device_id.rpartition("/")[2] not in {d.id for d in self.devices}:
-                raise ValueError(f"costs names device {device_id!r}, which is not in devices "
-                                 "(expected a device id, or HOST/DEVICE-ID for one machine)")
+                raise ValueError(
+                    f"costs names device {device_id!r}, which is not in devices "
+                    "(expected a device id, or HOST/DEVICE-ID for one machine)"
+                )
         return self
 
     def knob_values(self, name: str) -> list[Any]:

@@ -65,13 +65,21 @@ def test_plan_on_10k_cells(benchmark, suite_path: Path, capsys: pytest.CaptureFi
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     out = capsys.readouterr().out
     started = time.perf_counter()
-    whole = subprocess.run([sys.executable, "-m", "bench.cli", "plan", str(suite_path)], capture_output=True,
-                           text=True, timeout=300, check=False, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    whole = subprocess.run(
+        [sys.executable, "-m", "bench.cli", "plan", str(suite_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    )
     command_s = time.perf_counter() - started
     with capsys.disabled():
-        print(f"\nbench plan on 10,000 cells: {wall:.2f} s ({cpu:.2f} s CPU) in process; {command_s:.2f} s as a "
-              f"command, interpreter start and imports included (target < 3 s; load average "
-              f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")
+        print(
+            f"\nbench plan on 10,000 cells: {wall:.2f} s ({cpu:.2f} s CPU) in process; {command_s:.2f} s as a "
+            f"command, interpreter start and imports included (target < 3 s; load average "
+            f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)"
+        )
     assert status == 0 and whole.returncode == 0, whole.stderr
     assert "sweep-10k: 10000 cells" in out and "Estimated run time: " in out
     assert len(out.splitlines()) < 200  # a summary, not a line per cell

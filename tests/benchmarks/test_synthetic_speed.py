@@ -10,6 +10,7 @@ same real file gave decode 1.04, and the real file with the synthetic file's wei
 themselves make this CPU decode SmolLM2 and Gemma-3 faster (the time goes to ggml_vec_dot_q8_0_q8_0 in both; the
 VM exposes no hardware counters to say why). Peak RSS 0.994-1.000.
 """
+
 from __future__ import annotations
 
 import json
@@ -28,7 +29,7 @@ SPEED_ROUNDS = 8  # rounds of fresh copies (see tests/synthetic_pairs.py: page p
 REPETITIONS = 6  # alternating single repetitions of each model per round
 SYNTHESIZE = """
 import json, resource, sys, time
-from bench.models.synthetic import synthetic_model
+from bench.runners.llamacpp.synthetic import synthetic_model
 started = time.perf_counter()
 path = synthetic_model(sys.argv[1], sys.argv[2])
 seconds = time.perf_counter() - started
@@ -40,19 +41,26 @@ print(json.dumps({"seconds": seconds, "bytes": path.stat().st_size, "peak_rss": 
 
 def test_synthesize_1_5b_q4_k_m_from_nothing(benchmark, tmp_path: Path) -> None:  # noqa: ANN001 - pytest-benchmark
     """In a fresh process with an empty cache, so nothing is reused and its peak RSS is the synthesis's own."""
+
     def synthesize() -> dict[str, float]:
         cache = tmp_path / f"cache-{time.monotonic_ns()}"
-        result = subprocess.run([sys.executable, "-c", SYNTHESIZE, "DeepSeek-R1-Distill-Qwen-1.5B", "Q4_K_M"],
-                                capture_output=True, text=True, timeout=1800,
-                                env={**os.environ, "BENCH_CACHE_DIR": str(cache)})
+        result = subprocess.run(
+            [sys.executable, "-c", SYNTHESIZE, "DeepSeek-R1-Distill-Qwen-1.5B", "Q4_K_M"],
+            capture_output=True,
+            text=True,
+            timeout=1800,
+            env={**os.environ, "BENCH_CACHE_DIR": str(cache)},
+        )
         assert result.returncode == 0, result.stderr
         return json.loads(result.stdout.splitlines()[-1])
 
     figures = benchmark.pedantic(synthesize, rounds=1, iterations=1)
     gib = 2**30
-    print(f"\nsynthesize DeepSeek-R1-Distill-Qwen-1.5B Q4_K_M from nothing: {figures['seconds']:.1f} s (target < 180 s), "
-          f"peak RSS {figures['peak_rss'] / gib:.2f} GiB (quantizer child {figures['quantizer_peak_rss'] / gib:.2f} "
-          f"GiB; target < 2.5 GB), file {figures['bytes']:,} bytes")
+    print(
+        f"\nsynthesize DeepSeek-R1-Distill-Qwen-1.5B Q4_K_M from nothing: {figures['seconds']:.1f} s (target < 180 s), "
+        f"peak RSS {figures['peak_rss'] / gib:.2f} GiB (quantizer child {figures['quantizer_peak_rss'] / gib:.2f} "
+        f"GiB; target < 2.5 GB), file {figures['bytes']:,} bytes"
+    )
     assert figures["bytes"] > 10**9
 
 
@@ -61,15 +69,20 @@ def test_synthetic_vs_real_speed_interleaved(benchmark, gemma3_path: Path, tmp_p
     pairs = validation_pairs(gemma3_path)
     # One thread: on a shared 2-core machine a 2-thread llama.cpp stalls whenever either thread is descheduled.
     workload = "{prompt_tokens: [128], gen_tokens: 32, depths: [0], repetitions: 1, warmup: 0}"
-    speed = benchmark.pedantic(interleaved_speed, args=(pairs, tmp_path, SPEED_ROUNDS, REPETITIONS, workload, 1),
-                               rounds=1, iterations=1)
+    speed = benchmark.pedantic(
+        interleaved_speed, args=(pairs, tmp_path, SPEED_ROUNDS, REPETITIONS, workload, 1), rounds=1, iterations=1
+    )
     memory = measure_rounds(pairs, tmp_path, 2, workload, 1)
-    print(f"\nsynthetic / real: median over {SPEED_ROUNDS} rounds of fresh copies, each the median of {REPETITIONS} "
-          "alternating repetitions (prompt 128, 32 generated, 1 thread)")
+    print(
+        f"\nsynthetic / real: median over {SPEED_ROUNDS} rounds of fresh copies, each the median of {REPETITIONS} "
+        "alternating repetitions (prompt 128, 32 generated, 1 thread)"
+    )
     for pair in pairs:
         size = pair.synthetic.stat().st_size / pair.real.stat().st_size - 1
-        print(f"{pair.label} {pair.quantization}: file size {100 * size:+.2f}%, peak RSS (bench run, 2 rounds) "
-              f"{median_ratio(memory, pair, 'peak_rss_bytes'):.3f}")
+        print(
+            f"{pair.label} {pair.quantization}: file size {100 * size:+.2f}%, peak RSS (bench run, 2 rounds) "
+            f"{median_ratio(memory, pair, 'peak_rss_bytes'):.3f}"
+        )
         for metric, ratios in speed[pair.label].items():
             rounds = ", ".join(f"{r:.3f}" for r in ratios)
             print(f"  {metric}: median {statistics.median(ratios):.3f} (rounds: {rounds})")

@@ -3,6 +3,7 @@
 BENCH_FAULT holds ';'-separated specs "<action>@load" or "<action>@<axis>=<value>"; actions: a signal name
 (SIGSEGV, SIGILL, ...), hang, oom (grows resident memory until the limit stops it), raise.
 """
+
 from __future__ import annotations
 
 import os

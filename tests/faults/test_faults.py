@@ -3,6 +3,7 @@
 Each case runs `bench run` on SmolLM2 with a deliberate failure (BENCH_FAULT makes a worker
 kill itself, hang or exhaust memory at a chosen cell) and checks the rows and the exit code.
 """
+
 from __future__ import annotations
 
 import os
@@ -28,8 +29,9 @@ def bench_cmd(*args: str) -> list[str]:
 
 
 def run_bench(*args: str, env: dict[str, str] | None = None, **kwargs) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(bench_cmd(*args), capture_output=True, text=True, timeout=600,
-                          env={**os.environ, **(env or {})}, **kwargs)
+    return subprocess.run(
+        bench_cmd(*args), capture_output=True, text=True, timeout=600, env={**os.environ, **(env or {})}, **kwargs
+    )
 
 
 def test_each_deadly_signal_fails_only_its_cell(write_suite, tmp_path: Path) -> None:
@@ -47,13 +49,14 @@ def test_each_deadly_signal_fails_only_its_cell(write_suite, tmp_path: Path) -> 
 
 
 def test_memory_limit_and_hang(write_suite, tmp_path: Path) -> None:
-    suite = write_suite(quick_suite_yaml(
-        knobs="knobs: {threads: [1, 2, 3]}",
-        limits="limits: {cell_timeout_s: 10, load_timeout_s: 120, memory_limit_gb: 1}",
-    ))
+    suite = write_suite(
+        quick_suite_yaml(
+            knobs="knobs: {threads: [1, 2, 3]}",
+            limits="limits: {cell_timeout_s: 10, load_timeout_s: 120, memory_limit_gb: 1}",
+        )
+    )
     out = tmp_path / "r.csv"
-    result = run_bench("run", str(suite), "-o", str(out), "--quiet",
-                       env=environment("oom@threads=1;hang@threads=2"))
+    result = run_bench("run", str(suite), "-o", str(out), "--quiet", env=environment("oom@threads=1;hang@threads=2"))
     assert result.returncode == 3, result.stderr
     rows = read_results([out]).set_index("threads")
     assert rows.loc[1, "status"] == "failed" and rows.loc[1, "reason"].startswith("out of memory")
@@ -73,9 +76,13 @@ def _wait_for_rows(path: Path, count: int, deadline_s: float = 120) -> None:
 def test_ctrl_c_keeps_finished_rows_and_exits_130(write_suite, tmp_path: Path) -> None:
     suite = write_suite(quick_suite_yaml(knobs="knobs: {threads: [1, 2]}"))
     out = tmp_path / "r.csv"
-    process = subprocess.Popen(bench_cmd("run", str(suite), "-o", str(out), "--quiet"), stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True,
-                               env={**os.environ, **environment("hang@threads=2")})
+    process = subprocess.Popen(
+        bench_cmd("run", str(suite), "-o", str(out), "--quiet"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **environment("hang@threads=2")},
+    )
     _wait_for_rows(out, 1)
     time.sleep(1.0)  # the second cell's worker is now hanging
     workers = psutil.Process(process.pid).children(recursive=True)
@@ -117,8 +124,9 @@ def test_disk_full_while_writing_is_a_clear_error_and_keeps_rows(write_suite, tm
         ("truncate", "truncated"),
     ],
 )
-def test_bad_model_files_fail_their_cells_clearly(write_suite, tmp_path: Path, smollm2_path: Path,
-                                                  content, expected) -> None:
+def test_bad_model_files_fail_their_cells_clearly(
+    write_suite, tmp_path: Path, smollm2_path: Path, content, expected
+) -> None:
     model = tmp_path / "model.gguf"
     if content == "truncate":
         model.write_bytes(smollm2_path.read_bytes()[: smollm2_path.stat().st_size // 2])
@@ -157,9 +165,13 @@ def test_model_of_an_architecture_llamacpp_does_not_know(write_suite, tmp_path: 
 def test_killing_bench_leaves_no_worker_behind(write_suite, tmp_path: Path, sig: signal.Signals) -> None:
     suite = write_suite(quick_suite_yaml(knobs="knobs: {threads: [1, 2]}"))
     out = tmp_path / "r.csv"
-    process = subprocess.Popen(bench_cmd("run", str(suite), "-o", str(out), "--quiet"),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                               env={**os.environ, **environment("hang@threads=2")})
+    process = subprocess.Popen(
+        bench_cmd("run", str(suite), "-o", str(out), "--quiet"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **environment("hang@threads=2")},
+    )
     _wait_for_rows(out, 1)
     time.sleep(1.0)
     workers = psutil.Process(process.pid).children(recursive=True)

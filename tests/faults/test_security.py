@@ -1,4 +1,5 @@
 """Security properties: safe YAML, no shell, references that cannot escape, escaped reports."""
+
 from __future__ import annotations
 
 import ast
@@ -30,8 +31,16 @@ def test_no_shell_and_no_unsafe_loaders(source: Path) -> None:
                     f"{source}:{call.lineno}: subprocess with shell=True"
                 )
         name = ast.unparse(call.func)
-        assert name not in ("os.system", "os.popen", "yaml.load", "yaml.unsafe_load", "pickle.load",
-                            "pickle.loads", "eval", "exec"), f"{source}:{call.lineno}: {name}"
+        assert name not in (
+            "os.system",
+            "os.popen",
+            "yaml.load",
+            "yaml.unsafe_load",
+            "pickle.load",
+            "pickle.loads",
+            "eval",
+            "exec",
+        ), f"{source}:{call.lineno}: {name}"
         if name == "torch.load":
             flags = {k.arg: k.value for k in call.keywords}
             assert "weights_only" in flags and ast.unparse(flags["weights_only"]) == "True", (

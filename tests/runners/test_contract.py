@@ -3,6 +3,7 @@ backend's real engine on a tiny model (load -> context -> prefill -> decode -> t
 
 A backend added to the registry without a tiny model here fails `test_every_backend_has_a_tiny_model`.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -22,9 +23,19 @@ PREFILL_S, DECODE_S, FILL_S, TRUNCATE_S = 0.25, 0.01, 7.0, 3.0
 
 
 def _cell(backend: str, quantization: str, **values: Any) -> Cell:
-    fields: dict[str, Any] = dict(model_id="m", quantization=quantization, backend=backend, device_id="cpu",
-                                  device_kind="cpu", threads=1, prompt_tokens=24, gen_tokens=6, depth=16,
-                                  repetitions=3, warmup=2)
+    fields: dict[str, Any] = dict(
+        model_id="m",
+        quantization=quantization,
+        backend=backend,
+        device_id="cpu",
+        device_kind="cpu",
+        threads=1,
+        prompt_tokens=24,
+        gen_tokens=6,
+        depth=16,
+        repetitions=3,
+        warmup=2,
+    )
     fields.update(values)
     return Cell.model_validate(fields)
 

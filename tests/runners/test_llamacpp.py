@@ -1,4 +1,5 @@
 """The llama.cpp runner on the real SmolLM2 model (no mocks): sane figures, depth costs decode speed."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,10 +12,30 @@ from bench.suite import Cell
 
 
 def _cell(depth: int, prompt: int = 64, gen: int = 32, reps: int = 3) -> Cell:
-    return Cell(suite="t", model_id="smollm2", quantization="Q4_1", backend="llamacpp", device_id="cpu",
-                device_kind="cpu", device_index=0, threads=1, n_gpu_layers=0, n_batch=2048, n_ubatch=512,
-                flash_attn="auto", kv_cache_type="f16", mmap=True, repack=True, torch_compile=None,
-                static_cache=None, prompt_tokens=prompt, gen_tokens=gen, depth=depth, repetitions=reps, warmup=1)
+    return Cell(
+        suite="t",
+        model_id="smollm2",
+        quantization="Q4_1",
+        backend="llamacpp",
+        device_id="cpu",
+        device_kind="cpu",
+        device_index=0,
+        threads=1,
+        n_gpu_layers=0,
+        n_batch=2048,
+        n_ubatch=512,
+        flash_attn="auto",
+        kv_cache_type="f16",
+        mmap=True,
+        repack=True,
+        torch_compile=None,
+        static_cache=None,
+        prompt_tokens=prompt,
+        gen_tokens=gen,
+        depth=depth,
+        repetitions=reps,
+        warmup=1,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -73,8 +94,9 @@ def test_logits_are_deterministic_and_shaped(runner: LlamaCppRunner) -> None:
 
 @pytest.mark.parametrize("model_fixture", ["smollm2_path", "gemma3_path"])
 @pytest.mark.parametrize("depth", [0, 1024])
-def test_harness_overhead_against_llama_cpp_timers(model_fixture: str, depth: int,
-                                                   request: pytest.FixtureRequest) -> None:
+def test_harness_overhead_against_llama_cpp_timers(
+    model_fixture: str, depth: int, request: pytest.FixtureRequest
+) -> None:
     """bench's timed interval vs llama.cpp's own eval time for the same calls (llama_perf_context): what the
     Python side (ctypes calls, batch filling is off the clock) adds. Printed; asserted <= 3 % for loaded CI."""
     model: Path = request.getfixturevalue(model_fixture)
@@ -86,6 +108,8 @@ def test_harness_overhead_against_llama_cpp_timers(model_fixture: str, depth: in
         row = repetition_fields(cell, *measure_cell(engine, cell))
     finally:
         engine.close()
-    print(f"\n{model.name} depth {depth}: harness overhead prefill {row['prefill_overhead_pct']:+.3f}%, "
-          f"decode {row['decode_overhead_pct']:+.3f}%")
+    print(
+        f"\n{model.name} depth {depth}: harness overhead prefill {row['prefill_overhead_pct']:+.3f}%, "
+        f"decode {row['decode_overhead_pct']:+.3f}%"
+    )
     assert abs(row["prefill_overhead_pct"]) <= 3 and abs(row["decode_overhead_pct"]) <= 3

@@ -1,4 +1,5 @@
 """The backend registry: each backend's spec, and whether it can run on a device of this machine."""
+
 from __future__ import annotations
 
 import sys
@@ -45,10 +46,16 @@ def test_cuda_with_one_gpu() -> None:
     fp = make_fp()
     assert _available(fp, "llamacpp", "cuda", 0) == (True, "")
     assert _available(fp, "llamacpp", "cuda", 1) == (
-        False, "device cuda:1 absent: this machine has 1 NVIDIA GPU(s) (NVIDIA H200)")
+        False,
+        "device cuda:1 absent: this machine has 1 NVIDIA GPU(s) (NVIDIA H200)",
+    )
     assert _available(make_fp(llama_cpp_gpu_offload=False), "llamacpp", "cuda", 0) == (
-        False, ("llama-cpp-python on this machine was built without GPU offload; "
-                "reinstall with scripts/install.sh on a machine with nvcc (or BENCH_LLAMA_CUDA=1)"))
+        False,
+        (
+            "llama-cpp-python on this machine was built without GPU offload; "
+            "reinstall with scripts/install.sh on a machine with nvcc (or BENCH_LLAMA_CUDA=1)"
+        ),
+    )
 
 
 def test_cuda_without_nvml_or_llama_cpp() -> None:

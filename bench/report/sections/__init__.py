@@ -21,9 +21,7 @@ class Column:
     numeric: bool = False
 
 
-def frame_table(
-    columns: Sequence[Column], strong_rows: pd.Series | None = None, strong_column: str = ""
-) -> Table:
+def frame_table(columns: Sequence[Column], strong_rows: pd.Series | None = None, strong_column: str = "") -> Table:
     """A table from display-text columns; where `strong_rows` is True, the cell of `strong_column`
     (default: the first column) is emphasized."""
     if not columns:

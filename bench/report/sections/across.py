@@ -46,9 +46,7 @@ def comparison_tables(best: pd.DataFrame) -> list[Block]:
     decode = fmt.as_float(ordered["decode_tok_s_mean"])
     fastest = decode.groupby(comparison).transform("max")
     tok_per_j = fmt.fixed(ordered["tok_per_j"])
-    tok_per_j = tok_per_j.where(
-        ~ordered["tok_per_j_estimated"].fillna(False).astype(bool), tok_per_j + " (est.)"
-    )
+    tok_per_j = tok_per_j.where(~ordered["tok_per_j_estimated"].fillna(False).astype(bool), tok_per_j + " (est.)")
     cost = ("$" + fmt.fixed(ordered["usd_per_mtok"], 3)).where(ordered["usd_per_mtok"].notna(), fmt.MISSING)
     columns = [Column("device", ordered["device"])]
     if (ordered["knobs"] != "").any():

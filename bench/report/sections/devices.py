@@ -99,9 +99,7 @@ def _local_knobs(texts: _Texts, rows: slice) -> tuple[list[str], str]:
 
 
 def _knob_columns(texts: _Texts, rows: slice, knobs: list[str]) -> list[Column]:
-    return [
-        Column(knob_columns.label(n), texts.knob(n).iloc[rows], knob_columns.is_numeric(n)) for n in knobs
-    ]
+    return [Column(knob_columns.label(n), texts.knob(n).iloc[rows], knob_columns.is_numeric(n)) for n in knobs]
 
 
 def _any(values: pd.Series, rows: slice) -> bool:
@@ -157,8 +155,7 @@ def roofline_table(texts: _Texts, rows: slice, knobs: list[str], keep_all: bool)
             Paragraph.of(
                 "Decode efficiency: memory bandwidth unknown for this device (give ",
                 Code("memory_bandwidth_gbs"),
-                " in the suite's device entry, or re-run with this version of bench, which probes RAM "
-                "bandwidth).",
+                " in the suite's device entry, or re-run with this version of bench, which probes RAM bandwidth).",
             )
         ]
 

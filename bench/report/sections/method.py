@@ -24,13 +24,9 @@ def _quality_inputs(measured: pd.DataFrame) -> list[Paragraph]:
     texts = measured[measured["eval_text_sha256"] != ""].drop_duplicates(["eval_text_sha256", "eval_tokens"])
     for _, row in texts.sort_values("eval_text_sha256").iterrows():
         tokens = "" if fmt.is_missing(row["eval_tokens"]) else f" ({int(row['eval_tokens']):,} tokens)"
-        items.append(
-            Paragraph.of("Evaluation text sha256 ", Code(str(row["eval_text_sha256"])), tokens + ".")
-        )
+        items.append(Paragraph.of("Evaluation text sha256 ", Code(str(row["eval_text_sha256"])), tokens + "."))
     baselines = (
-        measured.loc[measured["baseline_quantization"] != "", "baseline_quantization"]
-        .drop_duplicates()
-        .sort_values()
+        measured.loc[measured["baseline_quantization"] != "", "baseline_quantization"].drop_duplicates().sort_values()
     )
     if len(baselines):
         items.append(
@@ -43,9 +39,7 @@ def _quality_inputs(measured: pd.DataFrame) -> list[Paragraph]:
     for _, row in tasks.sort_values(["task_name", "task_sha256"], na_position="last").iterrows():
         items_text = "" if fmt.is_missing(row["task_items"]) else f", {int(row['task_items']):,} items"
         digest = "" if fmt.is_missing(row["task_sha256"]) else str(row["task_sha256"])
-        items.append(
-            Paragraph.of(f"Task {row['task_name']}{items_text}, sha256 ", Code(digest or fmt.MISSING), ".")
-        )
+        items.append(Paragraph.of(f"Task {row['task_name']}{items_text}, sha256 ", Code(digest or fmt.MISSING), "."))
     return items
 
 
@@ -69,9 +63,7 @@ def failed_cells(rows: pd.DataFrame) -> list[Block]:
     blocks: list[Block] = [Heading(3, "Appendix: failed and skipped cells")]
     if bad.empty:
         return blocks + [Paragraph.of("None: every cell was measured.")]
-    bad = bad.assign(
-        device=fmt.text(bad["host"]).replace("", "unknown host") + " / " + fmt.text(bad["device_id"])
-    )
+    bad = bad.assign(device=fmt.text(bad["host"]).replace("", "unknown host") + " / " + fmt.text(bad["device_id"]))
     ordered = sort_configs(bad, first=["status", "device"])
     columns = [
         Column("status", fmt.text(ordered["status"])),
@@ -141,8 +133,7 @@ def build(analysis: Analysis) -> list[Block]:
             + (
                 "every row of every file is kept (--keep-all)."
                 if data.keep_all
-                else "for each cell (same settings: cell_id) and host, only the newest result (by "
-                "finish time) is kept."
+                else "for each cell (same settings: cell_id) and host, only the newest result (by finish time) is kept."
             )
         ),
         *_quality_inputs(measured),
@@ -150,9 +141,7 @@ def build(analysis: Analysis) -> list[Block]:
     blocks.append(Bullets(tuple(items)))
     blocks.append(Heading(3, "Inputs"))
     blocks.append(
-        frame_table(
-            [Column("file", data.sources["file"]), Column("rows", fmt.integer(data.sources["rows"]), True)]
-        )
+        frame_table([Column("file", data.sources["file"]), Column("rows", fmt.integer(data.sources["rows"]), True)])
     )
     blocks += failed_cells(data.rows)
     return blocks

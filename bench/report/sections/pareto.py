@@ -87,9 +87,7 @@ def build(analysis: Analysis) -> list[Block]:
             image = pareto_plot(plotted, x, loss_column, x_label, label, front, name, title)
             blocks += [image] if image is not None else []
     ordered = sort_configs(
-        configs.assign(
-            _off=~configs["front_speed"].astype(bool), _decode=-fmt.as_float(configs["decode_tok_s_mean"])
-        ),
+        configs.assign(_off=~configs["front_speed"].astype(bool), _decode=-fmt.as_float(configs["decode_tok_s_mean"])),
         first=["model_id", "_off", "_decode", "device"],
     )
     columns = [
@@ -101,9 +99,7 @@ def build(analysis: Analysis) -> list[Block]:
     ]
     if loss_column is not None:
         columns.append(
-            Column(
-                QUALITY_LOSS_LABEL[metric], fmt.fixed(ordered[loss_column], 4 if metric == "kld" else 2), True
-            )
+            Column(QUALITY_LOSS_LABEL[metric], fmt.fixed(ordered[loss_column], 4 if metric == "kld" else 2), True)
         )
         columns += [
             Column("speed front", _verdict(ordered, "front_speed", "dominated_speed")),
@@ -114,9 +110,7 @@ def build(analysis: Analysis) -> list[Block]:
     on_any = ordered["front_speed"].astype(bool) | ordered["front_memory"].astype(bool)
     dominated = int((~on_any).sum())
     blocks.append(
-        Paragraph.of(
-            f"{int(on_any.sum())} configuration(s) on a front, {dominated} dominated (bold: on a front)."
-        )
+        Paragraph.of(f"{int(on_any.sum())} configuration(s) on a front, {dominated} dominated (bold: on a front).")
     )
     blocks.append(frame_table(columns, strong_rows=on_any, strong_column="configuration"))
     return blocks

@@ -83,9 +83,7 @@ def _option_columns(frame: pd.DataFrame, metric: str | None) -> list[Column]:
     ]
     if metric is not None:
         column = QUALITY_LOSS_COLUMN[metric]
-        columns.append(
-            Column(QUALITY_LOSS_LABEL[metric], fmt.fixed(frame[column], 4 if metric == "kld" else 2), True)
-        )
+        columns.append(Column(QUALITY_LOSS_LABEL[metric], fmt.fixed(frame[column], 4 if metric == "kld" else 2), True))
     if frame["task_accuracy_pct"].notna().any():
         columns.append(Column("task acc. (%)", fmt.fixed(frame["task_accuracy_pct"], 1), True))
     columns += [

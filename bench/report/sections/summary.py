@@ -64,9 +64,7 @@ def _bandwidth_by_host(measured: pd.DataFrame) -> pd.Series:
 
 
 def machines_table(rows: pd.DataFrame, measured: pd.DataFrame) -> list[Block]:
-    newest_first = rows.sort_values(
-        ["finished_utc", "started_utc"], ascending=False, na_position="last", kind="stable"
-    )
+    newest_first = rows.sort_values(["finished_utc", "started_utc"], ascending=False, na_position="last", kind="stable")
     hosts = newest_first[
         ["host", "cpu_physical_cores", "cpu_logical_cores", "ram_total_bytes", "gpu_vram_total_bytes"]
     ].groupby("host", sort=True, dropna=False)
@@ -89,9 +87,7 @@ def machines_table(rows: pd.DataFrame, measured: pd.DataFrame) -> list[Block]:
     info["since"] = _stamps_by_host(newest_first, "started_utc", "min")
     info["until"] = _stamps_by_host(newest_first, "finished_utc", "max")
     driver = (info["gpu_driver"] + " / " + info["cuda_version"]).where(info["gpu_driver"] != "", "")
-    host_names = pd.Series(info.index, index=info.index).map(
-        lambda h: "unknown host" if fmt.is_missing(h) else h
-    )
+    host_names = pd.Series(info.index, index=info.index).map(lambda h: "unknown host" if fmt.is_missing(h) else h)
     columns = [
         Column("host", host_names),
         Column("CPU", info["cpu_brand"]),
@@ -120,8 +116,19 @@ def machines_table(rows: pd.DataFrame, measured: pd.DataFrame) -> list[Block]:
 
 
 def models_table(rows: pd.DataFrame) -> list[Block]:
-    needed = ["model_id", "quantization", "model_file_bytes", "bits_per_weight", "arch", "model_source",
-              "n_params", "n_layers", "n_kv_heads", "head_dim", "n_ctx_train"]
+    needed = [
+        "model_id",
+        "quantization",
+        "model_file_bytes",
+        "bits_per_weight",
+        "arch",
+        "model_source",
+        "n_params",
+        "n_layers",
+        "n_kv_heads",
+        "head_dim",
+        "n_ctx_train",
+    ]
     known = rows.loc[rows["model_id"] != "", needed]
     if known.empty:
         return []
@@ -220,9 +227,7 @@ def at_a_glance(analysis: Analysis) -> Bullets:
         counts = bad["status"].value_counts().sort_index()
         items.append(
             Paragraph.of(
-                "Not measured: "
-                + ", ".join(f"{n} {s}" for s, n in counts.items())
-                + " (see the appendix for reasons)."
+                "Not measured: " + ", ".join(f"{n} {s}" for s, n in counts.items()) + " (see the appendix for reasons)."
             )
         )
     return Bullets(tuple(items))
@@ -232,9 +237,7 @@ def build(analysis: Analysis) -> list[Block]:
     data = analysis.data
     rows = data.rows
     since, until = _earliest(rows["started_utc"]), _latest(rows["finished_utc"])
-    merged = (
-        "every result kept (--keep-all)" if data.keep_all else "the newest result per cell and machine kept"
-    )
+    merged = "every result kept (--keep-all)" if data.keep_all else "the newest result per cell and machine kept"
     intro = (
         f"{count_text(data.input_rows, 'result row')} from {count_text(len(data.sources), 'file')}; "
         f"{merged}: {count_text(len(rows), 'row')}, measured between {since or '?'} and {until or '?'} (UTC)."

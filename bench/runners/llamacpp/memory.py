@@ -13,6 +13,7 @@ A cell needs, on each memory (host RAM, GPU VRAM):
 "Measured" for comparison (tests/test_planner.py): a process's peak RSS (VmHWM) minus its RSS just before
 the model is loaded — what loading the model, creating the context and running a batch added.
 """
+
 from __future__ import annotations
 
 import math
@@ -39,8 +40,15 @@ TOKENIZER_BYTES_PER_TOKEN = 124  # vocabulary tables + one row of output logits,
 CUDA_RUNTIME_BYTES = 384 * MIB
 # Bytes per element of the KV cache types (ggml block size, block bytes).
 KV_TYPE_BLOCKS: dict[str, tuple[int, int]] = {
-    "f32": (1, 4), "f16": (1, 2), "bf16": (1, 2), "q8_0": (32, 34), "q4_0": (32, 18), "q4_1": (32, 20),
-    "iq4_nl": (32, 18), "q5_0": (32, 22), "q5_1": (32, 24),
+    "f32": (1, 4),
+    "f16": (1, 2),
+    "bf16": (1, 2),
+    "q8_0": (32, 34),
+    "q4_0": (32, 18),
+    "q4_1": (32, 20),
+    "iq4_nl": (32, 18),
+    "q5_0": (32, 22),
+    "q5_1": (32, 24),
 }
 
 # The knobs' own defaults (bench.suite.knobs), for callers that estimate a shape without a cell.
@@ -59,8 +67,10 @@ def _kv_element_bytes(kv_cache_type: str) -> float:
 def kv_bytes_per_cell(shape: ModelShape, kv_cache_type: str, layers: range | None = None) -> float:
     """KV bytes one context position takes over `layers` (all by default)."""
     element = _kv_element_bytes(kv_cache_type)
-    return sum(shape.n_kv_heads[i] * (shape.head_dim_k + shape.head_dim_v) * element
-               for i in (layers if layers is not None else range(shape.n_layers)))
+    return sum(
+        shape.n_kv_heads[i] * (shape.head_dim_k + shape.head_dim_v) * element
+        for i in (layers if layers is not None else range(shape.n_layers))
+    )
 
 
 def _kv_cells(shape: ModelShape, layer: int, n_ctx: int, n_ubatch: int, swa_full: bool) -> int:
@@ -101,9 +111,17 @@ def offloaded_layers(shape: ModelShape, n_gpu_layers: int | None, device_kind: s
 
 
 def estimate_memory(
-    shape: ModelShape, *, n_ctx: int, batch_tokens: int, n_ubatch: int = DEFAULT_UBATCH,
-    kv_cache_type: str = DEFAULT_KV_TYPE, flash_attn: str = DEFAULT_FLASH_ATTN, n_gpu_layers: int | None = 0,
-    device_kind: str = "cpu", quantization: str | None = None, swa_full: bool = RUNNER_SWA_FULL,
+    shape: ModelShape,
+    *,
+    n_ctx: int,
+    batch_tokens: int,
+    n_ubatch: int = DEFAULT_UBATCH,
+    kv_cache_type: str = DEFAULT_KV_TYPE,
+    flash_attn: str = DEFAULT_FLASH_ATTN,
+    n_gpu_layers: int | None = 0,
+    device_kind: str = "cpu",
+    quantization: str | None = None,
+    swa_full: bool = RUNNER_SWA_FULL,
     repack: bool = True,
 ) -> MemoryEstimate:
     """Memory of the model at a context of n_ctx cells with batches of up to batch_tokens tokens.
@@ -120,8 +138,10 @@ def estimate_memory(
     tokens = max(1, min(batch_tokens, n_ubatch))
     element = _kv_element_bytes(kv_cache_type)
     width = shape.head_dim_k + shape.head_dim_v
-    kv_per_layer = [shape.n_kv_heads[i] * width * element * _kv_cells(shape, i, n_ctx, n_ubatch, swa_full)
-                    for i in range(shape.n_layers)]
+    kv_per_layer = [
+        shape.n_kv_heads[i] * width * element * _kv_cells(shape, i, n_ctx, n_ubatch, swa_full)
+        for i in range(shape.n_layers)
+    ]
     weights_vram = sum(weights.layers[first_gpu:])
     weights_vram += weights.output + weights.output_copy if output_on_gpu else 0
     weights_ram = sum(weights.layers[:first_gpu]) + weights.input + (0 if output_on_gpu else weights.output)
@@ -139,9 +159,16 @@ def estimate_memory(
         compute_ram = runtime + _touched_compute_bytes(shape, tokens, n_ctx, flash)
     else:  # every layer on the GPU: the host only stages each batch's embeddings
         compute_ram = runtime + 2 * shape.n_embd * tokens * 4
-    return MemoryEstimate(n_ctx=n_ctx, weights_ram=weights_ram, weights_vram=weights_vram, kv_ram=kv_ram,
-                          kv_vram=kv_vram, compute_ram=compute_ram, compute_vram=compute_vram,
-                          basis=shape.basis)
+    return MemoryEstimate(
+        n_ctx=n_ctx,
+        weights_ram=weights_ram,
+        weights_vram=weights_vram,
+        kv_ram=kv_ram,
+        kv_vram=kv_vram,
+        compute_ram=compute_ram,
+        compute_vram=compute_vram,
+        basis=shape.basis,
+    )
 
 
 def cell_batch_tokens(cell: Cell) -> int:
@@ -154,16 +181,30 @@ def cell_batch_tokens(cell: Cell) -> int:
 def estimate_cell(cell: Cell, shape: ModelShape, quantization: str | None = None) -> MemoryEstimate:
     """The memory one llama.cpp cell needs (quantization: the weights' type when not the file's own)."""
     return estimate_memory(
-        shape, n_ctx=context_size(cell), batch_tokens=cell_batch_tokens(cell), n_ubatch=cell.n_ubatch,
-        kv_cache_type=cell.kv_cache_type, flash_attn=cell.flash_attn, n_gpu_layers=cell.n_gpu_layers,
-        device_kind=cell.device_kind, quantization=quantization, repack=cell.repack,
+        shape,
+        n_ctx=context_size(cell),
+        batch_tokens=cell_batch_tokens(cell),
+        n_ubatch=cell.n_ubatch,
+        kv_cache_type=cell.kv_cache_type,
+        flash_attn=cell.flash_attn,
+        n_gpu_layers=cell.n_gpu_layers,
+        device_kind=cell.device_kind,
+        quantization=quantization,
+        repack=cell.repack,
     )
 
 
-def max_context(shape: ModelShape, budget: Budget, *, quantization: str | None = None,
-                n_ubatch: int = DEFAULT_UBATCH, kv_cache_type: str = DEFAULT_KV_TYPE,
-                flash_attn: str = DEFAULT_FLASH_ATTN, n_gpu_layers: int | None = 0,
-                device_kind: str = "cpu") -> int | None:
+def max_context(
+    shape: ModelShape,
+    budget: Budget,
+    *,
+    quantization: str | None = None,
+    n_ubatch: int = DEFAULT_UBATCH,
+    kv_cache_type: str = DEFAULT_KV_TYPE,
+    flash_attn: str = DEFAULT_FLASH_ATTN,
+    n_gpu_layers: int | None = 0,
+    device_kind: str = "cpu",
+) -> int | None:
     """The largest context (a multiple of 256, at most 1M) that fits the budget with full batches; 0 if
     none does, None when the budget is unknown."""
     where_known = budget.vram_bytes if device_kind == "cuda" and n_gpu_layers else budget.ram_bytes
@@ -171,9 +212,17 @@ def max_context(shape: ModelShape, budget: Budget, *, quantization: str | None =
         return None
 
     def ok(n_ctx: int) -> bool:
-        estimate = estimate_memory(shape, n_ctx=n_ctx, batch_tokens=n_ubatch, n_ubatch=n_ubatch,
-                                   kv_cache_type=kv_cache_type, flash_attn=flash_attn, n_gpu_layers=n_gpu_layers,
-                                   device_kind=device_kind, quantization=quantization)
+        estimate = estimate_memory(
+            shape,
+            n_ctx=n_ctx,
+            batch_tokens=n_ubatch,
+            n_ubatch=n_ubatch,
+            kv_cache_type=kv_cache_type,
+            flash_attn=flash_attn,
+            n_gpu_layers=n_gpu_layers,
+            device_kind=device_kind,
+            quantization=quantization,
+        )
         return fits(estimate, budget)
 
     if not ok(CONTEXT_ROUND):
@@ -218,7 +267,7 @@ def max_context_for_row(row: Mapping[str, Any]) -> tuple[int | None, str]:
     n_ubatch = int(_number(row, "n_ubatch") or DEFAULT_UBATCH)
     flash = str(row.get("flash_attn") or DEFAULT_FLASH_ATTN) != "off"
     n_heads = _number(row, "n_heads") or 1
-    attention_per_token = (-(-n_ubatch // KQ_MASK_PAD) * KQ_MASK_PAD * 2 if flash else (n_heads + 1) * n_ubatch * 4)
+    attention_per_token = -(-n_ubatch // KQ_MASK_PAD) * KQ_MASK_PAD * 2 if flash else (n_heads + 1) * n_ubatch * 4
     total, kv, n_ctx = _number(row, "est_total_bytes"), _number(row, "est_kv_bytes"), _number(row, "n_ctx")
     if total is not None and kv is not None and n_ctx:
         per_token = kv / n_ctx

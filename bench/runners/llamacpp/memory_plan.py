@@ -5,6 +5,7 @@ table or the suite's `models[].metadata` (bench.runners.llamacpp.shapes); nothin
 Estimates are memoized on what they depend on, so a large matrix (threads, prompt sizes) costs one estimate
 per distinct context and memory setting, not one per cell.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -81,11 +82,17 @@ class ShapeFinder:
         fetch = f"{why}: `bench run` downloads it (or builds it), and skips the cell if it cannot"
         shape = shape_from_suite(model)
         if shape is None:
-            return ShapeSource(None, note=f"no estimate: {why}, its shape is not built in and the suite's "
-                                          "models[].metadata lacks params_b, n_layers, n_kv_heads, head_dim")
+            return ShapeSource(
+                None,
+                note=f"no estimate: {why}, its shape is not built in and the suite's "
+                "models[].metadata lacks params_b, n_layers, n_kv_heads, head_dim",
+            )
         if quant not in BITS_PER_WEIGHT:
-            return ShapeSource(None, note=f"no estimate: {why} and its quantization is unknown "
-                                          "(name it in models[].files or source_quantization)")
+            return ShapeSource(
+                None,
+                note=f"no estimate: {why} and its quantization is unknown "
+                "(name it in models[].files or source_quantization)",
+            )
         return ShapeSource(replace(shape, file_type=quant), quant, fetch=fetch)
 
 
@@ -112,13 +119,23 @@ class CellEstimator:
         estimate = self._estimate(cell, found, shape)
         if isinstance(estimate, str):
             return CellMemory(note=f"no estimate: {estimate}", budget=budget, fetch=found.fetch)
-        return CellMemory(estimate=estimate, budget=budget, model=self._model_facts(shape, cell.knob("kv_cache_type")),
-                          fetch=found.fetch, context_limit=self._context_limit(cell, found, shape, budget))
+        return CellMemory(
+            estimate=estimate,
+            budget=budget,
+            model=self._model_facts(shape, cell.knob("kv_cache_type")),
+            fetch=found.fetch,
+            context_limit=self._context_limit(cell, found, shape, budget),
+        )
 
     def _estimate(self, cell: Cell, found: ShapeSource, shape: ModelShape) -> MemoryEstimate | str:
         knob = cell.knob  # (a knob read as an attribute goes through pydantic's __getattr__: 5x slower)
-        key = (id(found), context_size(cell), cell_batch_tokens(cell), *(knob(k) for k in _ESTIMATE_KNOBS),
-               cell.device_kind)
+        key = (
+            id(found),
+            context_size(cell),
+            cell_batch_tokens(cell),
+            *(knob(k) for k in _ESTIMATE_KNOBS),
+            cell.device_kind,
+        )
         if key not in self._estimates:
             try:
                 self._estimates[key] = estimate_cell(cell, shape, found.quantization)
@@ -129,22 +146,34 @@ class CellEstimator:
     def _model_facts(self, shape: ModelShape, kv_cache_type: str) -> ModelFacts:
         key = (id(shape), kv_cache_type)
         if key not in self._facts:
-            self._facts[key] = ModelFacts(n_params=shape.n_params, n_ctx_train=shape.n_ctx_train,
-                                          kv_bytes_per_token=kv_bytes_per_cell(shape, kv_cache_type),
-                                          attention_flops_per_position=2.0 * shape.n_layers * shape.n_heads
-                                          * (shape.head_dim_k + shape.head_dim_v),
-                                          basis=shape.basis)
+            self._facts[key] = ModelFacts(
+                n_params=shape.n_params,
+                n_ctx_train=shape.n_ctx_train,
+                kv_bytes_per_token=kv_bytes_per_cell(shape, kv_cache_type),
+                attention_flops_per_position=2.0
+                * shape.n_layers
+                * shape.n_heads
+                * (shape.head_dim_k + shape.head_dim_v),
+                basis=shape.basis,
+            )
         return self._facts[key]
 
-    def _context_limit(self, cell: Cell, found: ShapeSource, shape: ModelShape,
-                       budget: Budget) -> Callable[[], int | None]:
+    def _context_limit(
+        self, cell: Cell, found: ShapeSource, shape: ModelShape, budget: Budget
+    ) -> Callable[[], int | None]:
         """The largest context of the cell's setup, searched when first asked (plan views ask per setup)."""
         knob = cell.knob
         key = (id(found), cell.device_id, *(knob(k) for k in _CONTEXT_KNOBS))
         if key not in self._limits:
-            self._limits[key] = ContextLimit(shape, budget, {"quantization": found.quantization,
-                                                             "device_kind": cell.device_kind,
-                                                             **{k: knob(k) for k in _CONTEXT_KNOBS}})
+            self._limits[key] = ContextLimit(
+                shape,
+                budget,
+                {
+                    "quantization": found.quantization,
+                    "device_kind": cell.device_kind,
+                    **{k: knob(k) for k in _CONTEXT_KNOBS},
+                },
+            )
         return self._limits[key]
 
 
@@ -166,8 +195,9 @@ def _budgets(suite: Suite, fingerprint: Fingerprint) -> dict[str, Budget]:
     return {d.id: device_budget(fingerprint, d, suite.limits) for d in suite.devices}
 
 
-def plan_memory(suite: Suite, cells: Sequence[Cell], fingerprint: Fingerprint,
-                derives: Callable[[ModelSpec, str], bool]) -> dict[str, CellMemory]:
+def plan_memory(
+    suite: Suite, cells: Sequence[Cell], fingerprint: Fingerprint, derives: Callable[[ModelSpec, str], bool]
+) -> dict[str, CellMemory]:
     """Each llama.cpp cell's estimate against its device's budget, by cell id."""
     finder = ShapeFinder(suite, derives)
     estimator = CellEstimator(_budgets(suite, fingerprint))

@@ -4,9 +4,10 @@ Each derived file lives in a content-addressed cache,
 `bench.models.cache_dir()/quantized/<source stem>-<source sha256>/<TYPE>-<llama.cpp version key>.gguf`,
 with a `.json` beside it saying where it came from. It is built once: a file lock serialises racing
 builders, the build writes a temporary file in the same folder, and os.replace() publishes it whole.
-The quantization runs in a child process (`python -m bench.quantize --child ...`, no shell), so a crash
+The quantization runs in a child process (`python -m bench.runners.llamacpp.quantize --child ...`, no shell), so a crash
 inside llama.cpp becomes an error message instead of a dead run.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -84,8 +85,9 @@ def source_sha256(path: Path) -> str:
         while chunk := handle.read(8 * 2**20):
             digest.update(chunk)
     index.parent.mkdir(parents=True, exist_ok=True)
-    _write_json_atomically(index, {"path": str(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
-                                   "sha256": digest.hexdigest()})
+    _write_json_atomically(
+        index, {"path": str(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": digest.hexdigest()}
+    )
     return digest.hexdigest()
 
 
@@ -114,10 +116,12 @@ def check_derivation(model: ModelSpec, quantization: str, source_type: str) -> N
     """A derivation bench can do: a known type, and no requantization unless the suite allows it."""
     valid = derivable_types()
     if quantization not in valid:
-        why = "needs an importance matrix, which bench does not compute" if quantization in NEEDS_IMATRIX \
+        why = (
+            "needs an importance matrix, which bench does not compute"
+            if quantization in NEEDS_IMATRIX
             else "is not a type this llama.cpp can produce"
-        raise BenchError(f"model {model.id!r}: quantization {quantization!r} {why}; "
-                         f"valid types: {', '.join(valid)}")
+        )
+        raise BenchError(f"model {model.id!r}: quantization {quantization!r} {why}; valid types: {', '.join(valid)}")
     if source_type not in UNQUANTIZED_TYPES and not model.allow_requantize:
         allowed = ["source" + (f" ({source_type})" if source_type else ""), *model.files]
         raise BenchError(
@@ -125,7 +129,7 @@ def check_derivation(model: ModelSpec, quantization: str, source_type: str) -> N
             f"quantized file ({source_type or 'type unknown'}), which loses precision twice; allowed for this "
             f"model without requantizing: {', '.join(allowed)}",
             hint="set `allow_requantize: true` on the model in the suite, give an F16/BF16/F32 source, "
-                 f"or list a prequantized file under models[].files.{quantization}",
+            f"or list a prequantized file under models[].files.{quantization}",
         )
 
 
@@ -152,8 +156,17 @@ def _valid_gguf(path: Path) -> bool:
 
 def _quantize_in_child(source: Path, output: Path, quantization: str, allow_requantize: bool) -> None:
     """Run llama_model_quantize in a child process; its crash or refusal becomes a BenchError."""
-    command = [sys.executable, "-m", "bench.runners.llamacpp.quantize", "--child", str(source), str(output), quantization,
-               "--threads", str(os.cpu_count() or 1)]
+    command = [
+        sys.executable,
+        "-m",
+        "bench.runners.llamacpp.quantize",
+        "--child",
+        str(source),
+        str(output),
+        quantization,
+        "--threads",
+        str(os.cpu_count() or 1),
+    ]
     if allow_requantize:
         command.append("--allow-requantize")
     with tempfile.TemporaryFile() as log:
@@ -173,8 +186,9 @@ def _quantize_in_child(source: Path, output: Path, quantization: str, allow_requ
     raise BenchError(f"llama.cpp could not quantize {source} to {quantization} ({how}): {detail}")
 
 
-def build_derived(source: Path, quantization: str, *, source_type: str, allow_requantize: bool,
-                  reference: str) -> Derived:
+def build_derived(
+    source: Path, quantization: str, *, source_type: str, allow_requantize: bool, reference: str
+) -> Derived:
     """The derived file, from the cache or built now (once, even when several processes race)."""
     from filelock import FileLock
 
@@ -191,12 +205,20 @@ def build_derived(source: Path, quantization: str, *, source_type: str, allow_re
         try:
             _quantize_in_child(source, temporary, quantization, allow_requantize)
             check_gguf(temporary)
-            _write_json_atomically(target.with_suffix(".json"), {
-                "source_reference": reference, "source_path": str(source), "source_sha256": source_sha256(source),
-                "source_type": source_type, "quantization": quantization, "llama_cpp": llama_cpp_version_key(),
-                "built_utc": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                "seconds": round(time.perf_counter() - start, 2), "bytes": temporary.stat().st_size,
-            })
+            _write_json_atomically(
+                target.with_suffix(".json"),
+                {
+                    "source_reference": reference,
+                    "source_path": str(source),
+                    "source_sha256": source_sha256(source),
+                    "source_type": source_type,
+                    "quantization": quantization,
+                    "llama_cpp": llama_cpp_version_key(),
+                    "built_utc": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                    "seconds": round(time.perf_counter() - start, 2),
+                    "bytes": temporary.stat().st_size,
+                },
+            )
             os.replace(temporary, target)
         finally:
             temporary.unlink(missing_ok=True)
@@ -206,16 +228,23 @@ def build_derived(source: Path, quantization: str, *, source_type: str, allow_re
 def derive(model: ModelSpec, quantization: str) -> Derived:
     """Resolve the model's source and derive `quantization` from it (ModelUnavailable when the source is not)."""
     if model.source is None:
-        raise ModelUnavailable(f"model {model.id!r} has no `source` to derive {quantization} from; "
-                               f"its files: {', '.join(model.files) or 'none'}")
+        raise ModelUnavailable(
+            f"model {model.id!r} has no `source` to derive {quantization} from; "
+            f"its files: {', '.join(model.files) or 'none'}"
+        )
     source = resolve(model.source)
     check_gguf(source.path)
     source_type = source_file_type(source.path, model.source_quantization)
     if quantization == source_type:  # nothing to derive: the source already is that type
         return Derived(source.path, quantization, "", built=False, seconds=0.0)
     check_derivation(model, quantization, source_type)
-    return build_derived(source.path, quantization, source_type=source_type,
-                         allow_requantize=model.allow_requantize, reference=model.source)
+    return build_derived(
+        source.path,
+        quantization,
+        source_type=source_type,
+        allow_requantize=model.allow_requantize,
+        reference=model.source,
+    )
 
 
 def derived_model(suite: Suite, model: ModelSpec, quantization: str) -> ResolvedModel:
@@ -231,7 +260,9 @@ def derived_model(suite: Suite, model: ModelSpec, quantization: str) -> Resolved
 
 
 def _child_main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.runners.llamacpp.quantize", description="internal: one llama.cpp quantize")
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.runners.llamacpp.quantize", description="internal: one llama.cpp quantize"
+    )
     parser.add_argument("--child", nargs=3, metavar=("SOURCE", "OUTPUT", "TYPE"), required=True)
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--allow-requantize", action="store_true")

@@ -3,6 +3,7 @@
 Tokens are fed as prepared llama_batch structs (no tokenization or sampling on the clock),
 and llama_synchronize() runs before each clock stop.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -19,8 +20,7 @@ from bench.runners.base import LoadInfo, SpeedEngine, context_size
 from bench.runners.llamacpp.threadpool import ThreadPool
 from bench.suite import Cell
 
-KV_TYPE_TO_GGML = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7, "q8_0": 8, "iq4_nl": 20,
-                   "bf16": 30}
+KV_TYPE_TO_GGML = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7, "q8_0": 8, "iq4_nl": 20, "bf16": 30}
 FLASH_ATTN_TO_LLAMA = {"auto": -1, "off": 0, "on": 1}
 _MIB = re.compile(r"([\d.]+)\s*MiB")
 
@@ -32,7 +32,8 @@ def _llama() -> Any:
 
 
 class _LogCapture:
-    """Collects llama.cpp log lines so buffer sizes (KV, compute) can be read back as measured values."""
+    """Collects llama.cpp log lines so buffer sizes (KV, compute) can be read back as measured values.
+    One per process (_log_capture): llama.cpp keeps the callback process-wide, so it must outlive any runner."""
 
     def __init__(self) -> None:
         llama_cpp = _llama()
@@ -48,6 +49,16 @@ class _LogCapture:
     def take(self) -> list[str]:
         lines, self.lines = self.lines, []
         return lines
+
+
+_CAPTURE: list[_LogCapture] = []
+
+
+def _log_capture() -> _LogCapture:
+    if not _CAPTURE:
+        _CAPTURE.append(_LogCapture())
+    _CAPTURE[0].take()  # a new runner starts with an empty log
+    return _CAPTURE[0]
 
 
 def _sum_mib(lines: list[str], marker: str) -> int | None:
@@ -76,7 +87,7 @@ class LlamaCppRunner(SpeedEngine):
         self.n_ctx = 0
         self.n_batch = 512
         self._pos = 0
-        self._log = _LogCapture()
+        self._log = _log_capture()
 
     # ------------------------------------------------------------ load
     def load(self) -> LoadInfo:
@@ -277,11 +288,11 @@ class LlamaCppRunner(SpeedEngine):
         n_vocab = self.n_vocab()
         out = np.empty((len(tokens), n_vocab), dtype=np.float32)
         for start in range(0, len(tokens), self.n_batch):
-            chunk = tokens[start:start + self.n_batch]
+            chunk = tokens[start : start + self.n_batch]
             self._fill_batch(chunk, start, "all")
             self._decode_batch()
             pointer = llama_cpp.llama_get_logits(self.ctx)
-            out[start:start + len(chunk)] = np.ctypeslib.as_array(pointer, shape=(len(chunk), n_vocab))
+            out[start : start + len(chunk)] = np.ctypeslib.as_array(pointer, shape=(len(chunk), n_vocab))
         self._pos = len(tokens)
         return out
 
@@ -312,7 +323,7 @@ class LlamaCppRunner(SpeedEngine):
         self._check_fits(len(tokens) + max_new_tokens)
         llama_cpp.llama_memory_clear(self._memory(), True)
         for start in range(0, len(tokens), self.n_batch):
-            chunk = tokens[start:start + self.n_batch]
+            chunk = tokens[start : start + self.n_batch]
             self._fill_batch(chunk, start, start + len(chunk) == len(tokens))
             self._decode_batch()
         n_vocab = self.n_vocab()
@@ -331,4 +342,3 @@ class LlamaCppRunner(SpeedEngine):
             position += 1
         self._pos = position
         return np.asarray(generated, dtype=np.int32)
-

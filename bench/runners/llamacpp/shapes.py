@@ -4,6 +4,7 @@ built-in table of known models (DeepSeek-R1-Distill-*) or the suite's `models[].
 Shapes from a file carry exact bytes per tensor; others get weights from parameters × the quantization type's
 bits per weight.
 """
+
 from __future__ import annotations
 
 import re
@@ -21,11 +22,38 @@ if TYPE_CHECKING:
 # embedding tensors included): from the sizes `llama-quantize --help` lists for Llama-3-8B (8.03 B
 # parameters), and the nominal rate for the IQ/TQ types it lists by bpw.
 BITS_PER_WEIGHT: dict[str, float] = {
-    "F32": 32.0, "F16": 16.0, "BF16": 16.0, "Q8_0": 8.5, "Q6_K": 6.57, "Q5_K_M": 5.70, "Q5_K_S": 5.57,
-    "Q5_1": 6.04, "Q5_0": 5.57, "Q4_K_M": 4.90, "Q4_K_S": 4.67, "Q4_1": 5.11, "Q4_0": 4.64, "IQ4_NL": 4.50,
-    "IQ4_XS": 4.25, "Q3_K_L": 4.31, "Q3_K_M": 4.00, "Q3_K_S": 3.65, "IQ3_M": 3.66, "IQ3_S": 3.44,
-    "IQ3_XS": 3.30, "IQ3_XXS": 3.06, "Q2_K": 3.17, "Q2_K_S": 3.17, "IQ2_M": 2.70, "IQ2_S": 2.50,
-    "IQ2_XS": 2.31, "IQ2_XXS": 2.06, "IQ1_M": 1.75, "IQ1_S": 1.56, "TQ1_0": 1.69, "TQ2_0": 2.06,
+    "F32": 32.0,
+    "F16": 16.0,
+    "BF16": 16.0,
+    "Q8_0": 8.5,
+    "Q6_K": 6.57,
+    "Q5_K_M": 5.70,
+    "Q5_K_S": 5.57,
+    "Q5_1": 6.04,
+    "Q5_0": 5.57,
+    "Q4_K_M": 4.90,
+    "Q4_K_S": 4.67,
+    "Q4_1": 5.11,
+    "Q4_0": 4.64,
+    "IQ4_NL": 4.50,
+    "IQ4_XS": 4.25,
+    "Q3_K_L": 4.31,
+    "Q3_K_M": 4.00,
+    "Q3_K_S": 3.65,
+    "IQ3_M": 3.66,
+    "IQ3_S": 3.44,
+    "IQ3_XS": 3.30,
+    "IQ3_XXS": 3.06,
+    "Q2_K": 3.17,
+    "Q2_K_S": 3.17,
+    "IQ2_M": 2.70,
+    "IQ2_S": 2.50,
+    "IQ2_XS": 2.31,
+    "IQ2_XXS": 2.06,
+    "IQ1_M": 1.75,
+    "IQ1_S": 1.56,
+    "TQ1_0": 1.69,
+    "TQ2_0": 2.06,
 }
 # Tensor types llama.cpp's CPU backend repacks into its own layout at load (knobs.repack): the copy comes on
 # top of the file pages read to make it (x86 AVX2 with this llama.cpp; ARM repacks a similar set).
@@ -84,10 +112,19 @@ class Weights:
 def weights_for(shape: ModelShape, quantization: str | None) -> Weights:
     """Tensor bytes of the model at `quantization`: exact for the file's own type, else params × bpw."""
     same = quantization in (None, "", "source") or quantization == shape.file_type
-    if same and shape.layer_bytes is not None and shape.input_bytes is not None \
-            and shape.output_bytes is not None and shape.embedding_bytes is not None:
-        return Weights(shape.layer_bytes, shape.input_bytes, shape.output_bytes,
-                       shape.embedding_bytes if shape.tied_embeddings else 0)
+    if (
+        same
+        and shape.layer_bytes is not None
+        and shape.input_bytes is not None
+        and shape.output_bytes is not None
+        and shape.embedding_bytes is not None
+    ):
+        return Weights(
+            shape.layer_bytes,
+            shape.input_bytes,
+            shape.output_bytes,
+            shape.embedding_bytes if shape.tied_embeddings else 0,
+        )
     quant = shape.file_type if same else str(quantization)
     if quant not in BITS_PER_WEIGHT:
         raise BenchError(f"no bits-per-weight figure for quantization {quant!r}; known: {', '.join(BITS_PER_WEIGHT)}")
@@ -96,8 +133,12 @@ def weights_for(shape: ModelShape, quantization: str | None) -> Weights:
     def size(params: int) -> int:
         return int(params * bpw / 8)
 
-    return Weights(tuple(size(p) for p in shape.layer_params), size(shape.input_params), size(shape.output_params),
-                   size(shape.embedding_params) if shape.tied_embeddings else 0)
+    return Weights(
+        tuple(size(p) for p in shape.layer_params),
+        size(shape.input_params),
+        size(shape.output_params),
+        size(shape.embedding_params) if shape.tied_embeddings else 0,
+    )
 
 
 def _per_layer(value: Any, n_layers: int, default: int) -> tuple[int, ...]:
@@ -164,16 +205,32 @@ def shape_from_gguf(path: Path) -> ModelShape:
     window = arch_value("attention.sliding_window")
     window = int(window) if window else None
     return ModelShape(
-        name=path.name, basis=f"GGUF header of {path.name}", arch=arch, n_layers=n_layers,
-        n_heads=n_heads, n_kv_heads=_per_layer(arch_value("attention.head_count_kv"), n_layers, n_heads),
-        head_dim_k=head_dim_k, head_dim_v=head_dim_v, n_embd=n_embd, n_ff=n_ff, n_vocab=n_vocab,
-        n_ctx_train=int(arch_value("context_length") or 0) or None, layer_params=tuple(layer_params),
-        input_params=input_params, output_params=output_params, embedding_params=embedding_params,
-        tied_embeddings=tied, sliding_window=window,
+        name=path.name,
+        basis=f"GGUF header of {path.name}",
+        arch=arch,
+        n_layers=n_layers,
+        n_heads=n_heads,
+        n_kv_heads=_per_layer(arch_value("attention.head_count_kv"), n_layers, n_heads),
+        head_dim_k=head_dim_k,
+        head_dim_v=head_dim_v,
+        n_embd=n_embd,
+        n_ff=n_ff,
+        n_vocab=n_vocab,
+        n_ctx_train=int(arch_value("context_length") or 0) or None,
+        layer_params=tuple(layer_params),
+        input_params=input_params,
+        output_params=output_params,
+        embedding_params=embedding_params,
+        tied_embeddings=tied,
+        sliding_window=window,
         swa_layers=_swa_layers(arch, arch_value("attention.sliding_window_pattern"), window, n_layers),
-        file_type=file_type_name(header.get("general.file_type")), layer_bytes=tuple(layer_bytes),
-        input_bytes=input_bytes, output_bytes=output_bytes, embedding_bytes=embedding_bytes,
-        repack_bytes=tuple(repack_bytes), header_bytes=header.data_offset,
+        file_type=file_type_name(header.get("general.file_type")),
+        layer_bytes=tuple(layer_bytes),
+        input_bytes=input_bytes,
+        output_bytes=output_bytes,
+        embedding_bytes=embedding_bytes,
+        repack_bytes=tuple(repack_bytes),
+        header_bytes=header.data_offset,
     )
 
 
@@ -199,18 +256,90 @@ class KnownModel:
 # From each model's config.json on the Hugging Face hub (deepseek-ai/DeepSeek-R1-Distill-*); parameter
 # counts from its safetensors index.
 KNOWN_MODELS: tuple[KnownModel, ...] = (
-    KnownModel("DeepSeek-R1-Distill-Qwen-1.5B", r"r1.?distill.?qwen.?1[._]5b", "qwen2", 1_777_088_000,
-               28, 12, 2, 128, 1536, 8960, 151936, 131072),
-    KnownModel("DeepSeek-R1-Distill-Qwen-7B", r"r1.?distill.?qwen.?7b", "qwen2", 7_615_616_512,
-               28, 28, 4, 128, 3584, 18944, 152064, 131072),
-    KnownModel("DeepSeek-R1-Distill-Qwen-14B", r"r1.?distill.?qwen.?14b", "qwen2", 14_770_033_664,
-               48, 40, 8, 128, 5120, 13824, 152064, 131072),
-    KnownModel("DeepSeek-R1-Distill-Qwen-32B", r"r1.?distill.?qwen.?32b", "qwen2", 32_763_876_352,
-               64, 40, 8, 128, 5120, 27648, 152064, 131072),
-    KnownModel("DeepSeek-R1-Distill-Llama-8B", r"r1.?distill.?llama.?8b", "llama", 8_030_261_248,
-               32, 32, 8, 128, 4096, 14336, 128256, 131072),
-    KnownModel("DeepSeek-R1-Distill-Llama-70B", r"r1.?distill.?llama.?70b", "llama", 70_553_706_496,
-               80, 64, 8, 128, 8192, 28672, 128256, 131072),
+    KnownModel(
+        "DeepSeek-R1-Distill-Qwen-1.5B",
+        r"r1.?distill.?qwen.?1[._]5b",
+        "qwen2",
+        1_777_088_000,
+        28,
+        12,
+        2,
+        128,
+        1536,
+        8960,
+        151936,
+        131072,
+    ),
+    KnownModel(
+        "DeepSeek-R1-Distill-Qwen-7B",
+        r"r1.?distill.?qwen.?7b",
+        "qwen2",
+        7_615_616_512,
+        28,
+        28,
+        4,
+        128,
+        3584,
+        18944,
+        152064,
+        131072,
+    ),
+    KnownModel(
+        "DeepSeek-R1-Distill-Qwen-14B",
+        r"r1.?distill.?qwen.?14b",
+        "qwen2",
+        14_770_033_664,
+        48,
+        40,
+        8,
+        128,
+        5120,
+        13824,
+        152064,
+        131072,
+    ),
+    KnownModel(
+        "DeepSeek-R1-Distill-Qwen-32B",
+        r"r1.?distill.?qwen.?32b",
+        "qwen2",
+        32_763_876_352,
+        64,
+        40,
+        8,
+        128,
+        5120,
+        27648,
+        152064,
+        131072,
+    ),
+    KnownModel(
+        "DeepSeek-R1-Distill-Llama-8B",
+        r"r1.?distill.?llama.?8b",
+        "llama",
+        8_030_261_248,
+        32,
+        32,
+        8,
+        128,
+        4096,
+        14336,
+        128256,
+        131072,
+    ),
+    KnownModel(
+        "DeepSeek-R1-Distill-Llama-70B",
+        r"r1.?distill.?llama.?70b",
+        "llama",
+        70_553_706_496,
+        80,
+        64,
+        8,
+        128,
+        8192,
+        28672,
+        128256,
+        131072,
+    ),
 )
 
 
@@ -226,8 +355,12 @@ def _metadata_number(metadata: Mapping[str, Any], key: str) -> float | None:
 
 def known_model(model: ModelSpec) -> KnownModel | None:
     """The built-in shape a suite model matches by its id, references or metadata name."""
-    texts = [model.id, model.source or "", *model.files.values(),
-             *(str(model.metadata.get(k, "")) for k in ("name", "hf_repo", "family"))]
+    texts = [
+        model.id,
+        model.source or "",
+        *model.files.values(),
+        *(str(model.metadata.get(k, "")) for k in ("name", "hf_repo", "family")),
+    ]
     haystack = " ".join(texts).lower()
     return next((k for k in KNOWN_MODELS if re.search(k.pattern, haystack)), None)
 
@@ -239,8 +372,20 @@ def shape_from_suite(model: ModelSpec) -> ModelShape | None:
     n_ctx_train. Without a known model, params_b, n_layers, n_kv_heads and head_dim are required.
     """
     known = known_model(model)
-    meta = {k: _metadata_number(model.metadata, k) for k in
-            ("params_b", "n_layers", "n_heads", "n_kv_heads", "head_dim", "n_embd", "n_ff", "n_vocab", "n_ctx_train")}
+    meta = {
+        k: _metadata_number(model.metadata, k)
+        for k in (
+            "params_b",
+            "n_layers",
+            "n_heads",
+            "n_kv_heads",
+            "head_dim",
+            "n_embd",
+            "n_ff",
+            "n_vocab",
+            "n_ctx_train",
+        )
+    }
     if known is None and None in (meta["params_b"], meta["n_layers"], meta["n_kv_heads"], meta["head_dim"]):
         return None
 
@@ -264,10 +409,21 @@ def shape_from_suite(model: ModelSpec) -> ModelShape | None:
     if known and any(meta[k] is not None for k in meta):
         basis += " + suite metadata"
     return ModelShape(
-        name=known.name if known else model.id, basis=basis, arch=known.arch if known else "",
-        n_layers=n_layers, n_heads=n_heads, n_kv_heads=(n_kv_heads,) * n_layers, head_dim_k=head_dim,
-        head_dim_v=head_dim, n_embd=n_embd, n_ff=pick("n_ff", known.n_ff if known else 4 * n_embd), n_vocab=n_vocab,
+        name=known.name if known else model.id,
+        basis=basis,
+        arch=known.arch if known else "",
+        n_layers=n_layers,
+        n_heads=n_heads,
+        n_kv_heads=(n_kv_heads,) * n_layers,
+        head_dim_k=head_dim,
+        head_dim_v=head_dim,
+        n_embd=n_embd,
+        n_ff=pick("n_ff", known.n_ff if known else 4 * n_embd),
+        n_vocab=n_vocab,
         n_ctx_train=pick("n_ctx_train", known.n_ctx_train if known else 0) or None,
-        layer_params=(per_layer,) * n_layers, input_params=embeddings, output_params=output,
-        embedding_params=embeddings, tied_embeddings=tied,
+        layer_params=(per_layer,) * n_layers,
+        input_params=embeddings,
+        output_params=output,
+        embedding_params=embeddings,
+        tied_embeddings=tied,
     )

@@ -1,4 +1,5 @@
 """The llama.cpp backend as the rest of bench sees it (bench.runners.registry)."""
+
 from __future__ import annotations
 
 import re
@@ -16,10 +17,38 @@ if TYPE_CHECKING:
 
 # GGUF quantization types bench knows by name (llama.cpp's `llama-quantize --help`).
 GGUF_QUANT_TYPES = (
-    "F32", "F16", "BF16", "Q8_0", "Q6_K", "Q5_K_M", "Q5_K_S", "Q5_1", "Q5_0",
-    "Q4_K_M", "Q4_K_S", "Q4_1", "Q4_0", "IQ4_NL", "IQ4_XS", "Q3_K_L", "Q3_K_M", "Q3_K_S",
-    "IQ3_M", "IQ3_S", "IQ3_XS", "IQ3_XXS", "Q2_K", "Q2_K_S", "IQ2_M", "IQ2_S", "IQ2_XS",
-    "IQ2_XXS", "IQ1_M", "IQ1_S", "TQ1_0", "TQ2_0",
+    "F32",
+    "F16",
+    "BF16",
+    "Q8_0",
+    "Q6_K",
+    "Q5_K_M",
+    "Q5_K_S",
+    "Q5_1",
+    "Q5_0",
+    "Q4_K_M",
+    "Q4_K_S",
+    "Q4_1",
+    "Q4_0",
+    "IQ4_NL",
+    "IQ4_XS",
+    "Q3_K_L",
+    "Q3_K_M",
+    "Q3_K_S",
+    "IQ3_M",
+    "IQ3_S",
+    "IQ3_XS",
+    "IQ3_XXS",
+    "Q2_K",
+    "Q2_K_S",
+    "IQ2_M",
+    "IQ2_S",
+    "IQ2_XS",
+    "IQ2_XXS",
+    "IQ1_M",
+    "IQ1_S",
+    "TQ1_0",
+    "TQ2_0",
 )
 
 
@@ -30,8 +59,6 @@ def quant_type_from_name(reference: str) -> str:
     return max(found, key=len) if found else ""  # Q4_K_M, not Q4_K... nor Q4
 
 
-
-
 def _device_reason(fingerprint: Fingerprint, kind: str, index: int) -> str:
     """What keeps llama.cpp off a device (whether it is installed at all is BackendSpec.missing_reason)."""
     if kind != "cuda":
@@ -39,8 +66,10 @@ def _device_reason(fingerprint: Fingerprint, kind: str, index: int) -> str:
     if not fingerprint.llama_cpp_python_version:
         return "llama-cpp-python is not installed; run scripts/install.sh"
     if not fingerprint.llama_cpp_gpu_offload:
-        return ("llama-cpp-python on this machine was built without GPU offload; "
-                "reinstall with scripts/install.sh on a machine with nvcc (or BENCH_LLAMA_CUDA=1)")
+        return (
+            "llama-cpp-python on this machine was built without GPU offload; "
+            "reinstall with scripts/install.sh on a machine with nvcc (or BENCH_LLAMA_CUDA=1)"
+        )
     return ""
 
 
@@ -67,8 +96,9 @@ def _derive(suite: Suite, model: ModelSpec, quantization: str) -> ResolvedModel:
     return derived_model(suite, model, quantization)
 
 
-def _plan_memory(cells: list[Cell], suite: Suite, fingerprint: Fingerprint,
-                 model_file: Path | None = None) -> dict[str, Any]:
+def _plan_memory(
+    cells: list[Cell], suite: Suite, fingerprint: Fingerprint, model_file: Path | None = None
+) -> dict[str, Any]:
     from bench.runners.llamacpp.memory_plan import file_memory, plan_memory
 
     if model_file is not None:

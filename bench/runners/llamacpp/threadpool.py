@@ -5,6 +5,7 @@ Without one, ggml's CPU backend creates and joins a disposable pool of threads f
 token, which llama-bench does not pay (it attaches a pool, polling level 50 by default). llama-cpp-python
 does not bind these functions, so they are called through ctypes on the libraries it ships.
 """
+
 from __future__ import annotations
 
 import ctypes

@@ -1,5 +1,6 @@
 """GGUF -> safetensors folder, once, in bench's cache: transformers' GGUF parser is slow, and a PyTorch
 deployment would convert once too."""
+
 from __future__ import annotations
 
 import hashlib
@@ -53,9 +54,10 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     except Exception as exc:  # unsupported architecture, unknown tensor type, ...
-        raise BenchError(f"transformers cannot load the GGUF file {gguf}: {type(exc).__name__}: "
-                         f"{first_line(exc)} (its GGUF support covers fewer architectures than llama.cpp)"
-                         ) from None
+        raise BenchError(
+            f"transformers cannot load the GGUF file {gguf}: {type(exc).__name__}: "
+            f"{first_line(exc)} (its GGUF support covers fewer architectures than llama.cpp)"
+        ) from None
     # The weights are now plain tensors: drop the GGUF 'quantizer', which refuses to save.
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
@@ -63,8 +65,7 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
     model.save_pretrained(partial)
     tokenizer.save_pretrained(partial)
     file_type = gguf_metadata(gguf).get("file_type") or "unknown type"
-    note = (f"{gguf.name} ({file_type} GGUF, dequantized to float32 by "
-            f"transformers {transformers.__version__})")
+    note = f"{gguf.name} ({file_type} GGUF, dequantized to float32 by transformers {transformers.__version__})"
     (partial / SOURCE_NOTE).write_text(note + "\n", encoding="utf-8")
     os.replace(partial, target)
 

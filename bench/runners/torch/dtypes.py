@@ -1,4 +1,5 @@
 """What each torch quantization means: the weights' dtype, or torchao's weight-only config."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -7,8 +8,12 @@ FLOAT_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 WEIGHT_ONLY = ("int8", "int4")
 # Activations of weight-only quantized models: bf16 where the GPU's kernels expect it; on CPUs bf16
 # matmuls are emulated on most parts, so fp32. tinygemm's int4 kernel accepts only bf16.
-WEIGHT_ONLY_COMPUTE = {("int8", "cpu"): "float32", ("int8", "cuda"): "bfloat16",
-                       ("int4", "cpu"): "bfloat16", ("int4", "cuda"): "bfloat16"}
+WEIGHT_ONLY_COMPUTE = {
+    ("int8", "cpu"): "float32",
+    ("int8", "cuda"): "bfloat16",
+    ("int4", "cpu"): "bfloat16",
+    ("int4", "cuda"): "bfloat16",
+}
 # torchao's int4 layouts: tinygemm's tile-packed one on CUDA; on CPU only the plain one (it needs mslk).
 INT4_PACKING = {"cuda": "tile_packed_to_4d", "cpu": "plain"}
 INT4_GROUP_SIZES = (128, 64, 32)

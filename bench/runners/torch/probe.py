@@ -2,6 +2,7 @@
 
 `python -m bench.runners.torch.probe KIND INDEX QUANT...` prints {quant: reason} as one JSON line.
 """
+
 from __future__ import annotations
 
 import json
@@ -49,8 +50,11 @@ def _probe_one(quantization: str, device_kind: str, device_index: int) -> str:
         try:
             quantize_(layer, config)
         except Exception as exc:  # noqa: BLE001 - an unsupported kernel is the answer, not a crash
-            hint = ("; torchao's int4 kernels are for CUDA GPUs: on CPU use int8, or llama.cpp's Q4 types"
-                    if quantization == "int4" and device_kind == "cpu" else "")
+            hint = (
+                "; torchao's int4 kernels are for CUDA GPUs: on CPU use int8, or llama.cpp's Q4 types"
+                if quantization == "int4" and device_kind == "cpu"
+                else ""
+            )
             return f"{what} is not supported on {device}: {type(exc).__name__}: {first_line(exc)}{hint}"
     try:
         with torch.inference_mode():
@@ -69,22 +73,30 @@ def probe_quantizations(device_kind: str, device_index: int, quantizations: list
         import torch
         import transformers  # noqa: F401 - the runner needs it for every quantization
     except ImportError as exc:
-        return {q: f"the torch backend needs torch and transformers ({exc}): pip install -e '.[torch]'"
-                for q in quantizations}
+        return {
+            q: f"the torch backend needs torch and transformers ({exc}): pip install -e '.[torch]'"
+            for q in quantizations
+        }
     if device_kind == "cuda" and not torch.cuda.is_available():
         return {q: f"torch {torch.__version__} cannot use CUDA here" for q in quantizations}
     return {q: _probe_one(q, device_kind, device_index) for q in quantizations}
 
 
-def quantization_skip_reasons(device_kind: str, device_index: int,
-                              quantizations: list[str]) -> dict[str, str]:
+def quantization_skip_reasons(device_kind: str, device_index: int, quantizations: list[str]) -> dict[str, str]:
     """Which torch quantizations this device cannot run, and why (empty reason: it can).
 
     Checked for real (a small layer at each quantization) in a subprocess, so the parent neither pays
     for importing torch nor holds a CUDA context while workers measure memory.
     """
-    command = [sys.executable, "-m", "bench.runners.torch.probe", "probe", device_kind, str(device_index),
-               *quantizations]
+    command = [
+        sys.executable,
+        "-m",
+        "bench.runners.torch.probe",
+        "probe",
+        device_kind,
+        str(device_index),
+        *quantizations,
+    ]
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=PROBE_TIMEOUT_S, check=False)
     except subprocess.TimeoutExpired:
@@ -93,8 +105,7 @@ def quantization_skip_reasons(device_kind: str, device_index: int,
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode != 0 or not lines:
         tail = " ".join(done.stderr.strip().splitlines()[-2:])
-        return dict.fromkeys(quantizations,
-                             f"the torch capability check failed (exit {done.returncode}): {tail}")
+        return dict.fromkeys(quantizations, f"the torch capability check failed (exit {done.returncode}): {tail}")
     reasons: dict[str, str] = json.loads(lines[-1])
     return reasons
 

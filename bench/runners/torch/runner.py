@@ -13,6 +13,7 @@ before, so launch gaps count); on CPU it is perf_counter around the (synchronous
 This module imports torch only inside functions: bench.plan imports it to ask which
 quantizations a device supports, which runs in a subprocess (bench.runners.torch.probe).
 """
+
 from __future__ import annotations
 
 import inspect
@@ -73,8 +74,10 @@ def _int4_group_size(model: Any) -> int:
     for size in INT4_GROUP_SIZES:
         if all(width % size == 0 for width in widths):
             return size
-    raise BenchError(f"int4 weight-only needs every linear layer's input width divisible by 32; "
-                     f"this model has widths {sorted(widths)}")
+    raise BenchError(
+        f"int4 weight-only needs every linear layer's input width divisible by 32; "
+        f"this model has widths {sorted(widths)}"
+    )
 
 
 class TorchRunner(SpeedEngine):
@@ -120,8 +123,9 @@ class TorchRunner(SpeedEngine):
             config = AutoConfig.from_pretrained(folder, trust_remote_code=False)
             model_class = MODEL_FOR_CAUSAL_LM_MAPPING[type(config)]
         except (OSError, ValueError, KeyError) as exc:
-            raise BenchError(f"transformers cannot load {folder} as a causal language model: "
-                             f"{type(exc).__name__}: {first_line(exc)}") from None
+            raise BenchError(
+                f"transformers cannot load {folder} as a causal language model: {type(exc).__name__}: {first_line(exc)}"
+            ) from None
         if self._compiled:
             import torch._dynamo  # off the clock: seconds of Python imports, not loading
 
@@ -137,8 +141,7 @@ class TorchRunner(SpeedEngine):
         start = time.perf_counter()
         try:
             dtype = getattr(torch, dtype_name) if dtype_name else "auto"
-            model = model_class.from_pretrained(folder, config=config, use_safetensors=True, dtype=dtype,
-                                                **options)
+            model = model_class.from_pretrained(folder, config=config, use_safetensors=True, dtype=dtype, **options)
         except (OSError, ValueError) as exc:
             raise BenchError(f"transformers cannot load {folder}: {first_line(exc)}") from None
         model = model.to(self.device).eval()
@@ -176,8 +179,10 @@ class TorchRunner(SpeedEngine):
         try:
             quantize_(model, weight_only_config(quant, self.device_kind, group_size))
         except Exception as exc:  # the planner's probe normally turns these into skipped rows
-            raise BenchError(f"torchao cannot quantize this model to {quant} weight-only on {self.device}: "
-                             f"{type(exc).__name__}: {first_line(exc)}") from None
+            raise BenchError(
+                f"torchao cannot quantize this model to {quant} weight-only on {self.device}: "
+                f"{type(exc).__name__}: {first_line(exc)}"
+            ) from None
         return f"{quant} weight-only" + (f" g{group_size}" if quant == "int4" else "")
 
     def _config_fields(self) -> dict[str, Any]:
@@ -189,8 +194,7 @@ class TorchRunner(SpeedEngine):
             "n_layers": getattr(config, "num_hidden_layers", None),
             "n_heads": n_heads,
             "n_kv_heads": getattr(config, "num_key_value_heads", None) or n_heads,
-            "head_dim": getattr(config, "head_dim", None)
-            or (hidden // n_heads if hidden and n_heads else None),
+            "head_dim": getattr(config, "head_dim", None) or (hidden // n_heads if hidden and n_heads else None),
             "n_ctx_train": getattr(config, "max_position_embeddings", None),
         }
 
@@ -269,16 +273,20 @@ class TorchRunner(SpeedEngine):
         positions = torch.arange(start, start + rows.shape[1], device=self.device).expand(rows.shape[0], -1)
         return ids, positions
 
-    def _forward(self, ids: Any, positions: Any, cache: Any, logits_to_keep: int = 1,
-                 eager: bool = False) -> Any:
+    def _forward(self, ids: Any, positions: Any, cache: Any, logits_to_keep: int = 1, eager: bool = False) -> Any:
         """Logits of a forward pass; eager=True bypasses torch.compile (the class's own forward)."""
         import torch
 
         forward = type(self.model).forward.__get__(self.model) if eager else self.model
         with torch.inference_mode():
             cache_args = {self._cache_kw: cache} if cache is not None else {}
-            return forward(input_ids=ids, position_ids=positions, use_cache=cache is not None,
-                           logits_to_keep=logits_to_keep, **cache_args).logits
+            return forward(
+                input_ids=ids,
+                position_ids=positions,
+                use_cache=cache is not None,
+                logits_to_keep=logits_to_keep,
+                **cache_args,
+            ).logits
 
     def _timed_step(self, tokens: np.ndarray) -> float:
         """One forward pass of `tokens` after the cache, in seconds until the device is done."""
@@ -310,7 +318,7 @@ class TorchRunner(SpeedEngine):
             self.cache = self._new_cache(False)
         self._pos = 0
         for start in range(0, depth_tokens.shape[1], DEPTH_CHUNK):
-            chunk = depth_tokens[:, start:start + DEPTH_CHUNK]
+            chunk = depth_tokens[:, start : start + DEPTH_CHUNK]
             self._forward(*self._inputs(chunk, self._pos), self.cache)
             self._pos += chunk.shape[1]
         self._synchronize()
@@ -334,9 +342,12 @@ class TorchRunner(SpeedEngine):
         layers = getattr(self.cache, "layers", None)
         if layers is None:
             return
-        held = sum(_storage_bytes(tensor) for layer in layers for tensor in (getattr(layer, "keys", None),
-                                                                            getattr(layer, "values", None))
-                   if tensor is not None)
+        held = sum(
+            _storage_bytes(tensor)
+            for layer in layers
+            for tensor in (getattr(layer, "keys", None), getattr(layer, "values", None))
+            if tensor is not None
+        )
         self._kv_peak_bytes = max(self._kv_peak_bytes or 0, held)
 
     @property
@@ -357,9 +368,11 @@ class TorchRunner(SpeedEngine):
             return
         recompiles = self._graph_count() - self._graphs_before
         if recompiles:
-            raise BenchError(f"torch.compile ({self.load_cell.torch_compile}) compiled again during the measured "
-                             f"repetitions ({recompiles} new graph(s)/frame(s)): the figures would mix compilation "
-                             "with runs; add warm-ups (workload.warmup) or use static_cache: true")
+            raise BenchError(
+                f"torch.compile ({self.load_cell.torch_compile}) compiled again during the measured "
+                f"repetitions ({recompiles} new graph(s)/frame(s)): the figures would mix compilation "
+                "with runs; add warm-ups (workload.warmup) or use static_cache: true"
+            )
 
     def memory_fields(self) -> dict[str, Any]:
         self._note_kv_bytes()

@@ -1,4 +1,5 @@
 """The PyTorch/transformers backend as the rest of bench sees it (bench.runners.registry)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -24,8 +25,10 @@ def _device_reason(fingerprint: Fingerprint, kind: str, index: int) -> str:
     except Exception as exc:  # noqa: BLE001 - a broken torch install is a reason, not a crash
         return f"torch {fingerprint.torch_version} failed to import: {exc}"
     if not torch.cuda.is_available():
-        return (f"torch {fingerprint.torch_version} cannot use CUDA (torch.cuda.is_available() is False); "
-                "install a CUDA build of torch")
+        return (
+            f"torch {fingerprint.torch_version} cannot use CUDA (torch.cuda.is_available() is False); "
+            "install a CUDA build of torch"
+        )
     if index >= torch.cuda.device_count():
         return f"torch sees only {torch.cuda.device_count()} CUDA device(s); cuda:{index} is not one of them"
     return ""

@@ -6,7 +6,7 @@ weight types, not on the weight values; quality does, so quality must never be m
 
 1. writes a small *proxy* of the model as F16 (bench.models.synthetic_gguf: the converter's tensor names,
    metadata and vocabulary, every weight matrix cut to PROXY_ROWS rows);
-2. quantizes the proxy with llama.cpp's quantizer through bench.quantize.build_derived (content-addressed
+2. quantizes the proxy with llama.cpp's quantizer through bench.runners.llamacpp.quantize.build_derived (content-addressed
    cache, built once under a file lock however many processes ask). The quantizer chooses each tensor's type
    from its name, row length and the model's hyperparameters, never from its row count, so the proxy gets the
    full model's type mix; and its rows are genuinely quantized random values;
@@ -16,8 +16,9 @@ weight types, not on the weight values; quality does, so quality must never be m
 
 F16 is written directly at full size (the converter's output). There is no full-size scratch file: the proxy
 (a few MB) and the results are kept in `cache_dir()/synthetic/<name>-<shape key>/`; delete that folder to
-reclaim the space. The proxy's quantizations live in bench.quantize's cache, keyed by the proxy's content.
+reclaim the space. The proxy's quantizations live in the quantization cache, keyed by the proxy's content.
 """
+
 from __future__ import annotations
 
 import json
@@ -70,8 +71,9 @@ def synthetic_shape(name_or_config: str | Path) -> TransformerShape:
     return known_shape(name_or_config)
 
 
-def synthetic_model(name_or_config: str | Path | TransformerShape, quantization: str,
-                    progress: ProgressCallback | None = None) -> Path:
+def synthetic_model(
+    name_or_config: str | Path | TransformerShape, quantization: str, progress: ProgressCallback | None = None
+) -> Path:
     """The synthetic model at `quantization` (F16, or a type llama.cpp derives without an imatrix), as a GGUF
     file in bench's cache, built on first use."""
     shape = name_or_config if isinstance(name_or_config, TransformerShape) else synthetic_shape(name_or_config)
@@ -87,36 +89,59 @@ def _seed(shape: TransformerShape) -> int:
 
 def _f16_model(shape: TransformerShape, folder: Path, progress: ProgressCallback | None) -> Path:
     plan = tensor_plan(shape)
-    return _published(folder / f"{_safe(shape.name)}-F16.gguf", estimated_file_bytes(shape, plan), progress,
-                      "write F16", lambda path, report: write_gguf(shape, path, plan, seed=_seed(shape), on_bytes=report),
-                      {"shape": asdict(shape), "parameters": parameter_count(shape), "quantization": "F16"})
+    return _published(
+        folder / f"{_safe(shape.name)}-F16.gguf",
+        estimated_file_bytes(shape, plan),
+        progress,
+        "write F16",
+        lambda path, report: write_gguf(shape, path, plan, seed=_seed(shape), on_bytes=report),
+        {"shape": asdict(shape), "parameters": parameter_count(shape), "quantization": "F16"},
+    )
 
 
-def _quantized_model(shape: TransformerShape, folder: Path, quantization: str,
-                     progress: ProgressCallback | None) -> Path:
-    from bench.quantize import build_derived, derivable_types
+def _quantized_model(
+    shape: TransformerShape, folder: Path, quantization: str, progress: ProgressCallback | None
+) -> Path:
+    from bench.runners.llamacpp.quantize import build_derived, derivable_types
 
     if quantization not in derivable_types():
-        raise BenchError(f"synthetic:{shape.name}: quantization {quantization!r} cannot be derived; "
-                         f"valid types: F16, {', '.join(derivable_types())}")
+        raise BenchError(
+            f"synthetic:{shape.name}: quantization {quantization!r} cannot be derived; "
+            f"valid types: F16, {', '.join(derivable_types())}"
+        )
     proxy_tensors = proxy_plan(shape, PROXY_ROWS)
-    proxy = _published(folder / f"{_safe(shape.name)}-proxy.gguf", estimated_file_bytes(shape, proxy_tensors),
-                       None, "write proxy", lambda path, report: write_gguf(shape, path, proxy_tensors, seed=_seed(shape)),
-                       {"shape": asdict(shape), "proxy_rows": PROXY_ROWS})
+    proxy = _published(
+        folder / f"{_safe(shape.name)}-proxy.gguf",
+        estimated_file_bytes(shape, proxy_tensors),
+        None,
+        "write proxy",
+        lambda path, report: write_gguf(shape, path, proxy_tensors, seed=_seed(shape)),
+        {"shape": asdict(shape), "proxy_rows": PROXY_ROWS},
+    )
     if progress is not None:
         progress(Progress(f"quantize proxy {quantization}", 0, 1))
-    derived = build_derived(proxy, quantization, source_type="F16", allow_requantize=False,
-                            reference=f"synthetic:{shape.name} (proxy)").path
+    derived = build_derived(
+        proxy, quantization, source_type="F16", allow_requantize=False, reference=f"synthetic:{shape.name} (proxy)"
+    ).path
     if progress is not None:
         progress(Progress(f"quantize proxy {quantization}", 1, 1))
     plan, file_type = _quantized_plan(shape, derived)
     # Named after the quantized proxy (<TYPE>-<llama.cpp version key>): a new llama.cpp may choose other types.
-    return _published(folder / f"{_safe(shape.name)}-{derived.name}", estimated_file_bytes(shape, plan), progress,
-                      f"write {quantization}",
-                      lambda path, report: write_gguf(shape, path, plan, seed=_seed(shape), file_type=file_type,
-                                                      rows=_proxy_rows(derived, plan), on_bytes=report),
-                      {"shape": asdict(shape), "parameters": parameter_count(shape), "quantization": quantization,
-                       "types_and_rows_from": str(derived)})
+    return _published(
+        folder / f"{_safe(shape.name)}-{derived.name}",
+        estimated_file_bytes(shape, plan),
+        progress,
+        f"write {quantization}",
+        lambda path, report: write_gguf(
+            shape, path, plan, seed=_seed(shape), file_type=file_type, rows=_proxy_rows(derived, plan), on_bytes=report
+        ),
+        {
+            "shape": asdict(shape),
+            "parameters": parameter_count(shape),
+            "quantization": quantization,
+            "types_and_rows_from": str(derived),
+        },
+    )
 
 
 def _quantized_plan(shape: TransformerShape, quantized_proxy: Path) -> tuple[list[TensorSpec], int]:
@@ -146,8 +171,14 @@ def _proxy_rows(quantized_proxy: Path, plan: list[TensorSpec]) -> Callable[[str]
     return rows
 
 
-def _published(target: Path, needed_bytes: int, progress: ProgressCallback | None, stage: str,
-               build: Callable[[Path, Callable[[int], None] | None], None], provenance: dict[str, object]) -> Path:
+def _published(
+    target: Path,
+    needed_bytes: int,
+    progress: ProgressCallback | None,
+    stage: str,
+    build: Callable[[Path, Callable[[int], None] | None], None],
+    provenance: dict[str, object],
+) -> Path:
     """`target`, built once: under a file lock, into a temporary file published whole by os.replace()."""
     from filelock import FileLock
 
@@ -163,10 +194,20 @@ def _published(target: Path, needed_bytes: int, progress: ProgressCallback | Non
         try:
             build(temporary, _byte_reporter(progress, stage, needed_bytes))
             check_gguf(temporary)
-            target.with_suffix(".json").write_text(json.dumps({
-                **provenance, "bytes": temporary.stat().st_size, "seconds": round(time.perf_counter() - started, 2),
-                "weights": "synthetic: random normal (std 0.02), norms 1; quality cannot be measured on them",
-            }, indent=2, sort_keys=True, default=str), encoding="utf-8")
+            target.with_suffix(".json").write_text(
+                json.dumps(
+                    {
+                        **provenance,
+                        "bytes": temporary.stat().st_size,
+                        "seconds": round(time.perf_counter() - started, 2),
+                        "weights": "synthetic: random normal (std 0.02), norms 1; quality cannot be measured on them",
+                    },
+                    indent=2,
+                    sort_keys=True,
+                    default=str,
+                ),
+                encoding="utf-8",
+            )
             os.replace(temporary, target)
         finally:
             temporary.unlink(missing_ok=True)
@@ -202,9 +243,12 @@ def _complete(path: Path) -> bool:
 def _check_free_disk(folder: Path, needed: int, what: str) -> None:
     free = shutil.disk_usage(folder).free
     if free < needed + DISK_MARGIN_BYTES:
-        raise BenchError(f"not enough disk for synthetic model {what}: it needs {needed + DISK_MARGIN_BYTES:,} "
-                         f"bytes free in {folder} ({needed:,} for the file + {DISK_MARGIN_BYTES:,} spare), "
-                         f"{free:,} are free", hint="free space there, or point BENCH_CACHE_DIR at a larger disk")
+        raise BenchError(
+            f"not enough disk for synthetic model {what}: it needs {needed + DISK_MARGIN_BYTES:,} "
+            f"bytes free in {folder} ({needed:,} for the file + {DISK_MARGIN_BYTES:,} spare), "
+            f"{free:,} are free",
+            hint="free space there, or point BENCH_CACHE_DIR at a larger disk",
+        )
 
 
 def _safe(name: str) -> str:
