@@ -203,3 +203,23 @@ def test_columns_the_report_skips_change_nothing(files: list[str], suite: str | 
     header = set(pd.read_csv(paths[0], nrows=0).columns)
     assert len(UNREAD_COLUMNS & header) >= 20  # the fixtures do carry what is skipped
     assert lean == full
+
+
+def test_rows_measured_under_system_noise_are_marked() -> None:
+    """A figure measured while `bench hw` reported noise (the row's system_warnings) carries ⚑; a quiet one not."""
+    import pandas as pd
+
+    from bench.report.sections.devices import decode_by_depth
+
+    measured = pd.DataFrame(
+        {
+            "config_no": [0, 1],
+            "depth": [0, 0],
+            "decode_tok_s_mean": [100.0, 100.0],
+            "decode_tok_s_std": [1.0, 1.0],
+            "unstable": [False, False],
+            "system_warnings": ["cpu_load; governor", ""],
+        }
+    )
+    texts = decode_by_depth(measured)[0].tolist()
+    assert texts[0].endswith("⚑") and not texts[1].endswith("⚑")

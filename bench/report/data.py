@@ -32,7 +32,6 @@ UNREAD_COLUMNS = frozenset(
         "warmup_prefill_tok_s",
         "warmup_decode_tok_s",
         "warnings",
-        "system_warnings",
         "cpu_flags",
         "cpu_arch",
         "llama_cpp_build",

@@ -37,6 +37,9 @@ def decode_by_depth(measured: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame()
     text = fmt.plus_minus(measured["decode_tok_s_mean"], measured["decode_tok_s_std"])
     text = text.where(~unstable(measured), text + " ⚠")
+    if "system_warnings" in measured:  # measured while the machine reported noise (busy CPU, throttling, ...)
+        noisy = measured["system_warnings"].fillna("").astype(str).str.strip().ne("")
+        text = text.where(~noisy, text + " ⚑")
     cells = pd.DataFrame(
         {"config_no": measured["config_no"], "depth": fmt.as_float(measured["depth"]).fillna(0), "text": text}
     )
@@ -184,7 +187,8 @@ def _intro(analysis: Analysis) -> list[Block]:
     blocks: list[Block] = [
         Paragraph.of(
             "Each row is one configuration; ± is the standard deviation over the measured repetitions "
-            f"({repetitions}); ⚠ marks a spread above {UNSTABLE_CV_PCT:g} % (coefficient of variation). "
+            f"({repetitions}); ⚠ marks a spread above {UNSTABLE_CV_PCT:g} % (coefficient of variation); ⚑ a "
+            "figure measured while the machine reported noise (the row's system_warnings; see `bench hw`). "
             "Decode is measured at each depth (tokens already in the KV cache); prefill and TTFT at the "
             "shallowest."
         )
