@@ -65,6 +65,10 @@ def test_synthesize_1_5b_q4_k_m_from_nothing(benchmark, tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(
+    os.environ.get("BENCH_SYNTHETIC_BENCHMARK") != "1",
+    reason="about 6 minutes of interleaved speed rounds that print figures: opt in with BENCH_SYNTHETIC_BENCHMARK=1",
+)
 def test_synthetic_vs_real_speed_interleaved(benchmark, gemma3_path: Path, tmp_path: Path) -> None:  # noqa: ANN001
     pairs = validation_pairs(gemma3_path)
     # One thread: on a shared 2-core machine a 2-thread llama.cpp stalls whenever either thread is descheduled.
