@@ -185,6 +185,17 @@ def check_gguf(path: Path) -> None:
         raise BenchError(f"{path}: truncated GGUF: tensors need {end} bytes, the file has {header.file_size}")
 
 
+def is_valid_gguf(path: Path) -> bool:
+    """A whole GGUF file is there (a cached build is reused only then)."""
+    if not path.is_file():
+        return False
+    try:
+        check_gguf(path)
+    except BenchError:
+        return False
+    return True
+
+
 def gguf_metadata(path: Path) -> dict[str, object]:
     """Row fields from a GGUF header: architecture, shape, trained context, file type, bits per weight."""
     header = read_gguf_header(path)

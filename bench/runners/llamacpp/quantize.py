@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from bench.errors import BenchError, ModelUnavailable
 from bench.models import ResolvedModel, cache_dir, check_gguf, gguf_metadata, resolve
+from bench.models.gguf import is_valid_gguf
 from bench.runners.llamacpp.spec import GGUF_QUANT_TYPES
 
 if TYPE_CHECKING:
@@ -144,16 +145,6 @@ class Derived:
     seconds: float
 
 
-def _valid_gguf(path: Path) -> bool:
-    if not path.is_file():
-        return False
-    try:
-        check_gguf(path)
-    except BenchError:
-        return False
-    return True
-
-
 def _quantize_in_child(source: Path, output: Path, quantization: str, allow_requantize: bool) -> None:
     """Run llama_model_quantize in a child process; its crash or refusal becomes a BenchError."""
     command = [
@@ -193,12 +184,12 @@ def build_derived(
     from filelock import FileLock
 
     target = derived_path(source, quantization)
-    if _valid_gguf(target):  # published by os.replace, so whole; checked in case the disk says otherwise
+    if is_valid_gguf(target):  # published by os.replace, so whole; checked in case the disk says otherwise
         return Derived(target, quantization, source_type, built=False, seconds=0.0)
     target.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     with FileLock(str(target.with_suffix(".lock"))):
-        if _valid_gguf(target):  # another process built it while we waited
+        if is_valid_gguf(target):  # another process built it while we waited
             return Derived(target, quantization, source_type, built=False, seconds=0.0)
         # Same folder as the target, so os.replace() is an atomic rename; the pid keeps racers apart.
         temporary = target.with_name(f".{target.stem}.{os.getpid()}.tmp.gguf")

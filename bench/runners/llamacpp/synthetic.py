@@ -34,6 +34,7 @@ import numpy as np
 from bench.errors import BenchError
 from bench.models import cache_dir, check_gguf, read_gguf_header
 from bench.models.catalog import TransformerShape, known_shape, known_synthetic_names, shape_from_config_file
+from bench.models.gguf import is_valid_gguf
 from bench.models.synthetic_gguf import (
     TensorSpec,
     estimated_file_bytes,
@@ -182,11 +183,11 @@ def _published(
     """`target`, built once: under a file lock, into a temporary file published whole by os.replace()."""
     from filelock import FileLock
 
-    if _complete(target):
+    if is_valid_gguf(target):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(target.with_suffix(".lock"))):
-        if _complete(target):  # another process built it while we waited
+        if is_valid_gguf(target):  # another process built it while we waited
             return target
         _check_free_disk(target.parent, needed_bytes, target.name)
         temporary = target.with_name(f".{target.stem}.{os.getpid()}.tmp.gguf")
@@ -228,16 +229,6 @@ def _byte_reporter(progress: ProgressCallback | None, stage: str, total: int) ->
             progress(Progress(stage, state["done"], total))
 
     return on_bytes
-
-
-def _complete(path: Path) -> bool:
-    if not path.is_file():
-        return False
-    try:
-        check_gguf(path)
-    except BenchError:
-        return False
-    return True
 
 
 def _check_free_disk(folder: Path, needed: int, what: str) -> None:
