@@ -49,7 +49,9 @@ def llama_bench_once(model: Path, threads: int, depth: int, prompt: int, gen: in
 
 def batched_bench_once(model: Path, threads: int, prompt: int, gen: int, parallel: int) -> tuple[float, float]:
     """(S_PP, S_TG) of one llama-batched-bench run: `parallel` prompts prefilled together, then `gen` steps of
-    one token per sequence (unified KV cache, as bench's parallel cells)."""
+    one token per sequence (unified KV cache, as bench's parallel cells). The tool times each configuration
+    once, right after a 16-token warm-up, so it is given the configuration twice and the second (warm) run
+    is read: bench's figure is likewise a repetition after a warm-up of the same shape."""
     n_ctx = parallel * (prompt + gen) + 256
     argv = [
         str(tools_dir() / "llama-batched-bench"),
@@ -66,7 +68,7 @@ def batched_bench_once(model: Path, threads: int, prompt: int, gen: int, paralle
         "-ntg",
         str(gen),
         "-npl",
-        str(parallel),
+        f"{parallel},{parallel}",
         "-t",
         str(threads),
         "-kvu",

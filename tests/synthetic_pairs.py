@@ -130,17 +130,17 @@ def interleaved_speed(
 def _one_round(
     pairs: list[Pair], folder: Path, repetitions: int, workload: str, threads: int
 ) -> dict[str, dict[str, list[float]]]:
-    from bench.runners import create_runner
     from bench.runners.base import measure_cell
+    from bench.runners.registry import create_engine, quantization_catalog
     from bench.suite import expand, load_suite
 
     suite_path = folder / "speed.yaml"
     suite_path.write_text(_suite(pairs, 0, workload, threads), encoding="utf-8")
-    suite = load_suite(suite_path)
+    suite = load_suite(suite_path, quantization_catalog())
     cells = {cell.model_id: cell.model_copy(update={"repetitions": 1, "warmup": 0}) for cell in expand(suite)}
     runners = {}
     for model_id, cell in cells.items():
-        runner = create_runner(cell.backend, Path(suite.model(model_id).source or ""), cell)
+        runner = create_engine(cell.backend, Path(suite.model(model_id).source or ""), cell)
         runner.load()
         runner.start_context(cell)
         measure_cell(runner, cell)  # warm-up: first touches of the weights and buffers

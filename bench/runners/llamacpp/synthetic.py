@@ -36,6 +36,7 @@ from bench.models import cache_dir, check_gguf, read_gguf_header
 from bench.models.catalog import TransformerShape, known_shape, known_synthetic_names, shape_from_config_file
 from bench.models.gguf import is_valid_gguf
 from bench.models.synthetic_gguf import (
+    LAYOUT_VERSION,
     TensorSpec,
     estimated_file_bytes,
     parameter_count,
@@ -78,7 +79,7 @@ def synthetic_model(
     """The synthetic model at `quantization` (F16, or a type llama.cpp derives without an imatrix), as a GGUF
     file in bench's cache, built on first use."""
     shape = name_or_config if isinstance(name_or_config, TransformerShape) else synthetic_shape(name_or_config)
-    folder = cache_dir() / "synthetic" / f"{_safe(shape.name)}-{shape.key()}"
+    folder = cache_dir() / "synthetic" / f"{_safe(shape.name)}-{shape.key()}-v{LAYOUT_VERSION}"
     if quantization == "F16":
         return _f16_model(shape, folder, progress)
     return _quantized_model(shape, folder, quantization, progress)
@@ -201,7 +202,10 @@ def _published(
                         **provenance,
                         "bytes": temporary.stat().st_size,
                         "seconds": round(time.perf_counter() - started, 2),
-                        "weights": "synthetic: random normal (std 0.02), norms 1; quality cannot be measured on them",
+                        "weights": (
+                            "synthetic: random normal (std 0.02), norms 1, quantized blocks' scales spread as in real "
+                            "files; quality cannot be measured on them"
+                        ),
                     },
                     indent=2,
                     sort_keys=True,
