@@ -348,10 +348,9 @@ def test_the_1_5b_has_the_known_layout_and_llama_cpps_q4_k_m_types(r1_1_5b: Path
 def test_the_1_5b_file_size_is_the_planners_estimate(r1_1_5b: Path) -> None:
     estimate = weights_for(shape_from_suite(ModelSpec(id="r1-distill-qwen-1.5b", source="unused.gguf")), "Q4_K_M")
     planned = sum(estimate.layers) + estimate.input + estimate.output
-    # Measured: +2.50% (1,115,712,320 bytes vs 1,088,466,376). The planner prices every weight at Q4_K_M's
-    # whole-file 4.90 bits, calibrated on Llama-3-8B, whose Q6_K output head is 6.5% of its weights; this
-    # model's untied 151936-row head is 13% of its weights, so the estimate runs low. Issue 14 asks for ±2%.
-    assert math.isclose(r1_1_5b.stat().st_size, planned, rel_tol=0.03)
+    # Measured: -0.11% (file 1,115,712,320 bytes, estimate 1,114,508,459); +2.50% when the planner priced the
+    # 151936-row Q6_K head at Q4_K_M's whole-file rate (shapes.head_bits and body_bits split the two).
+    assert math.isclose(r1_1_5b.stat().st_size, planned, rel_tol=0.02)
 
 
 def test_llama_cpp_loads_the_1_5b_and_decodes(r1_1_5b: Path) -> None:

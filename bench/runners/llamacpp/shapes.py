@@ -55,6 +55,28 @@ BITS_PER_WEIGHT: dict[str, float] = {
     "TQ1_0": 1.69,
     "TQ2_0": 2.06,
 }
+# llama-quantize stores the output head (a tied model's token_embd) as Q6_K for every type below Q8_0, and as
+# Q5_K for the 1-2 bit IQ types (llama_tensor_get_type); the rest takes the type's body rate. The table's
+# whole-file rates include Llama-3-8B's head (128256 x 4096 of 8.03 B parameters), which is taken out here,
+# so a model whose head is a larger share (Qwen2's 151936-token vocabulary: 13 % of the 1.5B) is priced right.
+_LLAMA3_8B_PARAMS, _LLAMA3_8B_HEAD_PARAMS = 8_030_261_248, 128_256 * 4_096
+_Q6_K_BITS, _Q5_K_BITS = 6.5625, 5.5
+_HEAD_Q5_K_TYPES = frozenset({"IQ2_M", "IQ2_S", "IQ2_XS", "IQ2_XXS", "IQ1_M", "IQ1_S", "TQ1_0", "TQ2_0"})
+
+
+def head_bits(quant: str) -> float:
+    """Bits per weight of the output head in llama-quantize's mix for `quant`."""
+    if quant in _HEAD_Q5_K_TYPES:
+        return _Q5_K_BITS
+    return _Q6_K_BITS if BITS_PER_WEIGHT[quant] < 8 else BITS_PER_WEIGHT[quant]
+
+
+def body_bits(quant: str) -> float:
+    """Bits per weight of everything but the output head: the whole-file rate without Llama-3-8B's head."""
+    whole, head = BITS_PER_WEIGHT[quant], head_bits(quant)
+    return (whole * _LLAMA3_8B_PARAMS - head * _LLAMA3_8B_HEAD_PARAMS) / (_LLAMA3_8B_PARAMS - _LLAMA3_8B_HEAD_PARAMS)
+
+
 # Tensor types llama.cpp's CPU backend repacks into its own layout at load (knobs.repack): the copy comes on
 # top of the file pages read to make it (x86 AVX2 with this llama.cpp; ARM repacks a similar set).
 REPACKED_TYPES = frozenset({"Q4_0", "Q4_K", "IQ4_NL"})
@@ -110,7 +132,8 @@ class Weights:
 
 
 def weights_for(shape: ModelShape, quantization: str | None) -> Weights:
-    """Tensor bytes of the model at `quantization`: exact for the file's own type, else params × bpw."""
+    """Tensor bytes of the model at `quantization`: exact for the file's own type, else params × bits per
+    weight, the output head at its own type's rate (head_bits) and the rest at the body's (body_bits)."""
     same = quantization in (None, "", "source") or quantization == shape.file_type
     if (
         same
@@ -128,16 +151,24 @@ def weights_for(shape: ModelShape, quantization: str | None) -> Weights:
     quant = shape.file_type if same else str(quantization)
     if quant not in BITS_PER_WEIGHT:
         raise BenchError(f"no bits-per-weight figure for quantization {quant!r}; known: {', '.join(BITS_PER_WEIGHT)}")
-    bpw = BITS_PER_WEIGHT[quant]
+    body, head = body_bits(quant), head_bits(quant)
 
-    def size(params: int) -> int:
-        return int(params * bpw / 8)
+    def size(params: int, bits: float = body) -> int:
+        return int(params * bits / 8)
 
+    if shape.tied_embeddings:  # token_embd is the head: stored at the head's type, counted with the inputs
+        other_inputs = shape.input_params - shape.embedding_params
+        return Weights(
+            tuple(size(p) for p in shape.layer_params),
+            size(other_inputs) + size(shape.embedding_params, head),
+            size(shape.output_params),
+            size(shape.embedding_params, head),
+        )
     return Weights(
         tuple(size(p) for p in shape.layer_params),
         size(shape.input_params),
-        size(shape.output_params),
-        size(shape.embedding_params) if shape.tied_embeddings else 0,
+        size(shape.output_params, head),
+        0,
     )
 
 
