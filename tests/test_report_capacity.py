@@ -230,3 +230,11 @@ def test_method_explains_capacity_and_time_to_answer(analysis: Analysis) -> None
     text = render_markdown(method.build(analysis), "plots")
     assert "Capacity: a setup" in text and "it and every smaller measured N meet the SLO" in text
     assert "Time to answer: the seconds to generate" in text
+
+
+def test_figures_at_capacity_come_from_that_row_alone() -> None:
+    """With a TTFT-only SLO a row without decode figures can be the capacity: its decode stays unknown rather
+    than borrowed from a smaller N."""
+    rows = setup_rows({1: (100, 50), 4: (400, float("nan"))})
+    result = capacity_table(rows, None, Slo(max_ttft_ms=2000), keep_all=False).iloc[0]
+    assert result["capacity"] == 4 and pd.isna(result["decode_at_capacity"])

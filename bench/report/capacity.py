@@ -115,9 +115,10 @@ def capacity_table(measured: pd.DataFrame, suite: Suite | None, slo: Slo, keep_a
     out = by_setup.first()[
         [c for c in rows.columns if c in (*keys, "device", "device_kind", "bits_per_weight", "usd_per_hour")]
     ]
-    out["measured_n"] = by_setup["n"].agg(lambda n: ", ".join(f"{int(v):,}" for v in n))
-    at_capacity = rows[served].groupby("setup_no").last()
-    deciding = rows[~served].groupby("setup_no").first()
+    out["measured_n"] = fmt.integer(rows["n"]).groupby(rows["setup_no"]).agg(", ".join)
+    # Whole rows (drop_duplicates), not groupby.first/last: those take each column's first non-missing value.
+    at_capacity = rows[served].drop_duplicates("setup_no", keep="last").set_index("setup_no")
+    deciding = rows[~served].drop_duplicates("setup_no", keep="first").set_index("setup_no")
     out["capacity"] = at_capacity["n"].reindex(out.index).fillna(0.0)
     out["all_meet"] = ~out.index.isin(deciding.index)
     out["decode_at_capacity"] = at_capacity["decode"].reindex(out.index)
