@@ -186,14 +186,15 @@ def most_users(capacity: pd.DataFrame, options: pd.DataFrame) -> CapacityPick | 
     if capacity.empty or options.empty:
         return None
     keys = [c for c in setup_columns() if c != "depth"]
-    limiting = (
-        capacity.assign(_depth=fmt.as_float(capacity["depth"]))
-        .sort_values(["capacity", "_depth"], ascending=[True, False], kind="stable")
-        .groupby(keys, dropna=False, sort=False)
+    setup = capacity.groupby(keys, dropna=False, sort=False).ngroup()
+    frame = capacity.assign(_setup=setup, _depth=fmt.as_float(capacity["depth"]))
+    by_depth = frame.sort_values(["_setup", "_depth"], kind="stable")
+    depths = fmt.integer(by_depth["_depth"]).groupby(by_depth["_setup"]).agg(", ".join)
+    all_meet = frame["all_meet"].astype(bool).groupby(setup).all()
+    worst = frame.sort_values(["_setup", "capacity", "_depth"], ascending=[True, True, False], kind="stable")
+    worst = worst.drop_duplicates("_setup").assign(
+        depths=lambda w: w["_setup"].map(depths), all_meet=lambda w: w["_setup"].map(all_meet)
     )
-    worst = limiting.head(1).copy()
-    worst["all_meet"] = limiting["all_meet"].transform("all").loc[worst.index]
-    worst["depths"] = limiting["_depth"].transform(lambda d: ", ".join(f"{v:,.0f}" for v in sorted(d))).loc[worst.index]
     worst = worst[worst["capacity"] > 0]
     eligible = options[options["eligible"]].assign(capacity=sequences(options[options["eligible"]]))
     joined = worst.merge(eligible[[*keys, "capacity", "setup"]], on=[*keys, "capacity"], how="inner")

@@ -3,6 +3,7 @@ figure reaches past what was measured (bench.report.answer_time computes it)."""
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from bench.report import format as fmt
@@ -17,24 +18,20 @@ BEYOND_MARK = " ↗"
 
 def _notes(table: pd.DataFrame, budgets: list[int]) -> pd.Series:
     """Per row: one depth measured, starting before the shallowest depth, and how far each budget reaches past
-    the deepest measured depth."""
-    notes = []
-    for position in range(len(table)):
-        row = table.iloc[position]
-        parts = []
-        if row["depth_count"] == 1:
-            parts.append(f"one depth measured ({row['depths']}): its speed held at every depth")
-        elif row["starts_below"]:
-            parts.append("the prompt ends before the shallowest measured depth: extended below it")
-        beyond = [
-            f"{fmt.tokens(budget)} reaches {row[f'beyond_{budget}']:,.0f} tokens past it"
-            for budget in budgets
-            if row[f"beyond_{budget}"] > 0 and row["depth_count"] > 1
-        ]
-        if beyond:
-            parts.append(f"deepest measured depth {row['deepest']:,.0f}: " + ", ".join(beyond) + " (extrapolated)")
-        notes.append("; ".join(parts))
-    return pd.Series(notes, index=table.index, dtype=object)
+    the deepest measured depth. Whole columns at a time."""
+    empty = pd.Series("", index=table.index, dtype=object)
+    one_depth = table["depth_count"] == 1
+    first = empty.where(~one_depth, "one depth measured (" + table["depths"] + "): its speed held at every depth")
+    below = table["starts_below"].astype(bool) & ~one_depth
+    first = first.where(~below, "the prompt ends before the shallowest measured depth: extended below it")
+    beyond = empty
+    for budget in budgets:
+        past = (table[f"beyond_{budget}"] > 0) & ~one_depth
+        text = f"{fmt.tokens(budget)} reaches " + fmt.integer(table[f"beyond_{budget}"]) + " tokens past it"
+        beyond = beyond.where(~past, beyond + np.where(beyond != "", ", ", "") + text)
+    deepest = "deepest measured depth " + fmt.integer(table["deepest"]) + ": "
+    beyond = (deepest + beyond + " (extrapolated)").where(beyond != "", "")
+    return first + np.where((first != "") & (beyond != ""), "; ", "") + beyond
 
 
 def answer_columns(table: pd.DataFrame, budgets: list[int], varying: list[str]) -> list[Column]:
