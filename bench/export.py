@@ -147,6 +147,7 @@ def _benchmark(row: pd.Series, phase: str) -> dict[str, Any] | None:
             "device_id",
             "threads",
             "n_gpu_layers",
+            "parallel",
             "prompt_tokens",
             "gen_tokens",
             "depth",

@@ -44,6 +44,10 @@ class Metric:
 METRICS: tuple[Metric, ...] = (
     Metric("prefill_tok_s", "prefill_tok_s_mean", "tok/s", True, "prefill_tok_s_samples", "prefill_tok_s_std"),
     Metric("decode_tok_s", "decode_tok_s_mean", "tok/s", True, "decode_tok_s_samples", "decode_tok_s_std"),
+    # What each of the cell's `parallel` users gets: aggregate / sequences. Its noise is the aggregate's
+    # per-repetition samples: a cell's sequence count is part of its cell_id, so both sides divide by the same N
+    # and the t statistic is the aggregate's.
+    Metric("decode_tok_s_per_seq", "decode_tok_s_per_seq_mean", "tok/s", True, "decode_tok_s_samples"),
     Metric("ttft_ms", "ttft_ms_mean", "ms", False, "ttft_ms_samples"),
     Metric("itl_ms_p50", "itl_ms_p50", "ms", False, "itl_ms_p50_samples"),
     Metric("itl_ms_p90", "itl_ms_p90", "ms", False, "itl_ms_p90_samples"),

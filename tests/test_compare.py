@@ -564,3 +564,46 @@ def test_a_csv_written_by_the_previous_main_still_compares(tmp_path: Path, capsy
     data = json.loads((tmp_path / "c.json").read_text())
     assert code == 1 and len(data["cells"]) == 4 and data["only_in_baseline"] == data["only_in_current"] == []
     assert [r["cell_id"] for r in data["regressions"]] == [tonight["cell_id"][0]]
+
+
+def parallel_cells() -> list[Cell]:
+    """One cell measured with 1 and with 4 concurrent sequences (otherwise the same)."""
+    suite = parse_suite(
+        quick_suite_yaml("nightly", knobs="knobs: {threads: [1], parallel: [1, 4]}"),
+        Path("suite.yaml"),
+        quantization_catalog(),
+    )
+    return expand(suite)
+
+
+def test_cells_differing_in_parallel_are_never_compared(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    one, four = parallel_cells()
+    assert (one.parallel, four.parallel) == (1, 4) and one.cell_id != four.cell_id
+    base = write(tmp_path / "base.csv", [row(one)])
+    cur = write(tmp_path / "cur.csv", [row(four, decode=tuple(0.5 * v for v in STEADY_DECODE))])
+    code, out, err = run_compare(capsys, str(base), str(cur))
+    assert code == 2 and "no cell in common" in out + err
+
+
+def test_per_user_decode_is_gated_on_its_own_cell(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """4 users each 20 % slower: decode_tok_s_per_seq regresses for the 4-sequence cell only (judged on the
+    aggregate's repetitions, which fell with it), and the 1-sequence cell passes."""
+    one, four = parallel_cells()
+    slow = tuple(0.8 * v for v in STEADY_DECODE)
+
+    def rows(four_decode: Sequence[float]) -> list[ResultRow]:
+        return [
+            row(one, decode_tok_s_per_seq_mean=summarize(STEADY_DECODE).mean),
+            row(four, decode=four_decode, decode_tok_s_per_seq_mean=summarize(four_decode).mean / 4),
+        ]
+
+    base, cur = write(tmp_path / "base.csv", rows(STEADY_DECODE)), write(tmp_path / "cur.csv", rows(slow))
+    code, _, _ = run_compare(capsys, str(base), str(cur), "--json", str(tmp_path / "c.json"))
+    data = json.loads((tmp_path / "c.json").read_text())
+    assert code == 1
+    assert [r["cell_id"] for r in data["regressions"]] == [four.cell_id]
+    assert {"decode_tok_s", "decode_tok_s_per_seq"} <= set(data["regressions"][0]["metrics"])
+    cell = next(c for c in data["cells"] if c["cell_id"] == four.cell_id)
+    per_user = next(m for m in cell["changes"] if m["metric"] == "decode_tok_s_per_seq")
+    assert per_user["baseline"] == pytest.approx(25.0) and per_user["change_pct"] == pytest.approx(-20.0)
+    assert per_user["method"] == "welch"

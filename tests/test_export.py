@@ -15,7 +15,7 @@ from pytest_benchmark.stats import Stats
 
 from bench.cli import main
 from bench.export import benchmark_stats
-from tests.test_compare import STEADY_DECODE, cells, row, write
+from tests.test_compare import STEADY_DECODE, cells, parallel_cells, row, write
 
 PYTEST_BENCHMARK = Path(sys.executable).with_name("pytest-benchmark")
 
@@ -190,3 +190,20 @@ def test_export_takes_the_newest_row_across_a_driver_update(tmp_path: Path) -> N
     assert main(["export", str(tmp_path / "runs"), "--format", "pytest-benchmark", "-o", str(output)]) == 0
     decode = [b for b in json.loads(output.read_text())["benchmarks"] if b["group"] == "decode"]
     assert len(decode) == 2 and all(b["stats"]["ops"] == pytest.approx(50.0, rel=1e-3) for b in decode)
+
+
+def test_per_user_decode_and_parallel_are_exported(tmp_path: Path) -> None:
+    one, four = parallel_cells()
+    rows = [row(c, decode_tok_s_per_seq_mean=100.0 / c.parallel) for c in (one, four)]
+    results_csv = write(tmp_path / "r.csv", rows)
+    bigger, benchmark = tmp_path / "bigger.json", tmp_path / "bench.json"
+    args = ["export", str(results_csv), "--format"]
+    assert main([*args, "github-action-benchmark", "--direction", "bigger", "-o", str(bigger)]) == 0
+    assert main([*args, "pytest-benchmark", "-o", str(benchmark)]) == 0
+    per_user = {
+        e["name"]: e["value"] for e in json.loads(bigger.read_text()) if e["name"].startswith("decode_tok_s_per")
+    }
+    assert sorted(per_user.values()) == [25.0, 100.0] and any(four.cell_id in name for name in per_user)
+    exported = json.loads(benchmark.read_text())["benchmarks"]
+    assert {b["params"]["parallel"] for b in exported} == {1, 4}
+    assert {b["extra_info"]["decode_tok_s_per_seq_mean"] for b in exported} == {25.0, 100.0}

@@ -25,7 +25,17 @@ from bench.report.document import Table
 from bench.report.economics import HOURS_PER_YEAR
 from bench.report.frontier import pareto_2d
 from bench.report.markdown import escape_md, render_markdown
-from bench.report.sections import across, devices, fits, method, pareto, recommendations, summary
+from bench.report.sections import (
+    across,
+    answer_time,
+    capacity,
+    devices,
+    fits,
+    method,
+    pareto,
+    recommendations,
+    summary,
+)
 from bench.report.sections.fits import mark
 from bench.suite.knobs import KNOBS
 
@@ -35,6 +45,8 @@ SECTIONS = {
     "summary": summary,
     "devices": devices,
     "across": across,
+    "capacity": capacity,
+    "answer_time": answer_time,
     "pareto": pareto,
     "fits": fits,
     "recommendations": recommendations,
@@ -93,6 +105,8 @@ def test_two_quickstart_runs_fill_every_section(analyses: dict[str, Analysis], t
         "Summary",
         "Per device",
         "Across devices",
+        "Capacity",
+        "Time to answer",
         "Pareto fronts",
         "What fits",
         "Recommendations",

@@ -92,6 +92,8 @@ def test_html_has_every_section_and_sortable_tables(report_html: Path) -> None:
         "Summary",
         "Per device",
         "Across devices",
+        "Capacity",
+        "Time to answer",
         "Pareto fronts",
         "What fits",
         "Recommendations",
@@ -100,7 +102,7 @@ def test_html_has_every_section_and_sortable_tables(report_html: Path) -> None:
     assert text.count('<table class="sortable">') >= 10
     assert '<th class="num">decode (tok/s)</th>' in text
     nav = re.search(r"<nav>(.*?)</nav>", text, flags=re.S)
-    assert nav is not None and nav.group(1).count('<a href="#') == 7
+    assert nav is not None and nav.group(1).count('<a href="#') == 9
 
 
 def test_html_and_markdown_say_the_same(tmp_path: Path) -> None:

@@ -11,7 +11,8 @@ while the machine reported noise (their `system_warnings`) are listed too. `--ac
 A metric regressed when its change is worse than its threshold (default 5%) AND a one-sided t-test in the
 regression direction is significant after Benjamini-Hochberg false-discovery control at `--fdr` (default
 5%) across all cells x metrics of the comparison. The test runs on each metric's own per-repetition
-samples (Welch, exact Student t quantiles): prefill and decode tok/s, TTFT, ITL p50/p90/p99 (each
+samples (Welch, exact Student t quantiles): prefill and decode tok/s (per-user decode tok/s on the aggregate's
+samples: both sides of a cell serve the same number of sequences), TTFT, ITL p50/p90/p99 (each
 repetition's percentile) and energy per token; results written before those samples were stored are
 judged by the threshold alone, and a note says so. With `--history DIR --last N`, N >= 3, whole runs are
 the unit: the newest run against the spread of the N previous run means (one-sided prediction interval,

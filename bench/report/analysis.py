@@ -8,7 +8,8 @@ from pathlib import Path
 import pandas as pd
 
 from bench.report import data as report_data
-from bench.report.choose import Recommendation, recommend
+from bench.report.capacity import Capacity, analyse_capacity
+from bench.report.choose import Recommendation, most_users, recommend
 from bench.report.context import add_context_fits
 from bench.report.economics import add_costs
 from bench.report.frontier import fronts_by_group
@@ -21,6 +22,7 @@ from bench.suite import Suite, load_suite
 class Analysis:
     data: report_data.ReportData
     recommendation: Recommendation
+    capacity: Capacity
 
 
 def _add_fronts(configs: pd.DataFrame, metric: str | None) -> pd.DataFrame:
@@ -51,6 +53,8 @@ def analyse(frame: pd.DataFrame, keep_all: bool, suite: Suite | None) -> Analysi
     configs = _add_fronts(configs, metric)
     loss_column = report_data.QUALITY_LOSS_COLUMN[metric] if metric else None
     recommendation = recommend(configs, suite.constraints if suite else None, loss_column)
+    capacity = analyse_capacity(measured, suite, keep_all)
+    recommendation.most_users = most_users(capacity.table, recommendation.table)
     data = report_data.ReportData(
         rows=rows,
         measured=measured,
@@ -62,7 +66,7 @@ def analyse(frame: pd.DataFrame, keep_all: bool, suite: Suite | None) -> Analysi
         quality_metric=metric,
         knobs=knobs,
     )
-    return Analysis(data=data, recommendation=recommendation)
+    return Analysis(data=data, recommendation=recommendation, capacity=capacity)
 
 
 def load_report_data(results: list[Path], keep_all: bool = False, suite_path: Path | None = None) -> Analysis:

@@ -4,11 +4,21 @@ from __future__ import annotations
 
 from bench.report.analysis import Analysis, analyse, load_report_data
 from bench.report.document import Block
-from bench.report.sections import across, devices, fits, method, pareto, recommendations, summary
+from bench.report.sections import (
+    across,
+    answer_time,
+    capacity,
+    devices,
+    fits,
+    method,
+    pareto,
+    recommendations,
+    summary,
+)
 
 __all__ = ["SECTIONS", "Analysis", "analyse", "build_document", "load_report_data"]
 
-SECTIONS = (summary, devices, across, pareto, fits, recommendations, method)
+SECTIONS = (summary, devices, across, capacity, answer_time, pareto, fits, recommendations, method)
 
 
 def build_document(analysis: Analysis) -> list[Block]:

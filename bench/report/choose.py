@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from bench.report import format as fmt
+from bench.report.capacity import sequences, setup_columns
 from bench.suite import Constraints
 
 CONSTRAINT_TEXT = {
@@ -28,12 +29,38 @@ CONSTRAINT_TEXT = {
 }
 
 
+@dataclass(frozen=True)
+class CapacityPick:
+    """The setup serving the most users at the SLO at every measured depth, and the figures that say so."""
+
+    device: str
+    setup: str  # the configuration's label at that many sequences
+    users: int
+    at_least: bool  # every measured N met the SLO at every depth: the capacity may be higher
+    depths: str  # '0, 16,384'
+    limiting_depth: float  # the depth where the fewest users are served (the deepest such)
+    decode_tok_s: float  # aggregate decode there
+    usd_per_mtok: float  # cost per million tokens there (NaN: no cost declared)
+
+    @property
+    def reason(self) -> str:
+        more = " (every measured N met it: the capacity may be higher)" if self.at_least else ""
+        cost = f", ${self.usd_per_mtok:,.3f} per million tokens" if not np.isnan(self.usd_per_mtok) else ""
+        return (
+            f"{self.users:,} {'user' if self.users == 1 else 'users'} at the SLO at every measured depth "
+            f"({self.depths}){more}; at {self.limiting_depth:,.0f}, the depth that limits it, "
+            f"{self.decode_tok_s:,.1f} tok/s for all users together{cost}; its configuration at {self.users:,} "
+            "sequences meets the constraints"
+        )
+
+
 @dataclass
 class Recommendation:
     constraints: dict[str, float]
     ranking: str
     table: pd.DataFrame  # configs + eligible, reasons, rank (1 = best; NaN when ruled out)
     best_per_device: pd.DataFrame = field(default_factory=pd.DataFrame)
+    most_users: CapacityPick | None = None
 
     @property
     def best(self) -> pd.Series | None:
@@ -150,3 +177,40 @@ def recommend(configs: pd.DataFrame, constraints: Constraints | None, quality_co
     ranked = table.loc[order.index]
     best_per_device = ranked.drop_duplicates("device", keep="first").sort_values("device")
     return Recommendation(constraints=declared, ranking=ranking, table=table, best_per_device=best_per_device)
+
+
+def most_users(capacity: pd.DataFrame, options: pd.DataFrame) -> CapacityPick | None:
+    """The setup with the largest capacity over all its measured depths (the fewest users any depth serves),
+    among those whose configuration at that many sequences is eligible in `options` (recommend's table).
+    Ties: more aggregate decode at the limiting depth, then lower cost there, then device and label."""
+    if capacity.empty or options.empty:
+        return None
+    keys = [c for c in setup_columns() if c != "depth"]
+    setup = capacity.groupby(keys, dropna=False, sort=False).ngroup()
+    frame = capacity.assign(_setup=setup, _depth=fmt.as_float(capacity["depth"]))
+    by_depth = frame.sort_values(["_setup", "_depth"], kind="stable")
+    depths = fmt.integer(by_depth["_depth"]).groupby(by_depth["_setup"]).agg(", ".join)
+    all_meet = frame["all_meet"].astype(bool).groupby(setup).all()
+    worst = frame.sort_values(["_setup", "capacity", "_depth"], ascending=[True, True, False], kind="stable")
+    worst = worst.drop_duplicates("_setup").assign(
+        depths=lambda w: w["_setup"].map(depths), all_meet=lambda w: w["_setup"].map(all_meet)
+    )
+    worst = worst[worst["capacity"] > 0]
+    eligible = options[options["eligible"]].assign(capacity=sequences(options[options["eligible"]]))
+    joined = worst.merge(eligible[[*keys, "capacity", "setup"]], on=[*keys, "capacity"], how="inner")
+    if joined.empty:
+        return None
+    ordered = joined.assign(
+        _decode=-fmt.as_float(joined["decode_at_capacity"]), _cost=fmt.as_float(joined["usd_per_mtok_at_capacity"])
+    ).sort_values(["capacity", "_decode", "_cost", "device", "setup"], ascending=[False, True, True, True, True])
+    best = ordered.iloc[0]
+    return CapacityPick(
+        device=str(best["device"]),
+        setup=str(best["setup"]),
+        users=int(best["capacity"]),
+        at_least=bool(best["all_meet"]),
+        depths=str(best["depths"]),
+        limiting_depth=float(best["_depth"]),
+        decode_tok_s=float(best["decode_at_capacity"]),
+        usd_per_mtok=float(best["usd_per_mtok_at_capacity"]),
+    )

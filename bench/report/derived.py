@@ -136,3 +136,8 @@ def unstable(frame: pd.DataFrame, metric: str = "decode_tok_s") -> pd.Series:
     """The row's figure is flagged unstable, or its spread over repetitions is above the limit (bench.stats)."""
     flagged = frame["unstable"].eq(True).fillna(False).astype(bool) if "unstable" in frame else False
     return flagged | (_column(frame, f"{metric}_cv_pct") > UNSTABLE_CV_PCT)
+
+
+def noisy(frame: pd.DataFrame) -> pd.Series:
+    """The row was measured while the machine reported noise (busy CPU, throttling, ...: system_warnings)."""
+    return _text_column(frame, "system_warnings").str.strip().ne("")

@@ -44,23 +44,39 @@ def device_cost_table(frame: pd.DataFrame, suite: Suite | None) -> pd.DataFrame:
     return table
 
 
-def add_costs(configs: pd.DataFrame, suite: Suite | None) -> pd.DataFrame:
-    """Cost per million decoded tokens, and tokens per joule (from declared power when not measured)."""
-    table = device_cost_table(configs, suite)
+def hourly_cost(frame: pd.DataFrame, suite: Suite | None) -> pd.DataFrame:
+    """Per row of `frame` (host, device_id, device, avg_power_w): `usd_per_hour` (NaN where no cost is declared)
+    and `power_w` (the declared whole-system power; NaN where none)."""
+    table = device_cost_table(frame, suite)
     joined = (
-        configs[["host", "device_id"]]
+        frame[["host", "device_id"]]
         .merge(table.drop(columns="device"), on=["host", "device_id"], how="left")
-        .set_index(configs.index)
+        .set_index(frame.index)
     )
-    power = joined["power_w"].fillna(fmt.as_float(configs["avg_power_w"]).where(joined["declared"]))
+    power = joined["power_w"].fillna(fmt.as_float(frame["avg_power_w"]).where(joined["declared"]))
     electricity_per_h = power / 1000.0 * joined["electricity_usd_per_kwh"]
     hourly = joined["hardware_usd_per_h"].fillna(0.0) + electricity_per_h.fillna(0.0)
-    known = joined["declared"] & (joined["hardware_usd_per_h"].notna() | electricity_per_h.notna())
+    known = joined["declared"].fillna(False).astype(bool) & (
+        joined["hardware_usd_per_h"].notna() | electricity_per_h.notna()
+    )
+    return pd.DataFrame({"usd_per_hour": hourly.where(known), "power_w": joined["power_w"]}, index=frame.index)
+
+
+def usd_per_mtok(usd_per_hour: pd.Series, decode_tok_s: pd.Series) -> pd.Series:
+    """Cost per million decoded tokens at this decode speed (aggregate over the sequences served at once)."""
+    decode = fmt.as_float(decode_tok_s)
+    return (usd_per_hour / (decode * 3600.0) * 1e6).where(usd_per_hour.notna() & (decode > 0))
+
+
+def add_costs(configs: pd.DataFrame, suite: Suite | None) -> pd.DataFrame:
+    """Cost per million decoded tokens, and tokens per joule (from declared power when not measured)."""
+    hourly = hourly_cost(configs, suite)
     decode = fmt.as_float(configs["decode_tok_s_mean"])
     out = configs.copy()
-    out["usd_per_hour"] = hourly.where(known)
-    out["usd_per_mtok"] = (hourly / (decode * 3600.0) * 1e6).where(known & (decode > 0))
-    estimated = out["tok_per_j"].isna() & joined["power_w"].notna() & (joined["power_w"] > 0)
+    out["usd_per_hour"] = hourly["usd_per_hour"]
+    out["usd_per_mtok"] = usd_per_mtok(hourly["usd_per_hour"], decode)
+    declared_power = hourly["power_w"]
+    estimated = out["tok_per_j"].isna() & declared_power.notna() & (declared_power > 0)
     out["tok_per_j_estimated"] = estimated
-    out["tok_per_j"] = out["tok_per_j"].where(~estimated, decode / joined["power_w"])
+    out["tok_per_j"] = out["tok_per_j"].where(~estimated, decode / declared_power)
     return out

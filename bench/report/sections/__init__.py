@@ -49,8 +49,10 @@ def present(frame: pd.DataFrame, column: str) -> bool:
 
 
 def sort_configs(frame: pd.DataFrame, first: Sequence[str] = ()) -> pd.DataFrame:
-    """Stable, readable order: (first...), model, higher precision first, quant, backend, knobs, workload."""
+    """Stable, readable order: (first...), model, higher precision first, quant, backend, knobs, workload (the
+    ones `frame` has: a capacity table has no `parallel` column)."""
     keys = [*first, "model_id", "_bits", "quantization", "backend", *knobs.knob_names(), *WORKLOAD_COLUMNS]
+    keys = [k for k in keys if k in frame or k == "_bits"]
     if "depth" in frame:
         keys.append("depth")
     # Sort the key columns alone, then take the rows once: a wide frame is copied once, not twice.

@@ -15,7 +15,7 @@ import pandas as pd
 from bench.report import format as fmt
 from bench.report import knobs as knob_columns
 from bench.report.analysis import Analysis
-from bench.report.derived import unstable
+from bench.report.derived import noisy, unstable
 from bench.report.document import Block, Code, Heading, Paragraph
 from bench.report.sections import Column, frame_table, present, sort_configs
 from bench.report.sections.memory import memory_table
@@ -37,9 +37,7 @@ def decode_by_depth(measured: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame()
     text = fmt.plus_minus(measured["decode_tok_s_mean"], measured["decode_tok_s_std"])
     text = text.where(~unstable(measured), text + " ⚠")
-    if "system_warnings" in measured:  # measured while the machine reported noise (busy CPU, throttling, ...)
-        noisy = measured["system_warnings"].fillna("").astype(str).str.strip().ne("")
-        text = text.where(~noisy, text + " ⚑")
+    text = text.where(~noisy(measured), text + " ⚑")
     cells = pd.DataFrame(
         {"config_no": measured["config_no"], "depth": fmt.as_float(measured["depth"]).fillna(0), "text": text}
     )

@@ -129,6 +129,20 @@ def build(analysis: Analysis) -> list[Block]:
             "measured average device power."
         ),
         Paragraph.of(
+            "Capacity: a setup (every setting but the number of concurrent sequences) at one depth meets the SLO "
+            "with N sequences when the TTFT of the batch's last user (the batch's prefill) is at most the SLO's "
+            "max_ttft_ms and each user's decode tok/s is at least its min_user_tok_s. Its capacity is the largest "
+            "measured N such that it and every smaller measured N meet the SLO (a measurement where 4 fail and 16 "
+            "pass counts 1). Cost at capacity is the cost formula below with the aggregate decode of those N users; "
+            "the most-users pick takes each setup's fewest users over its measured depths."
+        ),
+        Paragraph.of(
+            "Time to answer: the seconds to generate a thinking budget of B tokens after a prompt of P tokens, "
+            "∫ dt over context positions P … P + B of the time per token, which is interpolated linearly in depth "
+            "between the one-sequence decode speeds (1 / tok/s) at the measured depths and extended along the "
+            "nearest segment beyond them (held constant when one depth was measured)."
+        ),
+        Paragraph.of(
             "Merging: "
             + (
                 "every row of every file is kept (--keep-all)."

@@ -125,6 +125,18 @@ def build(analysis: Analysis) -> list[Block]:
                 "memory).",
             )
         )
+    if choice.most_users is not None:
+        pick = choice.most_users
+        blocks.append(
+            Paragraph.of("Most users at the SLO: ", Strong(f"{pick.setup} on {pick.device}"), f" — {pick.reason}.")
+        )
+    elif not analysis.capacity.table.empty:
+        blocks.append(
+            Paragraph.of(
+                "Most users at the SLO: none — no setup serves a user at the SLO at every measured depth with a "
+                "configuration that meets the constraints (see Capacity)."
+            )
+        )
     metric = data.quality_metric
     if not choice.best_per_device.empty:
         per_device = choice.best_per_device

@@ -1,0 +1,103 @@
+"""Section "Capacity": per setup and depth, how many concurrent users meet the SLO, and what a token costs there
+against the one-user figure (bench.report.capacity computes it)."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from bench.report import format as fmt
+from bench.report.analysis import Analysis
+from bench.report.capacity import describe_slo
+from bench.report.document import Block, Code, Heading, Inline, Paragraph
+from bench.report.knobs import knob_label
+from bench.report.sections import Column, frame_table, sort_configs
+
+NOISE_MARK = " ⚑"
+
+
+def setup_label_columns(frame: pd.DataFrame, varying: list[str]) -> list[Column]:
+    """Device, model, quantization, backend (when several), the other knobs that vary (without `parallel`), and
+    the workload when it varies: what tells the setups of a capacity or time-to-answer table apart."""
+    columns = [
+        Column("device", fmt.text(frame["device"])),
+        Column("model", fmt.text(frame["model_id"])),
+        Column("quant", fmt.text(frame["quantization"])),
+    ]
+    if frame["backend"].nunique() > 1:
+        columns.append(Column("backend", fmt.text(frame["backend"])))
+    settings = knob_label(frame, [k for k in varying if k != "parallel" and k in frame])
+    if (settings != "").any():
+        columns.append(Column("settings", settings))
+    if frame[["prompt_tokens", "gen_tokens"]].drop_duplicates().shape[0] > 1:
+        workload = "pp" + fmt.integer(frame["prompt_tokens"]) + " tg" + fmt.integer(frame["gen_tokens"])
+        columns.append(Column("workload", workload))
+    return columns
+
+
+def _users_text(table: pd.DataFrame) -> pd.Series:
+    users = fmt.integer(table["capacity"])
+    users = users.where(~table["all_meet"].astype(bool), "≥ " + users)
+    return users.where(~table["noisy"].astype(bool), users + NOISE_MARK)
+
+
+def _dollars(values: pd.Series) -> pd.Series:
+    return ("$" + fmt.fixed(values, 3)).where(values.notna(), fmt.MISSING)
+
+
+def capacity_columns(table: pd.DataFrame, varying: list[str]) -> list[Column]:
+    columns = [
+        *setup_label_columns(table, varying),
+        Column("depth (tok)", fmt.integer(table["depth"]), True),
+        Column("measured (sequences)", table["measured_n"], True),
+        Column("capacity at the SLO (users)", _users_text(table), True),
+        Column("what limits it", table["limit"]),
+        Column("TTFT, last user (ms)", fmt.fixed(table["ttft_at_capacity"], 0), True),
+        Column("decode per user (tok/s)", fmt.fixed(table["user_tok_s_at_capacity"]), True),
+        Column("decode, all users (tok/s)", fmt.fixed(table["decode_at_capacity"]), True),
+    ]
+    if table["usd_per_hour"].notna().any():
+        columns += [
+            Column("cost at capacity ($ per 1M tok)", _dollars(table["usd_per_mtok_at_capacity"]), True),
+            Column("cost at 1 user ($ per 1M tok)", _dollars(table["usd_per_mtok_one_user"]), True),
+        ]
+    return columns
+
+
+def _intro(analysis: Analysis) -> Paragraph:
+    capacity = analysis.capacity
+    parts: list[Inline] = [
+        "How many users each setup serves at once at the service level ",
+        describe_slo(capacity.slo),
+        f" — {capacity.slo_source}. Per context depth: the largest measured number of concurrent sequences (",
+        Code("parallel"),
+        ") such that it and every smaller measured number meet the SLO; the TTFT of the batch's last user, each "
+        "user's decode speed and the aggregate decode there. ≥ N: every measured number met it, so the box may "
+        f"serve more; 0: not even the fewest measured.{NOISE_MARK} a row that decides it was measured while the "
+        "machine reported noise.",
+    ]
+    if capacity.table["usd_per_hour"].notna().any():
+        parts.append(
+            " Cost per million tokens at capacity divides the device's cost per hour by the aggregate decode of "
+            "every user served; the one-user figure is the same device serving one sequence at that depth."
+        )
+    return Paragraph(tuple(parts))
+
+
+def build(analysis: Analysis) -> list[Block]:
+    blocks: list[Block] = [Heading(2, "Capacity")]
+    table = analysis.capacity.table
+    if table.empty:
+        return blocks + [Paragraph.of("Nothing was measured successfully.")]
+    blocks.append(_intro(analysis))
+    if (table["measured_n"] == "1").all():
+        blocks.append(
+            Paragraph.of(
+                "Only one sequence at a time was measured: add ",
+                Code("parallel: [1, 4, 16]"),
+                " under the suite's ",
+                Code("knobs:"),
+                " to see how many users each setup holds.",
+            )
+        )
+    ordered = sort_configs(table, first=["device"])
+    return blocks + [frame_table(capacity_columns(ordered, analysis.data.knobs))]
