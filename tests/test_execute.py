@@ -117,6 +117,9 @@ def test_own_cgroup_is_the_cgroup2_mount_plus_the_unified_line(tmp_path: Path) -
         "27 25 0:23 / /sys/fs/cgroup/unified rw,relatime shared:6 - cgroup2 cgroup2 rw\n"
     )
     assert own_cgroup(tmp_path) == Path("/sys/fs/cgroup/unified/user.slice/bench.scope")
+    (tmp_path / "cgroup").write_text("0::/docker/abc\n")  # a container that sees its own subtree only
+    (tmp_path / "mountinfo").write_text("500 400 0:27 /docker/abc /sys/fs/cgroup ro,nosuid - cgroup2 cgroup rw\n")
+    assert own_cgroup(tmp_path) == Path("/sys/fs/cgroup")
     (tmp_path / "mountinfo").write_text("30 25 0:26 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n")
     assert own_cgroup(tmp_path) is None  # pure cgroup v1
 

@@ -67,6 +67,10 @@ def own_cgroup(proc_root: Path = Path("/proc/self")) -> Path | None:
     for fields in mounts:
         # mountinfo: id parent major:minor root mount-point options ... - fstype source super-options
         if "-" in fields and fields[fields.index("-") + 1] == "cgroup2" and relative is not None:
+            # A container may mount only its own subtree (root /docker/<id>) where the cgroup path is the full one.
+            mount_root = fields[3].rstrip("/")
+            if mount_root and (relative == mount_root or relative.startswith(mount_root + "/")):
+                relative = relative[len(mount_root) :]
             return Path(fields[4]) / relative.lstrip("/")
     return None
 
