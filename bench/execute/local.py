@@ -67,7 +67,9 @@ def _run_worker(
     job = MeasureJob(backend=group.backend, model_path=str(group.model_path), cells=[c.fields() for c in cells])
     worker = WorkerProcess(job, group.memory_limit_bytes)
     current: Cell | None = None
-    load_fields: dict[str, Any] = {}
+    # How the memory limit was enforced (cgroup or watchdog; blank without a limit): on every row, failed too.
+    enforced = {"memory_limit_enforced_by": worker.memory_limit_by}
+    load_fields: dict[str, Any] = dict(enforced)
     deadline_s = group.load_timeout_s
     started = time.monotonic()
     try:
@@ -77,7 +79,9 @@ def _run_worker(
             except TimeoutError:
                 worker.kill()
                 if current is None:
-                    _fail_all(pending, "timeout", f"model load exceeded {group.load_timeout_s:.0f} s", on_outcome)
+                    _fail_all(
+                        pending, "timeout", f"model load exceeded {group.load_timeout_s:.0f} s", on_outcome, enforced
+                    )
                     return []
                 on_outcome(
                     CellOutcome(
@@ -95,15 +99,15 @@ def _run_worker(
                     return []
                 reason = worker.exit_reason()
                 if current is None:
-                    _fail_all(pending, "failed", f"while loading the model: {reason}", on_outcome)
+                    _fail_all(pending, "failed", f"while loading the model: {reason}", on_outcome, enforced)
                     return []
                 on_outcome(CellOutcome(current, "failed", reason, dict(load_fields)))
                 pending.remove(current)
                 return pending
             if isinstance(event, Loaded):
-                load_fields = {"load_s": event.load_s, **event.fields}
+                load_fields = {**enforced, "load_s": event.load_s, **event.fields}
             elif isinstance(event, LoadError):
-                _fail_all(pending, "failed", event.reason, on_outcome)
+                _fail_all(pending, "failed", event.reason, on_outcome, enforced)
                 worker.kill()
                 return []
             elif isinstance(event, CellStart):
@@ -129,9 +133,15 @@ def _run_worker(
         worker.close()
 
 
-def _fail_all(cells: list[Cell], status: str, reason: str, on_outcome: Callable[[CellOutcome], None]) -> None:
+def _fail_all(
+    cells: list[Cell],
+    status: str,
+    reason: str,
+    on_outcome: Callable[[CellOutcome], None],
+    fields: dict[str, Any] | None = None,
+) -> None:
     for cell in list(cells):
-        on_outcome(CellOutcome(cell, status, reason))
+        on_outcome(CellOutcome(cell, status, reason, dict(fields or {})))
 
 
 @dataclass

@@ -1,8 +1,9 @@
 """One worker process: spawned without a shell in its own session, read with deadlines, killed as a group.
 
 Every job (measurement or quality) goes through this one spawn path. A Ctrl-C at the terminal reaches only
-the parent, which then kills the worker's whole process group. With a memory limit, a watchdog thread reads
-the worker tree's resident memory and kills it past the limit: resident memory, not address space, because
+the parent, which then kills the worker's whole process group. A memory limit is the worker's cgroup v2
+memory.max where this process may set one (bench.execute.cgroup), else a watchdog thread that reads the worker
+tree's resident memory and kills it past the limit: resident memory either way, not address space, because
 mmap'd model files and CUDA's reservations are address space that takes no RAM.
 """
 
@@ -15,10 +16,12 @@ import subprocess
 import sys
 import tempfile
 import threading
+from pathlib import Path
 from typing import Any
 
 import psutil
 
+from bench.execute.cgroup import BY_CGROUP, BY_WATCHDOG, WorkerCgroup, delegation
 from bench.execute.protocol import decode_event, encode
 
 STDERR_TAIL_BYTES = 8192
@@ -33,6 +36,9 @@ SIGNAL_EXPLANATIONS = {
     signal.SIGBUS: "bus error (model file changed or truncated while mapped?)",
     signal.SIGFPE: "arithmetic exception in the native backend",
 }
+# With a cgroup, memory.events says whether the kernel's OOM killer (any kind: the cgroup's or the system's) killed
+# the worker: a SIGKILL it did not count came from elsewhere.
+NOT_OOM_SIGKILL = "killed by SIGKILL, not by the OOM killer (its cgroup's memory.events counts none): an external kill"
 _INTERESTING = ("error", "assert", "abort", "failed", "exception", "fatal", "illegal", "out of memory")
 
 # Every worker alive in this process, by the thread that started it: a fleet host stopping a run kills the
@@ -49,11 +55,14 @@ def gib(n_bytes: int) -> str:
     return f"{n_bytes / 2**30:.2f} GiB"
 
 
-def describe_exit(returncode: int, stderr_tail: str) -> str:
-    """A readable reason for a worker's death."""
+def describe_exit(returncode: int, stderr_tail: str, oom_known_absent: bool = False) -> str:
+    """A readable reason for a worker's death (oom_known_absent: the kernel says it killed nothing for memory)."""
     if returncode < 0:
         sig = signal.Signals(-returncode)
-        text = f"worker died by {sig.name}: {SIGNAL_EXPLANATIONS.get(sig, 'terminated by a signal')}"
+        explanation = SIGNAL_EXPLANATIONS.get(sig, "terminated by a signal")
+        if sig == signal.SIGKILL and oom_known_absent:
+            explanation = NOT_OOM_SIGKILL
+        text = f"worker died by {sig.name}: {explanation}"
     else:
         text = f"worker exited with code {returncode}"
     detail = _last_interesting_line(stderr_tail)
@@ -87,10 +96,12 @@ def tree_rss_bytes(pid: int) -> int:
 class WorkerProcess:
     """`python -m bench.execute.worker` running one job; events arrive on a queue as they are written."""
 
-    def __init__(self, job: Any, memory_limit_bytes: int | None = None) -> None:
+    def __init__(self, job: Any, memory_limit_bytes: int | None = None, cgroup_root: Path | None = None) -> None:
         self.stderr = tempfile.TemporaryFile()
         self.memory_limit_bytes = memory_limit_bytes
         self.out_of_memory_rss: int | None = None  # set when the watchdog killed the worker
+        self.cgroup: WorkerCgroup | None = None
+        self.memory_limit_by = ""  # BY_CGROUP | BY_WATCHDOG with a limit: the row's memory_limit_enforced_by
         self.process = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
             [sys.executable, "-m", "bench.execute.worker"],
             stdin=subprocess.PIPE,
@@ -107,7 +118,9 @@ class WorkerProcess:
         self._done = threading.Event()
         threading.Thread(target=self._read, daemon=True).start()
         if memory_limit_bytes:
-            threading.Thread(target=self._watch_memory, daemon=True).start()
+            self._limit_memory(memory_limit_bytes, cgroup_root)
+        # The job goes last: the worker loads its model only once it has read the job, so that memory is
+        # charged to the worker's cgroup (only the interpreter's start-up is charged where bench runs).
         assert self.process.stdin is not None
         try:
             self.process.stdin.write(encode(job))
@@ -123,6 +136,24 @@ class WorkerProcess:
                 self.events.put(event)
         self.events.put(None)
         self._done.set()
+
+    def _limit_memory(self, limit_bytes: int, cgroup_root: Path | None) -> None:
+        parent = delegation(cgroup_root).parent
+        if parent is not None:
+            try:
+                self.cgroup = WorkerCgroup.create(parent, limit_bytes)
+                self.cgroup.add(self.process.pid)
+                self.memory_limit_by = BY_CGROUP
+                return
+            except OSError:  # e.g. a cgroup count limit: the watchdog still holds the worker to its limit
+                self._remove_cgroup()
+        self.memory_limit_by = BY_WATCHDOG
+        threading.Thread(target=self._watch_memory, daemon=True).start()
+
+    def _remove_cgroup(self) -> None:
+        if self.cgroup is not None:
+            self.cgroup.remove()
+            self.cgroup = None
 
     def _watch_memory(self) -> None:
         limit = self.memory_limit_bytes or 0
@@ -154,7 +185,14 @@ class WorkerProcess:
                 f"out of memory: the worker's resident memory reached {gib(self.out_of_memory_rss)}, over "
                 f"limits.memory_limit_gb ({gib(self.memory_limit_bytes)})"
             )
-        return describe_exit(returncode, self.stderr_tail())
+        if self.cgroup is not None and self.cgroup.oom_killed():  # the kernel's word, not a guess from a signal
+            peak = self.cgroup.peak_bytes()
+            return (
+                f"out of memory: the kernel killed the worker at its cgroup's memory.max "
+                f"({gib(self.cgroup.limit_bytes)}, limits.memory_limit_gb)"
+                + (f"; its memory peaked at {gib(peak)}" if peak else "")
+            )
+        return describe_exit(returncode, self.stderr_tail(), oom_known_absent=self.cgroup is not None)
 
     def kill(self) -> None:
         """Kill the whole process group and reap it: no zombies, no orphans."""
@@ -175,6 +213,7 @@ class WorkerProcess:
     def close(self) -> None:
         if self.process.poll() is None:
             self.kill()
+        self._remove_cgroup()
         self._done.set()
         self.stderr.close()
         with _LIVE_LOCK:

@@ -79,13 +79,15 @@ def run_measure(job: MeasureJob, events: TextIO, hook: Hook) -> None:
     from bench.runners.registry import create_engine
 
     cells = [Cell.model_validate(c) for c in job.cells]
-    rss_before_load = rss_bytes()
     # Device memory used before the model exists: where NVML cannot attribute memory to this process
     # (PID namespaces in containers), peak VRAM is the peak used minus this, weights and KV included.
     vram_before_load = vram_used_bytes(cells[0].device_kind, cells[0].device_index)
     try:
         hook("load", None)
         engine = create_engine(job.backend, Path(job.model_path), cells[0])
+        # Taken once the engine exists, so its library (llama_cpp: ~8 MiB resident) counts as the worker's
+        # runtime, like the interpreter, and not as the model's memory the planner estimates.
+        rss_before_load = rss_bytes()
         info = engine.load()
     except (Exception, MemoryError) as exc:
         _emit(events, LoadError(reason=_reason(exc), detail=_detail()))

@@ -94,6 +94,7 @@ class _FixedColumns(BaseModel):
     peak_rss_bytes: int | None = None  # the worker process's peak, interpreter and libraries included
     rss_before_load_bytes: int | None = None  # the worker's resident memory before the model was loaded
     model_rss_bytes: int | None = None  # peak minus before-load: what the model, context and batches took
+    memory_limit_enforced_by: str = ""  # cgroup_memory_max | rss_watchdog (limits.memory_limit_gb), blank: none
     peak_vram_bytes: int | None = None
     kv_cache_bytes: int | None = None
     model_buffers_bytes: int | None = None  # llama.cpp's own buffer sizes (its load log)

@@ -8,10 +8,13 @@ A cell needs, on each memory (host RAM, GPU VRAM):
   context, except for sliding-window layers when llama.cpp keeps a window-sized cache (`swa_full` false);
 * compute: on a GPU the buffer llama.cpp reserves for the worst-case batch (the largest of the logits,
   attention and feed-forward stages, plus the CUDA runtime); on the CPU the pages a batch actually touches
-  (allocated-but-untouched pages take no RAM), the tokenizer tables and the runtime.
+  (allocated-but-untouched pages take no RAM), the tokenizer tables and the runtime;
+* output: the logits buffer on the host, one row of n_vocab floats per sequence (llama.cpp reserves
+  n_seq_max rows; bench asks for logits at each sequence's last token only, so all of them are written).
 
 "Measured" for comparison (tests/test_planner.py): a process's peak RSS (VmHWM) minus its RSS just before
-the model is loaded — what loading the model, creating the context and running a batch added.
+the model is loaded (the llama.cpp library already imported) — what loading the model, creating the context
+and running a batch added.
 """
 
 from __future__ import annotations
@@ -35,7 +38,8 @@ RUNNER_SWA_FULL = True
 
 # Calibrated on llama.cpp (llama-cpp-python 0.3.36, CPU) with SmolLM2-135M and Gemma-3-270M:
 LLAMA_RUNTIME_BYTES = 14 * MIB  # llama/ggml contexts, graph metadata, thread pool
-TOKENIZER_BYTES_PER_TOKEN = 124  # vocabulary tables + one row of output logits, per vocabulary entry
+TOKENIZER_BYTES_PER_TOKEN = 120  # vocabulary tables, per vocabulary entry
+LOGIT_BYTES = 4  # llama.cpp's output buffer holds f32 logits
 # Not measurable here (no GPU): the usual CUDA context + cuBLAS workspace of a llama.cpp process.
 CUDA_RUNTIME_BYTES = 384 * MIB
 # Bytes per element of the KV cache types (ggml block size, block bytes).
@@ -123,8 +127,10 @@ def estimate_memory(
     quantization: str | None = None,
     swa_full: bool = RUNNER_SWA_FULL,
     repack: bool = True,
+    n_seq: int = 1,
 ) -> MemoryEstimate:
-    """Memory of the model at a context of n_ctx cells with batches of up to batch_tokens tokens.
+    """Memory of the model at a context of n_ctx cells (shared by n_seq sequences) with batches of up to
+    batch_tokens tokens.
 
     Weights count each tensor once where llama.cpp puts it. Compute counts everything else a process holds:
     compute buffers, the runtime and tokenizer tables, and the file pages loading leaves resident (the GGUF
@@ -150,7 +156,8 @@ def estimate_memory(
     loader_residue = shape.header_bytes
     if repack and exact_file and shape.repack_bytes:
         loader_residue += sum(shape.repack_bytes[:first_gpu])
-    runtime = LLAMA_RUNTIME_BYTES + TOKENIZER_BYTES_PER_TOKEN * shape.n_vocab + loader_residue
+    output = max(1, n_seq) * shape.n_vocab * LOGIT_BYTES  # host memory even when the head is on a GPU
+    runtime = LLAMA_RUNTIME_BYTES + TOKENIZER_BYTES_PER_TOKEN * shape.n_vocab + output + loader_residue
     on_gpu = bool(gpu_layers) or output_on_gpu
     compute_vram = 0
     if on_gpu:
@@ -191,6 +198,7 @@ def estimate_cell(cell: Cell, shape: ModelShape, quantization: str | None = None
         device_kind=cell.device_kind,
         quantization=quantization,
         repack=cell.repack,
+        n_seq=cell.knob("parallel") or 1,
     )
 
 
