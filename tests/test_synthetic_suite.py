@@ -11,6 +11,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from bench.errors import BenchError
@@ -234,3 +235,54 @@ def test_consumer_gpu_plans_synthetic_weights_and_leaves_out_hours_long_cells_wi
         assert cell["weights"] in ("real", "synthetic")
     assert ("r1-distill-qwen-1.5b", "Q4_K_M", 0) not in too_long
     assert ("r1-distill-qwen-14b", "Q8_0", 4096) in too_long
+
+
+# ------------------------------------------------------------------------------------------------------ torch
+
+
+def test_torch_builds_a_synthetic_smollm2_135m_with_from_config_and_measures_it() -> None:
+    pytest.importorskip("transformers")
+    from bench.models.catalog import known_shape
+    from bench.runners.base import measure_cell, repetition_fields
+    from bench.runners.torch.runner import TorchRunner
+    from bench.runners.torch.synthetic import hf_config, synthetic_folder
+    from bench.suite import Cell
+
+    shape = known_shape("SmolLM2-135M")
+    for key in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_key_value_heads", "vocab_size"):
+        assert hf_config(shape)[key] == KNOWN_CONFIGS["SmolLM2-135M"][key]  # the catalog's values, back
+    resolved = synthetic_folder(shape, "fp32")
+    assert resolved.weights == "synthetic" and not any(resolved.path.glob("*.safetensors"))  # nothing large written
+    cell = Cell.model_validate(
+        dict(
+            suite="t",
+            model_id="m",
+            quantization="fp32",
+            backend="torch",
+            device_id="cpu",
+            device_kind="cpu",
+            device_index=0,
+            threads=1,
+            torch_compile="off",
+            static_cache=False,
+            prompt_tokens=4,
+            gen_tokens=2,
+            depth=0,
+            repetitions=1,
+            warmup=0,
+        )
+    )
+    runner = TorchRunner(resolved.path, cell)
+    info = runner.load()
+    # The published SmolLM2-135M parameter count (tied embeddings), as the catalog's test checks it.
+    assert info.n_params == 134_515_008
+    assert info.extra["file_type"] == "F32" and runner.n_vocab() == 49152 and runner.bos_token() is None
+    first = runner.logits(np.arange(4, dtype=np.int32))
+    runner.start_context(cell)
+    warmups, measured = measure_cell(runner, cell)
+    assert repetition_fields(cell, warmups, measured)["decode_tok_s_mean"] > 0
+    runner.close()
+    again = TorchRunner(resolved.path, cell)
+    again.load()
+    np.testing.assert_array_equal(again.logits(np.arange(4, dtype=np.int32)), first)  # seeded: the same model
+    again.close()

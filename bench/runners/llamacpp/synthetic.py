@@ -33,7 +33,13 @@ import numpy as np
 
 from bench.errors import BenchError
 from bench.models import ResolvedModel, cache_dir, check_gguf, read_gguf_header
-from bench.models.catalog import TransformerShape, known_shape, known_synthetic_names, shape_from_config_file
+from bench.models.catalog import (
+    TransformerShape,
+    known_shape,
+    known_synthetic_names,
+    safe_name,
+    shape_from_config_file,
+)
 from bench.models.gguf import is_valid_gguf
 from bench.models.synthetic_gguf import (
     TensorSpec,
@@ -86,7 +92,7 @@ def synthetic_model(
     """The synthetic model at `quantization` (F16, or a type llama.cpp derives without an imatrix), as a GGUF
     file in bench's cache, built on first use."""
     shape = name_or_config if isinstance(name_or_config, TransformerShape) else synthetic_shape(name_or_config)
-    folder = cache_dir() / "synthetic" / f"{_safe(shape.name)}-{shape.key()}"
+    folder = cache_dir() / "synthetic" / f"{safe_name(shape.name)}-{shape.key()}"
     if quantization == "F16":
         return _f16_model(shape, folder, progress)
     return _quantized_model(shape, folder, quantization, progress)
@@ -145,7 +151,7 @@ def _seed(shape: TransformerShape) -> int:
 def _f16_model(shape: TransformerShape, folder: Path, progress: ProgressCallback | None) -> Path:
     plan = tensor_plan(shape)
     return _published(
-        folder / f"{_safe(shape.name)}-F16.gguf",
+        folder / f"{safe_name(shape.name)}-F16.gguf",
         estimated_file_bytes(shape, plan),
         progress,
         "write F16",
@@ -166,7 +172,7 @@ def _quantized_model(
         )
     proxy_tensors = proxy_plan(shape, PROXY_ROWS)
     proxy = _published(
-        folder / f"{_safe(shape.name)}-proxy.gguf",
+        folder / f"{safe_name(shape.name)}-proxy.gguf",
         estimated_file_bytes(shape, proxy_tensors),
         None,
         "write proxy",
@@ -183,7 +189,7 @@ def _quantized_model(
     plan, file_type = _quantized_plan(shape, derived)
     # Named after the quantized proxy (<TYPE>-<llama.cpp version key>): a new llama.cpp may choose other types.
     return _published(
-        folder / f"{_safe(shape.name)}-{derived.name}",
+        folder / f"{safe_name(shape.name)}-{derived.name}",
         estimated_file_bytes(shape, plan),
         progress,
         f"write {quantization}",
@@ -296,5 +302,3 @@ def _check_free_disk(folder: Path, needed: int, what: str) -> None:
         )
 
 
-def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "._-" else "_" for c in name)[:80] or "model"
