@@ -116,10 +116,15 @@ def _plan_memory(
     cells: list[Cell], suite: Suite, fingerprint: Fingerprint, model_file: Path | None = None
 ) -> dict[str, Any]:
     from bench.runners.llamacpp.memory_plan import file_memory, plan_memory
+    from bench.runners.llamacpp.synthetic_plan import synthetic_cells, synthetic_memory
 
     if model_file is not None:
         return file_memory(cells, model_file, suite, fingerprint)
-    return plan_memory(suite, cells, fingerprint, needs_derivation)
+    synthetic, real = synthetic_cells(suite, cells, needs_derivation)
+    return {
+        **plan_memory(suite, real, fingerprint, needs_derivation),
+        **synthetic_memory(suite, synthetic, fingerprint),
+    }
 
 
 def _max_context_for_row(row: Mapping[str, Any]) -> tuple[int | None, str]:
