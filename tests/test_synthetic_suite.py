@@ -194,9 +194,10 @@ def test_a_synthetic_run_writes_synthetic_rows_and_skips_quality(write_suite, tm
         )
     )
     output = tmp_path / "out.csv"
-    result = bench("run", str(suite), "-o", str(output))
+    cache = tmp_path / "cache"  # its own cache: the model is built (and said) in this run, and no baseline is
+    result = bench("run", str(suite), "-o", str(output), env={"BENCH_CACHE_DIR": str(cache)})
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "synthetic SmolLM2-135M: write Q8_0" in result.stdout  # the build's progress, said
+    assert "synthetic SmolLM2-135M: write Q8_0 (140 MiB): 100%" in result.stdout + result.stderr  # progress, said
     row = read_results([output]).iloc[0]
     assert (row["status"], row["weights"], row["weights_shape"]) == ("ok", "synthetic", "SmolLM2-135M")
     assert row["model_source"] == "synthetic:SmolLM2-135M"
@@ -204,8 +205,13 @@ def test_a_synthetic_run_writes_synthetic_rows_and_skips_quality(write_suite, tm
     assert SYNTHETIC_QUALITY_REASON in row["warnings"]
     for column in ("ppl", "kld_mean", "task_accuracy_pct", "baseline_quantization"):
         assert row[column] is None or row[column] != row[column] or row[column] == ""  # empty: not measured
-    baselines = Path(os.environ["BENCH_CACHE_DIR"]) / "baselines"
-    assert not baselines.exists() or not any(baselines.iterdir())  # never a baseline from random weights
+    assert list(cache.glob("baselines/*")) == []  # never a baseline from random weights
+    report = tmp_path / "report.md"
+    result = bench("report", str(output), "-o", str(report))
+    assert result.returncode == 0, result.stderr
+    text = report.read_text(encoding="utf-8")
+    assert "m ˢ" in text  # the model name, marked
+    assert "ˢ synthetic weights: the named model's exact shape and weight types with random values" in text
 
 
 def test_an_old_csv_without_the_weights_columns_reads_as_real() -> None:
