@@ -214,6 +214,42 @@ def test_a_synthetic_run_writes_synthetic_rows_and_skips_quality(write_suite, tm
     assert "ˢ synthetic weights: the named model's exact shape and weight types with random values" in text
 
 
+def test_a_baseline_is_never_built_from_synthetic_weights(write_suite, smollm2_path: Path) -> None:
+    from bench.models import ResolvedModel
+    from bench.quality import QualityScheduler
+    from bench.suite import expand
+
+    suite = load(
+        write_suite(
+            quick_suite_yaml(
+                models=models_yaml(
+                    f"files: {{Q4_1: {smollm2_path}}}", "fallback: synthetic", "synthetic: SmolLM2-135M"
+                ),
+                quantizations="quantizations: [Q4_1, F16]",  # F16, the baseline, has no file here: synthetic
+                quality="quality: {tasks: []}",
+            )
+        )
+    )
+    jobs: list[dict[str, object]] = []
+
+    class Done:
+        fields = {"ppl": 1.0}
+        error = ""
+
+    def run_job(backend, path, cell, job, timeout, limit):  # noqa: ANN001, ANN202 - the RunQualityJob signature
+        jobs.append(job)
+        return Done()
+
+    scheduler = QualityScheduler(suite, lambda cell: ResolvedModel(str(smollm2_path), smollm2_path), run_job)
+    by_quant = {cell.quantization: scheduler.fields_for(cell) for cell in expand(suite)}
+    assert by_quant["F16"] == {"warnings": SYNTHETIC_QUALITY_REASON}
+    assert by_quant["Q4_1"] == {"ppl": 1.0}  # the real file is measured (perplexity), with no KLD baseline
+    assert [(job["quantization"], job["write_baseline"], job["baseline_path"]) for job in jobs] == [
+        ("Q4_1", False, None)
+    ]
+    assert jobs[0]["warnings"] == ["no KLD: baseline F16: no file for F16: synthetic weights of SmolLM2-135M"]
+
+
 def test_an_old_csv_without_the_weights_columns_reads_as_real() -> None:
     frame = read_results([ROOT / "tests" / "fixtures" / "compat" / "old-main.csv"])
     assert set(frame["weights"]) == {"real"}
