@@ -300,5 +300,3 @@ def _check_free_disk(folder: Path, needed: int, what: str) -> None:
             f"{free:,} are free",
             hint="free space there, or point BENCH_CACHE_DIR at a larger disk",
         )
-
-
