@@ -12,6 +12,7 @@ from bench.cli._console import out
 
 def cmd_plan(args: argparse.Namespace) -> int:
     from bench.hardware import detect
+    from bench.models.weights import synthetic_model_problems
     from bench.plan import device_rates, estimate_cell_times, parse_filters, parse_shard, plan_suite
     from bench.plan.listing import cell_lines, to_csv, to_json
     from bench.plan.time_estimate import describe_rates
@@ -20,7 +21,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from bench.runners.registry import quantization_catalog
     from bench.suite import load_suite
 
-    suite = load_suite(Path(args.suite), quantization_catalog())
+    suite = load_suite(Path(args.suite), quantization_catalog(), synthetic_model_problems)
     history = read_results(args.results) if args.results else None  # a bad path fails before any probing
     fingerprint = detect()
     planned = plan_suite(

@@ -8,6 +8,7 @@ from pathlib import Path
 from bench.cli._console import out
 from bench.errors import BenchError, ModelUnavailable
 from bench.models import gguf_metadata
+from bench.models.weights import synthetic_model_problems
 from bench.plan import parse_filters, select_filters
 from bench.runners.llamacpp.quantize import cache_dir, derive
 from bench.runners.registry import backend, quantization_catalog
@@ -38,7 +39,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
 
     from bench.suite import load_suite
 
-    suite = load_suite(Path(args.suite), quantization_catalog())
+    suite = load_suite(Path(args.suite), quantization_catalog(), synthetic_model_problems)
     table = Table(title=f"{suite.name}: derived quantizations (cache {cache_dir() / 'quantized'})")
     for column, justify in (
         ("model", "left"),

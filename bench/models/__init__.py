@@ -42,6 +42,8 @@ class ResolvedModel:
     reference: str
     path: Path
     derived_from: str = ""
+    weights: str = "real"  # or "synthetic": the model's shape with random values (bench.models.weights)
+    weights_shape: str = ""  # the synthetic shape: a known name or a config.json path
 
 
 def resolve(reference: str) -> ResolvedModel:

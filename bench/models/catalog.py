@@ -287,6 +287,11 @@ _KNOWN_TOKENIZERS = {
 }
 
 
+def safe_name(name: str) -> str:
+    """A shape's name as a file or folder name in the cache."""
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in name)[:80] or "model"
+
+
 def known_synthetic_names() -> list[str]:
     return list(KNOWN_CONFIGS)
 

@@ -5,7 +5,7 @@ select.py         --shard and --only: which cells a run takes
 availability.py   backend installed, device present and usable, model reference valid
 memory.py         each backend's memory planner, asked for its cells (estimates by cell id)
 time_estimate.py  seconds per cell, from past results or a bandwidth/FLOP model
-stage.py          select -> availability -> memory in one call
+stage.py          select -> availability (weights: real or synthetic) -> memory -> time limit, in one call
 view.py           the summary `bench plan` shows (rich renderables); listing.py: every cell, JSON, CSV
 """
 

@@ -22,6 +22,9 @@ from bench.suite.knobs import config_name
 PLAN_COLUMNS = (
     "status",
     "reason",
+    "weights",
+    "weights_shape",
+    "weights_note",
     "est_weights_bytes",
     "est_kv_bytes",
     "est_compute_bytes",
@@ -48,6 +51,8 @@ def records(planned: Sequence[PlannedCell], times: Mapping[str, CellTime]) -> li
         record: dict[str, Any] = {"cell_id": item.cell_id, **cell.fields()}
         record.update(dict.fromkeys(PLAN_COLUMNS))
         record.update(status=item.status, reason=item.skip_reason)
+        if item.weights is not None:
+            record.update(item.weights.row_fields(), weights_note=item.weights.describe() or None)
         if memory is not None:
             record.update(memory.row_fields())
             record["memory_where"] = memory.estimate.where if memory.estimate else None
@@ -115,6 +120,8 @@ def cell_lines(planned: Sequence[PlannedCell], times: Mapping[str, CellTime], fo
             problem = item.memory.problem if force else ""
             status = "run (forced)" if problem else status
             note = f"will not fit: {problem}" if problem else (item.memory.note or item.memory.fetch)
+        if item.runnable and item.weights is not None and item.weights.synthetic:
+            note = item.weights.describe() + (f"; {item.memory.note}" if item.memory and item.memory.note else "")
         rows.append(
             (
                 (

@@ -225,6 +225,17 @@ def estimate_cell_seconds(
     }
 
 
+def duration_text(seconds: float) -> str:
+    """3 h 20 min, 12 min, 45 s."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    minutes = seconds / 60
+    if minutes < 90:
+        return f"{minutes:.0f} min"
+    hours, rest = divmod(round(minutes), 60)
+    return f"{hours} h {rest} min" if hours < 48 else f"{seconds / 86400:.1f} days"
+
+
 def describe_rates(rates: Mapping[str, DeviceRate], devices: Sequence[str] | None = None) -> str:
     """The model's assumptions, for the plan's output: bandwidth and FLOP rate per device, and their sources."""
     parts = []

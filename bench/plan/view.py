@@ -12,7 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from bench.plan.planned import PlannedCell
-from bench.plan.time_estimate import CellTime
+from bench.plan.time_estimate import CellTime, duration_text
 from bench.runners.base import CONTEXT_ROUND
 from bench.runners.memory import GIB, CellMemory, gib
 from bench.suite import Cell
@@ -26,17 +26,6 @@ def tokens_text(n: int | None) -> str:
     if n is None:
         return "?"
     return f"{n / 1024:.4g}K" if n >= 1024 else str(n)
-
-
-def duration_text(seconds: float) -> str:
-    """3 h 20 min, 12 min, 45 s."""
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    minutes = seconds / 60
-    if minutes < 90:
-        return f"{minutes:.0f} min"
-    hours, rest = divmod(round(minutes), 60)
-    return f"{hours} h {rest} min" if hours < 48 else f"{seconds / 86400:.1f} days"
 
 
 def fit_summary(item: PlannedCell) -> str:
@@ -104,7 +93,10 @@ class Group:
             self.skips[reason] = self.skips.get(reason, 0) + 1
             return
         self.runnable += 1
-        for note in (_memory_note(memory), fit_summary(item)):  # runnable cells only: a skip reason says enough
+        weights = item.weights.describe() if item.weights else ""
+        # With synthetic weights the memory planner's "bench run downloads it" is not what happens: say what does.
+        notes = (weights, fit_summary(item)) if weights else (_memory_note(memory), fit_summary(item))
+        for note in notes:  # runnable cells only: a skip reason says enough
             if note:
                 self.notes[note] = self.notes.get(note, 0) + 1
         if time is None:

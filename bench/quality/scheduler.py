@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from bench.errors import BenchError
+from bench.models.weights import SYNTHETIC_QUALITY_REASON, WeightsChoice, choose_weights
 from bench.quality.baseline import baseline_path, file_sha256
 from bench.quality.measure import QualityJob
 from bench.quality.model import no_logits_reason
@@ -130,6 +131,9 @@ class QualityScheduler:
             if not backend(cell.backend).gives_logits:
                 self._results[key] = {"warnings": f"quality not measured: {no_logits_reason(cell.backend)}"}
                 return self._results[key]
+            if self._weights(cell).synthetic:  # random values: any quality figure would describe noise
+                self._results[key] = {"warnings": SYNTHETIC_QUALITY_REASON}
+                return self._results[key]
             baseline = self._baseline(cell)
             if key not in self._results:  # the baseline job may just have measured this very key
                 is_baseline = cell.quantization == baseline.quantization
@@ -137,6 +141,10 @@ class QualityScheduler:
                 write = is_baseline and baseline.path is not None and not baseline.path.exists()
                 self._results[key] = self._measure(cell, baseline, write=write, warnings=warnings)
         return self._results[key]
+
+    def _weights(self, cell: Cell) -> WeightsChoice:
+        """Real or synthetic weights, decided as the run decides them (without building anything)."""
+        return choose_weights(self.suite.model(cell.model_id), cell.quantization, backend(cell.backend).derives)
 
     def _quality_cell(self, cell: Cell, quantization: str) -> Cell:
         """The cell quality runs with: the given knobs and the most threads the suite uses on its device.
@@ -152,6 +160,9 @@ class QualityScheduler:
         base_cell = self._quality_cell(cell, base_quant)
         base_key = base_cell.quality_key()
         if base_key in self._baselines:
+            return self._baselines[base_key]
+        if self._weights(base_cell).synthetic:  # a baseline is never built from synthetic weights
+            self._baselines[base_key] = BaselineStatus(base_quant, None, self._weights(base_cell).describe())
             return self._baselines[base_key]
         try:
             resolved = self.resolve_model(base_cell)

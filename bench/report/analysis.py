@@ -13,6 +13,7 @@ from bench.report.choose import Recommendation, most_users, recommend
 from bench.report.context import add_context_fits
 from bench.report.economics import add_costs
 from bench.report.frontier import fronts_by_group
+from bench.report.synthetic import mark_synthetic_models
 from bench.results import read_results
 from bench.runners.registry import quantization_catalog
 from bench.suite import Suite, load_suite
@@ -46,6 +47,7 @@ def analyse(frame: pd.DataFrame, keep_all: bool, suite: Suite | None) -> Analysi
     input_rows = len(frame)
     sources = report_data.sources_table(frame)
     rows = report_data.normalize(report_data.merge_newest(frame, keep_all))  # merge first: fewer rows to normalize
+    rows = mark_synthetic_models(rows)  # "model ˢ": synthetic weights, kept apart from the model's real rows
     measured, knobs = report_data.derive(rows[rows["status"] == "ok"], suite, keep_all)
     configs = report_data.headline(measured)
     metric = report_data.quality_metric(configs)

@@ -13,187 +13,20 @@ import os
 from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, create_model
+from pydantic import BaseModel
 
 from bench.errors import BenchError
-from bench.suite.knobs import KNOBS
+from bench.results.columns import COLUMNS, ResultRow
+from bench.results.columns import Status as Status
 
-Status = Literal["ok", "failed", "timeout", "skipped"]
 _MAX_BLOCKS = 100  # pandas' PerformanceWarning threshold for a fragmented frame
 SAMPLE_SEP = ";"
-
-
-class _FixedColumns(BaseModel):
-    """The CSV schema without the knobs (README documents it). Units are in the column names. The knob columns
-    come from the knob registry: `ResultRow` (below) is this plus one column per knob."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    # --- identity of the cell (see bench.suite.Cell)
-    run_id: str = ""
-    suite: str = ""
-    cell_id: str = ""
-    status: Status = "ok"
-    reason: str = ""
-    model_id: str = ""
-    model_source: str = ""
-    model_file: str = ""
-    quantization: str = ""
-    derived_from: str = ""
-    backend: str = ""
-    device_id: str = ""
-    device_kind: str = ""
-    device_index: int | None = None
-    prompt_tokens: int | None = None
-    gen_tokens: int | None = None
-    depth: int | None = None
-    repetitions: int | None = None
-    warmup: int | None = None
-    threads_used: int | None = None  # what `threads` resolved to (0 = every usable core)
-    started_utc: str = ""
-    finished_utc: str = ""
-
-    # --- speed (values from measured repetitions; warm-ups kept apart)
-    prefill_tok_s_mean: float | None = None
-    prefill_tok_s_std: float | None = None
-    prefill_tok_s_median: float | None = None
-    prefill_tok_s_cv_pct: float | None = None
-    decode_tok_s_mean: float | None = None
-    decode_tok_s_std: float | None = None
-    decode_tok_s_median: float | None = None
-    decode_tok_s_cv_pct: float | None = None
-    decode_tok_s_per_seq_mean: float | None = None  # with parallel N: what each sequence (user) gets
-    ttft_ms_mean: float | None = None
-    ttft_ms_median: float | None = None
-    itl_ms_p50: float | None = None
-    itl_ms_p90: float | None = None
-    itl_ms_p99: float | None = None
-    load_s: float | None = None
-    prefill_tok_s_samples: str = ""  # one value per repetition, ';'-separated
-    decode_tok_s_samples: str = ""
-    ttft_ms_samples: str = ""
-    itl_ms_p50_samples: str = ""  # per repetition: that repetition's token-latency percentile
-    itl_ms_p90_samples: str = ""
-    itl_ms_p99_samples: str = ""
-    # bench's timed interval vs llama.cpp's own eval time for the same calls, in percent
-    prefill_overhead_pct: float | None = None
-    decode_overhead_pct: float | None = None
-    warmup_prefill_tok_s: str = ""
-    warmup_decode_tok_s: str = ""
-    unstable: bool | None = None
-    warnings: str = ""
-    system_warnings: str = ""  # noise sources present on the machine when the cell was measured (bench hw)
-
-    # --- memory
-    model_file_bytes: int | None = None
-    n_params: int | None = None
-    peak_rss_bytes: int | None = None  # the worker process's peak, interpreter and libraries included
-    rss_before_load_bytes: int | None = None  # the worker's resident memory before the model was loaded
-    model_rss_bytes: int | None = None  # peak minus before-load: what the model, context and batches took
-    memory_limit_enforced_by: str = ""  # cgroup_memory_max | rss_watchdog (limits.memory_limit_gb), blank: none
-    peak_vram_bytes: int | None = None
-    kv_cache_bytes: int | None = None
-    model_buffers_bytes: int | None = None  # llama.cpp's own buffer sizes (its load log)
-    compute_buffer_bytes: int | None = None
-    model_weights_bytes: int | None = None  # the backend's count of the weights' bytes
-    n_ctx: int | None = None
-    est_weights_bytes: int | None = None
-    est_kv_bytes: int | None = None
-    est_compute_bytes: int | None = None
-    est_total_bytes: int | None = None
-    est_device_free_bytes: int | None = None
-    # CPU: measured by bench.bandwidth's read probe (bytes read per second); CUDA: NVML's theoretical peak
-    mem_bandwidth_gbs: float | None = None
-    mem_bandwidth_source: str = ""  # cpu_read_probe | nvml_theoretical_peak: what mem_bandwidth_gbs is
-
-    # --- energy (NVML where the hardware reports it)
-    energy_j_per_decode_token: float | None = None
-    energy_j_per_decode_token_samples: str = ""
-    avg_power_w: float | None = None
-
-    # --- model metadata (GGUF header)
-    arch: str = ""
-    model_desc: str = ""
-    n_layers: int | None = None
-    n_heads: int | None = None
-    n_kv_heads: int | None = None
-    head_dim: int | None = None
-    n_ctx_train: int | None = None
-    n_ctx_rope_scaled: int | None = None  # RoPE scaling factor x original context, when the GGUF declares it
-    file_type: str = ""
-    bits_per_weight: float | None = None
-    token_embd_bytes: int | None = None  # the token-embedding table (decode reads one row of it per token)
-    tied_embeddings: bool | None = None  # the output head is the embedding table (no output.weight)
-
-    # --- quality (once per model x quantization x backend, joined onto every row of it)
-    baseline_quantization: str = ""
-    eval_text_sha256: str = ""
-    eval_tokens: int | None = None
-    ppl: float | None = None
-    ppl_stderr: float | None = None
-    ppl_ratio: float | None = None
-    kld_mean: float | None = None
-    kld_stderr: float | None = None
-    kld_median: float | None = None
-    kld_p99: float | None = None
-    kld_max: float | None = None
-    top1_agreement_pct: float | None = None
-    dp_correct_mean_pct: float | None = None
-    dp_correct_rms_pct: float | None = None
-    task_name: str = ""
-    task_sha256: str = ""
-    task_accuracy_pct: float | None = None
-    task_accuracy_stderr_pct: float | None = None
-    task_items: int | None = None
-
-    # --- machine fingerprint and software
-    host: str = ""
-    os: str = ""
-    cpu_brand: str = ""
-    cpu_arch: str = ""
-    cpu_physical_cores: int | None = None
-    cpu_logical_cores: int | None = None
-    cpu_flags: str = ""
-    ram_total_bytes: int | None = None
-    ram_available_bytes: int | None = None
-    gpu_name: str = ""
-    gpu_vram_total_bytes: int | None = None
-    gpu_vram_free_bytes: int | None = None
-    gpu_driver: str = ""
-    cuda_version: str = ""
-    gpu_power_limit_w: float | None = None
-    gpu_count: int | None = None
-    fingerprint: str = ""
-    bench_version: str = ""
-    python_version: str = ""
-    llama_cpp_python_version: str = ""
-    llama_cpp_build: str = ""
-    torch_version: str = ""
-
-
-def _knob_columns() -> dict[str, Any]:
-    """One column per registered knob (bench.suite.knobs), after the cell's device columns."""
-    return {name: (knob.type | None, None) for name, knob in KNOBS.items()}
-
-
-def _row_model() -> type[BaseModel]:
-    """The row schema: the fixed columns plus the knob registry's (a test may register a knob before import)."""
-    fields = dict(_FixedColumns.model_fields)
-    names = list(fields)
-    at = names.index("device_index") + 1
-    knob_fields = _knob_columns()
-    order = [*names[:at], *knob_fields, *names[at:]]
-    definitions: dict[str, Any] = {n: (fields[n].annotation, fields[n]) for n in names}
-    definitions.update(knob_fields)
-    return create_model("ResultRow", __config__=ConfigDict(extra="forbid"), **{n: definitions[n] for n in order})
-
-
-ResultRow = _row_model()
-COLUMNS: tuple[str, ...] = tuple(ResultRow.model_fields)
+# Columns added after rows were first written, and what an older CSV's rows mean by leaving them out.
+_DEFAULTS_OF_NEW_COLUMNS = {"weights": "real"}
 
 
 def _format(value: Any) -> str:
@@ -286,6 +119,9 @@ def read_results(paths: Iterable[str | Path], skip: Collection[str] = frozenset(
     if missing:  # one concat, not a column at a time (which fragments the frame)
         blank = pd.DataFrame(pd.NA, index=frame.index, columns=missing, dtype=object)
         frame = pd.concat([frame, blank], axis=1)
+    for column, default in _DEFAULTS_OF_NEW_COLUMNS.items():
+        if column in frame.columns:
+            frame[column] = frame[column].fillna(default)
     # pandas' parser leaves about a block per column; past 100 blocks pandas warns at every later insert, so a
     # wide frame is consolidated here (one copy). A caller that skips the columns it never reads saves both.
     return frame.copy() if frame.shape[1] > _MAX_BLOCKS else frame

@@ -12,6 +12,7 @@ from typing import Any
 from bench.errors import BenchError
 from bench.execute.process import Interrupted
 from bench.hardware import Fingerprint, SystemWarning, detect
+from bench.models.weights import synthetic_model_problems
 from bench.plan import PlannedCell, parse_filters, plan_suite
 from bench.results import COLUMNS, ResultRow, ResultsWriter, drop_partial_last_line, measured_cell_ids, read_results
 from bench.run.host import HostRunner, RowOut, load_groups
@@ -108,7 +109,7 @@ def check_resume_suite(path: Path, suite_name: str) -> None:
 
 
 def load_run_suite(suite_path: Path, options: RunOptions) -> Suite:
-    suite = load_suite(suite_path, quantization_catalog())
+    suite = load_suite(suite_path, quantization_catalog(), synthetic_model_problems)
     if options.resume and not options.resume.exists():
         raise BenchError(f"--resume {options.resume}: file not found (start a run with --output instead)")
     if options.resume:
@@ -129,10 +130,10 @@ def run_suite(suite_path: Path, options: RunOptions, events: RunEvents | None = 
     interrupted = False
     try:
         for item in skipped:
-            fields = item.memory.row_fields() if item.memory else {}
+            fields = item.row_fields()
             sink.write(RowOut(item.cell, "skipped", item.skip_reason, fields), fingerprint)
         host.probe_bandwidth(groups)
-        planned_fields = {p.cell_id: p.memory.row_fields() for p in planned if p.memory}
+        planned_fields = {p.cell_id: p.row_fields() for p in planned}
         for index, cells in enumerate(groups):
             host.run_group(
                 cells,

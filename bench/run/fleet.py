@@ -222,7 +222,7 @@ class FleetRun:
             self.pending[host] = {p.cell.cell_id: p.cell for p in planned if p.runnable}
             skipped, groups = load_groups(planned)
             for item in skipped:
-                fields = item.memory.row_fields() if item.memory else {}
+                fields = item.row_fields()
                 self._write(host, RowOut(item.cell, "skipped", item.skip_reason, fields))
             for index, cells in enumerate(groups):
                 ids = [c.cell_id for c in cells]

@@ -8,7 +8,7 @@ this host's fingerprint to each row.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ from bench.errors import BenchError, ModelUnavailable
 from bench.execute.local import CellOutcome, WorkGroup, run_group, run_quality_job
 from bench.hardware import Fingerprint, SystemWarning, system_warnings, warnings_text
 from bench.models import ResolvedModel, cell_model_reference, resolve
+from bench.models.weights import WeightsChoice, choose_weights, synthetic_quantization, synthetic_shape
 from bench.plan import PlannedCell
 from bench.quality import QualityScheduler, join_quality
 from bench.runners.registry import backend
@@ -58,6 +59,7 @@ class HostRunner:
         self.suite = suite
         self.fingerprint = fingerprint
         self.force = force
+        self.say = say
         self.system_warnings: list[SystemWarning] = system_warnings(fingerprint)
         limit_gb = suite.limits.memory_limit_gb
         self.memory_limit = int(limit_gb * 2**30) if limit_gb else None
@@ -94,16 +96,49 @@ class HostRunner:
     def _resolve_uncached(self, cell: Cell) -> ResolvedModel:
         model = self.suite.model(cell.model_id)
         spec = backend(cell.backend)
+        choice = choose_weights(model, cell.quantization, spec.derives)
+        if choice.synthetic:
+            return self._synthesize(cell, choice)
         if spec.derives(model, cell.quantization) and spec.derive is not None:
             return spec.derive(self.suite, model, cell.quantization)
         resolved = resolve(cell_model_reference(model, cell.quantization))
         spec.check_model_file(resolved.path)
         return resolved
 
+    def _model_source(self, cell: Cell) -> tuple[str, dict[str, str]]:
+        """(the model_source column, the weights columns) of a cell, known before its model is resolved."""
+        model = self.suite.model(cell.model_id)
+        choice = choose_weights(model, cell.quantization, backend(cell.backend).derives)
+        if choice.synthetic:
+            return f"synthetic:{choice.shape}", choice.row_fields()
+        try:
+            return cell_model_reference(model, cell.quantization), choice.row_fields()
+        except BenchError:
+            return "", choice.row_fields()
+
+    def _synthesize(self, cell: Cell, choice: WeightsChoice) -> ResolvedModel:
+        """Synthetic weights of the model's shape (built once into the cache; progress said as it goes)."""
+        model = self.suite.model(cell.model_id)
+        spec = backend(cell.backend)
+        quantization = synthetic_quantization(model, cell.quantization)
+        reason = spec.synthetic_reason(quantization)
+        if reason:
+            raise ModelUnavailable(reason)
+        assert spec.synthesize is not None  # synthetic_reason says so otherwise
+        if self.say and choice.why:
+            self.say(f"{cell.model_id} {cell.quantization}: {choice.describe()}")
+        resolved = spec.synthesize(synthetic_shape(model), quantization, self.say)
+        return replace(resolved, weights="synthetic", weights_shape=choice.shape)
+
     def model_fields(self, resolved: ResolvedModel, backend_name: str) -> dict[str, Any]:
         key = (resolved.path, backend_name)
         if key not in self._meta_cache:
-            fields: dict[str, Any] = {"model_file": str(resolved.path), "derived_from": resolved.derived_from}
+            fields: dict[str, Any] = {
+                "model_file": str(resolved.path),
+                "derived_from": resolved.derived_from,
+                "weights": resolved.weights,
+                "weights_shape": resolved.weights_shape,
+            }
             if resolved.path.is_file():
                 fields["model_file_bytes"] = resolved.path.stat().st_size
                 fields.update(backend(backend_name).model_fields(resolved.path))
@@ -138,17 +173,17 @@ class HostRunner:
         if refresh_warnings:  # what disturbs the machine now, for the rows this group writes
             self.system_warnings = system_warnings(self.fingerprint)
         first = cells[0]
-        source = ""
+        source, weights = self._model_source(first)
         try:
-            source = cell_model_reference(self.suite.model(first.model_id), first.quantization)
             resolved = self.resolve_model(first)
         except ModelUnavailable as exc:
             for cell in cells:
-                emit(RowOut(cell, "skipped", str(exc), dict(planned_fields.get(cell.cell_id, {})), source))
+                fields = {**planned_fields.get(cell.cell_id, {}), **weights}
+                emit(RowOut(cell, "skipped", str(exc), fields, source))
             return
         except BenchError as exc:
             for cell in cells:
-                emit(RowOut(cell, "failed", str(exc), model_source=source))
+                emit(RowOut(cell, "failed", str(exc), dict(weights), source))
             return
         static = self.model_fields(resolved, first.backend)
         memory = self._check_memory(cells, resolved, source, static, emit)

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from bench.hardware import Fingerprint
     from bench.models import ResolvedModel
+    from bench.models.catalog import TransformerShape
     from bench.suite import ModelSpec, Suite
 
 
@@ -20,6 +21,10 @@ def _no_derivation(model: ModelSpec, quantization: str) -> bool:
 
 def _no_fields(path: Path) -> dict[str, Any]:
     return {}
+
+
+def _any_quantization(quantization: str) -> str:
+    return ""
 
 
 @dataclass(frozen=True)
@@ -39,12 +44,23 @@ class BackendSpec:
     model_fields: Callable[[Path], dict[str, Any]] = _no_fields  # row columns read from the model file
     derives: Callable[[ModelSpec, str], bool] = _no_derivation  # built from the model's source by bench?
     derive: Callable[[Suite, ModelSpec, str], ResolvedModel] | None = None
+    # Synthetic weights of a shape at a quantization, built (once, cached) with progress said as text lines;
+    # None: the backend cannot use synthetic weights and such cells are skipped.
+    synthesize: Callable[[TransformerShape, str, Callable[[str], None] | None], ResolvedModel] | None = None
+    # Why synthetic weights cannot be had at a quantization ('' when they can): checked by the plan.
+    synthetic_quantization_reason: Callable[[str], str] = _any_quantization
     # Quantizations a device cannot run: (kind, index, quantizations) -> {quantization: reason or ''}.
     quantization_reasons: Callable[[str, int, list[str]], dict[str, str]] | None = None
     # The memory planner: (cells, suite, fingerprint, model file or None) -> {cell_id: CellMemory}.
     plan_memory: Callable[..., dict[str, Any]] | None = None
     # The largest context a result row's device fits, from the row's figures: row -> (tokens or None, basis).
     max_context_for_row: Callable[[Mapping[str, Any]], tuple[int | None, str]] | None = None
+
+    def synthetic_reason(self, quantization: str) -> str:
+        """Why this backend cannot run synthetic weights at `quantization` ('' when it can)."""
+        if self.synthesize is None:
+            return f"backend {self.name} cannot use synthetic weights"
+        return self.synthetic_quantization_reason(quantization)
 
     def missing_reason(self) -> str:
         """'' if the backend can run here, else why not and how to fix it."""

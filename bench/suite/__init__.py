@@ -16,6 +16,7 @@ from bench.suite.matrix import expand, matches
 from bench.suite.schema import (
     SLO_PRESETS,
     SOURCE_QUANT,
+    SYNTHETIC_PREFIX,
     Constraints,
     DeviceCost,
     DeviceSpec,
@@ -24,12 +25,14 @@ from bench.suite.schema import (
     QualitySpec,
     Slo,
     Suite,
+    SyntheticConfig,
     Workload,
 )
 
 __all__ = [
     "KNOBS",
     "SOURCE_QUANT",
+    "SYNTHETIC_PREFIX",
     "Cell",
     "Constraints",
     "DeviceCost",
@@ -41,6 +44,7 @@ __all__ = [
     "SLO_PRESETS",
     "Slo",
     "Suite",
+    "SyntheticConfig",
     "Workload",
     "axes",
     "cell_id_of",

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from bench.errors import BenchError
 from bench.suite.knobs import KNOBS
-from bench.suite.schema import QuantCatalog, Suite, as_list
+from bench.suite.schema import ModelCheck, QuantCatalog, Suite, SyntheticConfig, as_list
 
 WORKLOAD_AXES = ("prompt_tokens", "depth")
 
@@ -83,9 +83,10 @@ def _validation_message(path: Path, error: ValidationError, lines: LineIndex) ->
     return "invalid suite:\n  " + "\n  ".join(parts)
 
 
-def load_suite(path: str | Path, catalog: QuantCatalog) -> Suite:
+def load_suite(path: str | Path, catalog: QuantCatalog, model_check: ModelCheck | None = None) -> Suite:
     """Read and check a suite: structure, knobs, and against `catalog` (backend -> quantizations, given by
-    the backend registry: bench.runners.registry.quantization_catalog()) its backends and quantizations."""
+    the backend registry: bench.runners.registry.quantization_catalog()) its backends and quantizations;
+    `model_check` (bench.models.synthetic_model_problems) checks each model's synthetic shape."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -93,10 +94,10 @@ def load_suite(path: str | Path, catalog: QuantCatalog) -> Suite:
         raise BenchError(f"suite file not found: {path}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise BenchError(f"cannot read suite file {path}: {exc}") from None
-    return parse_suite(text, path, catalog)
+    return parse_suite(text, path, catalog, model_check)
 
 
-def parse_suite(text: str, path: Path, catalog: QuantCatalog) -> Suite:
+def parse_suite(text: str, path: Path, catalog: QuantCatalog, model_check: ModelCheck | None = None) -> Suite:
     try:
         # safe_load/compose build plain data only: no Python object construction from YAML tags.
         root = yaml.compose(text, Loader=yaml.SafeLoader)
@@ -117,10 +118,26 @@ def parse_suite(text: str, path: Path, catalog: QuantCatalog) -> Suite:
     except ValidationError as exc:
         raise BenchError(_validation_message(path, exc, lines)) from None
     where = _Where(path, lines)
+    suite = _anchor_synthetic_configs(suite, path)
+    if model_check is not None:
+        for index, model in enumerate(suite.models):
+            for loc, message in model_check(model):
+                raise where.error(("models", index, *loc), message)
     _check_knobs(suite, where)
     _check_backends(suite, catalog, where)
     _check_matrix_entries(suite, where, catalog)
     return suite
+
+
+def _anchor_synthetic_configs(suite: Suite, path: Path) -> Suite:
+    """`synthetic: {config: ...}` paths are relative to the suite file: made absolute here, once."""
+    models = []
+    for model in suite.models:
+        if isinstance(model.synthetic, SyntheticConfig):
+            config = (path.parent / Path(model.synthetic.config).expanduser()).absolute()
+            model = model.model_copy(update={"synthetic": SyntheticConfig(config=str(config))})
+        models.append(model)
+    return suite.model_copy(update={"models": models})
 
 
 def _check_values(name: str, values: Any, loc: tuple[Any, ...], where: _Where) -> None:

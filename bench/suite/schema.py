@@ -6,7 +6,7 @@ Backend knobs are not fields here: `knobs:` and a device's overrides are checked
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -18,6 +18,9 @@ ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._\-]*$"
 # Which quantizations each backend accepts, by backend name: given by the backend registry
 # (bench.runners.registry.quantization_catalog) to the loader; the schema itself names no backend.
 QuantCatalog = Mapping[str, Sequence[str]]
+# A check of one model the suite layer cannot make itself (that a synthetic shape exists, given by the models
+# layer to the loader): (field path under the model, message) for each problem; the loader adds file and line.
+ModelCheck = Callable[["ModelSpec"], list[tuple[tuple[str, ...], str]]]
 
 
 def as_list(value: Any) -> Any:
@@ -28,21 +31,75 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+SYNTHETIC_PREFIX = "synthetic:"  # source: synthetic:<known name>: a known shape with random weights
+
+
+class SyntheticConfig(StrictModel):
+    """`synthetic: {config: path/to/config.json}`: the shape of a Hugging Face config.json (a path relative to
+    the suite file; the loader makes it absolute)."""
+
+    config: str = Field(min_length=1)
+
+
 class ModelSpec(StrictModel):
-    """One model. `source` is the file as given; `files` maps quantization -> a prequantized file."""
+    """One model. `source` is the file as given; `files` maps quantization -> a prequantized file.
+
+    Synthetic weights (the model's exact shape, random values: speed and memory only): `source:
+    synthetic:<known name>`, or `synthetic: <known name> | {config: ...}` without files; or, with real files,
+    `fallback: synthetic` plus `synthetic:` the shape to use when the files are not on the machine.
+    """
 
     id: str = Field(min_length=1, pattern=ID_PATTERN)
     source: str | None = None
     source_quantization: str | None = None
     files: dict[str, str] = Field(default_factory=dict)
     allow_requantize: bool = False
+    synthetic: str | SyntheticConfig | None = None
+    fallback: Literal["synthetic"] | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
-    def _needs_a_file(self) -> ModelSpec:
-        if self.source is None and not self.files:
-            raise ValueError("a model needs `source` (a path, package:<pkg>/<file> or hf://...) or `files`")
+    def _needs_weights(self) -> ModelSpec:
+        named = self.source is not None and self.source.startswith(SYNTHETIC_PREFIX)
+        if named and not self.source.removeprefix(SYNTHETIC_PREFIX).strip():  # type: ignore[union-attr]
+            raise ValueError("`source: synthetic:` needs a known shape's name, e.g. synthetic:SmolLM2-135M")
+        if named and (self.synthetic is not None or self.files or self.fallback):
+            raise ValueError(
+                "a `source: synthetic:<name>` model has no files, `synthetic:` or `fallback:`: "
+                "its source already names its shape"
+            )
+        real = (self.source is not None and not named) or bool(self.files)
+        if not real and not named and self.synthetic is None:
+            raise ValueError(
+                "a model needs `source` (a path, package:<pkg>/<file>, hf://... or synthetic:<known name>), "
+                "`files`, or `synthetic: {config: path/to/config.json}`"
+            )
+        if real and self.fallback and self.synthetic is None:
+            raise ValueError(
+                "`fallback: synthetic` needs the shape to use when the files are absent: add "
+                "`synthetic: <known name>` (e.g. DeepSeek-R1-Distill-Qwen-1.5B) or "
+                "`synthetic: {config: path/to/config.json}`"
+            )
+        if real and self.synthetic is not None and not self.fallback:
+            raise ValueError(
+                "`synthetic:` on a model with real files is the shape of its fallback: add `fallback: synthetic` "
+                "to use synthetic weights when the files are not on this machine"
+            )
+        if not real and self.fallback:
+            raise ValueError("`fallback: synthetic` is for a model with real files (`source` or `files`)")
         return self
+
+    @property
+    def synthetic_only(self) -> bool:
+        """Always synthetic weights: no real file to prefer."""
+        return self.synthetic_shape_ref is not None and not self.fallback
+
+    @property
+    def synthetic_shape_ref(self) -> str | SyntheticConfig | None:
+        """The synthetic shape: a known name, or a config.json; None for a model with real files only."""
+        if self.source is not None and self.source.startswith(SYNTHETIC_PREFIX):
+            return self.source.removeprefix(SYNTHETIC_PREFIX).strip()
+        return self.synthetic
 
 
 class DeviceSpec(BaseModel):
@@ -96,6 +153,9 @@ class Limits(StrictModel):
     cell_timeout_s: float = Field(default=900, gt=0)
     load_timeout_s: float = Field(default=600, gt=0)
     memory_limit_gb: float | None = Field(default=None, gt=0)
+    # Skip a cell whose planner estimate (bench.plan.time_estimate) is longer: hours-long cells on a slow
+    # machine are left out with their estimate, not attempted.
+    max_cell_estimate_minutes: float | None = Field(default=None, gt=0)
 
 
 class QualitySpec(StrictModel):

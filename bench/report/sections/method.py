@@ -11,6 +11,7 @@ from bench.report.document import Block, Bullets, Code, Heading, Paragraph
 from bench.report.economics import COST_FORMULA
 from bench.report.knobs import knob_label, varying_knobs
 from bench.report.sections import Column, frame_table, sort_configs
+from bench.report.synthetic import method_note
 from bench.stats import UNSTABLE_CV_PCT
 
 
@@ -151,6 +152,7 @@ def build(analysis: Analysis) -> list[Block]:
             )
         ),
         *_quality_inputs(measured),
+        *method_note(data.rows),
     ]
     blocks.append(Bullets(tuple(items)))
     blocks.append(Heading(3, "Inputs"))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -13,6 +13,7 @@ from bench.suite import SOURCE_QUANT
 if TYPE_CHECKING:
     from bench.hardware import Fingerprint
     from bench.models import ResolvedModel
+    from bench.models.catalog import TransformerShape
     from bench.suite import Cell, ModelSpec, Suite
 
 # GGUF quantization types bench knows by name (llama.cpp's `llama-quantize --help`).
@@ -74,7 +75,10 @@ def _device_reason(fingerprint: Fingerprint, kind: str, index: int) -> str:
 
 
 def needs_derivation(model: ModelSpec, quantization: str) -> bool:
-    """True when this quantization must be derived from the model's source file with llama.cpp's quantizer."""
+    """True when this quantization must be derived from the model's source file with llama.cpp's quantizer
+    (a synthetic model has no source file: its quantizations are built by bench.runners.llamacpp.synthetic)."""
+    if model.synthetic_only:
+        return False
     return quantization not in model.files and quantization not in (SOURCE_QUANT, model.source_quantization)
 
 
@@ -96,14 +100,31 @@ def _derive(suite: Suite, model: ModelSpec, quantization: str) -> ResolvedModel:
     return derived_model(suite, model, quantization)
 
 
+def _synthesize(shape: TransformerShape, quantization: str, say: Callable[[str], None] | None) -> ResolvedModel:
+    from bench.runners.llamacpp.synthetic import synthesized_model
+
+    return synthesized_model(shape, quantization, say)
+
+
+def _synthetic_quantization_reason(quantization: str) -> str:
+    from bench.runners.llamacpp.synthetic import synthetic_quantization_reason
+
+    return synthetic_quantization_reason(quantization)
+
+
 def _plan_memory(
     cells: list[Cell], suite: Suite, fingerprint: Fingerprint, model_file: Path | None = None
 ) -> dict[str, Any]:
     from bench.runners.llamacpp.memory_plan import file_memory, plan_memory
+    from bench.runners.llamacpp.synthetic_plan import synthetic_cells, synthetic_memory
 
     if model_file is not None:
         return file_memory(cells, model_file, suite, fingerprint)
-    return plan_memory(suite, cells, fingerprint, needs_derivation)
+    synthetic, real = synthetic_cells(suite, cells, needs_derivation)
+    return {
+        **plan_memory(suite, real, fingerprint, needs_derivation),
+        **synthetic_memory(suite, synthetic, fingerprint),
+    }
 
 
 def _max_context_for_row(row: Mapping[str, Any]) -> tuple[int | None, str]:
@@ -125,6 +146,8 @@ SPEC = BackendSpec(
     model_fields=_model_fields,
     derives=needs_derivation,
     derive=_derive,
+    synthesize=_synthesize,
+    synthetic_quantization_reason=_synthetic_quantization_reason,
     plan_memory=_plan_memory,
     max_context_for_row=_max_context_for_row,
 )

@@ -32,8 +32,14 @@ from pathlib import Path
 import numpy as np
 
 from bench.errors import BenchError
-from bench.models import cache_dir, check_gguf, read_gguf_header
-from bench.models.catalog import TransformerShape, known_shape, known_synthetic_names, shape_from_config_file
+from bench.models import ResolvedModel, cache_dir, check_gguf, read_gguf_header
+from bench.models.catalog import (
+    TransformerShape,
+    known_shape,
+    known_synthetic_names,
+    safe_name,
+    shape_from_config_file,
+)
 from bench.models.gguf import is_valid_gguf
 from bench.models.synthetic_gguf import (
     LAYOUT_VERSION,
@@ -46,11 +52,19 @@ from bench.models.synthetic_gguf import (
     write_gguf,
 )
 
-__all__ = ["Progress", "known_synthetic_names", "synthetic_model", "synthetic_shape"]
+__all__ = [
+    "Progress",
+    "known_synthetic_names",
+    "synthesized_model",
+    "synthetic_model",
+    "synthetic_quantization_reason",
+    "synthetic_shape",
+]
 
 PROXY_ROWS = 32  # rows per proxy matrix: the distinct quantized rows each full tensor is drawn from
 DISK_MARGIN_BYTES = 256 * 2**20  # left free after a write, so the file system is not filled to the last byte
 PROGRESS_STEP_BYTES = 64 * 2**20  # how often a long write reports
+SAID_PERCENT_STEP = 10  # a long write is said to the user at every tenth of it, not at every report
 
 
 @dataclass(frozen=True)
@@ -79,10 +93,56 @@ def synthetic_model(
     """The synthetic model at `quantization` (F16, or a type llama.cpp derives without an imatrix), as a GGUF
     file in bench's cache, built on first use."""
     shape = name_or_config if isinstance(name_or_config, TransformerShape) else synthetic_shape(name_or_config)
-    folder = cache_dir() / "synthetic" / f"{_safe(shape.name)}-{shape.key()}-v{LAYOUT_VERSION}"
+    folder = cache_dir() / "synthetic" / f"{safe_name(shape.name)}-{shape.key()}-v{LAYOUT_VERSION}"
     if quantization == "F16":
         return _f16_model(shape, folder, progress)
     return _quantized_model(shape, folder, quantization, progress)
+
+
+def synthetic_quantizations() -> list[str]:
+    """What synthetic weights can be built at: F16 (the converter's output) and every type llama.cpp derives
+    without an importance matrix (the IQ1/IQ2 types need one, which random weights cannot give)."""
+    from bench.runners.llamacpp.quantize import derivable_types
+
+    return ["F16", *(t for t in derivable_types() if t != "F16")]
+
+
+def synthetic_quantization_reason(quantization: str) -> str:
+    """'' when synthetic weights can be built at `quantization`, else why not (BackendSpec's check)."""
+    allowed = synthetic_quantizations()
+    if quantization in allowed:
+        return ""
+    return (
+        f"synthetic weights cannot be built at {quantization}: they take F16 and the types llama.cpp derives "
+        f"without an importance matrix ({', '.join(allowed[1:])})"
+    )
+
+
+def synthesized_model(
+    shape: TransformerShape, quantization: str, say: Callable[[str], None] | None = None
+) -> ResolvedModel:
+    """BackendSpec.synthesize: the synthetic GGUF as a resolved model, its build said at every tenth."""
+    reason = synthetic_quantization_reason(quantization)
+    if reason:
+        raise BenchError(f"synthetic:{shape.name}: {reason}")
+    path = synthetic_model(shape, quantization, _said_progress(shape.name, say) if say else None)
+    return ResolvedModel(reference=f"synthetic:{shape.name}", path=path, weights="synthetic", weights_shape=shape.name)
+
+
+def _said_progress(name: str, say: Callable[[str], None]) -> ProgressCallback:
+    """Progress as text lines: a stage's start, each tenth of a long write, and its end."""
+    said: dict[str, int] = {}
+
+    def on_progress(progress: Progress) -> None:
+        percent = 100 * progress.done_bytes // progress.total_bytes if progress.total_bytes else 100
+        step = percent // SAID_PERCENT_STEP * SAID_PERCENT_STEP
+        if said.get(progress.stage, -1) >= step:
+            return
+        said[progress.stage] = step
+        size = f" ({progress.total_bytes / 2**20:,.0f} MiB)" if progress.total_bytes > 1 else ""
+        say(f"synthetic {name}: {progress.stage}{size}: {percent}%")
+
+    return on_progress
 
 
 def _seed(shape: TransformerShape) -> int:
@@ -92,7 +152,7 @@ def _seed(shape: TransformerShape) -> int:
 def _f16_model(shape: TransformerShape, folder: Path, progress: ProgressCallback | None) -> Path:
     plan = tensor_plan(shape)
     return _published(
-        folder / f"{_safe(shape.name)}-F16.gguf",
+        folder / f"{safe_name(shape.name)}-F16.gguf",
         estimated_file_bytes(shape, plan),
         progress,
         "write F16",
@@ -113,7 +173,7 @@ def _quantized_model(
         )
     proxy_tensors = proxy_plan(shape, PROXY_ROWS)
     proxy = _published(
-        folder / f"{_safe(shape.name)}-proxy.gguf",
+        folder / f"{safe_name(shape.name)}-proxy.gguf",
         estimated_file_bytes(shape, proxy_tensors),
         None,
         "write proxy",
@@ -130,7 +190,7 @@ def _quantized_model(
     plan, file_type = _quantized_plan(shape, derived)
     # Named after the quantized proxy (<TYPE>-<llama.cpp version key>): a new llama.cpp may choose other types.
     return _published(
-        folder / f"{_safe(shape.name)}-{derived.name}",
+        folder / f"{safe_name(shape.name)}-{derived.name}",
         estimated_file_bytes(shape, plan),
         progress,
         f"write {quantization}",
@@ -244,7 +304,3 @@ def _check_free_disk(folder: Path, needed: int, what: str) -> None:
             f"{free:,} are free",
             hint="free space there, or point BENCH_CACHE_DIR at a larger disk",
         )
-
-
-def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "._-" else "_" for c in name)[:80] or "model"

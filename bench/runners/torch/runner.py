@@ -35,6 +35,7 @@ from bench.runners.torch.dtypes import (
     device_name,
     weight_only_config,
 )
+from bench.runners.torch.synthetic import build_random_model, read_synthetic_note
 from bench.suite import Cell
 
 DEPTH_CHUNK = 2048  # depth fill in chunks: bounds the attention scratch memory (untimed anyway)
@@ -115,6 +116,7 @@ class TorchRunner(SpeedEngine):
         self._set_threads(self.load_cell.threads)
         extra: dict[str, Any] = {}
         folder = self.model_path
+        synthetic = read_synthetic_note(folder) if folder.is_dir() else None
         if self.model_path.is_file():  # GGUF: dequantized once, off the clock (like llama.cpp's derivation)
             folder = checkpoint_from_gguf(self.model_path)
             extra["derived_from"] = read_source_note(folder)
@@ -141,7 +143,10 @@ class TorchRunner(SpeedEngine):
         start = time.perf_counter()
         try:
             dtype = getattr(torch, dtype_name) if dtype_name else "auto"
-            model = model_class.from_pretrained(folder, config=config, use_safetensors=True, dtype=dtype, **options)
+            if synthetic is not None:  # random values of the shape (bench.runners.torch.synthetic)
+                model = build_random_model(config, torch.float32 if dtype == "auto" else dtype, synthetic.seed)
+            else:
+                model = model_class.from_pretrained(folder, config=config, use_safetensors=True, dtype=dtype, **options)
         except (OSError, ValueError) as exc:
             raise BenchError(f"transformers cannot load {folder}: {first_line(exc)}") from None
         model = model.to(self.device).eval()
@@ -156,12 +161,13 @@ class TorchRunner(SpeedEngine):
         self._synchronize()
         load_s = time.perf_counter() - start
         self.model = model
-        self.tokenizer = AutoTokenizer.from_pretrained(folder)
         # transformers 5.24 renamed past_key_values to cache (the old name goes in 5.40).
         forward_args = inspect.signature(type(model).forward).parameters
         self._cache_kw = "cache" if "cache" in forward_args else "past_key_values"
-        self._bos = self._find_bos()
-        self._eog = self._find_eog()
+        if synthetic is None:  # synthetic weights have no tokenizer: speed cells feed random token ids
+            self.tokenizer = AutoTokenizer.from_pretrained(folder)
+            self._bos = self._find_bos()
+            self._eog = self._find_eog()
         weight_bytes = sum(_storage_bytes(p) for p in model.parameters())
         extra.update(self._config_fields())
         # In-memory weight format and bits: what this row's memory and speed come from.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -9,6 +10,8 @@ from bench.runners.spec import BackendSpec
 
 if TYPE_CHECKING:
     from bench.hardware import Fingerprint
+    from bench.models import ResolvedModel
+    from bench.models.catalog import TransformerShape
 
 TORCH_QUANT_TYPES = ("fp32", "bf16", "fp16", "int8", "int4")
 INSTALL_HINT = "BENCH_EXTRAS=dev,models,torch ./scripts/install.sh (pins the torch wheel bench is tested with)"
@@ -40,6 +43,12 @@ def _check_model(path: Path) -> None:
     check_torch_model(path)
 
 
+def _synthesize(shape: TransformerShape, quantization: str, say: Callable[[str], None] | None) -> ResolvedModel:
+    from bench.runners.torch.synthetic import synthetic_folder
+
+    return synthetic_folder(shape, quantization, say)
+
+
 def _quantization_reasons(kind: str, index: int, quantizations: list[str]) -> dict[str, str]:
     from bench.runners.torch.probe import quantization_skip_reasons
 
@@ -57,4 +66,5 @@ SPEC = BackendSpec(
     device_reason=_device_reason,
     check_model_file=_check_model,
     quantization_reasons=_quantization_reasons,
+    synthesize=_synthesize,
 )
