@@ -13,9 +13,11 @@ import pandas as pd
 from bench.report.document import Paragraph
 
 SYNTHETIC_MARK = "ˢ"
-# Synthetic vs real speed agreement measured with tests/synthetic_pairs.py (the opt-in benchmark): '' until
-# the figures are recorded in the README, and then the same figures here.
-MEASURED_AGREEMENT = ""
+# Synthetic vs real agreement, as README states it (tests/benchmarks/test_synthetic_speed.py, tests/test_synthetic.py).
+MEASURED_AGREEMENT = (
+    "CPU time per measured repetition within 3.2 %, peak memory within 0.5 % and file size within 0.3 % "
+    "(SmolLM2-135M Q8_0 and Gemma-3-270M Q4_K_M on an x86 CPU)"
+)
 
 
 def is_synthetic(rows: pd.DataFrame) -> pd.Series:
