@@ -585,6 +585,20 @@ def test_cells_differing_in_parallel_are_never_compared(tmp_path: Path, capsys: 
     assert code == 2 and "no cell in common" in out + err
 
 
+def test_synthetic_and_real_weights_of_one_cell_are_never_compared(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A `fallback: synthetic` cell keeps its cell_id on either weights; the gate keeps the two apart."""
+    one, _ = parallel_cells()
+    base = write(tmp_path / "base.csv", [row(one, weights="synthetic")])
+    cur = write(tmp_path / "cur.csv", [row(one, decode=tuple(0.5 * v for v in STEADY_DECODE))])
+    code, out, err = run_compare(capsys, str(base), str(cur))
+    assert code == 2 and "no cell in common" in out + err
+    same = write(tmp_path / "same.csv", [row(one, weights="synthetic", decode=tuple(0.5 * v for v in STEADY_DECODE))])
+    code, _, _ = run_compare(capsys, str(base), str(same))
+    assert code == 1  # synthetic against synthetic is judged as any cell
+
+
 def test_per_user_decode_is_gated_on_its_own_cell(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """4 users each 20 % slower: decode_tok_s_per_seq regresses for the 4-sequence cell only (judged on the
     aggregate's repetitions, which fell with it), and the 1-sequence cell passes."""

@@ -44,13 +44,20 @@ def clean(value: Any) -> Any:
     return value
 
 
+# A cell measured on synthetic weights is matched apart from the same cell on the real file (a `fallback:
+# synthetic` cell has one cell_id either way): report, compare, export and trend never mix the two.
+SYNTHETIC_KEY_SUFFIX = "~synthetic"
+
+
 def row_cell_id(row: Mapping[str, Any]) -> str:
     """The id a row's cell is matched by: recomputed from the row's columns by today's rule
     (bench.suite.cell_id_of), so rows written before the rule changed match today's; a row without the
-    cell's columns (a hand-made CSV) keeps its `cell_id` column."""
+    cell's columns (a hand-made CSV) keeps its `cell_id` column. Synthetic weights add SYNTHETIC_KEY_SUFFIX."""
     if not clean(row.get("model_id")):
-        return str(clean(row.get("cell_id")) or "")
-    return cell_id_of(row)
+        key = str(clean(row.get("cell_id")) or "")
+    else:
+        key = cell_id_of(row)
+    return key + SYNTHETIC_KEY_SUFFIX if key and clean(row.get("weights")) == "synthetic" else key
 
 
 def row_label(row: Mapping[str, Any]) -> str:
@@ -80,8 +87,17 @@ def _per_distinct(frame: pd.DataFrame, columns: tuple[str, ...], key: Callable[[
 
 
 def cell_keys(frame: pd.DataFrame) -> pd.Series:
-    """row_cell_id of every row, vectorized: rows with the cell's columns get cell_id_of, computed once per
-    distinct combination of CELL_ID_COLUMNS; the others keep their `cell_id` column."""
+    """row_cell_id of every row, vectorized."""
+    keys = _identity_keys(frame)
+    if "weights" not in frame.columns:
+        return keys
+    synthetic = frame["weights"].astype(str).eq("synthetic") & keys.ne("")
+    return keys.where(~synthetic, keys + SYNTHETIC_KEY_SUFFIX)
+
+
+def _identity_keys(frame: pd.DataFrame) -> pd.Series:
+    """Rows with the cell's columns get cell_id_of, computed once per distinct combination of
+    CELL_ID_COLUMNS; the others keep their `cell_id` column."""
     stored = frame["cell_id"] if "cell_id" in frame.columns else pd.Series(pd.NA, index=frame.index)
     keys = stored.astype(object).where(stored.notna(), "").astype(str)
     if "model_id" not in frame.columns:
