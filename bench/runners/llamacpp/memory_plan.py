@@ -21,7 +21,8 @@ from bench.runners.llamacpp.memory import (
     kv_bytes_per_cell,
     max_context,
 )
-from bench.runners.llamacpp.shapes import BITS_PER_WEIGHT, ModelShape, shape_from_gguf, shape_from_suite
+from bench.runners.llamacpp.quant_bits import BITS_PER_WEIGHT
+from bench.runners.llamacpp.shapes import ModelShape, shape_from_gguf, shape_from_suite
 from bench.runners.memory import Budget, CellMemory, MemoryEstimate, ModelFacts, device_budget
 
 if TYPE_CHECKING:
