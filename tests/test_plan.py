@@ -206,18 +206,19 @@ def test_time_from_the_model_is_flops_for_prefill_and_bytes_for_decode() -> None
     cell = fixture_cell()
     rate = DeviceRate("cpu", bandwidth_gbs=50.0, bandwidth_source="assumed", flops=50e9, cores=8)
     times = estimate_cell_times([PlannedCell(cell, memory=fixture_memory())], rates={"cpu": rate})
-    prefill_tokens = 1024 + 512  # the depth fill, then the prompt
-    prefill_flops = prefill_tokens * 2 * 7e9 + 1e6 * prefill_tokens**2 / 2
+    depth, prompt = 1024, 512
+    fill_flops = depth * 2 * 7e9 + 1e6 * depth**2 / 2  # the depth, filled once per cell
+    prompt_flops = prompt * 2 * 7e9 + 1e6 * ((depth + prompt) ** 2 - depth**2) / 2  # each repetition's prompt
     decode_bytes = 128 * (4 * GIB + GIB / 4 / 2048 * (1024 + 64))  # weights + the KV so far, per token
-    repetition = prefill_flops / (4 * 50e9) + decode_bytes / (50e9 * DECODE_BANDWIDTH_SHARE)
+    repetition = prompt_flops / (4 * 50e9) + decode_bytes / (50e9 * DECODE_BANDWIDTH_SHARE)
     load = WORKER_START_S + 4 * GIB / LOAD_BYTES_PER_S
-    assert times[cell.cell_id].seconds == pytest.approx(4 * repetition + load)
+    assert times[cell.cell_id].seconds == pytest.approx(fill_flops / (4 * 50e9) + 4 * repetition + load)
     assert times[cell.cell_id].basis == "model"
     pair = fixture_cell(parallel=2)  # two sequences: two fills and prompts; each step reads both KV caches
     times = estimate_cell_times([PlannedCell(pair, memory=fixture_memory())], rates={"cpu": rate})
     decode_bytes = 128 * (4 * GIB + 2 * GIB / 4 / 2048 * (1024 + 64))
-    repetition = 2 * prefill_flops / (4 * 50e9) + decode_bytes / (50e9 * DECODE_BANDWIDTH_SHARE)
-    assert times[pair.cell_id].seconds == pytest.approx(4 * repetition + load)
+    repetition = 2 * prompt_flops / (4 * 50e9) + decode_bytes / (50e9 * DECODE_BANDWIDTH_SHARE)
+    assert times[pair.cell_id].seconds == pytest.approx(2 * fill_flops / (4 * 50e9) + 4 * repetition + load)
 
 
 def test_time_from_past_results_uses_the_measured_rates_and_shares_the_load() -> None:
@@ -241,7 +242,7 @@ def test_time_from_past_results_uses_the_measured_rates_and_shares_the_load() ->
     rate = DeviceRate("cpu", 50.0, "assumed", 50e9, 8)
     seconds = estimate_cell_seconds(planned, history, {"cpu": rate})
     share = (WORKER_START_S + 3) / 2  # one worker start and load (the newest row's), split over the group
-    assert seconds[first.cell_id] == pytest.approx(4 * ((1024 + 512) / 100 + 128 / 10) + share)
+    assert seconds[first.cell_id] == pytest.approx(1024 / 100 + 4 * (512 / 100 + 128 / 10) + share)  # one fill
     assert seconds[second.cell_id] > share  # no past row: from the model, with the same share
     assert seconds[planned[2].cell_id] == 0.0
     times = estimate_cell_times(planned, history, {"cpu": rate})

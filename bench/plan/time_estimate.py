@@ -4,7 +4,7 @@ any, else from a simple model of the hardware. Every figure here is an estimate,
 A cell costs what bench.runners.base.measure_cell does with it, plus its share of its load group's start:
 
     cell = (worker start + model load) / cells in its load group
-           + (warm-ups + repetitions) × (depth fill + prompt prefill + generated tokens decoded)
+           + depth fill (once per cell) + (warm-ups + repetitions) × (prompt prefill + generated tokens decoded)
 
 (with `parallel` N: N depth fills and prompts, and decode steps that make a token for each of N sequences).
 
@@ -150,29 +150,31 @@ def _sequences(cell: Cell) -> int:
 
 
 def _measured_seconds(cell: Cell, past: _Measured) -> float:
-    """One repetition at the measured (all sequences') rates: the depth fill at the prefill rate, then the
-    prompts, then the decode steps."""
+    """The cell's measuring at the measured (all sequences') rates: the depth fill at the prefill rate, then
+    per repetition the prompts and the decode steps."""
     n_seq = _sequences(cell)
-    return n_seq * ((cell.depth + cell.prompt_tokens) / past.prefill_tok_s + cell.gen_tokens / past.decode_tok_s)
+    repetition = cell.prompt_tokens / past.prefill_tok_s + cell.gen_tokens / past.decode_tok_s
+    return n_seq * (cell.depth / past.prefill_tok_s + _repetitions(cell) * repetition)
 
 
 def _modelled_seconds(cell: Cell, memory: CellMemory | None, rate: DeviceRate) -> tuple[float, float] | None:
-    """(one repetition, model load) from the hardware model, or None without a memory estimate."""
+    """(the cell's measuring, model load) from the hardware model, or None without a memory estimate."""
     if memory is None or memory.estimate is None or memory.model is None:
         return None
     estimate, model = memory.estimate, memory.model
     dense = 2.0 * model.n_params  # FLOPs per token through the weights
     attention = model.attention_flops_per_position
     depth, prompt, gen, n_seq = cell.depth, cell.prompt_tokens, cell.gen_tokens, _sequences(cell)
-    # Each sequence fills its depth and prefills its prompt, attending to its own earlier positions.
-    prefill_flops = n_seq * ((depth + prompt) * dense + attention * (depth + prompt) ** 2 / 2)
+    # Each sequence fills its depth (once) and prefills its prompt (every repetition), attending to its own
+    # earlier positions.
+    fill_flops = n_seq * (depth * dense + attention * depth**2 / 2)
+    prompt_flops = n_seq * (prompt * dense + attention * ((depth + prompt) ** 2 - depth**2) / 2)
     kv_per_position = estimate.kv_bytes / estimate.n_ctx if estimate.n_ctx else 0.0
     # A decode step reads the weights once and every sequence's KV cache so far.
     bytes_read = gen * (estimate.weights_bytes + n_seq * kv_per_position * (depth + gen / 2))
-    repetition = prefill_flops / rate.flops_for(cell.threads) + bytes_read / (
-        rate.bandwidth_gbs * 1e9 * DECODE_BANDWIDTH_SHARE
-    )
-    return repetition, estimate.weights_bytes / LOAD_BYTES_PER_S
+    flops = rate.flops_for(cell.threads)
+    repetition = prompt_flops / flops + bytes_read / (rate.bandwidth_gbs * 1e9 * DECODE_BANDWIDTH_SHARE)
+    return fill_flops / flops + _repetitions(cell) * repetition, estimate.weights_bytes / LOAD_BYTES_PER_S
 
 
 def estimate_cell_times(
@@ -195,13 +197,13 @@ def estimate_cell_times(
         rate = rates.get(cell.device_id) or rates.setdefault(cell.device_id, _default_rate(cell.device_kind))
         measured = past.get(cell_id)
         if measured is not None:
-            times[cell_id] = CellTime(_repetitions(cell) * _measured_seconds(cell, measured), "past results")
+            times[cell_id] = CellTime(_measured_seconds(cell, measured), "past results")
             load_s = measured.load_s
         else:
             modelled = _modelled_seconds(cell, item.memory, rate)
             if modelled is None:
                 continue
-            times[cell_id] = CellTime(_repetitions(cell) * modelled[0], "model")
+            times[cell_id] = CellTime(modelled[0], "model")
             load_s = modelled[1]
         groups.setdefault(cell.load_key(), []).append((cell_id, load_s))
     for members in groups.values():  # one worker start and one load per group, shared by its cells

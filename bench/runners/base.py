@@ -132,10 +132,12 @@ def _engine_delta(engine: SpeedEngine, before: tuple[float, float] | None, phase
 def measure_cell(
     engine: SpeedEngine, cell: Cell, energy: EnergyMeter | None = None, seed: int = 1234
 ) -> tuple[list[Repetition], list[Repetition]]:
-    """Warm-ups, then repetitions, of: depth fill (untimed), timed prefill, timed decode.
+    """Warm-ups, then repetitions, of: back to `depth` cached tokens (untimed), timed prefill, timed decode.
 
     Prefill is measured after `depth` cached tokens; decode too starts at `depth` (the prompt is dropped
-    from the cache first), as llama-bench's pp and tg tests at `-d depth`. The first generated token comes
+    from the cache first), as llama-bench's pp and tg tests at `-d depth`. The depth is filled once per cell,
+    as llama-bench fills it once per test: each later repetition drops what the previous one added (an engine
+    that cannot drop positions, e.g. a static torch cache, is filled again). The first generated token comes
     from the prefill's last logits, so time to first token is the prefill time. With `parallel` N, N
     sequences (each with its own depth) are prefilled together and decoded together one token each per
     step, as llama-batched-bench measures. Returns (warmups, measured).
@@ -152,7 +154,8 @@ def measure_cell(
             engine.on_measured_start()
         prompt = random_tokens(rng, n_vocab, (n_seq, cell.prompt_tokens), bos if cell.depth == 0 else None)
         generated = random_tokens(rng, n_vocab, (cell.gen_tokens, n_seq), None)
-        engine.reset(depth_tokens)
+        if index == 0 or not engine.truncate(cell.depth):
+            engine.reset(depth_tokens)
         before = engine.engine_seconds()
         prefill_s = engine.prefill(prompt)
         engine_prefill_s = _engine_delta(engine, before, 0)

@@ -95,8 +95,10 @@ def test_protocol_keeps_depth_fill_warmups_and_truncation_off_the_clock() -> Non
     engine = RecordingEngine(Path("x"), cell)
     warmups, measured = measure_cell(engine, cell)
     assert len(warmups) == 2 and len(measured) == 3
-    per_rep = [("reset", (1, 16)), ("prefill", (1, 24)), ("truncate", 16), ("decode", (6, 1))]
-    assert engine.calls == per_rep * 5  # every repetition: fill to depth, prompt, back to depth, generate
+    per_rep = [("prefill", (1, 24)), ("truncate", 16), ("decode", (6, 1))]
+    # The depth is filled once (as llama-bench fills it once per test); every later repetition first drops
+    # what the previous one added: back to depth, prompt, back to depth, generate.
+    assert engine.calls == [("reset", (1, 16)), *per_rep, *[("truncate", 16), *per_rep] * 4]
     row = repetition_fields(cell, warmups, measured)
     # Only the timed calls count: 24 tokens in 0.25 s, 6 tokens at 10 ms each — not the 7 s fills.
     assert row["prefill_tok_s_mean"] == pytest.approx(24 / PREFILL_S)
@@ -108,6 +110,22 @@ def test_protocol_keeps_depth_fill_warmups_and_truncation_off_the_clock() -> Non
     # engine_seconds differences are taken around the timed calls only, so the fake's fills do not leak in.
     assert row["prefill_overhead_pct"] == pytest.approx(0.0, abs=1e-9)
     assert row["decode_overhead_pct"] == pytest.approx(0.0, abs=1e-9)
+
+
+class StaticCacheEngine(RecordingEngine):
+    """An engine that cannot drop positions (a static torch cache)."""
+
+    def truncate(self, n_keep: int) -> bool:
+        self.calls.append(("truncate", n_keep))
+        return False
+
+
+def test_an_engine_that_cannot_drop_positions_is_filled_again_each_repetition() -> None:
+    cell = _cell("llamacpp", "Q4_1")
+    engine = StaticCacheEngine(Path("x"), cell)
+    measure_cell(engine, cell)
+    assert [name for name, _ in engine.calls].count("reset") == 2 * 5  # before the prompt and before decode
+    assert engine.calls[:3] == [("reset", (1, 16)), ("prefill", (1, 24)), ("truncate", 16)]
 
 
 def test_parallel_sequences_are_prefilled_and_decoded_together() -> None:
