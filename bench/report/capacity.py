@@ -106,7 +106,7 @@ def capacity_table(measured: pd.DataFrame, suite: Suite | None, slo: Slo, keep_a
         decode=fmt.as_float(rows["decode_tok_s_mean"]),
         noisy=noisy(rows),
         usd_per_hour=hourly_cost(rows, suite)["usd_per_hour"],
-    )
+    ).copy()  # one consolidated frame: the report's frames are wide, and each insert below would warn
     rows["setup_no"] = rows.groupby(keys, dropna=False, sort=True).ngroup()
     rows = rows.sort_values(["setup_no", "n"], kind="stable").drop_duplicates(["setup_no", "n"], keep="last")
     rows["failure"] = _failure(rows, max_ttft, min_user)

@@ -112,12 +112,20 @@ def _identity_keys(frame: pd.DataFrame) -> pd.Series:
 
 def add_keys(frame: pd.DataFrame) -> pd.DataFrame:
     """`frame` with the CELL_KEY and MACHINE_KEY columns."""
-    return frame.assign(
-        **{
+    return _with_columns(
+        frame,
+        {
             CELL_KEY: cell_keys(frame),
             MACHINE_KEY: _per_distinct(frame, STABLE_HARDWARE_COLUMNS, stable_fingerprint),
-        }
+        },
     )
+
+
+def _with_columns(frame: pd.DataFrame, columns: dict[str, Any]) -> pd.DataFrame:
+    """`frame` with `columns` set, in one concatenation: a wide frame built column by column (the report's)
+    makes pandas warn about fragmentation at every single-column insert."""
+    kept = frame.drop(columns=[c for c in columns if c in frame.columns])
+    return pd.concat([kept, pd.DataFrame(columns, index=frame.index)], axis=1)
 
 
 def _instants(frame: pd.DataFrame, column: str) -> pd.Series:
@@ -128,10 +136,13 @@ def _instants(frame: pd.DataFrame, column: str) -> pd.Series:
 
 def oldest_first(frame: pd.DataFrame) -> pd.DataFrame:
     """The rows in measurement order, oldest first (the module's rule), with a reading-order column."""
-    ordered = frame.assign(
-        _finished=_instants(frame, "finished_utc"),
-        _started=_instants(frame, "started_utc"),
-        **{READING_ORDER: np.arange(len(frame))},
+    ordered = _with_columns(
+        frame,
+        {
+            "_finished": _instants(frame, "finished_utc"),
+            "_started": _instants(frame, "started_utc"),
+            READING_ORDER: np.arange(len(frame)),
+        },
     )
     ordered = ordered.sort_values(["_finished", "_started", READING_ORDER], na_position="first", kind="stable")
     return ordered.drop(columns=["_finished", "_started"])
