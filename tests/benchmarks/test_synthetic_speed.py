@@ -9,9 +9,9 @@ machine): prefill synthetic/real 0.99-1.08, decode 1.11-1.20 (synthetic faster),
 0.88-0.94. The cause: on x86 ggml converts each quantized block's FP16 scale through a 256 KiB lookup table, and
 the narrow scales of random rows touch a fraction of it (llama-bench, 8 interleaved rounds: the real SmolLM2 Q8_0
 with the synthetic file's scales decoded 10 % faster, the synthetic file with the real scales 14 % slower).
-With the spread (bench.models.synthetic_gguf.BLOCK_SCALE_SPREAD_LOG2), one run at load average 6: CPU time per
-repetition 1.032 (SmolLM2 Q8_0) and 1.015 (Gemma-3 Q4_K_M), prefill 0.940 / 0.977, decode 0.941 / 0.928 (wall
-clock, noisier than CPU time under load); peak RSS 1.000 / 0.995, file size -0.30 % / -0.23 %.
+With the spread (bench.models.synthetic_gguf.BLOCK_SCALE_SPREAD_LOG2), at load average 1: prefill 1.001 (SmolLM2
+Q8_0) and 0.998 (Gemma-3 Q4_K_M), decode 0.964 / 1.043, CPU time per repetition 1.022 / 0.979, peak RSS 1.000 /
+0.994, file size -0.30 % / -0.23 %; at load average 6: CPU time 1.032 / 1.015, decode 0.941 / 0.928.
 """
 
 from __future__ import annotations
