@@ -6,8 +6,12 @@ import os
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from bench.suite import Cell
 
 EVAL_TEXT = Path(__file__).resolve().parents[1] / "bench" / "data" / "eval_text.txt"
 
@@ -35,6 +39,30 @@ def gemma3_path(bench_cache_dir: Path) -> Path:
     from bench.models import resolve
 
     return resolve(GEMMA3_REF).path
+
+
+def cpu_cell(backend: str, quantization: str, **overrides: object) -> Cell:
+    """A small, fast measuring cell on the CPU (1 thread, 16-token prompt, 4 generated, one repetition), with
+    `overrides` for the fields a test cares about: one way for tests to build a cell by hand."""
+    from bench.suite import Cell
+
+    values: dict[str, object] = dict(
+        suite="t",
+        model_id="m",
+        quantization=quantization,
+        backend=backend,
+        device_id="cpu",
+        device_kind="cpu",
+        device_index=0,
+        threads=1,
+        prompt_tokens=16,
+        gen_tokens=4,
+        depth=0,
+        repetitions=1,
+        warmup=0,
+    )
+    values.update(overrides)
+    return Cell.model_validate(values)
 
 
 def quick_suite_yaml(name: str = "t", **sections: str) -> str:

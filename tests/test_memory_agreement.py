@@ -26,7 +26,7 @@ from bench.runners.base import context_size
 from bench.runners.memory import MIB
 from bench.runners.registry import backend, quantization_catalog
 from bench.suite import Cell, load_suite
-from tests.conftest import GEMMA3_REF, SMOLLM2_REF, quick_suite_yaml
+from tests.conftest import GEMMA3_REF, SMOLLM2_REF, cpu_cell, quick_suite_yaml
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads VmRSS/VmHWM from /proc")
 
@@ -34,21 +34,14 @@ LOW, HIGH = 0.90, 1.10
 
 
 def _cell(model_id: str, prompt: int, depth: int, parallel: int = 1) -> Cell:
-    return Cell(
+    return cpu_cell(
+        "llamacpp",
+        "source",
         suite="agreement",
         model_id=model_id,
-        quantization="source",
-        backend="llamacpp",
-        device_id="cpu",
-        device_kind="cpu",
-        device_index=0,
-        threads=1,
         n_gpu_layers=0,
         prompt_tokens=prompt,
-        gen_tokens=4,
         depth=depth,
-        repetitions=1,
-        warmup=0,
         parallel=parallel,
     )
 

@@ -23,7 +23,7 @@ from bench.results import read_results
 from bench.runners import registry
 from bench.runners.registry import quantization_catalog
 from bench.suite import SyntheticConfig, load_suite
-from tests.conftest import quick_suite_yaml
+from tests.conftest import cpu_cell, quick_suite_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -291,32 +291,13 @@ def test_torch_builds_a_synthetic_smollm2_135m_with_from_config_and_measures_it(
     from bench.runners.base import measure_cell, repetition_fields
     from bench.runners.torch.runner import TorchRunner
     from bench.runners.torch.synthetic import hf_config, synthetic_folder
-    from bench.suite import Cell
 
     shape = known_shape("SmolLM2-135M")
     for key in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_key_value_heads", "vocab_size"):
         assert hf_config(shape)[key] == KNOWN_CONFIGS["SmolLM2-135M"][key]  # the catalog's values, back
     resolved = synthetic_folder(shape, "fp32")
     assert resolved.weights == "synthetic" and not any(resolved.path.glob("*.safetensors"))  # nothing large written
-    cell = Cell.model_validate(
-        dict(
-            suite="t",
-            model_id="m",
-            quantization="fp32",
-            backend="torch",
-            device_id="cpu",
-            device_kind="cpu",
-            device_index=0,
-            threads=1,
-            torch_compile="off",
-            static_cache=False,
-            prompt_tokens=4,
-            gen_tokens=2,
-            depth=0,
-            repetitions=1,
-            warmup=0,
-        )
-    )
+    cell = cpu_cell("torch", "fp32", torch_compile="off", static_cache=False, prompt_tokens=4, gen_tokens=2)
     runner = TorchRunner(resolved.path, cell)
     info = runner.load()
     # The published SmolLM2-135M parameter count (tied embeddings), as the catalog's test checks it.

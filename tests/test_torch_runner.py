@@ -15,7 +15,7 @@ import pytest
 from bench.results import read_results
 from bench.runners.registry import quantization_catalog
 from bench.suite import Cell, expand, load_suite
-from tests.conftest import SMOLLM2_REF, quick_suite_yaml
+from tests.conftest import SMOLLM2_REF, cpu_cell, quick_suite_yaml
 
 REPO = Path(__file__).resolve().parents[1]
 EVAL_TEXT = REPO / "bench" / "data" / "eval_text.txt"
@@ -26,25 +26,7 @@ def bench(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def _torch_cell(quantization: str, **overrides: object) -> Cell:
-    values: dict[str, object] = dict(
-        suite="t",
-        model_id="m",
-        quantization=quantization,
-        backend="torch",
-        device_id="cpu",
-        device_kind="cpu",
-        device_index=0,
-        threads=1,
-        torch_compile="off",
-        static_cache=False,
-        prompt_tokens=16,
-        gen_tokens=4,
-        depth=0,
-        repetitions=1,
-        warmup=0,
-    )
-    values.update(overrides)
-    return Cell.model_validate(values)
+    return cpu_cell("torch", quantization, **{"torch_compile": "off", "static_cache": False, **overrides})
 
 
 # ------------------------------------------------------------------ torch stays optional

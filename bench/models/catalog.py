@@ -114,12 +114,24 @@ _LLAMA3_ROPE_8K = {
 _LLAMA3_ROPE_32 = {**_LLAMA3_ROPE_8K, "factor": 32.0}
 
 
-def _qwen2(
-    hidden: int, ff: int, layers: int, heads: int, kv: int, vocab: int, ctx: int, theta: float, eps: float, tied: bool
+def _decoder(
+    architecture: str,
+    model_type: str,
+    hidden: int,
+    ff: int,
+    layers: int,
+    heads: int,
+    kv: int,
+    vocab: int,
+    ctx: int,
+    theta: float,
+    eps: float,
+    tied: bool,
 ) -> dict[str, Any]:
+    """The config.json keys every dense decoder entry below gives."""
     return {
-        "architectures": ["Qwen2ForCausalLM"],
-        "model_type": "qwen2",
+        "architectures": [architecture],
+        "model_type": model_type,
         "hidden_size": hidden,
         "intermediate_size": ff,
         "num_hidden_layers": layers,
@@ -131,6 +143,12 @@ def _qwen2(
         "rms_norm_eps": eps,
         "tie_word_embeddings": tied,
     }
+
+
+def _qwen2(
+    hidden: int, ff: int, layers: int, heads: int, kv: int, vocab: int, ctx: int, theta: float, eps: float, tied: bool
+) -> dict[str, Any]:
+    return _decoder("Qwen2ForCausalLM", "qwen2", hidden, ff, layers, heads, kv, vocab, ctx, theta, eps, tied)
 
 
 def _llama(
@@ -147,22 +165,8 @@ def _llama(
     rope_scaling: dict[str, Any] | None = None,
     head_dim: int | None = None,
 ) -> dict[str, Any]:
-    config = {
-        "architectures": ["LlamaForCausalLM"],
-        "model_type": "llama",
-        "hidden_size": hidden,
-        "intermediate_size": ff,
-        "num_hidden_layers": layers,
-        "num_attention_heads": heads,
-        "num_key_value_heads": kv,
-        "vocab_size": vocab,
-        "max_position_embeddings": ctx,
-        "rope_theta": theta,
-        "rms_norm_eps": eps,
-        "tie_word_embeddings": tied,
-        "attention_bias": False,
-        "rope_scaling": rope_scaling,
-    }
+    config = _decoder("LlamaForCausalLM", "llama", hidden, ff, layers, heads, kv, vocab, ctx, theta, eps, tied)
+    config |= {"attention_bias": False, "rope_scaling": rope_scaling}
     if head_dim is not None:
         config["head_dim"] = head_dim
     return config
