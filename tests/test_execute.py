@@ -189,3 +189,19 @@ def test_worker_runs_no_hook_unless_named(monkeypatch) -> None:
     monkeypatch.setenv("BENCH_FAULT", "SIGKILL@threads=1")
     monkeypatch.delenv(HOOK_ENV, raising=False)
     _load_hook()("cell", _cell(1))  # were a hook active, this test process would die here
+
+
+def test_worker_shares_bench_s_session_but_has_its_own_process_group(smollm2_path: Path, monkeypatch) -> None:
+    """Same session = same scheduling autogroup as bench (and as llama-bench started from the same shell): a
+    session of its own made a busy machine cost bench 50-150x where llama-bench lost 2.5x (issue 21)."""
+    for name, value in environment("hang@load").items():
+        monkeypatch.setenv(name, value)
+    job = MeasureJob(backend="llamacpp", model_path=str(smollm2_path), cells=[_cell(1).fields()])
+    worker = WorkerProcess(job)
+    try:
+        pid = worker.process.pid
+        assert os.getsid(pid) == os.getsid(0)
+        assert os.getpgid(pid) == pid != os.getpgid(0)  # killed as a group, and no terminal Ctrl-C reaches it
+    finally:
+        worker.close()
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE

@@ -223,3 +223,26 @@ def test_rows_measured_under_system_noise_are_marked() -> None:
     )
     texts = decode_by_depth(measured)[0].tolist()
     assert texts[0].endswith("⚑") and not texts[1].endswith("⚑")
+
+
+def test_the_noise_mark_says_how_busy_the_machine_was() -> None:
+    """⚑ carries the other processes' CPU share during the cell where the row recorded it (issue 21)."""
+    import pandas as pd
+
+    from bench.report.sections.devices import decode_by_depth
+
+    measured = pd.DataFrame(
+        {
+            "config_no": [0, 1, 2],
+            "depth": [0, 0, 0],
+            "decode_tok_s_mean": [50.0, 100.0, 100.0],
+            "decode_tok_s_std": [1.0, 1.0, 1.0],
+            "unstable": [False, False, False],
+            "system_warnings": ["cpu_load", "cpu_load", ""],
+            "background_cpu_pct": [48.4, None, 1.0],
+        }
+    )
+    texts = decode_by_depth(measured)[0].tolist()
+    assert texts[0].endswith("⚑ 48% busy")
+    assert texts[1].endswith("⚑")  # an older row without the figure keeps the bare mark
+    assert "⚑" not in texts[2] and "busy" not in texts[2]

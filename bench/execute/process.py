@@ -1,10 +1,16 @@
-"""One worker process: spawned without a shell in its own session, read with deadlines, killed as a group.
+"""One worker process: spawned without a shell in its own process group, read with deadlines, killed as a group.
 
 Every job (measurement or quality) goes through this one spawn path. A Ctrl-C at the terminal reaches only
-the parent, which then kills the worker's whole process group. A memory limit is the worker's cgroup v2
-memory.max where this process may set one (bench.execute.cgroup), else a watchdog thread that reads the worker
-tree's resident memory and kills it past the limit: resident memory either way, not address space, because
-mmap'd model files and CUDA's reservations are address space that takes no RAM.
+the parent, which then kills the worker's whole process group. The worker stays in bench's session: Linux
+schedules each session as one group (autogroup), so a worker in a session of its own would get one
+session's share of the CPU against every busy session, and ggml's OpenMP threads, spinning at their
+barriers while the thread they wait for is descheduled, turn that into a 10-100x slowdown that llama-bench,
+started from the user's shell, does not see (README: "Measuring on a busy machine").
+
+A memory limit is the worker's cgroup v2 memory.max where this process may set one (bench.execute.cgroup),
+else a watchdog thread that reads the worker tree's resident memory and kills it past the limit: resident
+memory either way, not address space, because mmap'd model files and CUDA's reservations are address space
+that takes no RAM.
 """
 
 from __future__ import annotations
@@ -107,7 +113,7 @@ class WorkerProcess:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self.stderr,
-            start_new_session=True,
+            process_group=0,  # killable as a group, but scheduled with bench's session, as llama-bench is
             text=True,
             encoding="utf-8",
         )

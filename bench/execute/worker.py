@@ -75,6 +75,7 @@ def _detail() -> str:
 
 def run_measure(job: MeasureJob, events: TextIO, hook: Hook) -> None:
     from bench.hardware import GpuSampler, vram_used_bytes
+    from bench.hardware.background import background_cpu_pct, machine_cpus, snapshot
     from bench.runners.base import measure_cell, repetition_fields
     from bench.runners.registry import create_engine
 
@@ -110,8 +111,10 @@ def run_measure(job: MeasureJob, events: TextIO, hook: Hook) -> None:
         try:
             hook("cell", cell)
             fields: dict[str, Any] = dict(engine.start_context(cell))
+            before = snapshot()
             with GpuSampler(cell.device_kind, cell.device_index, baseline_used_bytes=vram_before_load) as sampler:
                 warmups, measured = measure_cell(engine, cell, energy=sampler)
+            fields["background_cpu_pct"] = background_cpu_pct(before, snapshot(), machine_cpus())
             fields["avg_power_w"] = sampler.avg_power_w
             fields["peak_vram_bytes"] = sampler.peak_vram_bytes
             fields.update(repetition_fields(cell, warmups, measured))

@@ -44,9 +44,14 @@ class SystemWarning:
     fix: str
 
 
-def warnings_text(warnings: Iterable[SystemWarning]) -> str:
-    """The warnings' names for a CSV column, e.g. 'cpu_governor; cpu_load'; "" when there are none."""
-    return "; ".join(dict.fromkeys(w.name for w in warnings))
+def warnings_text(warnings: Iterable[SystemWarning], background_cpu_pct: float | None = None) -> str:
+    """The warnings' names for a CSV column, e.g. 'cpu_governor; cpu_load'; "" when there are none.
+    background_cpu_pct: other processes' CPU use while the cell ran (bench.hardware.background); above
+    CPU_BUSY_PERCENT it is cpu_load too, even when the machine was quiet before the run."""
+    names = [w.name for w in warnings]
+    if background_cpu_pct is not None and background_cpu_pct > CPU_BUSY_PERCENT:
+        names.append("cpu_load")
+    return "; ".join(dict.fromkeys(names))
 
 
 # ------------------------------------------------------------------------------------ CPU

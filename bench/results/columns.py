@@ -74,6 +74,7 @@ class _FixedColumns(BaseModel):
     unstable: bool | None = None
     warnings: str = ""
     system_warnings: str = ""  # noise sources present on the machine when the cell was measured (bench hw)
+    background_cpu_pct: float | None = None  # other processes' CPU use during the cell, % of the machine
 
     # --- memory
     model_file_bytes: int | None = None

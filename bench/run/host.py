@@ -150,12 +150,12 @@ class HostRunner:
         for cells in groups:
             self.bandwidth(cells[0])
 
-    def _ok_fields(self, cell: Cell) -> dict[str, Any]:
+    def _ok_fields(self, cell: Cell, background_cpu_pct: float | None) -> dict[str, Any]:
         bandwidth = self.bandwidth(cell)
         return {
             "mem_bandwidth_gbs": round(bandwidth.gbs, 1) if bandwidth else None,
             "mem_bandwidth_source": bandwidth.source if bandwidth else "",
-            "system_warnings": warnings_text(self.system_warnings),
+            "system_warnings": warnings_text(self.system_warnings, background_cpu_pct),
         }
 
     def run_group(
@@ -196,7 +196,7 @@ class HostRunner:
         def on_outcome(outcome: CellOutcome) -> None:
             fields = {**static, **memory[outcome.cell.cell_id], **outcome.fields}
             if outcome.status == "ok":
-                fields.update(self._ok_fields(outcome.cell))
+                fields.update(self._ok_fields(outcome.cell, outcome.fields.get("background_cpu_pct")))
             emit(
                 RowOut(
                     outcome.cell,

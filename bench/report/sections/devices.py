@@ -15,7 +15,7 @@ import pandas as pd
 from bench.report import format as fmt
 from bench.report import knobs as knob_columns
 from bench.report.analysis import Analysis
-from bench.report.derived import noisy, unstable
+from bench.report.derived import noise_mark, unstable
 from bench.report.document import Block, Code, Heading, Paragraph
 from bench.report.sections import Column, frame_table, present, sort_configs
 from bench.report.sections.memory import memory_table
@@ -37,7 +37,7 @@ def decode_by_depth(measured: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame()
     text = fmt.plus_minus(measured["decode_tok_s_mean"], measured["decode_tok_s_std"])
     text = text.where(~unstable(measured), text + " ⚠")
-    text = text.where(~noisy(measured), text + " ⚑")
+    text = text + noise_mark(measured)
     cells = pd.DataFrame(
         {"config_no": measured["config_no"], "depth": fmt.as_float(measured["depth"]).fillna(0), "text": text}
     )
@@ -186,7 +186,8 @@ def _intro(analysis: Analysis) -> list[Block]:
         Paragraph.of(
             "Each row is one configuration; ± is the standard deviation over the measured repetitions "
             f"({repetitions}); ⚠ marks a spread above {UNSTABLE_CV_PCT:g} % (coefficient of variation); ⚑ a "
-            "figure measured while the machine reported noise (the row's system_warnings; see `bench hw`). "
+            "figure measured while the machine reported noise (the row's system_warnings; see `bench hw`), with the "
+            "share of the machine's CPU that other processes used while the cell ran (e.g. ⚑ 48% busy). "
             "Decode is measured at each depth (tokens already in the KV cache); prefill and TTFT at the "
             "shallowest."
         )
