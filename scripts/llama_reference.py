@@ -24,8 +24,8 @@ def tools_dir() -> Path:
     return Path(os.environ.get("BENCH_LLAMA_TOOLS", default))
 
 
-def llama_bench_once(model: Path, threads: int, depth: int, prompt: int, gen: int) -> float:
-    """tok/s of one llama-bench repetition (after its own warm-up run)."""
+def llama_bench_once(model: Path, threads: int, depth: int, prompt: int, gen: int, repetitions: int = 1) -> float:
+    """tok/s of one llama-bench run (after its own warm-up run): the mean over `repetitions`."""
     argv = [
         str(tools_dir() / "llama-bench"),
         "-m",
@@ -39,7 +39,7 @@ def llama_bench_once(model: Path, threads: int, depth: int, prompt: int, gen: in
         "-n",
         str(gen),
         "-r",
-        "1",
+        str(repetitions),
         "-o",
         "json",
     ]
@@ -81,9 +81,11 @@ def batched_bench_once(model: Path, threads: int, prompt: int, gen: int, paralle
     return float(entry["speed_pp"]), float(entry["speed_tg"])
 
 
-def bench_once(model: Path, threads: int, depth: int, prompt: int, gen: int, parallel: int = 1) -> tuple[float, float]:
-    """(prefill tok/s, decode tok/s), aggregates over the sequences, of one bench repetition after one warm-up,
-    measured by bench's real harness (a worker process)."""
+def bench_once(
+    model: Path, threads: int, depth: int, prompt: int, gen: int, parallel: int = 1, repetitions: int = 1
+) -> tuple[float, float]:
+    """(prefill tok/s, decode tok/s), aggregates over the sequences, of one bench cell (the mean over
+    `repetitions`, after one warm-up), measured by bench's real harness (a worker process)."""
     cell = Cell(
         model_id="m",
         quantization="source",
@@ -95,7 +97,7 @@ def bench_once(model: Path, threads: int, depth: int, prompt: int, gen: int, par
         prompt_tokens=prompt,
         gen_tokens=gen,
         depth=depth,
-        repetitions=1,
+        repetitions=repetitions,
         warmup=1,
     )
     outcomes: list[CellOutcome] = []

@@ -23,7 +23,9 @@ from tests.test_llama_tools import agreement, interleaved_ratios, need_tool
 
 LOADED_TOLERANCE = 0.10
 BUSY_LIMIT_S = 900  # the busy process ends by itself after this, whatever happens to the test
-PROMPT, GEN = 128, 32
+PROMPT, GEN = 128, 64
+REPETITIONS = 2
+ROUNDS = 9  # the median's 95 % interval is then [2nd lowest, 2nd highest] round: one wild round cannot decide
 
 
 @contextmanager
@@ -45,11 +47,12 @@ def test_single_sequence_under_load_agrees_with_llama_bench(smollm2_path: Path, 
     need_tool("llama-bench")
     with busy_process(nice):
         pp, tg = interleaved_ratios(
-            lambda: bench_once(smollm2_path, threads, 0, PROMPT, GEN),
+            lambda: bench_once(smollm2_path, threads, 0, PROMPT, GEN, repetitions=REPETITIONS),
             lambda: (
-                llama_bench_once(smollm2_path, threads, 0, PROMPT, 0),
-                llama_bench_once(smollm2_path, threads, 0, 0, GEN),
+                llama_bench_once(smollm2_path, threads, 0, PROMPT, 0, REPETITIONS),
+                llama_bench_once(smollm2_path, threads, 0, 0, GEN, REPETITIONS),
             ),
+            ROUNDS,
         )
     print(f"\nbench / llama-bench, busy loop at nice {nice}, {threads} threads, load average {os.getloadavg()[0]:.1f}")
     problems = [agreement(f"pp{PROMPT}", pp, LOADED_TOLERANCE), agreement(f"tg{GEN}", tg, LOADED_TOLERANCE)]
@@ -69,7 +72,7 @@ def test_concurrent_sequences_under_load_agree_with_llama_batched_bench(smollm2_
         )
 
     with busy_process(0):
-        pp, tg = interleaved_ratios(ours, lambda: batched_bench_once(smollm2_path, 2, PROMPT, GEN, parallel))
+        pp, tg = interleaved_ratios(ours, lambda: batched_bench_once(smollm2_path, 2, PROMPT, GEN, parallel), ROUNDS)
     print(f"\nbench / llama-batched-bench, {parallel} sequences, busy loop at nice 0")
     problems = [agreement("S_PP", pp, LOADED_TOLERANCE), agreement("S_TG", tg, LOADED_TOLERANCE)]
     assert not any(problems), problems
