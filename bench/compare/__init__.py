@@ -20,7 +20,7 @@ from bench.compare.model import (
 )
 from bench.compare.render import headline, to_blocks, to_html, to_json, to_markdown
 from bench.compare.verdict import compare_results
-from bench.metrics import DEFAULT_THRESHOLD_PCT, MIN_HISTORY_RUNS
+from bench.compare.metrics import DEFAULT_THRESHOLD_PCT, MIN_HISTORY_RUNS
 
 __all__ = [
     "DEFAULT_THRESHOLD_PCT",

@@ -29,7 +29,7 @@ import pandas as pd
 
 from bench import __version__
 from bench.errors import BenchError
-from bench.metrics import METRICS, METRICS_BY_NAME, Metric
+from bench.compare.metrics import METRICS, METRICS_BY_NAME, Metric
 from bench.results import read_results, samples_from_text
 from bench.results.select import MACHINE_KEY, clean, newest_rows, row_label
 from bench.stats import UNSTABLE_CV_PCT, summarize

@@ -10,7 +10,7 @@ import pandas as pd
 
 from bench.compare.model import CellKey, CellSide
 from bench.errors import BenchError
-from bench.metrics import METRICS
+from bench.compare.metrics import METRICS
 from bench.results import samples_from_text
 from bench.results.select import CELL_KEY, MACHINE_KEY, clean, newest_rows, row_label
 from bench.stats import UNSTABLE_CV_PCT

@@ -7,7 +7,7 @@ from collections import Counter
 
 from bench.compare.matching import SOFTWARE_COLUMNS
 from bench.compare.model import CellSide, Comparison, SoftwareChange, WarningNote
-from bench.metrics import MIN_HISTORY_RUNS
+from bench.compare.metrics import MIN_HISTORY_RUNS
 
 NOT_RECORDED = "(not recorded)"
 

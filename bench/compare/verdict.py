@@ -20,7 +20,7 @@ from bench.compare.model import (
     Comparison,
     MetricChange,
 )
-from bench.metrics import METRICS_BY_NAME, MIN_HISTORY_RUNS, Metric
+from bench.compare.metrics import METRICS_BY_NAME, MIN_HISTORY_RUNS, Metric
 from bench.results import read_results
 from bench.stats import UNSTABLE_CV_PCT, TTest, benjamini_hochberg, prediction_t_test, welch_t_test
 

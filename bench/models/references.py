@@ -16,12 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bench.errors import BenchError, ModelUnavailable
-from bench.models.gguf import GgufHeader as GgufHeader
-from bench.models.gguf import GgufTensor as GgufTensor
-from bench.models.gguf import check_gguf as check_gguf
-from bench.models.gguf import file_type_name as file_type_name
-from bench.models.gguf import gguf_metadata as gguf_metadata
-from bench.models.gguf import read_gguf_header as read_gguf_header
+from bench.models.gguf import check_gguf
 
 if TYPE_CHECKING:
     from bench.suite import ModelSpec

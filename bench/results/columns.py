@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, Literal
+
+import pandas as pd
 
 from pydantic import BaseModel, ConfigDict, create_model
 
@@ -93,7 +96,7 @@ class _FixedColumns(BaseModel):
     est_compute_bytes: int | None = None
     est_total_bytes: int | None = None
     est_device_free_bytes: int | None = None
-    # CPU: measured by bench.bandwidth's read probe (bytes read per second); CUDA: NVML's theoretical peak
+    # CPU: measured by bench.hardware.bandwidth's read probe (bytes read per second); CUDA: NVML's theoretical peak
     mem_bandwidth_gbs: float | None = None
     mem_bandwidth_source: str = ""  # cpu_read_probe | nvml_theoretical_peak: what mem_bandwidth_gbs is
 
@@ -181,3 +184,36 @@ def _row_model() -> type[BaseModel]:
 
 ResultRow = _row_model()
 COLUMNS: tuple[str, ...] = tuple(ResultRow.model_fields)
+
+
+# --- how values are written to and read from a CSV field
+SAMPLE_SEP = ";"  # per-repetition samples in one field
+
+
+def is_missing(value: Any) -> bool:
+    """The one test for "no value": None, NaN/NA (pandas' reading of an empty field) or empty text."""
+    if value is None or value is pd.NA or value == "":
+        return True
+    try:
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):  # a list or other non-scalar is a value
+        return False
+
+
+def csv_text(value: Any) -> str:
+    """A value as its CSV field: floats to 6 decimals (tiny ones in exponent form), None as empty."""
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return repr(round(value, 6)) if abs(value) >= 1e-6 or value == 0 else f"{value:.6e}"
+    return str(value)
+
+
+def samples_to_text(values: Iterable[float]) -> str:
+    return SAMPLE_SEP.join(csv_text(v) for v in values)
+
+
+def samples_from_text(text: Any) -> list[float]:
+    if is_missing(text):
+        return []
+    return [float(v) for v in str(text).split(SAMPLE_SEP) if v]

@@ -20,26 +20,17 @@ import pandas as pd
 from pydantic import BaseModel
 
 from bench.errors import BenchError
-from bench.results.columns import COLUMNS, ResultRow
+from bench.results.columns import COLUMNS, ResultRow, csv_text
 from bench.results.columns import Status as Status
 
 _MAX_BLOCKS = 100  # pandas' PerformanceWarning threshold for a fragmented frame
-SAMPLE_SEP = ";"
 # Columns added after rows were first written, and what an older CSV's rows mean by leaving them out.
 _DEFAULTS_OF_NEW_COLUMNS = {"weights": "real"}
 
 
-def _format(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return repr(round(value, 6)) if abs(value) >= 1e-6 or value == 0 else f"{value:.6e}"
-    return str(value)
-
-
 def _line(values: Iterable[Any]) -> str:
     buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\n").writerow([_format(v) for v in values])
+    csv.writer(buffer, lineterminator="\n").writerow([csv_text(v) for v in values])
     return buffer.getvalue()
 
 
@@ -275,13 +266,3 @@ def measured_cell_ids(path: Path) -> set[str]:
     drop_partial_last_line(path)
     frame = _read_one(path)
     return set(frame["cell_id"].dropna().astype(str))
-
-
-def samples_to_text(values: Iterable[float]) -> str:
-    return SAMPLE_SEP.join(_format(v) for v in values)
-
-
-def samples_from_text(text: Any) -> list[float]:
-    if text is None or (isinstance(text, float) and pd.isna(text)) or text is pd.NA or text == "":
-        return []
-    return [float(v) for v in str(text).split(SAMPLE_SEP) if v]

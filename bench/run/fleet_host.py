@@ -30,7 +30,7 @@ from bench.execute.fleet_config import RESOURCE
 from bench.execute.process import Interrupted, kill_workers
 from bench.hardware import Fingerprint, SystemWarning, detect
 from bench.plan import PlannedCell
-from bench.run import RunOptions, select
+from bench.run.local import RunOptions, select
 from bench.run.host import HostRunner
 from bench.runners.registry import quantization_catalog
 from bench.suite import Cell, expand

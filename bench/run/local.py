@@ -14,14 +14,12 @@ from bench.execute.process import Interrupted
 from bench.hardware import Fingerprint, SystemWarning, detect
 from bench.models.weights import synthetic_model_problems
 from bench.plan import PlannedCell, parse_filters, plan_suite
-from bench.results import COLUMNS, ResultRow, ResultsWriter, drop_partial_last_line, measured_cell_ids, read_results
-from bench.run.host import HostRunner, RowOut, load_groups
+from bench.results import drop_partial_last_line, measured_cell_ids, read_results
+from bench.run.host import HostRunner, load_groups
+from bench.run.rows import RowOut, RowSink
 from bench.run.paths import output_path
 from bench.runners.registry import quantization_catalog
 from bench.suite import Cell, Suite, load_suite
-
-STATUSES = ("ok", "failed", "timeout", "skipped")
-
 
 @dataclass
 class RunOptions:
@@ -49,36 +47,6 @@ class RunEvents:
     cell_started: Callable[[Cell], None] = lambda cell: None
     row_written: Callable[[RowOut], None] = lambda row: None
     say: Callable[[str], None] | None = None
-
-
-def build_row(row: RowOut, fingerprint: Fingerprint, run_id: str) -> Any:
-    """The CSV row: the outcome's fields, the cell's identity and the measuring machine's columns."""
-    unknown = sorted(set(row.fields) - set(COLUMNS))
-    if unknown:  # nothing measured is silently dropped: a field without a column is a bug to fix here
-        raise BenchError(f"internal: measured fields without a CSV column: {', '.join(unknown)}")
-    values: dict[str, Any] = dict(row.fields)
-    values.update(row.cell.fields())
-    values.update(fingerprint.row_fields(row.cell.device_kind, row.cell.device_index))
-    values.update(
-        run_id=run_id, cell_id=row.cell.cell_id, status=row.status, reason=row.reason, model_source=row.model_source
-    )
-    return ResultRow.model_validate(values)
-
-
-class RowSink:
-    """Appends rows crash-safely and counts them by status."""
-
-    def __init__(self, path: Path, run_id: str, on_row: Callable[[RowOut], None]) -> None:
-        self.path = path
-        self.run_id = run_id
-        self.writer = ResultsWriter(path)
-        self.counts = dict.fromkeys(STATUSES, 0)
-        self.on_row = on_row
-
-    def write(self, row: RowOut, fingerprint: Fingerprint) -> None:
-        self.writer.append(build_row(row, fingerprint, self.run_id))
-        self.counts[row.status] += 1
-        self.on_row(row)
 
 
 def select(suite: Suite, fingerprint: Fingerprint, options: RunOptions) -> list[PlannedCell]:

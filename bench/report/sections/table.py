@@ -1,4 +1,4 @@
-"""One module per report section; each has `build(analysis) -> list[Block]`."""
+"""What every report section builds its tables from: columns of a frame, knob columns, sorting and counts."""
 
 from __future__ import annotations
 
