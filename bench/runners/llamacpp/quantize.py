@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from bench.errors import BenchError, ModelUnavailable
 from bench.models import ResolvedModel, cache_dir, check_gguf, gguf_metadata, resolve
 from bench.models.gguf import is_valid_gguf
-from bench.runners.llamacpp.spec import GGUF_QUANT_TYPES
+from bench.runners.llamacpp.quant_types import GGUF_QUANT_TYPES
 
 if TYPE_CHECKING:
     from bench.suite import ModelSpec, Suite

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bench.runners.llamacpp.quant_types import GGUF_QUANT_TYPES
 from bench.runners.spec import BackendSpec
 from bench.suite import SOURCE_QUANT
 
@@ -15,50 +15,6 @@ if TYPE_CHECKING:
     from bench.models import ResolvedModel
     from bench.models.catalog import TransformerShape
     from bench.suite import Cell, ModelSpec, Suite
-
-# GGUF quantization types bench knows by name (llama.cpp's `llama-quantize --help`).
-GGUF_QUANT_TYPES = (
-    "F32",
-    "F16",
-    "BF16",
-    "Q8_0",
-    "Q6_K",
-    "Q5_K_M",
-    "Q5_K_S",
-    "Q5_1",
-    "Q5_0",
-    "Q4_K_M",
-    "Q4_K_S",
-    "Q4_1",
-    "Q4_0",
-    "IQ4_NL",
-    "IQ4_XS",
-    "Q3_K_L",
-    "Q3_K_M",
-    "Q3_K_S",
-    "IQ3_M",
-    "IQ3_S",
-    "IQ3_XS",
-    "IQ3_XXS",
-    "Q2_K",
-    "Q2_K_S",
-    "IQ2_M",
-    "IQ2_S",
-    "IQ2_XS",
-    "IQ2_XXS",
-    "IQ1_M",
-    "IQ1_S",
-    "TQ1_0",
-    "TQ2_0",
-)
-
-
-def quant_type_from_name(reference: str) -> str:
-    """The quantization a file name announces ('...-Q4_K_M.gguf' -> 'Q4_K_M'), or '' when it names none."""
-    stem = Path(reference.rsplit("@", 1)[0]).name.upper()
-    found = [t for t in GGUF_QUANT_TYPES if re.search(rf"(?<![A-Z0-9]){t}(?![A-Z0-9_])", stem)]
-    return max(found, key=len) if found else ""  # Q4_K_M, not Q4_K... nor Q4
-
 
 def _device_reason(fingerprint: Fingerprint, kind: str, index: int) -> str:
     """What keeps llama.cpp off a device (whether it is installed at all is BackendSpec.missing_reason)."""
