@@ -10,9 +10,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from bench.hardware import bandwidth
+from bench.hardware import bandwidth, cpu
 from bench.hardware.bandwidth import CPU_READ_PROBE, NVML_THEORETICAL_PEAK, MemoryBandwidth
-from bench.hardware import cpu
 from tests.test_hardware import H200, make_fp
 
 MIB, GIB = 2**20, 2**30

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bench.errors import BenchError, ModelUnavailable
-from bench.models.gguf import check_gguf
 
 if TYPE_CHECKING:
     from bench.suite import ModelSpec
@@ -39,6 +38,7 @@ class ResolvedModel:
     derived_from: str = ""
     weights: str = "real"  # or "synthetic": the model's shape with random values (bench.models.weights)
     weights_shape: str = ""  # the synthetic shape: a known name or a config.json path
+    build_seconds: float | None = None  # derived from its source just now, in this many seconds (None: cached)
 
 
 def resolve(reference: str) -> ResolvedModel:
@@ -202,27 +202,6 @@ def _resolve_hf_repo(reference: str) -> Path:
             repo_id=repo_id, revision=revision or None, allow_patterns=HF_REPO_PATTERNS, local_files_only=cache_only
         ),
     )
-
-
-def check_torch_model(path: Path) -> None:
-    """What the torch backend can load: a Hugging Face model folder with safetensors weights, or a GGUF file."""
-    if path.is_file():
-        check_gguf(path)
-        return
-    if not path.is_dir():
-        raise BenchError(f"cannot read model {path}: not a file or folder")
-    if not (path / "config.json").is_file():
-        raise BenchError(
-            f"{path} is not a Hugging Face model folder: it has no config.json "
-            "(expected config.json, tokenizer files and *.safetensors, or a GGUF file)"
-        )
-    if not any(path.glob("*.safetensors")):
-        pickles = sorted(p.name for p in path.glob("*.bin"))[:3]
-        found = f" (it has {', '.join(pickles)}: pickled weights can run code when loaded)" if pickles else ""
-        raise BenchError(
-            f"{path} has no *.safetensors weights{found}; the torch backend loads only safetensors: "
-            "convert the checkpoint with transformers' save_pretrained(safe_serialization=True)"
-        )
 
 
 def local_model_file(reference: str) -> Path | None:

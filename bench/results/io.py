@@ -20,8 +20,7 @@ import pandas as pd
 from pydantic import BaseModel
 
 from bench.errors import BenchError
-from bench.results.columns import COLUMNS, ResultRow, csv_text
-from bench.results.columns import Status as Status
+from bench.results.columns import COLUMNS, LEGACY_SOFTWARE_COLUMNS, ResultRow, csv_text
 
 _MAX_BLOCKS = 100  # pandas' PerformanceWarning threshold for a fragmented frame
 # Columns added after rows were first written, and what an older CSV's rows mean by leaving them out.
@@ -160,6 +159,7 @@ def _read_one(path: Path, skip: Collection[str] = frozenset()) -> pd.DataFrame:
         raise BenchError(f"{path}:1: not a bench results CSV: header lacks {', '.join(missing)}")
     fast = _parse_fast(text, header, data, skip)
     if fast is not None:  # joined, not inserted: the parser's frame holds a block per column
+        fast = _read_legacy_software(fast)
         return pd.concat([fast, pd.Series(str(path), index=fast.index, name="source_file", dtype=object)], axis=1)
     # The careful path: record by record, so a bad file gets an error naming its line.
     records: list[list[str]] = []
@@ -192,8 +192,26 @@ def _read_one(path: Path, skip: Collection[str] = frozenset()) -> pd.DataFrame:
             frame[column] = converted
         elif column in _NUMERIC_TYPES and _is_bool(_NUMERIC_TYPES[column]):
             frame[column] = frame[column].map({"True": True, "False": False, "true": True, "false": False})
+    frame = _read_legacy_software(frame)
     frame["source_file"] = str(path)
     return frame
+
+
+def _read_legacy_software(frame: pd.DataFrame) -> pd.DataFrame:
+    """An older file's per-backend software columns, read as backend_version / backend_build of that backend's
+    rows (the old columns are dropped: nothing reads them)."""
+    old = [column for column in LEGACY_SOFTWARE_COLUMNS if column in frame.columns]
+    if not old:
+        return frame
+    mapped: dict[str, pd.Series] = {}
+    for column in old:
+        backend, target = LEGACY_SOFTWARE_COLUMNS[column]
+        blank = pd.Series(pd.NA, index=frame.index, dtype=object)
+        current = mapped.get(target, frame[target] if target in frame.columns else blank)
+        theirs = frame[column].where(frame["backend"] == backend) if "backend" in frame.columns else blank
+        mapped[target] = current.where(current.notna(), theirs)
+    kept = frame.drop(columns=[*old, *(c for c in mapped if c in frame.columns)])
+    return pd.concat([kept, pd.DataFrame(mapped, index=frame.index)], axis=1)
 
 
 def _field_counts_match(text: str, width: int) -> bool:

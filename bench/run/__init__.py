@@ -3,4 +3,14 @@
 from bench.run.local import RunEvents, RunOptions, RunSummary, load_run_suite, run_suite, select
 from bench.run.rows import RowOut, RowSink, build_row
 
-__all__ = ["RowOut", "RowSink", "RunEvents", "RunOptions", "RunSummary", "build_row", "load_run_suite", "run_suite", "select"]
+__all__ = [
+    "RowOut",
+    "RowSink",
+    "RunEvents",
+    "RunOptions",
+    "RunSummary",
+    "build_row",
+    "load_run_suite",
+    "run_suite",
+    "select",
+]

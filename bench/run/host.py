@@ -8,14 +8,14 @@ this host's fingerprint to each row.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from bench.hardware.bandwidth import MemoryBandwidth, device_bandwidth
 from bench.errors import BenchError, ModelUnavailable
 from bench.execute.local import CellOutcome, WorkGroup, run_group, run_quality_job
 from bench.hardware import Fingerprint, SystemWarning, system_warnings, warnings_text
+from bench.hardware.bandwidth import MemoryBandwidth, device_bandwidth
 from bench.models import ResolvedModel, cell_model_reference, resolve
 from bench.models.weights import WeightsChoice, choose_weights, synthetic_quantization, synthetic_shape
 from bench.plan import PlannedCell
@@ -23,7 +23,6 @@ from bench.quality import QualityScheduler, join_quality
 from bench.run.rows import RowOut
 from bench.runners.registry import backend
 from bench.suite import Cell, Suite
-
 
 Emit = Callable[[RowOut], None]
 

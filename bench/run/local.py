@@ -7,19 +7,19 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from bench.errors import BenchError
 from bench.execute.process import Interrupted
-from bench.hardware import Fingerprint, SystemWarning, detect
+from bench.hardware import Fingerprint, SystemWarning
 from bench.models.weights import synthetic_model_problems
 from bench.plan import PlannedCell, parse_filters, plan_suite
 from bench.results import drop_partial_last_line, measured_cell_ids, read_results
 from bench.run.host import HostRunner, load_groups
-from bench.run.rows import RowOut, RowSink
 from bench.run.paths import output_path
-from bench.runners.registry import quantization_catalog
+from bench.run.rows import RowOut, RowSink
+from bench.runners.registry import detect_machine, quantization_catalog
 from bench.suite import Cell, Suite, load_suite
+
 
 @dataclass
 class RunOptions:
@@ -89,7 +89,7 @@ def run_suite(suite_path: Path, options: RunOptions, events: RunEvents | None = 
     """Measure the suite on this machine; each row is on disk the moment its cell ends."""
     events = events or RunEvents()
     suite = load_run_suite(suite_path, options)
-    fingerprint = detect()
+    fingerprint = detect_machine()
     host = HostRunner(suite, fingerprint, force=options.force, say=events.say)
     planned = select(suite, fingerprint, options)
     sink = RowSink(output_path(suite, fingerprint.host, options), uuid.uuid4().hex[:12], events.row_written)

@@ -31,7 +31,7 @@ def build_row(row: RowOut, fingerprint: Fingerprint, run_id: str) -> Any:
         raise BenchError(f"internal: measured fields without a CSV column: {', '.join(unknown)}")
     values: dict[str, Any] = dict(row.fields)
     values.update(row.cell.fields())
-    values.update(fingerprint.row_fields(row.cell.device_kind, row.cell.device_index))
+    values.update(fingerprint.row_fields(row.cell.device_kind, row.cell.device_index, row.cell.backend))
     values.update(
         run_id=run_id, cell_id=row.cell.cell_id, status=row.status, reason=row.reason, model_source=row.model_source
     )

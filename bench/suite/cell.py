@@ -134,7 +134,8 @@ class Cell(BaseModel):
 
     @property
     def label(self) -> str:
-        varying = [n for n in KNOBS if n == "threads" or (n == "n_gpu_layers" and self.device_kind != "cpu")]
+        # The per-device knobs (threads, GPU layers) name a cell; one forced on CPU says nothing there.
+        varying = [n for n, k in KNOBS.items() if k.per_device and (k.cpu_value is None or self.device_kind != "cpu")]
         config = config_name(self.knobs(), varying)
         return (
             f"{self.model_id} {self.quantization} {self.backend}/{self.device_id} {config} "

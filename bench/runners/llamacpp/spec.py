@@ -6,9 +6,11 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bench.runners.llamacpp import knobs
 from bench.runners.llamacpp.quant_types import GGUF_QUANT_TYPES
+from bench.runners.llamacpp.software import probe_llama_cpp
 from bench.runners.spec import BackendSpec
-from bench.suite import SOURCE_QUANT
+from bench.suite.schema import SOURCE_QUANT
 
 if TYPE_CHECKING:
     from bench.hardware import Fingerprint
@@ -16,13 +18,17 @@ if TYPE_CHECKING:
     from bench.models.catalog import TransformerShape
     from bench.suite import Cell, ModelSpec, Suite
 
+NAME = "llamacpp"
+
+
 def _device_reason(fingerprint: Fingerprint, kind: str, index: int) -> str:
     """What keeps llama.cpp off a device (whether it is installed at all is BackendSpec.missing_reason)."""
     if kind != "cuda":
         return ""
-    if not fingerprint.llama_cpp_python_version:
+    software = fingerprint.software(NAME)
+    if not software.version:
         return "llama-cpp-python is not installed; run scripts/install.sh"
-    if not fingerprint.llama_cpp_gpu_offload:
+    if not software.gpu_offload:
         return (
             "llama-cpp-python on this machine was built without GPU offload; "
             "reinstall with scripts/install.sh on a machine with nvcc (or BENCH_LLAMA_CUDA=1)"
@@ -90,7 +96,7 @@ def _max_context_for_row(row: Mapping[str, Any]) -> tuple[int | None, str]:
 
 
 SPEC = BackendSpec(
-    name="llamacpp",
+    name=NAME,
     quantizations=(SOURCE_QUANT, *GGUF_QUANT_TYPES),
     python_package="llama_cpp",
     install_hint="pip install llama-cpp-python (scripts/install.sh picks build flags for this CPU)",
@@ -106,4 +112,6 @@ SPEC = BackendSpec(
     synthetic_quantization_reason=_synthetic_quantization_reason,
     plan_memory=_plan_memory,
     max_context_for_row=_max_context_for_row,
+    knobs=knobs.KNOBS,
+    probe_software=probe_llama_cpp,
 )
