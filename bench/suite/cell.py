@@ -125,6 +125,11 @@ class Cell(BaseModel):
     def knob(self, name: str) -> Any:
         return (self.__pydantic_extra__ or {}).get(name, None)
 
+    def setting(self, name: str) -> Any:
+        """The knob's value, or the registry's default where the cell carries none (e.g. a row's blank)."""
+        value = self.knob(name)
+        return KNOBS[name].default if value is None else value
+
     def knobs(self) -> dict[str, Any]:
         return {name: self.knob(name) for name in KNOBS}
 
