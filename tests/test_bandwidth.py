@@ -1,4 +1,4 @@
-"""bench.bandwidth: the CPU probe reads DRAM, not cache (issue 12 item 5), and every figure says what it is."""
+"""bench.hardware.bandwidth: the CPU probe reads DRAM, not cache (issue 12 item 5), and every figure says what it is."""
 
 from __future__ import annotations
 
@@ -10,9 +10,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from bench import bandwidth
-from bench.bandwidth import CPU_READ_PROBE, NVML_THEORETICAL_PEAK, MemoryBandwidth
-from bench.hardware import cpu
+from bench.hardware import bandwidth, cpu
+from bench.hardware.bandwidth import CPU_READ_PROBE, NVML_THEORETICAL_PEAK, MemoryBandwidth
 from tests.test_hardware import H200, make_fp
 
 MIB, GIB = 2**20, 2**30

@@ -44,7 +44,7 @@ def test_run_then_report_round_trips(write_suite, tmp_path: Path) -> None:
     row = ok.iloc[0]
     assert row["arch"] == "llama" and row["file_type"] == "Q4_1" and row["n_layers"] == 30
     assert row["peak_rss_bytes"] > row["model_file_bytes"] * 0.5
-    assert row["host"] and row["cpu_brand"] and row["llama_cpp_python_version"] == "0.3.36"
+    assert row["host"] and row["cpu_brand"] and row["backend_version"] == "0.3.36"
     skipped = frame[frame["status"] == "skipped"].set_index(["model_id", "device_id"])
     assert "model file not found: /nonexistent/model.gguf" in skipped.loc[("missing", "cpu"), "reason"]
     assert "cuda:3" in skipped.loc[("smollm2", "gpu3"), "reason"]

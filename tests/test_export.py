@@ -14,7 +14,7 @@ import pytest
 from pytest_benchmark.stats import Stats
 
 from bench.cli import main
-from bench.export import benchmark_stats
+from bench.compare.export import benchmark_stats
 from tests.test_compare import STEADY_DECODE, cells, parallel_cells, row, write
 
 PYTEST_BENCHMARK = Path(sys.executable).with_name("pytest-benchmark")

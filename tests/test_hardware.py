@@ -21,33 +21,11 @@ from rich.console import Console
 
 import bench
 from bench import hardware
-from bench.hardware import Fingerprint, GpuInfo, GpuSampler, SystemWarning, cpu, noise, nvml, software
+from bench.hardware import BackendSoftware, Fingerprint, GpuInfo, GpuSampler, SystemWarning, cpu, noise, nvml
+from bench.runners.llamacpp import software
 
 GIB = 2**30
-ROW_KEYS = {
-    "host",
-    "os",
-    "cpu_brand",
-    "cpu_arch",
-    "cpu_physical_cores",
-    "cpu_logical_cores",
-    "cpu_flags",
-    "ram_total_bytes",
-    "ram_available_bytes",
-    "gpu_name",
-    "gpu_vram_total_bytes",
-    "gpu_vram_free_bytes",
-    "gpu_driver",
-    "cuda_version",
-    "gpu_power_limit_w",
-    "gpu_count",
-    "fingerprint",
-    "bench_version",
-    "python_version",
-    "llama_cpp_python_version",
-    "llama_cpp_build",
-    "torch_version",
-}
+ROW_KEYS = set(hardware.ROW_FIELDS)  # the machine columns, as MachineColumns declares them
 GPU_KEYS = (
     "gpu_name",
     "gpu_vram_total_bytes",
@@ -184,8 +162,16 @@ def make_fp(**overrides: Any) -> Fingerprint:
         "llama_cpp_build": "CPU: AVX2",
         "llama_cpp_gpu_offload": True,
         "torch_version": "",
-    }
-    return Fingerprint(**(fields | overrides))
+    } | overrides
+    # The backends' software, given here by the short names these tests use.
+    llamacpp = BackendSoftware(
+        "llamacpp",
+        fields.pop("llama_cpp_python_version"),
+        fields.pop("llama_cpp_build"),
+        fields.pop("llama_cpp_gpu_offload"),
+    )
+    torch = BackendSoftware("torch", fields.pop("torch_version"))
+    return Fingerprint(**fields, backends=(llamacpp, torch))
 
 
 @pytest.fixture(scope="module")
@@ -241,22 +227,26 @@ def test_detect_reads_flags_the_kernel_reports(real_fp: Fingerprint) -> None:
         assert (flag in real_fp.cpu_flags) == (flag in kernel_flags), flag
 
 
-def test_detect_software_versions(real_fp: Fingerprint) -> None:
+def test_detect_software_versions() -> None:
+    from bench.runners.registry import detect_machine
+
     def dist(name: str) -> str:
         try:
             return importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
             return ""
 
-    assert real_fp.torch_version == dist("torch")
+    machine = detect_machine()
+    assert machine.software("torch").version == dist("torch")
+    llamacpp = machine.software("llamacpp")
     if dist("llama_cpp_python"):
-        assert real_fp.llama_cpp_python_version == dist("llama_cpp_python")
-        assert "CPU" in real_fp.llama_cpp_build  # system info summarised: the CPU backend is always built
+        assert llamacpp.version == dist("llama_cpp_python")
+        assert "CPU" in llamacpp.build  # system info summarised: the CPU backend is always built
         import llama_cpp
 
-        assert real_fp.llama_cpp_gpu_offload == bool(llama_cpp.llama_supports_gpu_offload())
+        assert llamacpp.gpu_offload == bool(llama_cpp.llama_supports_gpu_offload())
     else:
-        assert (real_fp.llama_cpp_build, real_fp.llama_cpp_gpu_offload) == ("", False)
+        assert (llamacpp.build, llamacpp.gpu_offload) == ("", False)
 
 
 def test_detect_does_not_import_torch() -> None:

@@ -21,7 +21,7 @@ from bench.models import (
     read_gguf_header,
     resolve,
 )
-from bench.runners.llamacpp.spec import quant_type_from_name
+from bench.runners.llamacpp.quant_types import quant_type_from_name
 from tests.conftest import SMOLLM2_REF, quick_suite_yaml
 
 HF_REF = "hf://bartowski/DeepSeek-R1-Distill-Qwen-1.5B-GGUF/DeepSeek-R1-Distill-Qwen-1.5B-Q4_K_M.gguf"

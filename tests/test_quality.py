@@ -428,7 +428,7 @@ def ladder(smollm2_path: Path, bench_cache_dir: Path) -> dict[str, Path]:
     from bench.suite import ModelSpec, Suite
 
     model = ModelSpec(id="smollm2", source=SMOLLM2_REF, source_quantization="Q4_1", allow_requantize=True)
-    suite = Suite(name="ladder", models=[model], quantizations=list(LADDER))
+    suite = Suite(name="ladder", models=[model], quantizations=list(LADDER), backends=["llamacpp"])
     return {quant: derived_model(suite, model, quant).path for quant in LADDER}
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.bandwidth import measure_bandwidth_gbs
+from bench.hardware.bandwidth import measure_bandwidth_gbs
 from bench.report.derived import BANDWIDTH_KINDS, OLD_COPY_PROBE
 from bench.results import read_results
 from tests.conftest import quick_suite_yaml

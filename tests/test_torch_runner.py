@@ -367,7 +367,7 @@ def test_hf_repo_reference_resolves_from_the_local_cache(tiny_model: Path, tmp_p
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text(commit)
     code = (
-        "from bench.models import check_torch_model, resolve; "
+        "from bench.models import resolve; from bench.runners.torch.files import check_torch_model; "
         "path = resolve('hf://bench-test/tiny-llama').path; check_torch_model(path); print(path)"
     )
     env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1"}

@@ -29,8 +29,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from bench.compare.metrics import DEFAULT_THRESHOLD_PCT, METRICS_BY_NAME, MIN_HISTORY_RUNS, parse_metrics
 from bench.errors import BenchError
-from bench.metrics import DEFAULT_THRESHOLD_PCT, METRICS_BY_NAME, MIN_HISTORY_RUNS, parse_metrics
 from bench.stats import DEFAULT_FDR_PCT
 
 if TYPE_CHECKING:

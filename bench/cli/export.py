@@ -9,7 +9,7 @@ from bench.cli._console import console
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from bench.export import export
+    from bench.compare.export import export
 
     path = export([Path(p) for p in args.results], args.format, Path(args.output), args.direction, args.host)
     console.print(f"{args.format} -> {path}", soft_wrap=True, highlight=False)
@@ -17,8 +17,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from bench.export import DIRECTIONS, FORMATS
-    from bench.export import __doc__ as EXPORT_DOC
+    from bench.compare.export import DIRECTIONS, FORMATS
+    from bench.compare.export import __doc__ as EXPORT_DOC
 
     parser = subparsers.add_parser(
         "export",

@@ -8,9 +8,10 @@ from bench.cli._console import EXIT_OK, out
 
 
 def cmd_hw(args: argparse.Namespace) -> int:
-    from bench.hardware import detect, format_fingerprint, system_warnings
+    from bench.hardware import format_fingerprint, system_warnings
+    from bench.runners.registry import detect_machine
 
-    fingerprint = detect()
+    fingerprint = detect_machine()
     out.print(format_fingerprint(fingerprint, system_warnings(fingerprint)))
     return EXIT_OK
 

@@ -11,19 +11,18 @@ from bench.cli._console import out
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from bench.hardware import detect
     from bench.models.weights import synthetic_model_problems
     from bench.plan import device_rates, estimate_cell_times, parse_filters, parse_shard, plan_suite
     from bench.plan.listing import cell_lines, to_csv, to_json
     from bench.plan.time_estimate import describe_rates
     from bench.plan.view import Footnotes, context_table, summary_fields, summary_table, totals_lines
     from bench.results import read_results
-    from bench.runners.registry import quantization_catalog
+    from bench.runners.registry import detect_machine, quantization_catalog
     from bench.suite import load_suite
 
     suite = load_suite(Path(args.suite), quantization_catalog(), synthetic_model_problems)
     history = read_results(args.results) if args.results else None  # a bad path fails before any probing
-    fingerprint = detect()
+    fingerprint = detect_machine()
     planned = plan_suite(
         suite,
         fingerprint,

@@ -13,7 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from bench.hardware import SystemWarning
 from bench.plan import PlannedCell, estimate_cell_seconds
 from bench.run import RunEvents
-from bench.run.host import RowOut
+from bench.run.rows import RowOut
 from bench.suite import Cell
 
 

@@ -6,11 +6,11 @@ import argparse
 from pathlib import Path
 
 from bench.cli._console import console
-from bench.metrics import parse_metrics
+from bench.compare.metrics import parse_metrics
 
 
 def cmd_trend(args: argparse.Namespace) -> int:
-    from bench.trend import write_trend  # matplotlib: only for this command
+    from bench.compare.trend import write_trend  # matplotlib: only for this command
 
     result = write_trend(Path(args.directory), Path(args.output), parse_metrics(args.metrics), args.host)
     console.print(f"trend -> {result.markdown} ({len(result.plots)} plots)", soft_wrap=True, highlight=False)

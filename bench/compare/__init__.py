@@ -5,6 +5,7 @@ are the command's help text: bench/cli/compare.py, shown by `bench compare --hel
 """
 
 from bench.compare.history import compare_history, history_runs
+from bench.compare.metrics import DEFAULT_THRESHOLD_PCT, MIN_HISTORY_RUNS
 from bench.compare.model import (
     EXIT_CANNOT_COMPARE,
     EXIT_OK,
@@ -20,7 +21,6 @@ from bench.compare.model import (
 )
 from bench.compare.render import headline, to_blocks, to_html, to_json, to_markdown
 from bench.compare.verdict import compare_results
-from bench.metrics import DEFAULT_THRESHOLD_PCT, MIN_HISTORY_RUNS
 
 __all__ = [
     "DEFAULT_THRESHOLD_PCT",

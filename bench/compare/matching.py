@@ -8,9 +8,9 @@ from typing import Any
 
 import pandas as pd
 
+from bench.compare.metrics import METRICS
 from bench.compare.model import CellKey, CellSide
 from bench.errors import BenchError
-from bench.metrics import METRICS
 from bench.results import samples_from_text
 from bench.results.select import CELL_KEY, MACHINE_KEY, clean, newest_rows, row_label
 from bench.stats import UNSTABLE_CV_PCT
@@ -23,11 +23,10 @@ SOFTWARE_COLUMNS = (
     "gpu_driver",
     "cuda_version",
     "os",
-    "llama_cpp_build",
-    "llama_cpp_python_version",
+    "backend_build",
+    "backend_version",
     "bench_version",
     "python_version",
-    "torch_version",
     "cpu_flags",
     "gpu_name",
 )

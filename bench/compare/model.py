@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from bench.compare.metrics import DEFAULT_THRESHOLD_PCT, METRICS_BY_NAME
 from bench.errors import BenchError
-from bench.metrics import DEFAULT_THRESHOLD_PCT, METRICS_BY_NAME
 from bench.stats import DEFAULT_FDR_PCT
 
 EXIT_OK, EXIT_REGRESSION, EXIT_CANNOT_COMPARE = 0, 1, 2

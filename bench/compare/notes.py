@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections import Counter
 
 from bench.compare.matching import SOFTWARE_COLUMNS
+from bench.compare.metrics import MIN_HISTORY_RUNS
 from bench.compare.model import CellSide, Comparison, SoftwareChange, WarningNote
-from bench.metrics import MIN_HISTORY_RUNS
 
 NOT_RECORDED = "(not recorded)"
 

@@ -7,8 +7,8 @@ import math
 from dataclasses import asdict
 from typing import Any
 
+from bench.compare.metrics import format_value
 from bench.compare.model import EXIT_CANNOT_COMPARE, EXIT_OK, EXIT_REGRESSION, CellComparison, Comparison, MetricChange
-from bench.metrics import format_value
 from bench.report.document import Block, Bullets, Code, Heading, Inline, Paragraph, Table
 from bench.report.html import render_html
 from bench.report.markdown import render_markdown

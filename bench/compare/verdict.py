@@ -9,6 +9,7 @@ import pandas as pd
 
 from bench.compare import notes
 from bench.compare.matching import MATCH_RULE, no_match_reason, sides_from_frame
+from bench.compare.metrics import METRICS_BY_NAME, MIN_HISTORY_RUNS, Metric
 from bench.compare.model import (
     EXIT_CANNOT_COMPARE,
     EXIT_OK,
@@ -20,7 +21,6 @@ from bench.compare.model import (
     Comparison,
     MetricChange,
 )
-from bench.metrics import METRICS_BY_NAME, MIN_HISTORY_RUNS, Metric
 from bench.results import read_results
 from bench.stats import UNSTABLE_CV_PCT, TTest, benjamini_hochberg, prediction_t_test, welch_t_test
 

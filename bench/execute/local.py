@@ -20,13 +20,14 @@ from bench.execute.protocol import (
     QualityError,
     QualityJob,
 )
+from bench.results import Status
 from bench.suite import Cell
 
 
 @dataclass
 class CellOutcome:
     cell: Cell
-    status: str  # ok | failed | timeout
+    status: Status  # never skipped: a worker that ran the cell says ok, failed or timeout
     reason: str = ""
     fields: dict[str, Any] = field(default_factory=dict)
 

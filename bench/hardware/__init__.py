@@ -1,8 +1,8 @@
 """What machine is this, is it fit to benchmark on, and what does its GPU draw while we measure.
 
 fingerprint (what a row records, the stable machine id), machine (detect), cpu (brand, flags, usable cores,
-caches), nvml (every NVML call), software (llama.cpp build), devices (can a backend run on a device),
-noise (system warnings), sampler (GpuSampler), display (the `bench hw` table).
+caches), nvml (every NVML call), bandwidth (the memory-bandwidth probe), noise (system warnings), sampler
+(GpuSampler), display (the `bench hw` table). A backend's software is probed by its own spec.
 """
 
 from bench.hardware.cpu import last_level_cache_bytes, physical_cores, resolve_threads, usable_cores
@@ -10,26 +10,28 @@ from bench.hardware.display import format_fingerprint
 from bench.hardware.fingerprint import (
     ROW_FIELDS,
     STABLE_HARDWARE_COLUMNS,
+    BackendSoftware,
     Fingerprint,
     GpuInfo,
+    MachineColumns,
     stable_fingerprint,
 )
 from bench.hardware.machine import detect
 from bench.hardware.noise import SystemWarning, system_warnings, warnings_text
 from bench.hardware.nvml import vram_used_bytes
 from bench.hardware.sampler import GpuSampler
-from bench.hardware.software import ggml_version
 
 __all__ = [
     "ROW_FIELDS",
     "STABLE_HARDWARE_COLUMNS",
+    "BackendSoftware",
     "Fingerprint",
     "GpuInfo",
     "GpuSampler",
+    "MachineColumns",
     "SystemWarning",
     "detect",
     "format_fingerprint",
-    "ggml_version",
     "last_level_cache_bytes",
     "physical_cores",
     "resolve_threads",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from bench.hardware.fingerprint import Fingerprint, GpuInfo
+from bench.hardware.fingerprint import BackendSoftware, Fingerprint, GpuInfo
 from bench.hardware.noise import SystemWarning, system_warnings
 
 if TYPE_CHECKING:
@@ -25,6 +25,13 @@ def _gpu_line(gpu: GpuInfo) -> str:
         "" if bandwidth is None else f"~{bandwidth:.0f} GB/s memory bandwidth",
         gpu.uuid,
     ]
+    return " | ".join(p for p in parts if p)
+
+
+def _software_line(software: BackendSoftware) -> str:
+    if not software.version:
+        return "(not installed)"
+    parts = [software.version, software.build, "GPU offload" if software.gpu_offload else ""]
     return " | ".join(p for p in parts if p)
 
 
@@ -52,10 +59,7 @@ def format_fingerprint(fp: Fingerprint, warnings: list[SystemWarning] | None = N
         ("nvml", fp.nvml_status),
         ("python", fp.python_version),
         ("bench", fp.bench_version),
-        ("llama_cpp_python", fp.llama_cpp_python_version or "(not installed)"),
-        ("llama_cpp_build", fp.llama_cpp_build),
-        ("llama_cpp_gpu_offload", str(fp.llama_cpp_gpu_offload)),
-        ("torch", fp.torch_version or "(not installed)"),
+        *((f"backend {b.name}", _software_line(b)) for b in fp.backends),
     ):
         table.add_row(name, Text(value))
     for gpu in fp.gpus:

@@ -8,34 +8,8 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
-
-# The CSV columns row_fields() fills, in this order (bench.results.ResultRow has the same names).
-ROW_FIELDS: tuple[str, ...] = (
-    "host",
-    "os",
-    "cpu_brand",
-    "cpu_arch",
-    "cpu_physical_cores",
-    "cpu_logical_cores",
-    "cpu_flags",
-    "ram_total_bytes",
-    "ram_available_bytes",
-    "gpu_name",
-    "gpu_vram_total_bytes",
-    "gpu_vram_free_bytes",
-    "gpu_driver",
-    "cuda_version",
-    "gpu_power_limit_w",
-    "gpu_count",
-    "fingerprint",
-    "bench_version",
-    "python_version",
-    "llama_cpp_python_version",
-    "llama_cpp_build",
-    "torch_version",
-)
 
 # What identifies a machine across driver, kernel and bench updates: hardware only, RAM to the GiB (the
 # kernel's MemTotal moves by a few MiB between versions). Every result row carries these columns, so the id
@@ -94,6 +68,47 @@ class GpuInfo:
 
 
 @dataclass(frozen=True)
+class BackendSoftware:
+    """One backend's software on this machine, as its spec's probe reads it ('' version: not installed)."""
+
+    name: str
+    version: str = ""
+    build: str = ""  # what the build was compiled with (e.g. llama.cpp's ggml features)
+    gpu_offload: bool = False  # the build can offload to a GPU
+
+
+@dataclass(frozen=True)
+class MachineColumns:
+    """The machine and software columns of a result row, in CSV order (bench.results.columns takes its columns
+    from these fields). GPU columns describe the GPU the cell ran on; backend columns the cell's backend."""
+
+    host: str = ""
+    os: str = ""
+    cpu_brand: str = ""
+    cpu_arch: str = ""
+    cpu_physical_cores: int | None = None
+    cpu_logical_cores: int | None = None
+    cpu_flags: str = ""
+    ram_total_bytes: int | None = None
+    ram_available_bytes: int | None = None
+    gpu_name: str = ""
+    gpu_vram_total_bytes: int | None = None
+    gpu_vram_free_bytes: int | None = None
+    gpu_driver: str = ""
+    cuda_version: str = ""
+    gpu_power_limit_w: float | None = None
+    gpu_count: int | None = None
+    fingerprint: str = ""
+    bench_version: str = ""
+    python_version: str = ""
+    backend_version: str = ""
+    backend_build: str = ""
+
+
+ROW_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(MachineColumns))
+
+
+@dataclass(frozen=True)
 class Fingerprint:
     """The machine and software a result was measured on; recorded in every result row."""
 
@@ -110,10 +125,11 @@ class Fingerprint:
     nvml_status: str
     python_version: str
     bench_version: str
-    llama_cpp_python_version: str
-    llama_cpp_build: str
-    llama_cpp_gpu_offload: bool
-    torch_version: str
+    backends: tuple[BackendSoftware, ...] = ()  # each registered backend's probe (bench.runners.registry)
+
+    def software(self, backend: str) -> BackendSoftware:
+        """The backend's software here; an empty version when it was not probed or is not installed."""
+        return next((b for b in self.backends if b.name == backend), BackendSoftware(backend))
 
     def fingerprint_id(self) -> str:
         """Short stable id of the hardware: same machine, same id, whatever is free right now."""
@@ -128,34 +144,34 @@ class Fingerprint:
             }
         )
 
-    def row_fields(self, device_kind: str, device_index: int) -> dict[str, object]:
-        """The machine columns of a result row; GPU columns describe the GPU the cell ran on, if any."""
+    def row_fields(self, device_kind: str, device_index: int, backend: str = "") -> dict[str, object]:
+        """The machine columns of a result row: the GPU the cell ran on, if any, and the cell's backend."""
         gpu = self._gpu(device_kind, device_index)
-        fields: dict[str, object] = {
-            "host": self.host,
-            "os": self.os,
-            "cpu_brand": self.cpu_brand,
-            "cpu_arch": self.cpu_arch,
-            "cpu_physical_cores": self.cpu_physical_cores,
-            "cpu_logical_cores": self.cpu_logical_cores,
-            "cpu_flags": " ".join(self.cpu_flags),
-            "ram_total_bytes": self.ram_total_bytes,
-            "ram_available_bytes": self.ram_available_bytes,
-            "gpu_name": gpu.name if gpu else "",
-            "gpu_vram_total_bytes": gpu.vram_total_bytes if gpu else None,
-            "gpu_vram_free_bytes": gpu.vram_free_bytes if gpu else None,
-            "gpu_driver": gpu.driver if gpu else "",
-            "cuda_version": gpu.cuda_version if gpu else "",
-            "gpu_power_limit_w": gpu.power_limit_w if gpu else None,
-            "gpu_count": len(self.gpus),
-            "fingerprint": self.fingerprint_id(),
-            "bench_version": self.bench_version,
-            "python_version": self.python_version,
-            "llama_cpp_python_version": self.llama_cpp_python_version,
-            "llama_cpp_build": self.llama_cpp_build,
-            "torch_version": self.torch_version,
-        }
-        return {name: fields[name] for name in ROW_FIELDS}
+        software = self.software(backend)
+        columns = MachineColumns(
+            host=self.host,
+            os=self.os,
+            cpu_brand=self.cpu_brand,
+            cpu_arch=self.cpu_arch,
+            cpu_physical_cores=self.cpu_physical_cores,
+            cpu_logical_cores=self.cpu_logical_cores,
+            cpu_flags=" ".join(self.cpu_flags),
+            ram_total_bytes=self.ram_total_bytes,
+            ram_available_bytes=self.ram_available_bytes,
+            gpu_name=gpu.name if gpu else "",
+            gpu_vram_total_bytes=gpu.vram_total_bytes if gpu else None,
+            gpu_vram_free_bytes=gpu.vram_free_bytes if gpu else None,
+            gpu_driver=gpu.driver if gpu else "",
+            cuda_version=gpu.cuda_version if gpu else "",
+            gpu_power_limit_w=gpu.power_limit_w if gpu else None,
+            gpu_count=len(self.gpus),
+            fingerprint=self.fingerprint_id(),
+            bench_version=self.bench_version,
+            python_version=self.python_version,
+            backend_version=software.version,
+            backend_build=software.build,
+        )
+        return asdict(columns)
 
     def _gpu(self, device_kind: str, device_index: int) -> GpuInfo | None:
         # An absent device gives blanks, not an error: skipped cells are still written as rows.

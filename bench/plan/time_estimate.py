@@ -146,7 +146,7 @@ def _repetitions(cell: Cell) -> int:
 
 
 def _sequences(cell: Cell) -> int:
-    return cell.knob("parallel") or 1
+    return cell.setting("parallel")
 
 
 def _measured_seconds(cell: Cell, past: _Measured) -> float:

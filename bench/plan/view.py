@@ -247,7 +247,7 @@ def context_table(planned: Sequence[PlannedCell], notes: Footnotes) -> Table | N
         assert memory is not None and memory.estimate is not None and memory.model is not None
         estimate, model, budget = memory.estimate, memory.model, memory.budget
         total = memory.largest_context()
-        largest = _per_sequence(total, cell.knob("parallel") or 1)
+        largest = _per_sequence(total, cell.setting("parallel"))
         usable = min(largest, model.n_ctx_train) if largest is not None and model.n_ctx_train else largest
         available = budget.on(estimate.where) if budget else None
         memory_text = (

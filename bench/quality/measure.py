@@ -35,7 +35,8 @@ from bench.quality.numerics import (
     top_k_summary,
 )
 from bench.quality.tasks import ChoiceItem, GenerateItem, Task, accuracy, context_for, score_items
-from bench.suite import SOURCE_QUANT, Cell, QualitySpec
+from bench.runners.registry import create_engine, default_backend
+from bench.suite import KNOBS, SOURCE_QUANT, Cell, QualitySpec
 
 ROWS_PER_BLOCK = 64  # logit rows turned into float64 log-probs at once: bounds memory for big vocabularies
 TAIL_SAMPLE_SEED = 20240601  # the baseline's tail samples are reproducible
@@ -190,12 +191,15 @@ def task_fields(model: QualityModel, cell: Cell, tasks: list[Task]) -> dict[str,
 # ---------------------------------------------------------------- one GGUF file, outside a suite
 
 
-def standalone_cell(threads: int, context: int) -> Cell:
-    """A llama.cpp CPU cell for scoring one GGUF file outside a suite (batches of the whole context)."""
+def standalone_cell(threads: int, context: int, backend_name: str = "") -> Cell:
+    """A CPU cell of the default backend for scoring one model file outside a suite (batches of the whole
+    context, where the backend takes batch knobs)."""
+    name = backend_name or default_backend()
+    batches = {"n_batch": context, "n_ubatch": min(512, context)}
     return Cell(
         model_id="model",
         quantization=SOURCE_QUANT,
-        backend="llamacpp",
+        backend=name,
         device_id="cpu",
         device_kind="cpu",
         prompt_tokens=1,
@@ -203,17 +207,15 @@ def standalone_cell(threads: int, context: int) -> Cell:
         repetitions=1,
         warmup=0,
         threads=threads,
-        n_batch=context,
-        n_ubatch=min(512, context),
+        **{knob: value for knob, value in batches.items() if knob in KNOBS and KNOBS[knob].takes(name)},
     )
 
 
 def perplexity_of(model: Path, text: str, context: int, max_chunks: int, threads: int = 0) -> tuple[float, float, int]:
-    """(PPL, stderr, scored tokens) of a GGUF model on a text, as `llama-perplexity -c context --chunks n`."""
-    from bench.runners.llamacpp.runner import LlamaCppRunner
-
+    """(PPL, stderr, scored tokens) of a model file on a text with the default backend, as
+    `llama-perplexity -c context --chunks n` does for a GGUF file."""
     cell = standalone_cell(threads, context)
-    runner = LlamaCppRunner(model, cell)
+    runner: Any = create_engine(cell.backend, model, cell)  # a backend that gives logits (QualityModel)
     runner.load()
     try:
         tokens = runner.tokenize(text, add_bos=True)

@@ -34,7 +34,7 @@ UNREAD_COLUMNS = frozenset(
         "warnings",
         "cpu_flags",
         "cpu_arch",
-        "llama_cpp_build",
+        "backend_build",
         "python_version",
         "fingerprint",
         "model_desc",

@@ -10,7 +10,7 @@ from bench.report import format as fmt
 from bench.stats import UNSTABLE_CV_PCT
 from bench.suite import Suite
 
-# mem_bandwidth_source (written by bench.bandwidth) -> how the report names it. A theoretical peak is never
+# mem_bandwidth_source (written by bench.hardware.bandwidth) -> how the report names it. A theoretical peak is never
 # reached, so a roofline percentage against it and one against a measured probe are different things.
 CPU_READ_PROBE = "cpu_read_probe"
 NVML_PEAK = "nvml_theoretical_peak"

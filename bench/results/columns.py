@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import fields as dataclass_fields
 from typing import Any, Literal
 
+import pandas as pd
 from pydantic import BaseModel, ConfigDict, create_model
 
+from bench.hardware.fingerprint import MachineColumns
 from bench.suite.knobs import KNOBS
 
 Weights = Literal["real", "synthetic"]
@@ -13,8 +17,8 @@ Status = Literal["ok", "failed", "timeout", "skipped"]
 
 
 class _FixedColumns(BaseModel):
-    """The CSV schema without the knobs (README documents it). Units are in the column names. The knob columns
-    come from the knob registry: `ResultRow` (below) is this plus one column per knob."""
+    """The CSV schema without the knobs and the machine (README documents it). Units are in the column names.
+    `ResultRow` (below) is this plus one column per registered knob and the machine columns (MachineColumns)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -94,7 +98,7 @@ class _FixedColumns(BaseModel):
     est_compute_bytes: int | None = None
     est_total_bytes: int | None = None
     est_device_free_bytes: int | None = None
-    # CPU: measured by bench.bandwidth's read probe (bytes read per second); CUDA: NVML's theoretical peak
+    # CPU: measured by bench.hardware.bandwidth's read probe (bytes read per second); CUDA: NVML's theoretical peak
     mem_bandwidth_gbs: float | None = None
     mem_bandwidth_source: str = ""  # cpu_read_probe | nvml_theoretical_peak: what mem_bandwidth_gbs is
 
@@ -138,34 +142,15 @@ class _FixedColumns(BaseModel):
     task_accuracy_stderr_pct: float | None = None
     task_items: int | None = None
 
-    # --- machine fingerprint and software
-    host: str = ""
-    os: str = ""
-    cpu_brand: str = ""
-    cpu_arch: str = ""
-    cpu_physical_cores: int | None = None
-    cpu_logical_cores: int | None = None
-    cpu_flags: str = ""
-    ram_total_bytes: int | None = None
-    ram_available_bytes: int | None = None
-    gpu_name: str = ""
-    gpu_vram_total_bytes: int | None = None
-    gpu_vram_free_bytes: int | None = None
-    gpu_driver: str = ""
-    cuda_version: str = ""
-    gpu_power_limit_w: float | None = None
-    gpu_count: int | None = None
-    fingerprint: str = ""
-    bench_version: str = ""
-    python_version: str = ""
-    llama_cpp_python_version: str = ""
-    llama_cpp_build: str = ""
-    torch_version: str = ""
-
 
 def _knob_columns() -> dict[str, Any]:
     """One column per registered knob (bench.suite.knobs), after the cell's device columns."""
     return {name: (knob.type | None, None) for name, knob in KNOBS.items()}
+
+
+def _machine_columns() -> dict[str, Any]:
+    """The machine fingerprint and software columns, last: bench.hardware's MachineColumns, field by field."""
+    return {f.name: (f.type, f.default) for f in dataclass_fields(MachineColumns)}
 
 
 def _row_model() -> type[BaseModel]:
@@ -177,8 +162,52 @@ def _row_model() -> type[BaseModel]:
     order = [*names[:at], *knob_fields, *names[at:]]
     definitions: dict[str, Any] = {n: (fields[n].annotation, fields[n]) for n in names}
     definitions.update(knob_fields)
+    machine = _machine_columns()
+    definitions.update(machine)
+    order += list(machine)
     return create_model("ResultRow", __config__=ConfigDict(extra="forbid"), **{n: definitions[n] for n in order})
 
 
 ResultRow = _row_model()
 COLUMNS: tuple[str, ...] = tuple(ResultRow.model_fields)
+
+
+# Software columns of CSVs written before each backend's software went into backend_version / backend_build:
+# old column -> (the backend whose rows it described, the column it is read as).
+LEGACY_SOFTWARE_COLUMNS: dict[str, tuple[str, str]] = {
+    "llama_cpp_python_version": ("llamacpp", "backend_version"),
+    "llama_cpp_build": ("llamacpp", "backend_build"),
+    "torch_version": ("torch", "backend_version"),
+}
+
+# --- how values are written to and read from a CSV field
+SAMPLE_SEP = ";"  # per-repetition samples in one field
+
+
+def is_missing(value: Any) -> bool:
+    """The one test for "no value": None, NaN/NA (pandas' reading of an empty field) or empty text."""
+    if value is None or value is pd.NA or value == "":
+        return True
+    try:
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):  # a list or other non-scalar is a value
+        return False
+
+
+def csv_text(value: Any) -> str:
+    """A value as its CSV field: floats to 6 decimals (tiny ones in exponent form), None as empty."""
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return repr(round(value, 6)) if abs(value) >= 1e-6 or value == 0 else f"{value:.6e}"
+    return str(value)
+
+
+def samples_to_text(values: Iterable[float]) -> str:
+    return SAMPLE_SEP.join(csv_text(v) for v in values)
+
+
+def samples_from_text(text: Any) -> list[float]:
+    if is_missing(text):
+        return []
+    return [float(v) for v in str(text).split(SAMPLE_SEP) if v]

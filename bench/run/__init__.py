@@ -1,147 +1,16 @@
-"""Run a suite: plan -> groups of cells measured on this host (bench.run.host) -> one CSV row per cell, appended
-as each cell ends. Nothing here prints: the caller (bench.cli.run) is told what happens through RunEvents."""
+"""Run a suite: local.py (this machine), host.py (a host's groups), rows.py (outcome -> CSV row), fleet*.py (Dask)."""
 
-from __future__ import annotations
+from bench.run.local import RunEvents, RunOptions, RunSummary, load_run_suite, run_suite, select
+from bench.run.rows import RowOut, RowSink, build_row
 
-import uuid
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
-
-from bench.errors import BenchError
-from bench.execute.process import Interrupted
-from bench.hardware import Fingerprint, SystemWarning, detect
-from bench.models.weights import synthetic_model_problems
-from bench.plan import PlannedCell, parse_filters, plan_suite
-from bench.results import COLUMNS, ResultRow, ResultsWriter, drop_partial_last_line, measured_cell_ids, read_results
-from bench.run.host import HostRunner, RowOut, load_groups
-from bench.run.paths import output_path
-from bench.runners.registry import quantization_catalog
-from bench.suite import Cell, Suite, load_suite
-
-STATUSES = ("ok", "failed", "timeout", "skipped")
-
-
-@dataclass
-class RunOptions:
-    output: Path | None = None
-    resume: Path | None = None
-    shard: tuple[int, int] | None = None
-    filters: list[str] = field(default_factory=list)
-    quiet: bool = False
-    history: Path | None = None
-    force: bool = False
-
-
-@dataclass
-class RunSummary:
-    path: Path
-    counts: dict[str, int]
-    interrupted: bool = False
-
-
-@dataclass
-class RunEvents:
-    """What the caller hears: the plan, each cell starting, each row written, and what quality reports."""
-
-    planned: Callable[[list[PlannedCell], Path, list[SystemWarning]], None] = lambda planned, path, warnings: None
-    cell_started: Callable[[Cell], None] = lambda cell: None
-    row_written: Callable[[RowOut], None] = lambda row: None
-    say: Callable[[str], None] | None = None
-
-
-def build_row(row: RowOut, fingerprint: Fingerprint, run_id: str) -> Any:
-    """The CSV row: the outcome's fields, the cell's identity and the measuring machine's columns."""
-    unknown = sorted(set(row.fields) - set(COLUMNS))
-    if unknown:  # nothing measured is silently dropped: a field without a column is a bug to fix here
-        raise BenchError(f"internal: measured fields without a CSV column: {', '.join(unknown)}")
-    values: dict[str, Any] = dict(row.fields)
-    values.update(row.cell.fields())
-    values.update(fingerprint.row_fields(row.cell.device_kind, row.cell.device_index))
-    values.update(
-        run_id=run_id, cell_id=row.cell.cell_id, status=row.status, reason=row.reason, model_source=row.model_source
-    )
-    return ResultRow.model_validate(values)
-
-
-class RowSink:
-    """Appends rows crash-safely and counts them by status."""
-
-    def __init__(self, path: Path, run_id: str, on_row: Callable[[RowOut], None]) -> None:
-        self.path = path
-        self.run_id = run_id
-        self.writer = ResultsWriter(path)
-        self.counts = dict.fromkeys(STATUSES, 0)
-        self.on_row = on_row
-
-    def write(self, row: RowOut, fingerprint: Fingerprint) -> None:
-        self.writer.append(build_row(row, fingerprint, self.run_id))
-        self.counts[row.status] += 1
-        self.on_row(row)
-
-
-def select(suite: Suite, fingerprint: Fingerprint, options: RunOptions) -> list[PlannedCell]:
-    """The cells this run measures here: shard, filters, minus those already in --resume's file; each runnable
-    or skipped with its reason. Before any download or build, cells the planner says will not fit are skipped
-    (unless --force)."""
-    return plan_suite(
-        suite,
-        fingerprint,
-        shard=options.shard,
-        filters=parse_filters(options.filters) if options.filters else None,
-        done=measured_cell_ids(options.resume) if options.resume else (),
-        force=options.force,
-    )
-
-
-def check_resume_suite(path: Path, suite_name: str) -> None:
-    """Resuming into another suite's file would mix two suites in one CSV (and re-run every cell)."""
-    if path.stat().st_size == 0:  # nothing written yet: the writer adds the header
-        return
-    drop_partial_last_line(path)  # a line cut by a crash; resuming drops it anyway
-    others = sorted(set(read_results([path])["suite"].dropna().astype(str)) - {suite_name})
-    if others:
-        raise BenchError(
-            f"--resume {path}: the file holds results of suite {', '.join(others)}, not {suite_name}; "
-            "resume with the suite that wrote it, or start a new file with --output"
-        )
-
-
-def load_run_suite(suite_path: Path, options: RunOptions) -> Suite:
-    suite = load_suite(suite_path, quantization_catalog(), synthetic_model_problems)
-    if options.resume and not options.resume.exists():
-        raise BenchError(f"--resume {options.resume}: file not found (start a run with --output instead)")
-    if options.resume:
-        check_resume_suite(options.resume, suite.name)
-    return suite
-
-
-def run_suite(suite_path: Path, options: RunOptions, events: RunEvents | None = None) -> RunSummary:
-    """Measure the suite on this machine; each row is on disk the moment its cell ends."""
-    events = events or RunEvents()
-    suite = load_run_suite(suite_path, options)
-    fingerprint = detect()
-    host = HostRunner(suite, fingerprint, force=options.force, say=events.say)
-    planned = select(suite, fingerprint, options)
-    sink = RowSink(output_path(suite, fingerprint.host, options), uuid.uuid4().hex[:12], events.row_written)
-    events.planned(planned, sink.path, host.system_warnings)
-    skipped, groups = load_groups(planned)
-    interrupted = False
-    try:
-        for item in skipped:
-            fields = item.row_fields()
-            sink.write(RowOut(item.cell, "skipped", item.skip_reason, fields), fingerprint)
-        host.probe_bandwidth(groups)
-        planned_fields = {p.cell_id: p.row_fields() for p in planned}
-        for index, cells in enumerate(groups):
-            host.run_group(
-                cells,
-                lambda row: sink.write(row, fingerprint),
-                events.cell_started,
-                refresh_warnings=index > 0,
-                planned_fields=planned_fields,
-            )
-    except (Interrupted, KeyboardInterrupt):
-        interrupted = True
-    return RunSummary(path=sink.path, counts=sink.counts, interrupted=interrupted)
+__all__ = [
+    "RowOut",
+    "RowSink",
+    "RunEvents",
+    "RunOptions",
+    "RunSummary",
+    "build_row",
+    "load_run_suite",
+    "run_suite",
+    "select",
+]

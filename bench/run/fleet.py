@@ -25,7 +25,6 @@ from bench.errors import BenchError, first_line
 from bench.execute.fleet_config import CONNECT_TIMEOUT_S, DEFAULT_SCHEDULER, RESOURCE
 from bench.hardware import Fingerprint, SystemWarning
 from bench.results import read_results
-from bench.run import RowSink, RunEvents, RunOptions, RunSummary, load_run_suite
 from bench.run.fleet_host import (
     HostPlan,
     RunRequest,
@@ -37,8 +36,10 @@ from bench.run.fleet_host import (
     run_group_on_host,
     stop_event_name,
 )
-from bench.run.host import RowOut, load_groups
+from bench.run.host import load_groups
+from bench.run.local import RunEvents, RunOptions, RunSummary, load_run_suite
 from bench.run.paths import output_path
+from bench.run.rows import RowOut, RowSink
 from bench.suite import Cell
 
 POLL_S = 0.5  # how often the coordinator looks for lost hosts while it waits for rows

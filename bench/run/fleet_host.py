@@ -30,9 +30,9 @@ from bench.execute.fleet_config import RESOURCE
 from bench.execute.process import Interrupted, kill_workers
 from bench.hardware import Fingerprint, SystemWarning, detect
 from bench.plan import PlannedCell
-from bench.run import RunOptions, select
 from bench.run.host import HostRunner
-from bench.runners.registry import quantization_catalog
+from bench.run.local import RunOptions, select
+from bench.runners.registry import detect_machine, quantization_catalog
 from bench.suite import Cell, expand
 from bench.suite.load import parse_suite
 
@@ -125,7 +125,7 @@ def _host_run(request: RunRequest) -> HostRun:
             return _RUNS[request.run_id]
         host = str(get_worker().name)
         suite = parse_suite(request.suite_text, Path(request.suite_path), quantization_catalog())
-        fingerprint = replace(detect(), host=host)
+        fingerprint = replace(detect_machine(), host=host)
         queue = Queue(rows_queue_name(request.run_id), client=get_client())
         runner = HostRunner(
             suite,

@@ -1,39 +1,28 @@
 """Measuring a suite's groups on this host: resolve each group's model, check its memory, measure quality,
 run the group in isolated workers, and hand every cell's row fields to a callback as the cell ends.
 
-The same code serves a local run and a fleet host (bench.execute.fleet): the caller owns the CSV and adds
+The same code serves a local run (bench.run.local) and a fleet host (bench.run.fleet_host): the caller owns the CSV and adds
 this host's fingerprint to each row.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from bench.bandwidth import MemoryBandwidth, device_bandwidth
 from bench.errors import BenchError, ModelUnavailable
 from bench.execute.local import CellOutcome, WorkGroup, run_group, run_quality_job
 from bench.hardware import Fingerprint, SystemWarning, system_warnings, warnings_text
+from bench.hardware.bandwidth import MemoryBandwidth, device_bandwidth
 from bench.models import ResolvedModel, cell_model_reference, resolve
 from bench.models.weights import WeightsChoice, choose_weights, synthetic_quantization, synthetic_shape
 from bench.plan import PlannedCell
 from bench.quality import QualityScheduler, join_quality
+from bench.run.rows import RowOut
 from bench.runners.registry import backend
 from bench.suite import Cell, Suite
-
-
-@dataclass
-class RowOut:
-    """One cell's outcome, without the machine columns (the caller adds the measuring host's fingerprint)."""
-
-    cell: Cell
-    status: str  # ok | failed | timeout | skipped
-    reason: str = ""
-    fields: dict[str, Any] = field(default_factory=dict)
-    model_source: str = ""
-
 
 Emit = Callable[[RowOut], None]
 

@@ -26,7 +26,7 @@ CONTEXT_ROUND = 256  # contexts are rounded up to this, so nearby cells share a 
 def context_size(cell: Cell, per_sequence: bool = False) -> int:
     """The KV cells a cell needs: every sequence's depth, prompt and generated tokens (as llama-bench sizes
     n_ctx), rounded up to CONTEXT_ROUND; per_sequence: one sequence's share."""
-    sequences = 1 if per_sequence else (cell.parallel or 1)
+    sequences = 1 if per_sequence else cell.setting("parallel")
     needed = sequences * (cell.depth + cell.prompt_tokens + cell.gen_tokens)
     return -(-needed // CONTEXT_ROUND) * CONTEXT_ROUND
 
@@ -145,7 +145,7 @@ def measure_cell(
     rng = np.random.default_rng(seed)
     n_vocab = engine.n_vocab()
     bos = engine.bos_token()
-    n_seq = cell.parallel or 1
+    n_seq = cell.setting("parallel")
     depth_tokens = random_tokens(rng, n_vocab, (n_seq, cell.depth), bos)
     warmups: list[Repetition] = []
     measured: list[Repetition] = []
@@ -185,7 +185,7 @@ def repetition_fields(cell: Cell, warmups: list[Repetition], measured: list[Repe
     """Row fields from the repetitions (pure: no backend involved). With `parallel` N the tok/s figures are
     aggregates over the N sequences; decode_tok_s_per_seq is what each user sees; TTFT is the last
     sequence's (every prompt is in the one batched prefill); ITL percentiles are decode-step latencies."""
-    n_seq = cell.parallel or 1
+    n_seq = cell.setting("parallel")
     prefill = [n_seq * cell.prompt_tokens / r.prefill_s for r in measured]
     decode = [n_seq * len(r.decode_token_s) / sum(r.decode_token_s) for r in measured]
     ttft_ms = [1000.0 * r.prefill_s for r in measured]

@@ -1,37 +1,65 @@
 """The backend registry: name -> spec. Plan, run, models, quality and report ask it; nothing outside a
 backend's own package (bench/runners/<name>/) names a backend.
 
-Adding a backend: a package bench/runners/<name>/ with `spec.py` (a BackendSpec) and its engine, one line in
-`_SPEC_MODULES`, and the shared contract test (tests/runners/test_contract.py) runs on it.
+Adding a backend: a package bench/runners/<name>/ with `spec.py` (a BackendSpec: its knobs, version probe,
+file check, quantizations, install hint, engine) and one line in `_SPEC_MODULES`; the shared contract test
+(tests/runners/test_contract.py) runs on it. A backend that lives outside bench is added without editing it:
+BENCH_BACKENDS=package.module[:ATTR],... names spec modules (their `SPEC`, or ATTR) loaded after the built-in
+ones, in this process and in every worker it starts (they inherit the environment).
 """
 
 from __future__ import annotations
 
 import importlib
+import os
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bench.errors import BenchError
+from bench.hardware import Fingerprint, detect
 from bench.runners.spec import BackendSpec
-from bench.suite import SOURCE_QUANT
+from bench.suite.knobs import register
+from bench.suite.schema import SOURCE_QUANT
 
 if TYPE_CHECKING:
-    from bench.hardware import Fingerprint
     from bench.runners.base import SpeedEngine
     from bench.suite import Cell
 
 _SPEC_MODULES = ("bench.runners.llamacpp.spec", "bench.runners.torch.spec")
+EXTRA_BACKENDS_ENV = "BENCH_BACKENDS"
+
+BACKENDS: dict[str, BackendSpec] = {}
 
 
-def _load_specs() -> dict[str, BackendSpec]:
-    specs = {}
-    for module in _SPEC_MODULES:
-        spec: BackendSpec = importlib.import_module(module).SPEC
-        specs[spec.name] = spec
-    return specs
+def register_backend(spec: BackendSpec) -> BackendSpec:
+    """Add a backend and its knobs (each knob taken by this backend only)."""
+    if spec.name in BACKENDS:
+        raise BenchError(f"backend {spec.name!r} is registered twice")
+    for knob in spec.knobs:
+        register(replace(knob, backends=frozenset({spec.name})))
+    BACKENDS[spec.name] = spec
+    return spec
 
 
-BACKENDS: dict[str, BackendSpec] = _load_specs()
+def _load_spec(reference: str) -> BackendSpec:
+    module_name, _, attribute = reference.strip().partition(":")
+    try:
+        spec = getattr(importlib.import_module(module_name), attribute or "SPEC")
+    except (ImportError, AttributeError) as exc:
+        raise BenchError(f"{EXTRA_BACKENDS_ENV}: cannot load backend spec {reference!r}: {exc}") from None
+    if not isinstance(spec, BackendSpec):
+        raise BenchError(f"{EXTRA_BACKENDS_ENV}: {reference!r} is not a BackendSpec")
+    return spec
+
+
+def _load_specs() -> None:
+    extra = [r for r in os.environ.get(EXTRA_BACKENDS_ENV, "").split(",") if r.strip()]
+    for reference in (*_SPEC_MODULES, *extra):
+        register_backend(_load_spec(reference))
+
+
+_load_specs()
 
 
 def backend(name: str) -> BackendSpec:
@@ -40,8 +68,19 @@ def backend(name: str) -> BackendSpec:
     return BACKENDS[name]
 
 
+def default_backend() -> str:
+    """The backend a suite that names none measures with: the first registered."""
+    return next(iter(BACKENDS))
+
+
+def detect_machine() -> Fingerprint:
+    """This machine's fingerprint with every registered backend's software, as each spec probes it."""
+    return detect({name: spec.software for name, spec in BACKENDS.items()})
+
+
 def quantization_catalog() -> dict[str, tuple[str, ...]]:
-    """backend -> the quantizations a suite may name for it (what bench.suite.load_suite checks against)."""
+    """backend -> the quantizations a suite may name for it (what bench.suite.load_suite checks against); the
+    first backend is the one a suite that names none uses."""
     return {name: spec.quantizations for name, spec in BACKENDS.items()}
 
 

@@ -8,6 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bench.hardware.fingerprint import BackendSoftware
+from bench.hardware.probe import dist_version
+from bench.suite.knobs import Knob
+
 if TYPE_CHECKING:
     from bench.hardware import Fingerprint
     from bench.models import ResolvedModel
@@ -32,7 +36,7 @@ class BackendSpec:
     """What the rest of bench may know about a backend."""
 
     name: str
-    quantizations: tuple[str, ...]  # the values `quantizations:` may take for it (besides models[].files keys)
+    quantizations: tuple[str, ...]  # its quantization vocabulary: what `quantizations:` may name for it
     python_package: str  # importable when the backend is installed
     install_hint: str
     engine: str  # "module:Class" of its SpeedEngine (imported only in a worker)
@@ -55,6 +59,16 @@ class BackendSpec:
     plan_memory: Callable[..., dict[str, Any]] | None = None
     # The largest context a result row's device fits, from the row's figures: row -> (tokens or None, basis).
     max_context_for_row: Callable[[Mapping[str, Any]], tuple[int | None, str]] | None = None
+    # Its own knobs (the registry registers them for this backend only, before any suite is read).
+    knobs: tuple[Knob, ...] = ()
+    # Its software-version probe (backend name -> what is installed); None: the package's distribution version.
+    probe_software: Callable[[str], BackendSoftware] | None = None
+
+    def software(self) -> BackendSoftware:
+        """What of this backend is installed here: the `backend_version` / `backend_build` of its rows."""
+        if self.probe_software is not None:
+            return self.probe_software(self.name)
+        return BackendSoftware(self.name, dist_version(self.python_package))
 
     def synthetic_reason(self, quantization: str) -> str:
         """Why this backend cannot run synthetic weights at `quantization` ('' when it can)."""

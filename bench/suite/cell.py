@@ -125,6 +125,11 @@ class Cell(BaseModel):
     def knob(self, name: str) -> Any:
         return (self.__pydantic_extra__ or {}).get(name, None)
 
+    def setting(self, name: str) -> Any:
+        """The knob's value, or the registry's default where the cell carries none (e.g. a row's blank)."""
+        value = self.knob(name)
+        return KNOBS[name].default if value is None else value
+
     def knobs(self) -> dict[str, Any]:
         return {name: self.knob(name) for name in KNOBS}
 
@@ -134,7 +139,8 @@ class Cell(BaseModel):
 
     @property
     def label(self) -> str:
-        varying = [n for n in KNOBS if n == "threads" or (n == "n_gpu_layers" and self.device_kind != "cpu")]
+        # The per-device knobs (threads, GPU layers) name a cell; one forced on CPU says nothing there.
+        varying = [n for n, k in KNOBS.items() if k.per_device and (k.cpu_value is None or self.device_kind != "cpu")]
         config = config_name(self.knobs(), varying)
         return (
             f"{self.model_id} {self.quantization} {self.backend}/{self.device_id} {config} "

@@ -1,43 +1,18 @@
 """The knob registry: every backend knob declared once.
 
 The suite schema (`knobs:` and per-device overrides), the matrix axes, the cell's load key and quality key,
-the CSV columns and the report's headers and configuration names are all derived from `KNOBS`. Adding a knob
-is one `Knob(...)` entry here (plus the backend code that acts on it).
+the CSV columns and the report's headers and configuration names are all derived from `KNOBS`. Knobs every
+backend takes are declared here; a backend's own knobs are declared in its spec (bench/runners/<name>/), and
+the backend registry registers them when it loads, which the end of this module makes happen before any suite
+is read or any row schema is built.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
-
-ALL_LAYERS = -1  # n_gpu_layers: every layer on the GPU ("all" in a suite)
-
-
-def _gpu_layers(value: Any) -> Any:
-    return ALL_LAYERS if value == "all" else value
-
-
-def _on_off(value: Any) -> Any:
-    # YAML 1.1 reads unquoted on/off as booleans: take them back as the words the suite meant.
-    if value is True:
-        return "on"
-    if value is False:
-        return "off"
-    return value
-
-
-def _compile_mode(value: Any) -> Any:
-    # Before compile modes were a knob it was a boolean: true meant torch.compile's default mode.
-    if value in (True, "True", "true"):
-        return "default"
-    if value in (False, "False", "false"):
-        return "off"
-    return value
-
-
-def _show_gpu_layers(value: Any) -> str:
-    return "all" if value is not None and int(value) < 0 else str(value)
 
 
 @dataclass(frozen=True)
@@ -99,10 +74,6 @@ class Knob:
         return ""
 
 
-LLAMACPP = frozenset({"llamacpp"})
-TORCH = frozenset({"torch"})
-KV_CACHE_TYPES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1")
-
 KNOBS: dict[str, Knob] = {}
 
 
@@ -131,24 +102,6 @@ for _knob in (
         per_device=True,
     ),
     Knob(
-        "n_gpu_layers",
-        int,
-        ALL_LAYERS,
-        "layers offloaded to the GPU; all (-1) or a count",
-        "GPU layers",
-        "ngl",
-        minimum=0,
-        backends=LLAMACPP,
-        reload=True,
-        memory=True,
-        logits=True,
-        per_device=True,
-        cpu_value=0,
-        extra_words=("all",),
-        parse=_gpu_layers,
-        show=_show_gpu_layers,
-    ),
-    Knob(
         "parallel",
         int,
         1,
@@ -156,90 +109,6 @@ for _knob in (
         "sequences",
         "np",
         minimum=1,
-        memory=True,
-    ),
-    Knob(
-        "n_batch",
-        int,
-        2048,
-        "logical batch: tokens per llama_decode call",
-        "batch",
-        "b",
-        minimum=1,
-        backends=LLAMACPP,
-        memory=True,
-    ),
-    Knob(
-        "n_ubatch",
-        int,
-        512,
-        "physical batch: tokens per compute graph",
-        "ubatch",
-        "ub",
-        minimum=1,
-        backends=LLAMACPP,
-        memory=True,
-    ),
-    Knob(
-        "flash_attn",
-        str,
-        "auto",
-        "flash attention: auto | on | off",
-        "flash attn",
-        "fa",
-        allowed=("auto", "on", "off"),
-        backends=LLAMACPP,
-        memory=True,
-        logits=True,
-        parse=_on_off,
-    ),
-    Knob(
-        "kv_cache_type",
-        str,
-        "f16",
-        "KV cache element type (K and V)",
-        "KV cache",
-        "kv",
-        allowed=KV_CACHE_TYPES,
-        backends=LLAMACPP,
-        memory=True,
-        logits=True,
-    ),
-    Knob(
-        "mmap", bool, True, "map the model file instead of reading it", "mmap", "mmap", backends=LLAMACPP, reload=True
-    ),
-    Knob(
-        "repack",
-        bool,
-        True,
-        "llama.cpp CPU weight repacking (extra buffer types, AMX included); false avoids the AMX SIGILL some VMs give",
-        "repack",
-        "repack",
-        backends=LLAMACPP,
-        reload=True,
-    ),
-    Knob(
-        "torch_compile",
-        str,
-        "off",
-        "torch.compile mode: off | default | reduce-overhead | max-autotune | "
-        "max-autotune-no-cudagraphs (a recompile during measured repetitions fails the cell)",
-        "compile",
-        "compile-",
-        allowed=("off", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
-        backends=TORCH,
-        reload=True,
-        parse=_compile_mode,
-    ),
-    Knob(
-        "static_cache",
-        bool,
-        False,
-        "transformers' static KV cache instead of the dynamic one",
-        "static cache",
-        "static",
-        backends=TORCH,
-        reload=True,
         memory=True,
     ),
 ):
@@ -293,3 +162,8 @@ class KnobValues:
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.items)
+
+
+# Backends' own knobs: loading the backend registry registers them. By name, not by an import statement: the
+# registry sits above this layer and imports it; this line only makes sure it has run.
+importlib.import_module("bench.runners.registry")

@@ -113,6 +113,8 @@ def parse_suite(text: str, path: Path, catalog: QuantCatalog, model_check: Model
             f"{path}: a suite must be a YAML mapping with keys name, models, ... (got {type(data).__name__})"
         )
     lines = LineIndex(root)
+    if "backends" not in data and catalog:  # a suite that names no backend measures with the first registered
+        data = {**data, "backends": [next(iter(catalog))]}
     try:
         suite = Suite.model_validate(data)
     except ValidationError as exc:

@@ -236,7 +236,7 @@ class Suite(StrictModel):
     description: str = ""
     models: list[ModelSpec] = Field(min_length=1)
     quantizations: list[str] | dict[str, list[str]] = Field(default_factory=lambda: [SOURCE_QUANT])
-    backends: list[str] = Field(default_factory=lambda: ["llamacpp"], min_length=1)
+    backends: list[str] = Field(min_length=1)  # a file that names none gets the registry's first (load.py)
     devices: list[DeviceSpec] = Field(default_factory=lambda: [DeviceSpec(id="cpu", kind="cpu")])
     workload: Workload = Field(default_factory=Workload)
     knobs: dict[str, Any] = Field(default_factory=dict)  # knob name -> value or list (the registry checks)

@@ -38,7 +38,7 @@ def _ladder(reference: str, source_quantization: str) -> dict[str, LlamaCppRunne
     from bench.runners.llamacpp.quantize import derived_model
 
     model = ModelSpec(id="m", source=reference, source_quantization=source_quantization, allow_requantize=True)
-    suite = Suite(name="kld", models=[model], quantizations=list(LADDER))
+    suite = Suite(name="kld", models=[model], quantizations=list(LADDER), backends=["llamacpp"])
     cell = standalone_cell(threads=0, context=CONTEXT)
     runners = {}
     for quant in LADDER:

@@ -75,10 +75,11 @@ def machines_table(rows: pd.DataFrame, measured: pd.DataFrame) -> list[Block]:
         "cuda_version",
         "os",
         "bench_version",
-        "llama_cpp_python_version",
-        "torch_version",
+        "backend_software",
     ]
-    info = _joined_by_host(newest_first, text_columns)
+    versions = fmt.text(newest_first["backend_version"])
+    software = (fmt.text(newest_first["backend"]) + " " + versions).where(versions != "", "")
+    info = _joined_by_host(newest_first.assign(backend_software=software), text_columns)
     first = hosts.first()  # newest non-null value per column
     info["cores"] = fmt.integer(first["cpu_physical_cores"]) + " / " + fmt.integer(first["cpu_logical_cores"])
     info["ram"] = fmt.fixed(fmt.as_float(first["ram_total_bytes"]) / fmt.GIB, 1)
@@ -104,11 +105,7 @@ def machines_table(rows: pd.DataFrame, measured: pd.DataFrame) -> list[Block]:
         Column("memory bandwidth (GB/s)", info["bandwidth"]),
         Column("OS", info["os"]),
         Column("bench", info["bench_version"]),
-        Column("llama-cpp-python", info["llama_cpp_python_version"]),
-    ]
-    if (info["torch_version"] != "").any():
-        columns.append(Column("torch", info["torch_version"]))
-    columns += [
+        Column("backends", info["backend_software"]),
         Column("first cell started (UTC)", fmt.text(info["since"])),
         Column("last cell finished (UTC)", fmt.text(info["until"])),
     ]

@@ -181,7 +181,7 @@ def estimate_memory(
 def cell_batch_tokens(cell: Cell) -> int:
     """The largest batch the cell sends: its prompts (every sequence's at once), or a chunk of its depth fill."""
     n_batch = min(cell.knob("n_batch"), context_size(cell))
-    prompts = (cell.knob("parallel") or 1) * cell.prompt_tokens
+    prompts = cell.setting("parallel") * cell.prompt_tokens
     return min(max(prompts, cell.depth, 1), n_batch, cell.knob("n_ubatch"))
 
 
@@ -198,7 +198,7 @@ def estimate_cell(cell: Cell, shape: ModelShape, quantization: str | None = None
         device_kind=cell.device_kind,
         quantization=quantization,
         repack=cell.repack,
-        n_seq=cell.knob("parallel") or 1,
+        n_seq=cell.setting("parallel"),
     )
 
 

@@ -21,7 +21,7 @@ from bench.runners.llamacpp.memory import (
     kv_bytes_per_cell,
     max_context,
 )
-from bench.runners.llamacpp.quant_bits import BITS_PER_WEIGHT
+from bench.runners.llamacpp.quant_types import BITS_PER_WEIGHT, quant_type_from_name
 from bench.runners.llamacpp.shapes import ModelShape, shape_from_gguf, shape_from_suite
 from bench.runners.memory import Budget, CellMemory, MemoryEstimate, ModelFacts, device_budget
 
@@ -57,7 +57,6 @@ class ShapeFinder:
 
     def _find(self, model: ModelSpec, quantization: str) -> ShapeSource:
         from bench.models import cell_model_reference, local_model_file
-        from bench.runners.llamacpp.spec import quant_type_from_name
 
         if self.derives(model, quantization):
             from bench.runners.llamacpp.quantize import cached_derived_file

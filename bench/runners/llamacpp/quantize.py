@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from bench.errors import BenchError, ModelUnavailable
 from bench.models import ResolvedModel, cache_dir, check_gguf, gguf_metadata, resolve
 from bench.models.gguf import is_valid_gguf
-from bench.runners.llamacpp.spec import GGUF_QUANT_TYPES
+from bench.runners.llamacpp.quant_types import GGUF_QUANT_TYPES
 
 if TYPE_CHECKING:
     from bench.suite import ModelSpec, Suite
@@ -55,7 +55,7 @@ def llama_cpp_version_key() -> str:
     """llama-cpp-python's version plus ggml's version and commit: a new llama.cpp may quantize differently."""
     import llama_cpp
 
-    from bench.hardware import ggml_version
+    from bench.runners.llamacpp.software import ggml_version
 
     return f"llama-cpp-python {llama_cpp.__version__}; ggml {ggml_version(llama_cpp) or 'unknown'}"
 
@@ -241,7 +241,12 @@ def derive(model: ModelSpec, quantization: str) -> Derived:
 def derived_model(suite: Suite, model: ModelSpec, quantization: str) -> ResolvedModel:
     """The suite's model at a derived quantization, as a local file (built into the cache when needed)."""
     derived = derive(model, quantization)
-    return ResolvedModel(reference=model.source or "", path=derived.path, derived_from=derived.derived_from)
+    return ResolvedModel(
+        reference=model.source or "",
+        path=derived.path,
+        derived_from=derived.derived_from,
+        build_seconds=derived.seconds if derived.built else None,
+    )
 
 
 # ------------------------------------------------------------------------------------------ bench quantize

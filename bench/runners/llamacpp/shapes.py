@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bench.errors import BenchError
-from bench.runners.llamacpp.quant_bits import BITS_PER_WEIGHT, body_bits, head_bits
+from bench.runners.llamacpp.quant_types import BITS_PER_WEIGHT, body_bits, head_bits
 
 if TYPE_CHECKING:
     from bench.suite import ModelSpec

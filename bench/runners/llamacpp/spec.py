@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bench.runners.llamacpp import knobs
+from bench.runners.llamacpp.quant_types import GGUF_QUANT_TYPES
+from bench.runners.llamacpp.software import probe_llama_cpp
 from bench.runners.spec import BackendSpec
-from bench.suite import SOURCE_QUANT
+from bench.suite.schema import SOURCE_QUANT
 
 if TYPE_CHECKING:
     from bench.hardware import Fingerprint
@@ -16,57 +18,17 @@ if TYPE_CHECKING:
     from bench.models.catalog import TransformerShape
     from bench.suite import Cell, ModelSpec, Suite
 
-# GGUF quantization types bench knows by name (llama.cpp's `llama-quantize --help`).
-GGUF_QUANT_TYPES = (
-    "F32",
-    "F16",
-    "BF16",
-    "Q8_0",
-    "Q6_K",
-    "Q5_K_M",
-    "Q5_K_S",
-    "Q5_1",
-    "Q5_0",
-    "Q4_K_M",
-    "Q4_K_S",
-    "Q4_1",
-    "Q4_0",
-    "IQ4_NL",
-    "IQ4_XS",
-    "Q3_K_L",
-    "Q3_K_M",
-    "Q3_K_S",
-    "IQ3_M",
-    "IQ3_S",
-    "IQ3_XS",
-    "IQ3_XXS",
-    "Q2_K",
-    "Q2_K_S",
-    "IQ2_M",
-    "IQ2_S",
-    "IQ2_XS",
-    "IQ2_XXS",
-    "IQ1_M",
-    "IQ1_S",
-    "TQ1_0",
-    "TQ2_0",
-)
-
-
-def quant_type_from_name(reference: str) -> str:
-    """The quantization a file name announces ('...-Q4_K_M.gguf' -> 'Q4_K_M'), or '' when it names none."""
-    stem = Path(reference.rsplit("@", 1)[0]).name.upper()
-    found = [t for t in GGUF_QUANT_TYPES if re.search(rf"(?<![A-Z0-9]){t}(?![A-Z0-9_])", stem)]
-    return max(found, key=len) if found else ""  # Q4_K_M, not Q4_K... nor Q4
+NAME = "llamacpp"
 
 
 def _device_reason(fingerprint: Fingerprint, kind: str, index: int) -> str:
     """What keeps llama.cpp off a device (whether it is installed at all is BackendSpec.missing_reason)."""
     if kind != "cuda":
         return ""
-    if not fingerprint.llama_cpp_python_version:
+    software = fingerprint.software(NAME)
+    if not software.version:
         return "llama-cpp-python is not installed; run scripts/install.sh"
-    if not fingerprint.llama_cpp_gpu_offload:
+    if not software.gpu_offload:
         return (
             "llama-cpp-python on this machine was built without GPU offload; "
             "reinstall with scripts/install.sh on a machine with nvcc (or BENCH_LLAMA_CUDA=1)"
@@ -134,7 +96,7 @@ def _max_context_for_row(row: Mapping[str, Any]) -> tuple[int | None, str]:
 
 
 SPEC = BackendSpec(
-    name="llamacpp",
+    name=NAME,
     quantizations=(SOURCE_QUANT, *GGUF_QUANT_TYPES),
     python_package="llama_cpp",
     install_hint="pip install llama-cpp-python (scripts/install.sh picks build flags for this CPU)",
@@ -150,4 +112,6 @@ SPEC = BackendSpec(
     synthetic_quantization_reason=_synthetic_quantization_reason,
     plan_memory=_plan_memory,
     max_context_for_row=_max_context_for_row,
+    knobs=knobs.KNOBS,
+    probe_software=probe_llama_cpp,
 )

@@ -17,8 +17,8 @@ from pathlib import Path
 import pandas as pd
 from matplotlib.figure import Figure
 
+from bench.compare.metrics import METRICS, METRICS_BY_NAME, Metric, format_value
 from bench.errors import BenchError
-from bench.metrics import METRICS, METRICS_BY_NAME, Metric, format_value
 from bench.report.document import Block, Code, Heading, Image, Inline, Paragraph, Table
 from bench.report.markdown import render_markdown
 from bench.results import read_results

@@ -1,4 +1,4 @@
-"""Software a result depends on: bench's own version and the llama.cpp build (version, features, GPU offload).
+"""llama.cpp's software probe: the llama-cpp-python version and the build (ggml version, features, GPU offload).
 
 llama_cpp is imported lazily inside probe_llama_cpp(): loading its shared library (and CUDA) is slow.
 """
@@ -8,13 +8,8 @@ from __future__ import annotations
 import ctypes
 from typing import Any
 
+from bench.hardware import BackendSoftware
 from bench.hardware.probe import as_text, attempt, dist_version
-
-
-def bench_version() -> str:
-    from bench import __version__  # lazily: bench/__init__ may one day import this package
-
-    return __version__
 
 
 def summarise_system_info(text: str) -> str:
@@ -47,16 +42,16 @@ def ggml_version(llama_cpp: Any) -> str:
     return f"{version} (commit {commit})".strip() if commit else version
 
 
-def probe_llama_cpp() -> tuple[str, str, bool]:
-    """(llama-cpp-python version, llama.cpp build summary, GPU offload compiled in)."""
+def probe_llama_cpp(name: str) -> BackendSoftware:
+    """The llama-cpp-python version, the llama.cpp build summary and whether GPU offload is compiled in."""
     version = dist_version("llama_cpp_python")
     try:
         import llama_cpp  # lazily: loading the shared library (and CUDA) is slow
     except Exception:  # noqa: BLE001 - not installed or a broken build: both mean "no llama.cpp here"
-        return version, "", False
+        return BackendSoftware(name, version)
     version = version or as_text(getattr(llama_cpp, "__version__", ""))
     ggml = ggml_version(llama_cpp)
     info = summarise_system_info(as_text(attempt(llama_cpp.llama_print_system_info)))
     build = "; ".join(p for p in (f"ggml {ggml}" if ggml else "", info) if p)
     offload = bool(attempt(llama_cpp.llama_supports_gpu_offload))
-    return version, build, offload
+    return BackendSoftware(name, version, build, offload)

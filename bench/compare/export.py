@@ -28,8 +28,8 @@ from typing import Any
 import pandas as pd
 
 from bench import __version__
+from bench.compare.metrics import METRICS, METRICS_BY_NAME, Metric
 from bench.errors import BenchError
-from bench.metrics import METRICS, METRICS_BY_NAME, Metric
 from bench.results import read_results, samples_from_text
 from bench.results.select import MACHINE_KEY, clean, newest_rows, row_label
 from bench.stats import UNSTABLE_CV_PCT, summarize
@@ -200,8 +200,9 @@ def _machine_info(row: pd.Series) -> dict[str, Any]:
         "bench": {
             "fingerprint": _clean(row["fingerprint"]),
             "bench_version": _clean(row["bench_version"]),
-            "llama_cpp_python_version": _clean(row["llama_cpp_python_version"]),
-            "llama_cpp_build": _clean(row["llama_cpp_build"]),
+            "backend": _clean(row["backend"]) or "",
+            "backend_version": _clean(row["backend_version"]),
+            "backend_build": _clean(row["backend_build"]),
         },
     }
 

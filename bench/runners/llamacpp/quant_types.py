@@ -1,6 +1,13 @@
-"""Bits per weight of llama.cpp's quantization mixes, for pricing a model the planner has no file of."""
+"""The GGUF quantization vocabulary: the types bench knows by name, the type a file name announces, and the bits
+per weight of llama.cpp's quantization mixes (for pricing a model the planner has no file of).
+
+A leaf of the package: spec.py, quantize.py, memory_plan.py and shapes.py import it; it imports none of them.
+"""
 
 from __future__ import annotations
+
+import re
+from pathlib import Path
 
 # Whole-file average bits per weight of llama.cpp's quantization mixes (higher-precision output and
 # embedding tensors included): from the sizes `llama-quantize --help` lists for Llama-3-8B (8.03 B
@@ -59,3 +66,14 @@ def body_bits(quant: str) -> float:
     """Bits per weight of everything but the output head: the whole-file rate without Llama-3-8B's head."""
     whole, head = BITS_PER_WEIGHT[quant], head_bits(quant)
     return (whole * _LLAMA3_8B_PARAMS - head * _LLAMA3_8B_HEAD_PARAMS) / (_LLAMA3_8B_PARAMS - _LLAMA3_8B_HEAD_PARAMS)
+
+
+# GGUF quantization types bench knows by name (llama.cpp's `llama-quantize --help`), highest precision first.
+GGUF_QUANT_TYPES: tuple[str, ...] = tuple(BITS_PER_WEIGHT)
+
+
+def quant_type_from_name(reference: str) -> str:
+    """The quantization a file name announces ('...-Q4_K_M.gguf' -> 'Q4_K_M'), or '' when it names none."""
+    stem = Path(reference.rsplit("@", 1)[0]).name.upper()
+    found = [t for t in GGUF_QUANT_TYPES if re.search(rf"(?<![A-Z0-9]){t}(?![A-Z0-9_])", stem)]
+    return max(found, key=len) if found else ""  # Q4_K_M, not Q4_K... nor Q4
