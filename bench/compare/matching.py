@@ -29,7 +29,6 @@ SOFTWARE_COLUMNS = (
     "python_version",
     "torch_version",
     "cpu_flags",
-    "gpu_name",
 )
 
 MATCH_RULE = {

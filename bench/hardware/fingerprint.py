@@ -38,7 +38,7 @@ ROW_FIELDS: tuple[str, ...] = (
 )
 
 # What identifies a machine across driver, kernel and bench updates: hardware only, RAM to the GiB (the
-# kernel's MemTotal moves by a few MiB between versions). Every result row carries these columns, so the id
+# kernel's MemTotal moves by a few MiB between versions), and the GPU model (a swapped GPU is another machine). Every result row carries these columns, so the id
 # can be recomputed from a row, also from CSVs written before this rule.
 STABLE_HARDWARE_COLUMNS = (
     "host",
@@ -47,6 +47,7 @@ STABLE_HARDWARE_COLUMNS = (
     "cpu_logical_cores",
     "ram_total_bytes",
     "gpu_count",
+    "gpu_name",
 )
 
 
@@ -68,6 +69,9 @@ def stable_fingerprint(fields: Mapping[str, Any]) -> str:
         round(number("ram_total_bytes") / 2**30),
         number("gpu_count"),
     ]
+    gpu = str(fields.get("gpu_name") or "")
+    if gpu:  # only then: a machine without a GPU keeps the id it had before the GPU model was part of it
+        hardware.append(gpu)
     return hashlib.sha256(json.dumps(hardware).encode()).hexdigest()[:12]
 
 

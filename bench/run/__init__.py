@@ -17,6 +17,7 @@ from bench.plan import PlannedCell, parse_filters, plan_suite
 from bench.results import COLUMNS, ResultRow, ResultsWriter, drop_partial_last_line, measured_cell_ids, read_results
 from bench.run.host import HostRunner, RowOut, load_groups
 from bench.run.paths import output_path
+from bench.run.stamp import with_finished_stamp
 from bench.runners.registry import quantization_catalog
 from bench.suite import Cell, Suite, load_suite
 
@@ -56,7 +57,7 @@ def build_row(row: RowOut, fingerprint: Fingerprint, run_id: str) -> Any:
     unknown = sorted(set(row.fields) - set(COLUMNS))
     if unknown:  # nothing measured is silently dropped: a field without a column is a bug to fix here
         raise BenchError(f"internal: measured fields without a CSV column: {', '.join(unknown)}")
-    values: dict[str, Any] = dict(row.fields)
+    values: dict[str, Any] = with_finished_stamp(dict(row.fields))
     values.update(row.cell.fields())
     values.update(fingerprint.row_fields(row.cell.device_kind, row.cell.device_index))
     values.update(
