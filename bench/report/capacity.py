@@ -23,7 +23,7 @@ import pandas as pd
 from bench.report import format as fmt
 from bench.report.data import config_columns, device_labels
 from bench.report.derived import noisy
-from bench.report.economics import hourly_cost, usd_per_mtok
+from bench.report.economics import busy_tok_s, hourly_cost, usd_per_mtok
 from bench.report.slo_check import outcome_failure, slo_failure, slo_figures
 from bench.report.users import sequences, user_tok_s, users_text
 from bench.results import select
@@ -90,10 +90,12 @@ def capacity_table(
         user_tok_s=user_tok_s(rows),
         decode=fmt.as_float(rows["decode_tok_s_mean"]),
         noisy=noisy(rows),
-        usd_per_hour=hourly_cost(rows, suite)["usd_per_hour"],
+        usd_per_hour=hourly_cost(rows, suite)["usd_per_hour"],  # each row's own power, not its setup's first
         failure=outcome_failure(rows).where(~ok, slo_failure(figures, slo)),
         **figures,
-    ).copy()  # one consolidated frame: the report's frames are wide, and each insert below would warn
+    )
+    # One consolidated frame (copy): the report's frames are wide, and each insert below would warn.
+    rows = rows.assign(usd_per_mtok=usd_per_mtok(rows["usd_per_hour"], busy_tok_s(rows))).copy()
     rows["setup_no"] = rows.groupby(keys, dropna=False, sort=True).ngroup()
     rows = rows[rows["setup_no"].isin(rows.loc[ok, "setup_no"])]  # setups with nothing measured are not shown
     rows = rows.sort_values(["setup_no", "n"], kind="stable").drop_duplicates(["setup_no", "n"], keep="last")
@@ -114,10 +116,10 @@ def capacity_table(
         ("user_tok_s_pct_at_capacity", "user_tok_s_pct"),
     ):
         out[column] = at_capacity[source].reindex(out.index)
-    out["usd_per_mtok_at_capacity"] = usd_per_mtok(out["usd_per_hour"], out["decode_at_capacity"])
-    one_user = rows[(rows["n"] == 1) & (rows["status"] == "ok")].set_index("setup_no")["decode"].reindex(out.index)
-    out["decode_one_user"] = one_user
-    out["usd_per_mtok_one_user"] = usd_per_mtok(out["usd_per_hour"], one_user)
+    out["usd_per_mtok_at_capacity"] = at_capacity["usd_per_mtok"].reindex(out.index)
+    one_user = rows[(rows["n"] == 1) & (rows["status"] == "ok")].set_index("setup_no").reindex(out.index)
+    out["decode_one_user"] = one_user["decode"]
+    out["usd_per_mtok_one_user"] = one_user["usd_per_mtok"]
     out["limit"] = _limit_text(out, by_setup, deciding)
     decides = rows["n"] <= rows["setup_no"].map(deciding["n"]).fillna(np.inf)  # the rows up to the deciding one
     out["noisy"] = rows["noisy"].where(decides, False).groupby(rows["setup_no"]).any().reindex(out.index)
@@ -158,13 +160,7 @@ def slo_misses_per_config(measured: pd.DataFrame, configs: pd.DataFrame, slo: Sl
     if rows.empty:
         return pd.Series("", index=configs.index, dtype=object)
     failure = slo_failure(slo_figures(rows, slo), slo)
-    text = (
-        users_text(sequences(rows))
-        + " at once miss the SLO at depth "
-        + fmt.integer(rows["depth"])
-        + ": "
-        + failure
-    )
+    text = users_text(sequences(rows)) + " at once miss the SLO at depth " + fmt.integer(rows["depth"]) + ": " + failure
     failing = pd.DataFrame({"config_no": rows["config_no"], "depth": fmt.as_float(rows["depth"]), "text": text})
     failing = failing[failure != ""].sort_values(["config_no", "depth"], kind="stable").drop_duplicates("config_no")
     by_config = failing.set_index("config_no")["text"]

@@ -195,7 +195,9 @@ def decode_by_device_plot(best: pd.DataFrame) -> Image | None:
     figure = decode_by_device_figure(best)
     if figure is None:
         return None
-    return Image("decode-by-device.png", "Decode tok/s per user, per device for each model and quantization", _png(figure))
+    return Image(
+        "decode-by-device.png", "Decode tok/s per user, per device for each model and quantization", _png(figure)
+    )
 
 
 def pareto_plot(

@@ -85,8 +85,10 @@ def _intro(analysis: Analysis) -> Paragraph:
     ]
     if capacity.table["usd_per_hour"].notna().any():
         parts.append(
-            " Cost per million tokens at capacity divides the device's cost per hour by the aggregate decode of "
-            "every user served; the one-user figure is the same device serving one sequence at that depth."
+            " Cost per million tokens at capacity divides the device's cost per hour (at that row's power) by "
+            "every served user's generated tokens per second of device time (each request's prompt at the "
+            "aggregate prefill rate plus its tokens at the aggregate decode rate); the one-user figure is the same "
+            "device serving one sequence at that depth."
         )
     return Paragraph(tuple(parts))
 

@@ -9,7 +9,7 @@ from bench.report.analysis import Analysis
 from bench.report.choose import CONSTRAINT_TEXT
 from bench.report.data import QUALITY_LOSS_COLUMN, QUALITY_LOSS_LABEL
 from bench.report.document import Block, Bullets, Code, Heading, Inline, Paragraph, Strong
-from bench.report.economics import device_cost_table
+from bench.report.economics import device_cost_table, missing_power
 from bench.report.sections import Column, frame_table
 from bench.report.users import USER_DECODE
 
@@ -67,7 +67,23 @@ def _costs(analysis: Analysis) -> list[Block]:
         Column("hardware ($/h)", fmt.fixed(table["hardware_usd_per_h"], 4), True),
         Column("electricity ($/h)", fmt.fixed(electricity, 4), True),
     ]
-    return [Heading(3, "Device costs"), frame_table(columns)]
+    blocks: list[Block] = [Heading(3, "Device costs"), frame_table(columns)]
+    unpowered = missing_power(table)
+    if not unpowered.empty:
+        blocks.append(
+            Paragraph.of(
+                "⚠ No ",
+                Code("power_w"),
+                f" declared for {', '.join(unpowered['device'])}: its electricity is the GPU's measured board "
+                "power where a row has one, and nothing on a CPU, so its cost per token reads low. Declare the "
+                "whole system's draw as ",
+                Code("power_w"),
+                " under the suite's ",
+                Code("costs:"),
+                ".",
+            )
+        )
+    return blocks
 
 
 def _all_users(option: pd.Series) -> str:
