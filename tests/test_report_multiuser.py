@@ -174,3 +174,14 @@ def test_every_outcome_is_stamped() -> None:
         written = build_row(RowOut(one, status, "why"), make_fp(), "run1")
         assert written.finished_utc.endswith("Z") and written.finished_utc.startswith("20")
     assert with_finished_stamp({"finished_utc": "2025-01-01T00:00:00Z"})["finished_utc"] == "2025-01-01T00:00:00Z"
+
+
+def test_quality_tables_name_their_baseline_and_a_quantized_one_is_a_lower_bound() -> None:
+    from bench.report.baseline import loss_label, lower_bound_note
+
+    q8 = pd.DataFrame({"baseline_quantization": ["Q8_0", "Q8_0", ""]})
+    assert loss_label("kld", q8) == "KLD vs Q8_0" and loss_label("dppl", q8) == "ΔPPL vs Q8_0 (%)"
+    assert "Q8_0 is itself quantized" in lower_bound_note(q8) and "lower bound" in lower_bound_note(q8)
+    assert lower_bound_note(pd.DataFrame({"baseline_quantization": ["F16"]})) == ""
+    both = pd.DataFrame({"baseline_quantization": ["F16", "Q8_0"]})
+    assert loss_label("kld", both) == "KLD vs each model's baseline (F16, Q8_0)"

@@ -65,9 +65,8 @@ UNREAD_COLUMNS = frozenset(
         "rss_before_load_bytes",
     }
 )
-# The quality-loss axis of Pareto fronts and rankings: column and label, by metric.
+# The quality-loss axis of Pareto fronts and rankings, by metric (its label: bench.report.baseline.loss_label).
 QUALITY_LOSS_COLUMN = {"kld": "kld", "dppl": "dppl_pct"}
-QUALITY_LOSS_LABEL = {"kld": "KLD vs baseline", "dppl": "ΔPPL vs baseline (%)"}
 
 
 def config_columns() -> list[str]:

@@ -15,6 +15,7 @@ import pandas as pd
 from bench.report import format as fmt
 from bench.report import knobs as knob_columns
 from bench.report.analysis import Analysis
+from bench.report.baseline import loss_label, lower_bound_note
 from bench.report.derived import noisy, unstable
 from bench.report.document import Block, Code, Heading, Paragraph
 from bench.report.sections import Column, frame_table, present, sort_configs
@@ -147,7 +148,9 @@ def device_table(
     columns.append(Column("ITL p99 (ms)", texts.fixed("itl_ms_p99").iloc[rows], True))
     if _any(frame["energy_j_per_decode_token"], rows):
         columns.append(Column("energy (J/tok)", texts.fixed("energy_j_per_decode_token").iloc[rows], True))
+    named = {"dppl_pct": loss_label("dppl", frame), "kld": loss_label("kld", frame)}  # the baseline, by name
     for column, header, decimals in QUALITY_FIELDS:
+        header = named.get(column, header)
         if _any(frame[column], rows):
             columns.append(Column(header, texts.fixed(column, decimals).iloc[rows], True))
     return [frame_table(columns)]
@@ -210,6 +213,8 @@ def _intro(analysis: Analysis) -> list[Block]:
                 " in the suite to measure it.",
             )
         )
+    elif note := lower_bound_note(data.configs):
+        blocks.append(Paragraph.of(note))
     return blocks
 
 

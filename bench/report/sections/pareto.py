@@ -6,7 +6,8 @@ import pandas as pd
 
 from bench.report import format as fmt
 from bench.report.analysis import Analysis
-from bench.report.data import QUALITY_LOSS_COLUMN, QUALITY_LOSS_LABEL
+from bench.report.baseline import loss_label, lower_bound_note
+from bench.report.data import QUALITY_LOSS_COLUMN
 from bench.report.document import Block, Heading, Paragraph
 from bench.report.plots import pareto_plot
 from bench.report.sections import Column, frame_table, sort_configs
@@ -59,14 +60,18 @@ def build(analysis: Analysis) -> list[Block]:
         loss_column = None
     else:
         loss_column = QUALITY_LOSS_COLUMN[metric]
-        label = QUALITY_LOSS_LABEL[metric]
+        label = loss_label(metric, configs)
         blocks.append(
             Paragraph.of(
-                f"Quality loss is measured as {label} (lower is better), per model against its baseline "
-                "quantization, so fronts are drawn per model across every device and setting. A "
-                "configuration is "
-                "dominated when another one of the same model is at least as good on both axes and better "
-                "on one."
+                " ".join(
+                    (
+                        f"Quality loss is measured as {label} (lower is better), per model against its baseline "
+                        "quantization, so fronts are drawn per model across every device and setting. A "
+                        "configuration is dominated when another one of the same model is at least as good on both "
+                        "axes and better on one.",
+                        lower_bound_note(configs),
+                    )
+                ).strip()
             )
         )
         for front, x, x_label, name, title in (
@@ -99,9 +104,7 @@ def build(analysis: Analysis) -> list[Block]:
         Column(memory_label, fmt.fixed(ordered["memory_bytes"] / divisor, decimals), True),
     ]
     if loss_column is not None:
-        columns.append(
-            Column(QUALITY_LOSS_LABEL[metric], fmt.fixed(ordered[loss_column], 4 if metric == "kld" else 2), True)
-        )
+        columns.append(Column(label, fmt.fixed(ordered[loss_column], 4 if metric == "kld" else 2), True))
         columns += [
             Column("speed front", _verdict(ordered, "front_speed", "dominated_speed")),
             Column("memory front", _verdict(ordered, "front_memory", "dominated_memory")),

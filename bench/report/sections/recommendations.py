@@ -6,8 +6,9 @@ import pandas as pd
 
 from bench.report import format as fmt
 from bench.report.analysis import Analysis
+from bench.report.baseline import loss_label
 from bench.report.choose import CONSTRAINT_TEXT
-from bench.report.data import QUALITY_LOSS_COLUMN, QUALITY_LOSS_LABEL
+from bench.report.data import QUALITY_LOSS_COLUMN
 from bench.report.document import Block, Bullets, Code, Heading, Inline, Paragraph, Strong
 from bench.report.economics import device_cost_table, missing_power
 from bench.report.sections import Column, frame_table
@@ -110,7 +111,8 @@ def _option_columns(frame: pd.DataFrame, metric: str | None) -> list[Column]:
     ]
     if metric is not None:
         column = QUALITY_LOSS_COLUMN[metric]
-        columns.append(Column(QUALITY_LOSS_LABEL[metric], fmt.fixed(frame[column], 4 if metric == "kld" else 2), True))
+        label = loss_label(metric, frame)
+        columns.append(Column(label, fmt.fixed(frame[column], 4 if metric == "kld" else 2), True))
     if frame["task_accuracy_pct"].notna().any():
         columns.append(Column("task acc. (%)", fmt.fixed(frame["task_accuracy_pct"], 1), True))
     columns += [
