@@ -297,7 +297,7 @@ def test_stale_plots_are_removed(tmp_path: Path) -> None:
 
 
 # Counts and ratios without a unit: ranks, row counts, layers, integer knob values, perplexity, KL divergence.
-UNITLESS = {"rank", "rows", "layers", "PPL", "KLD", "KLD vs baseline"} | {
+UNITLESS = {"rank", "rows", "layers", "PPL", "KLD"} | {
     knob.label for knob in KNOBS.values() if knob.type is int
 }
 
@@ -308,7 +308,7 @@ def test_tables_have_units_in_numeric_headers(analyses: dict[str, Analysis]) -> 
             for block in section.build(analysis):
                 if isinstance(block, Table):
                     for header, numeric in zip(block.headers, block.numeric, strict=True):
-                        if numeric and header not in UNITLESS:
+                        if numeric and header not in UNITLESS and not header.startswith("KLD vs "):
                             assert "(" in header, f"{case}: numeric column {header!r} has no unit"
 
 
