@@ -297,9 +297,7 @@ def test_stale_plots_are_removed(tmp_path: Path) -> None:
 
 
 # Counts and ratios without a unit: ranks, row counts, layers, integer knob values, perplexity, KL divergence.
-UNITLESS = {"rank", "rows", "layers", "PPL", "KLD"} | {
-    knob.label for knob in KNOBS.values() if knob.type is int
-}
+UNITLESS = {"rank", "rows", "layers", "PPL", "KLD"} | {knob.label for knob in KNOBS.values() if knob.type is int}
 
 
 def test_tables_have_units_in_numeric_headers(analyses: dict[str, Analysis]) -> None:
