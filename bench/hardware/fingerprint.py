@@ -38,7 +38,8 @@ ROW_FIELDS: tuple[str, ...] = (
 )
 
 # What identifies a machine across driver, kernel and bench updates: hardware only, RAM to the GiB (the
-# kernel's MemTotal moves by a few MiB between versions), and the GPU model (a swapped GPU is another machine). Every result row carries these columns, so the id
+# kernel's MemTotal moves by a few MiB between versions), and the model of the GPU a row's cell ran on (a
+# swapped GPU is another machine for its GPU cells; a CPU cell's row names no GPU, and keeps its machine). Every result row carries these columns, so the id
 # can be recomputed from a row, also from CSVs written before this rule.
 STABLE_HARDWARE_COLUMNS = (
     "host",
@@ -129,6 +130,7 @@ class Fingerprint:
                 "cpu_logical_cores": self.cpu_logical_cores,
                 "ram_total_bytes": self.ram_total_bytes,
                 "gpu_count": len(self.gpus),
+                "gpu_name": self.gpus[0].name if self.gpus else "",  # as a row of a cell on the first GPU
             }
         )
 
