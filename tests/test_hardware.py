@@ -712,3 +712,29 @@ def test_format_fingerprint_lists_fields_gpus_and_fixes() -> None:
     ):
         assert expected in text, expected
     assert "none" in render(make_fp(gpus=()), []) and "gpu cuda:0" not in render(make_fp(gpus=()), [])
+
+
+def test_average_power_is_over_every_repetition_not_the_last(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two decode windows (mark, read): 5 J and 15 J. The average is their joules over their seconds together."""
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    gpu = fake_gpu(energy_mj=1_000_000)
+    monkeypatch.setattr(nvml, "pynvml", FakeNvml(gpu))
+    clock = iter([10.0, 11.0, 20.0, 21.0])
+    real_clock = time.perf_counter
+    with GpuSampler("cuda", 0, interval_s=0.005) as s:
+        monkeypatch.setattr(time, "perf_counter", lambda: next(clock))
+        s.mark()  # t = 10
+        gpu["energy_mj"] = 1_005_000
+        assert s.energy_j_since_mark() == pytest.approx(5.0)  # t = 11: 5 J in 1 s
+        s.mark()  # t = 20
+        gpu["energy_mj"] = 1_020_000
+        assert s.energy_j_since_mark() == pytest.approx(15.0)  # t = 21: 15 J in 1 s
+        assert s.avg_power_w == pytest.approx(10.0)  # not 15 W, the last window's
+        monkeypatch.setattr(time, "perf_counter", real_clock)
+
+
+def test_a_short_energy_window_is_flagged() -> None:
+    from bench.runners.base import short_energy_windows
+
+    assert short_energy_windows([1.5, 2.0]) == ""
+    assert "2 decode window(s) of 0.20-0.40 s, under 1 s" in short_energy_windows([0.2, 0.4, 3.0])

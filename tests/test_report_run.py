@@ -61,7 +61,7 @@ def test_run_records_bandwidth_and_writes_an_html_report(write_suite, tmp_path: 
     assert rows["mem_bandwidth_gbs"].nunique() == 1 and rows["mem_bandwidth_gbs"].iloc[0] > 0  # probed once
     page = report.read_text()
     assert page.startswith("<!DOCTYPE html>") and 'src="data:image/png;base64,' in page
-    assert "decode ≥ 1 tok/s at every measured depth" in page  # run --report passes its suite's constraints
+    assert "decode ≥ 1 tok/s per user at every measured depth" in page  # run --report passes its suite's constraints
     recorded = rows["mem_bandwidth_source"].iloc[0] if "mem_bandwidth_source" in rows else None
     kind = BANDWIDTH_KINDS[recorded if isinstance(recorded, str) and recorded else OLD_COPY_PROBE]
     assert f"<td>{kind}</td>" in page and "of roofline (%)" in page  # the figure says what it is

@@ -66,7 +66,7 @@ def test_truncated_or_edited_csv_names_the_line(tmp_path: Path) -> None:
 def test_non_numeric_value_names_line_and_column(tmp_path: Path) -> None:
     path = tmp_path / "r.csv"
     ResultsWriter(path).append(_row("a", 12.0))
-    path.write_text(path.read_text().replace(",12.0,", ",fast,"))
+    path.write_text(path.read_text().replace(",12,", ",fast,"))
     with pytest.raises(BenchError, match=r"r\.csv:2: column 'decode_tok_s_mean' holds 'fast'"):
         read_results([path])
 

@@ -1,7 +1,7 @@
 """`bench compare`: the regression gate. Did tonight get slower or worse than before?
 
 Cells match by `cell_id` (model, quantization, backend, device, knobs and workload; the same on every
-machine) plus the machine: host and stable hardware (CPU, cores, RAM to the GiB, GPU count), recomputed
+machine) plus the machine: host and stable hardware (CPU, cores, RAM to the GiB, GPU count and model), recomputed
 from each row's columns. A driver, CUDA, kernel, llama.cpp, Python or bench update does not break the
 match: the comparison lists it under "Changed since baseline" and still judges the cells. Rows measured
 while the machine reported noise (their `system_warnings`) are listed too. `--across-machines` matches by
@@ -11,15 +11,19 @@ while the machine reported noise (their `system_warnings`) are listed too. `--ac
 A metric regressed when its change is worse than its threshold (default 5%) AND a one-sided t-test in the
 regression direction is significant after Benjamini-Hochberg false-discovery control at `--fdr` (default
 5%) across all cells x metrics of the comparison. The test runs on each metric's own per-repetition
-samples (Welch, exact Student t quantiles): prefill and decode tok/s (per-user decode tok/s on the aggregate's
-samples: both sides of a cell serve the same number of sequences), TTFT, ITL p50/p90/p99 (each
-repetition's percentile) and energy per token; results written before those samples were stored are
+samples (Welch, exact Student t quantiles): prefill and decode tok/s, TTFT, ITL p50/p90/p99 (each
+repetition's percentile) and energy per token; per-user decode tok/s, which is the aggregate / sequences on the
+same samples, is not tested again beside decode tok/s (one regression would count twice); results written before those samples were stored are
 judged by the threshold alone, and a note says so. With `--history DIR --last N`, N >= 3, whole runs are
 the unit: the newest run against the spread of the N previous run means (one-sided prediction interval,
 N-1 degrees of freedom); with N < 3 repetitions are pooled, and a note says so. Memory and quality are
 one deterministic measurement per run, judged by the threshold alone.
 
-Exit codes: 0 no regression, 1 regression, 2 cannot compare (the reason is printed).
+A cell that was ok in the baseline and is not measured now fails the gate ("not measured: was ok, now
+missing/skipped/failed"): a lost shard, a model file gone or a `fallback: synthetic` switch is not a pass.
+`--allow-missing` makes a missing or skipped cell a note; a failed or timed-out cell always fails.
+
+Exit codes: 0 no regression, 1 regression or a cell not measured, 2 cannot compare (the reason is printed).
 """
 
 from __future__ import annotations
@@ -75,6 +79,7 @@ def _comparison_for(args: argparse.Namespace) -> Comparison:
         metrics=parse_metrics(args.metrics),
         across_machines=args.across_machines,
         fdr_pct=parse_percent(args.fdr, f"--fdr {args.fdr!r}", "e.g. 5", upper=100.0),
+        allow_missing=args.allow_missing,
     )
     if args.history:
         if args.results:
@@ -140,6 +145,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--across-machines",
         action="store_true",
         help="match cells by cell_id alone, not cell_id + machine (host and stable hardware)",
+    )
+    parser.add_argument(
+        "--allow-missing",
+        action="store_true",
+        help="a cell ok in the baseline but missing or skipped in the current results is a note, not a failure "
+        "(a failed or timed-out cell still fails the gate)",
     )
     parser.add_argument(
         "-o", "--output", metavar="MD", help="also write the markdown here (e.g. for $GITHUB_STEP_SUMMARY)"

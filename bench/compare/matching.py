@@ -28,7 +28,6 @@ SOFTWARE_COLUMNS = (
     "bench_version",
     "python_version",
     "cpu_flags",
-    "gpu_name",
 )
 
 MATCH_RULE = {

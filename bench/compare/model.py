@@ -21,6 +21,7 @@ class CompareOptions:
     metrics: tuple[str, ...] = tuple(METRICS_BY_NAME)
     across_machines: bool = False
     fdr_pct: float = DEFAULT_FDR_PCT
+    allow_missing: bool = False  # a cell ok in the baseline but missing or skipped tonight is a note, not a failure
 
     def threshold_for(self, metric: str) -> float:
         return self.thresholds.get(metric, self.default_threshold_pct)
@@ -155,6 +156,7 @@ class Comparison:
     tests_in_family: int = 0  # how many one-sided tests the false-discovery control spans
     cells: list[CellComparison] = field(default_factory=list)
     only_in_baseline: list[str] = field(default_factory=list)
+    not_measured: list[str] = field(default_factory=list)  # ok in the baseline, missing tonight: fails the gate
     only_in_current: list[str] = field(default_factory=list)
     changed_since_baseline: list[SoftwareChange] = field(default_factory=list)
     system_warnings: list[WarningNote] = field(default_factory=list)

@@ -41,8 +41,11 @@ def headline(comparison: Comparison) -> str:
     if comparison.exit_code == EXIT_CANNOT_COMPARE:
         return f"cannot compare: {comparison.reason}"
     regressed = comparison.regressed_cells
+    missing = f"; {len(comparison.not_measured)} cells not measured" if comparison.not_measured else ""
     if regressed:
-        return f"REGRESSION in {len(regressed)} of {len(comparison.cells)} cells"
+        return f"REGRESSION in {len(regressed)} of {len(comparison.cells)} cells{missing}"
+    if missing:
+        return f"NOT MEASURED: {len(comparison.not_measured)} cells ok in the baseline are missing tonight"
     return f"no regression in {len(comparison.cells)} cells"
 
 
@@ -135,6 +138,11 @@ def to_blocks(comparison: Comparison) -> list[Block]:
         blocks += [
             Heading(3, "Cells that stopped working"),
             Table(["host", "cell", "cell_id", "what changed"], stopped),
+        ]
+    if comparison.not_measured:
+        blocks += [
+            Heading(3, "Cells missing tonight (fail the gate; --allow-missing makes them a note)"),
+            Bullets(tuple(Paragraph.of(text) for text in comparison.not_measured)),
         ]
     for title, verdict in SECTIONS[:3]:
         if table := _change_table(comparison.cells, verdict):

@@ -33,9 +33,9 @@ def test_description(fdr_pct: float) -> str:
         "regression direction (H1: current is worse than baseline) rejects 'no change' after "
         f"Benjamini-Hochberg false-discovery control at {fdr_pct:g}% across all cells x metrics of this "
         "comparison. The test uses each metric's own per-repetition samples (Welch's t, exact Student t "
-        "quantiles): prefill and decode tok/s (per-user decode on the aggregate's samples: both sides serve the "
-        "same number of sequences), TTFT, ITL p50/p90/p99 as per-repetition percentiles, energy "
-        f"per token. With --history and at least {MIN_HISTORY_RUNS} baseline runs, whole runs are the unit: "
+        "quantiles): prefill and decode tok/s, TTFT, ITL p50/p90/p99 as per-repetition percentiles, energy "
+        "per token. A metric whose samples are another tested metric's (per-user decode, aggregate / sequences, "
+        f"on decode tok/s's samples) is not tested again: one regression would count twice. With --history and at least {MIN_HISTORY_RUNS} baseline runs, whole runs are the unit: "
         "the current run is tested against the spread of the baseline run means (one-sided prediction "
         "interval, N-1 degrees of freedom). Memory and quality are one deterministic measurement per run: "
         "threshold only. Improvements use the same test in the other direction, with their own "
@@ -110,11 +110,12 @@ def compare_cell(base: CellSide, cur: CellSide, options: CompareOptions) -> Cell
         result.notes.append(
             f"baseline measured on {base.host or '?'} ({base.machine}), current on {cur.host or '?'} ({cur.machine})"
         )
-    if base.status == "ok" and cur.status in FAILED_STATUSES:
-        result.status_regression = f"was ok, now {cur.status}: {cur.reason}"
-        return result
     if base.status == "ok" and cur.status != "ok":
-        result.notes.append(f"not measured this time ({cur.status}: {cur.reason})")
+        text = f"not measured: was ok, now {cur.status}: {cur.reason}"
+        if cur.status in FAILED_STATUSES or not options.allow_missing:
+            result.status_regression = text
+        else:
+            result.notes.append(f"{text} (allowed by --allow-missing)")
         return result
     if base.status != "ok" and cur.status == "ok":
         result.notes.append(f"now ok (was {base.status}: {base.reason})")
@@ -122,8 +123,11 @@ def compare_cell(base: CellSide, cur: CellSide, options: CompareOptions) -> Cell
     if base.status != "ok":
         result.notes.append(f"no results on either side ({base.status} -> {cur.status})")
         return result
+    tested_samples: set[str] = set()  # a metric derived from another's samples is that metric's test again
     for name in options.metrics:
         metric = METRICS_BY_NAME[name]
+        if metric.samples is not None and metric.samples in tested_samples:
+            continue
         if metric.same_input and base.inputs.get(metric.same_input) != cur.inputs.get(metric.same_input):
             if metric.name in base.values and metric.name in cur.values:
                 result.notes.append(f"{metric.name} not compared: measured on different input ({metric.same_input})")
@@ -131,6 +135,7 @@ def compare_cell(base: CellSide, cur: CellSide, options: CompareOptions) -> Cell
         change = compare_metric(metric, base, cur, options.threshold_for(name))
         if change is not None:
             result.changes.append(change)
+            tested_samples.add(metric.samples or "")
     if result.unstable:
         result.notes.append(
             f"unstable: a spread over {UNSTABLE_CV_PCT:g}% CV across repetitions; "
@@ -150,7 +155,13 @@ def compare_sides(
             pairs.append((baseline[key], cur))
         else:
             into.only_in_current.append(cur.name)
-    into.only_in_baseline += [b.name for k, b in baseline.items() if k not in current]
+    for key, base in baseline.items():
+        if key in current:
+            continue
+        if base.status == "ok" and not options.allow_missing:
+            into.not_measured.append(f"{base.name}: not measured: was ok, now missing")
+        else:
+            into.only_in_baseline.append(base.name)
     notes.add_update_notes(into, pairs)
 
 
@@ -196,7 +207,8 @@ def finish(
             f"({_status_counts(comparison.cells)})"
         )
     else:
-        comparison.exit_code = EXIT_REGRESSION if comparison.regressed_cells else EXIT_OK
+        failed = comparison.regressed_cells or comparison.not_measured
+        comparison.exit_code = EXIT_REGRESSION if failed else EXIT_OK
     return comparison
 
 

@@ -12,7 +12,8 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 # What identifies a machine across driver, kernel and bench updates: hardware only, RAM to the GiB (the
-# kernel's MemTotal moves by a few MiB between versions). Every result row carries these columns, so the id
+# kernel's MemTotal moves by a few MiB between versions), and the model of the GPU a row's cell ran on (a
+# swapped GPU is another machine for its GPU cells; a CPU cell's row names no GPU, and keeps its machine). Every result row carries these columns, so the id
 # can be recomputed from a row, also from CSVs written before this rule.
 STABLE_HARDWARE_COLUMNS = (
     "host",
@@ -21,6 +22,7 @@ STABLE_HARDWARE_COLUMNS = (
     "cpu_logical_cores",
     "ram_total_bytes",
     "gpu_count",
+    "gpu_name",
 )
 
 
@@ -42,6 +44,9 @@ def stable_fingerprint(fields: Mapping[str, Any]) -> str:
         round(number("ram_total_bytes") / 2**30),
         number("gpu_count"),
     ]
+    gpu = str(fields.get("gpu_name") or "")
+    if gpu:  # only then: a machine without a GPU keeps the id it had before the GPU model was part of it
+        hardware.append(gpu)
     return hashlib.sha256(json.dumps(hardware).encode()).hexdigest()[:12]
 
 
@@ -141,6 +146,7 @@ class Fingerprint:
                 "cpu_logical_cores": self.cpu_logical_cores,
                 "ram_total_bytes": self.ram_total_bytes,
                 "gpu_count": len(self.gpus),
+                "gpu_name": self.gpus[0].name if self.gpus else "",  # as a row of a cell on the first GPU
             }
         )
 

@@ -11,6 +11,9 @@ from typing import Any, Self
 from bench.hardware import nvml
 from bench.hardware.probe import attempt
 
+NVML_UPDATE_S = 0.1  # how often NVML's energy counter and power readings change (about)
+MIN_ENERGY_WINDOW_S = 10 * NVML_UPDATE_S  # a shorter energy window is within a few updates of the counter
+
 
 class GpuSampler:
     """Context manager sampling one NVIDIA GPU through NVML in a background thread every `interval_s`.
@@ -19,9 +22,11 @@ class GpuSampler:
     PID namespace, i.e. most Docker GPU runners) the peak of device memory used minus `baseline_used_bytes`.
     Take that baseline with nvml.vram_used_bytes() BEFORE the model is loaded, so weights and KV cache count;
     without one, the baseline is device memory used on entering, which leaves out whatever was loaded before.
-    Energy is in joules since mark() (the GPU's energy counter; else power samples integrated), and the
-    average power is over that window. The energy counter and power readings update every ~100 ms-1 s:
-    windows shorter than that are coarse.
+    Energy is in joules since mark() (the GPU's energy counter; else power samples integrated). Each read of
+    energy_j_since_mark() closes a window (one repetition's decode), and the average power is over every
+    window closed (every repetition), not the last one alone. The energy counter and power readings update
+    every ~100 ms (NVML_UPDATE_S): a window shorter than MIN_ENERGY_WINDOW_S is coarse (measure_cell's rows
+    say so in `warnings`).
     With NVML absent, kind != "cuda" or no such GPU it is a no-op whose results are None.
     """
 
@@ -43,6 +48,7 @@ class GpuSampler:
         self._joules = 0.0  # power integrated since mark (fallback when there is no energy counter)
         self._last_power: tuple[float, float] | None = None  # (time, watts) of the latest sample
         self._final: tuple[float | None, float] | None = None  # (joules, seconds) frozen at exit
+        self._windows: list[tuple[float, float]] = []  # (joules, seconds) of each window energy_j_since_mark closed
 
     @classmethod
     def before_load(cls, kind: str, index: int, interval_s: float = 0.05) -> Self:
@@ -94,10 +100,19 @@ class GpuSampler:
     def energy_j_since_mark(self) -> float | None:
         if self._final is not None:
             return self._final[0]
-        return None if self._handle is None else self._energy_now()
+        if self._handle is None:
+            return None
+        joules = self._energy_now()
+        if joules is not None:
+            self._windows.append((joules, time.perf_counter() - self._mark_t))
+        return joules
 
     @property
     def avg_power_w(self) -> float | None:
+        """Watts over every window energy_j_since_mark() closed; without one, over the window since mark()."""
+        if self._windows:
+            seconds = sum(s for _, s in self._windows)
+            return sum(j for j, _ in self._windows) / seconds if seconds > 0 else None
         if self._final is not None:
             joules, seconds = self._final
         elif self._handle is not None:

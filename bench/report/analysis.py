@@ -8,12 +8,13 @@ from pathlib import Path
 import pandas as pd
 
 from bench.report import data as report_data
-from bench.report.capacity import Capacity, analyse_capacity
+from bench.report.capacity import Capacity, analyse_capacity, slo_misses_per_config
 from bench.report.choose import Recommendation, most_users, recommend
 from bench.report.context import add_context_fits
 from bench.report.economics import add_costs
 from bench.report.frontier import fronts_by_group
 from bench.report.synthetic import mark_synthetic_models
+from bench.report.users import USER_DECODE
 from bench.results import read_results
 from bench.runners.registry import quantization_catalog
 from bench.suite import Suite, load_suite
@@ -27,16 +28,17 @@ class Analysis:
 
 
 def _add_fronts(configs: pd.DataFrame, metric: str | None) -> pd.DataFrame:
-    """Per model, Pareto fronts on (decode, quality loss) and (memory, quality loss), or (decode, memory)."""
+    """Per model, Pareto fronts on (decode per user, quality loss) and (memory, quality loss), or (decode per user,
+    memory): a front answers what one user gets."""
     out = configs.copy()
     out["neg_memory"] = -out["memory_bytes"]
     if metric is None:
-        speed = fronts_by_group(out, "model_id", "decode_tok_s_mean", "memory_bytes")
+        speed = fronts_by_group(out, "model_id", USER_DECODE, "memory_bytes")
         out["front_speed"], out["dominated_speed"] = speed["on_front"], speed["dominated_by"]
         out["front_memory"], out["dominated_memory"] = speed["on_front"], speed["dominated_by"]
         return out
     loss = report_data.QUALITY_LOSS_COLUMN[metric]
-    speed = fronts_by_group(out, "model_id", "decode_tok_s_mean", loss)
+    speed = fronts_by_group(out, "model_id", USER_DECODE, loss)
     memory = fronts_by_group(out, "model_id", "neg_memory", loss)
     out["front_speed"], out["dominated_speed"] = speed["on_front"], speed["dominated_by"]
     out["front_memory"], out["dominated_memory"] = memory["on_front"], memory["dominated_by"]
@@ -54,8 +56,9 @@ def analyse(frame: pd.DataFrame, keep_all: bool, suite: Suite | None) -> Analysi
     configs = add_context_fits(add_costs(configs, suite))
     configs = _add_fronts(configs, metric)
     loss_column = report_data.QUALITY_LOSS_COLUMN[metric] if metric else None
-    recommendation = recommend(configs, suite.constraints if suite else None, loss_column)
-    capacity = analyse_capacity(measured, suite, keep_all)
+    capacity = analyse_capacity(measured, suite, keep_all, rows)
+    slo_misses = slo_misses_per_config(measured, configs, capacity.slo)
+    recommendation = recommend(configs, suite.constraints if suite else None, loss_column, slo_misses)
     recommendation.most_users = most_users(capacity.table, recommendation.table)
     data = report_data.ReportData(
         rows=rows,

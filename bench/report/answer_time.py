@@ -12,8 +12,9 @@ import numpy as np
 import pandas as pd
 
 from bench.report import format as fmt
-from bench.report.capacity import sequences, setup_columns
+from bench.report.capacity import setup_columns
 from bench.report.derived import noisy
+from bench.report.users import sequences
 from bench.results import select
 from bench.stats import time_to_generate
 from bench.suite import Suite

@@ -3,8 +3,11 @@
 Each constraint is checked for every configuration at once and leaves a reason where it fails
 ("decode 41.2 tok/s at depth 4096 < 60 required"), so the report can say what rules each option
 out. A constraint on something that was not measured rules the option out too (it cannot be shown
-to pass). Eligible options are ranked by cost per million tokens when every one of them has a
-cost, otherwise by decode speed; ties go to lower quality loss, then lower memory.
+to pass). A configuration serving N > 1 sequences at once is an option only where each of its users gets
+the SLO (bench.report.slo_check) at every measured depth: its aggregate speed is a throughput, and its cost per
+token is only real while the users are served. Eligible options are ranked by cost per million tokens when every
+one of them has a cost (a throughput question: all users' tokens), otherwise by decode speed per user (a
+one-user question); ties go to lower quality loss, then lower memory.
 """
 
 from __future__ import annotations
@@ -16,11 +19,12 @@ import numpy as np
 import pandas as pd
 
 from bench.report import format as fmt
-from bench.report.capacity import sequences, setup_columns
+from bench.report.capacity import setup_columns
+from bench.report.users import USER_DECODE, sequences
 from bench.suite import Constraints
 
 CONSTRAINT_TEXT = {
-    "min_decode_tok_s": "decode ≥ {} tok/s at every measured depth",
+    "min_decode_tok_s": "decode ≥ {} tok/s per user at every measured depth",
     "max_kld": "mean KLD ≤ {} vs the baseline",
     "max_ppl_increase_pct": "perplexity increase ≤ {} % vs the baseline",
     "min_context": "fits a context of ≥ {} tokens",
@@ -90,7 +94,7 @@ def constraint_reasons(configs: pd.DataFrame, constraints: Constraints) -> pd.Da
             "decode speed not measured",
             "decode "
             + fmt.fixed(worst, 1)
-            + " tok/s at depth "
+            + " tok/s per user at depth "
             + fmt.integer(configs["decode_worst_depth"])
             + f" < {c.min_decode_tok_s:g} required",
         )
@@ -143,10 +147,19 @@ def constraint_reasons(configs: pd.DataFrame, constraints: Constraints) -> pd.Da
     return pd.DataFrame(reasons, index=configs.index)
 
 
-def recommend(configs: pd.DataFrame, constraints: Constraints | None, quality_column: str | None) -> Recommendation:
+def recommend(
+    configs: pd.DataFrame,
+    constraints: Constraints | None,
+    quality_column: str | None,
+    slo_misses: pd.Series | None = None,
+) -> Recommendation:
+    """`slo_misses`: per configuration, why its N > 1 users are not served at the SLO ('' when they are; see
+    bench.report.capacity.slo_misses_per_config)."""
     constraints = constraints or Constraints()
     declared = {k: v for k, v in constraints.model_dump().items() if v is not None}
     reasons = constraint_reasons(configs, constraints)
+    if slo_misses is not None:
+        reasons["slo"] = slo_misses.reindex(configs.index).fillna("")
     table = configs.copy()
     table["reasons"] = reduce(
         lambda a, b: a + "; " + b,
@@ -157,12 +170,12 @@ def recommend(configs: pd.DataFrame, constraints: Constraints | None, quality_co
     table["eligible"] = table["reasons"] == ""
     eligible = table[table["eligible"]]
     by_cost = not eligible.empty and eligible["usd_per_mtok"].notna().all()
-    ranking = "lowest cost per million tokens" if by_cost else "highest decode tok/s"
+    ranking = "lowest cost per million tokens (all users' tokens)" if by_cost else "highest decode tok/s per user"
     quality = table[quality_column] if quality_column else pd.Series(np.nan, index=table.index)
     order = (
         pd.DataFrame(
             {
-                "primary": table["usd_per_mtok"] if by_cost else -fmt.as_float(table["decode_tok_s_mean"]),
+                "primary": table["usd_per_mtok"] if by_cost else -fmt.as_float(table[USER_DECODE]),
                 "quality": quality,
                 "memory": table["memory_bytes"],
                 "setup": table["setup"],

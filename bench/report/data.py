@@ -17,17 +17,18 @@ import pandas as pd
 from bench.report import format as fmt
 from bench.report.derived import bandwidth, memory_check, roofline
 from bench.report.knobs import knob_label, knob_names, varying_knobs, with_knob_columns
+from bench.report.users import USER_DECODE, sequences, user_tok_s
 from bench.results import ResultRow, select
 from bench.suite import Suite
 
 WORKLOAD_COLUMNS = ("prompt_tokens", "gen_tokens")
-# Columns no section reads, so they are not parsed at all: per-repetition samples, warm-ups, CPU flags, build
-# strings (29 % of the bytes of tests/fixtures/report/ladder-quality.csv, 44 % of the speed benchmark's
+# Columns no section reads, so they are not parsed at all: per-repetition samples (but TTFT's: capacity judges
+# its percentile), warm-ups, CPU flags, build strings (29 % of the bytes of tests/fixtures/report/ladder-quality.csv, 44 % of the speed benchmark's
 # history). tests/test_report_figures.py checks the report is the same with and without them. The cell's identity
 # and the machine's stable hardware (device_index, gpu_count, ...) stay: the newest-row rule reads them.
 UNREAD_COLUMNS = frozenset(
     {
-        *(f"{m}_samples" for m in ("prefill_tok_s", "ttft_ms", "itl_ms_p50", "itl_ms_p90", "itl_ms_p99")),
+        *(f"{m}_samples" for m in ("prefill_tok_s", "itl_ms_p50", "itl_ms_p90", "itl_ms_p99")),
         "energy_j_per_decode_token_samples",
         "warmup_prefill_tok_s",
         "warmup_decode_tok_s",
@@ -43,8 +44,6 @@ UNREAD_COLUMNS = frozenset(
         "prefill_tok_s_median",
         "decode_tok_s_median",
         "ttft_ms_median",
-        "itl_ms_p50",
-        "itl_ms_p90",
         "load_s",
         "prefill_overhead_pct",
         "decode_overhead_pct",
@@ -66,9 +65,8 @@ UNREAD_COLUMNS = frozenset(
         "rss_before_load_bytes",
     }
 )
-# The quality-loss axis of Pareto fronts and rankings: column and label, by metric.
+# The quality-loss axis of Pareto fronts and rankings, by metric (its label: bench.report.baseline.loss_label).
 QUALITY_LOSS_COLUMN = {"kld": "kld", "dppl": "dppl_pct"}
-QUALITY_LOSS_LABEL = {"kld": "KLD vs baseline", "dppl": "ΔPPL vs baseline (%)"}
 
 
 def config_columns() -> list[str]:
@@ -117,7 +115,7 @@ def _label_text(values: pd.Series) -> pd.Series:
     return fmt.text(values).fillna("").astype(str)
 
 
-def _device_labels(frame: pd.DataFrame) -> pd.Series:
+def device_labels(frame: pd.DataFrame) -> pd.Series:
     host = _label_text(frame["host"]).replace("", "unknown host")
     return host + " / " + _label_text(frame["device_id"])
 
@@ -159,7 +157,7 @@ def derive(measured: pd.DataFrame, suite: Suite | None, keep_all: bool) -> tuple
     frame = measured.reset_index(drop=True)
     frame["config_no"] = frame.groupby(keys, dropna=False, sort=True).ngroup()
     knobs = varying_knobs(frame)
-    frame["device"] = _device_labels(frame)
+    frame["device"] = device_labels(frame)
     frame["knobs"] = knob_label(frame, knobs)
     model = _label_text(frame["model_id"]) + " " + _label_text(frame["quantization"])
     if frame["backend"].nunique() > 1:
@@ -168,6 +166,8 @@ def derive(measured: pd.DataFrame, suite: Suite | None, keep_all: bool) -> tuple
     if keep_all:
         frame["setup"] = frame["setup"] + " (" + _label_text(frame["finished_utc"]) + ")"
     frame["memory_bytes"] = _memory_bytes(frame)
+    frame["sequences"] = sequences(frame)
+    frame[USER_DECODE] = user_tok_s(frame)
     frame = frame.join(_quality(frame)).join(bandwidth(frame, suite))
     frame = frame.join(roofline(frame)).join(memory_check(frame))
     energy = fmt.as_float(frame["energy_j_per_decode_token"])
@@ -176,11 +176,11 @@ def derive(measured: pd.DataFrame, suite: Suite | None, keep_all: bool) -> tuple
 
 
 def headline(measured: pd.DataFrame) -> pd.DataFrame:
-    """One row per configuration: the one at its shallowest depth, plus its slowest decode and where."""
+    """One row per configuration: the one at its shallowest depth, plus its slowest per-user decode and where."""
     ordered = measured.sort_values(["config_no", "depth"], na_position="first", kind="stable")
     first = ordered.drop_duplicates("config_no", keep="first").set_index("config_no")
     slowest = (
-        measured.assign(_decode=fmt.as_float(measured["decode_tok_s_mean"]))
+        measured.assign(_decode=fmt.as_float(measured[USER_DECODE]))
         .sort_values(["config_no", "_decode"], na_position="last", kind="stable")
         .drop_duplicates("config_no")
         .set_index("config_no")

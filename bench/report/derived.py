@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 
 from bench.report import format as fmt
+from bench.report.users import sequences
 from bench.stats import UNSTABLE_CV_PCT
 from bench.suite import Suite
 
@@ -92,13 +93,16 @@ def kv_bytes_per_token(frame: pd.DataFrame) -> pd.Series:
 
 
 def roofline(frame: pd.DataFrame) -> pd.DataFrame:
-    """Bytes read per decoded token ≈ weights read + KV cache at the mean position of the decode; tok/s bound."""
+    """The decode roofline. One decode step reads the weights once and each sequence's KV cache (at the mean
+    position of the decode), and yields one token per sequence: with N sequences the bound on all users' tok/s
+    is N × bandwidth / bytes per step, so a row at N sequences is compared with N tokens per weight read."""
     position = _column(frame, "depth").fillna(0) + _column(frame, "gen_tokens").fillna(0) / 2
-    bytes_per_token = weights_read_per_token(frame) + kv_bytes_per_token(frame) * position
-    bound = frame["bandwidth_gbs"] * 1e9 / bytes_per_token
+    n_seq = sequences(frame)
+    bytes_per_step = weights_read_per_token(frame) + kv_bytes_per_token(frame) * position * n_seq
+    bound = n_seq * frame["bandwidth_gbs"] * 1e9 / bytes_per_step
     return pd.DataFrame(
         {
-            "bytes_per_token": bytes_per_token,
+            "bytes_per_step": bytes_per_step,
             "roofline_tok_s": bound,
             "roofline_pct": 100.0 * _column(frame, "decode_tok_s_mean") / bound,
         },

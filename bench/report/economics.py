@@ -2,10 +2,14 @@
 
     hardware $/h   = price_usd / (amortization_years × 8766 h × utilization)
     electricity $/h = power_w / 1000 × electricity_usd_per_kwh
-    $ per 1M tokens = (hardware $/h + electricity $/h) / (decode tok/s × 3600) × 1,000,000
+    busy s per request = prompt_tokens / prefill tok/s + gen_tokens / decode tok/s   (a request's device time)
+    $ per 1M tokens = (hardware $/h + electricity $/h) / (gen_tokens / busy s × 3600) × 1,000,000
 
-`costs` keys are device ids (every machine's device of that id) or HOST/DEVICE-ID (one machine's).
-Power is the declared `power_w` (whole-system draw); without it, the measured average device power.
+The device is busy with a request's prompt as well as its generated tokens, so both are paid for (the depth
+is already cached: a follow-up turn). With N sequences at once the rates are the aggregates, and the tokens
+are every user's. `costs` keys are device ids (every machine's device of that id) or HOST/DEVICE-ID (one
+machine's). Power is the declared `power_w` (whole-system draw); without it, each row's measured average
+device power (a GPU's board power), else none: the report warns where a priced device has no `power_w`.
 """
 
 from __future__ import annotations
@@ -18,8 +22,9 @@ from bench.suite import Suite
 
 HOURS_PER_YEAR = 8766.0  # 365.25 days
 COST_FORMULA = (
-    "cost per million tokens = (hardware $/h + electricity $/h) / (decode tok/s × 3600) × 1,000,000, where "
-    "hardware $/h = price_usd / (amortization_years × 8766 h × utilization) and "
+    "cost per million tokens = (hardware $/h + electricity $/h) / (generated tok per busy second × 3600) × "
+    "1,000,000, where a request keeps the device busy for prompt_tokens / prefill tok/s + gen_tokens / decode "
+    "tok/s, hardware $/h = price_usd / (amortization_years × 8766 h × utilization) and "
     "electricity $/h = power_w / 1000 × electricity_usd_per_kwh"
 )
 
@@ -62,19 +67,40 @@ def hourly_cost(frame: pd.DataFrame, suite: Suite | None) -> pd.DataFrame:
     return pd.DataFrame({"usd_per_hour": hourly.where(known), "power_w": joined["power_w"]}, index=frame.index)
 
 
-def usd_per_mtok(usd_per_hour: pd.Series, decode_tok_s: pd.Series) -> pd.Series:
-    """Cost per million decoded tokens at this decode speed (aggregate over the sequences served at once)."""
-    decode = fmt.as_float(decode_tok_s)
-    return (usd_per_hour / (decode * 3600.0) * 1e6).where(usd_per_hour.notna() & (decode > 0))
+def _column(frame: pd.DataFrame, name: str) -> pd.Series:
+    return fmt.as_float(frame[name]) if name in frame else pd.Series(np.nan, index=frame.index)
+
+
+def busy_tok_s(frame: pd.DataFrame) -> pd.Series:
+    """Generated tokens per second of device time: each request's prompt at the prefill rate and its generated
+    tokens at the decode rate (aggregates over the sequences served at once). NaN where a rate is missing."""
+    prompt, gen = _column(frame, "prompt_tokens").fillna(0.0), _column(frame, "gen_tokens")
+    prefill, decode = _column(frame, "prefill_tok_s_mean"), _column(frame, "decode_tok_s_mean")
+    prefill_s = (prompt / prefill.where(prefill > 0)).where(prompt > 0, 0.0)
+    busy_s = prefill_s + gen / decode.where(decode > 0)
+    return gen / busy_s.where(busy_s > 0)
+
+
+def usd_per_mtok(usd_per_hour: pd.Series, tok_s: pd.Series) -> pd.Series:
+    """Cost per million generated tokens at this rate of tokens per busy second (bench.report.economics)."""
+    rate = fmt.as_float(tok_s)
+    return (usd_per_hour / (rate * 3600.0) * 1e6).where(usd_per_hour.notna() & (rate > 0))
+
+
+def missing_power(table: pd.DataFrame) -> pd.DataFrame:
+    """The priced devices (device_cost_table's rows) with no declared `power_w`: their electricity is a measured
+    GPU board power where a row has one, else nothing. Columns: device."""
+    return table[table["declared"] & table["power_w"].isna()][["device"]]
 
 
 def add_costs(configs: pd.DataFrame, suite: Suite | None) -> pd.DataFrame:
-    """Cost per million decoded tokens, and tokens per joule (from declared power when not measured)."""
+    """Cost per million generated tokens (prompt and generation time paid), and tokens per joule (from declared
+    power when not measured)."""
     hourly = hourly_cost(configs, suite)
     decode = fmt.as_float(configs["decode_tok_s_mean"])
     out = configs.copy()
     out["usd_per_hour"] = hourly["usd_per_hour"]
-    out["usd_per_mtok"] = usd_per_mtok(hourly["usd_per_hour"], decode)
+    out["usd_per_mtok"] = usd_per_mtok(hourly["usd_per_hour"], busy_tok_s(configs))
     declared_power = hourly["power_w"]
     estimated = out["tok_per_j"].isna() & declared_power.notna() & (declared_power > 0)
     out["tok_per_j_estimated"] = estimated

@@ -23,6 +23,7 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator
 from bench.report import format as fmt
 from bench.report.derived import unstable
 from bench.report.document import Block, Image
+from bench.report.users import USER_DECODE, sequences
 from bench.results import samples_from_text
 from bench.stats import UNSTABLE_CV_PCT
 
@@ -107,7 +108,7 @@ def decode_spread(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
 def decode_by_device_figure(best: pd.DataFrame) -> Figure | None:
     """Grouped horizontal bars: decode tok/s of each device per model × quantization, with the spread over
     repetitions as error bars and unstable figures marked (as ⚠ marks them in the tables)."""
-    frame = best.loc[fmt.as_float(best["decode_tok_s_mean"]).notna()]
+    frame = best.loc[fmt.as_float(best[USER_DECODE]).notna()]
     if frame.empty:
         return None
     group_label = frame["model_id"].astype(str) + " " + frame["quantization"].astype(str)
@@ -116,7 +117,7 @@ def decode_by_device_figure(best: pd.DataFrame) -> Figure | None:
     frame = frame.assign(
         _group=group_label,
         _bits=-fmt.as_float(frame["bits_per_weight"]),
-        _decode=fmt.as_float(frame["decode_tok_s_mean"]),
+        _decode=fmt.as_float(frame[USER_DECODE]),
     )
     ordered = frame.sort_values(["model_id", "_bits", "quantization"], na_position="last", kind="stable")
     groups = list(dict.fromkeys(ordered["_group"]))[:MAX_BAR_GROUPS]
@@ -143,6 +144,8 @@ def decode_by_device_figure(best: pd.DataFrame) -> Figure | None:
     boxes = _bar_boxes(lows, values, bar)
     axes.add_collection(PolyCollection(boxes, facecolors=[colors[d] for d in bars["device"]], linewidths=0))
     below, above = decode_spread(bars)
+    per_user = sequences(bars).to_numpy()  # per user: the aggregate's spread / N
+    below, above = below / per_user, above / per_user
     axes.errorbar(
         values,
         lows + bar / 2,
@@ -174,7 +177,7 @@ def decode_by_device_figure(best: pd.DataFrame) -> Figure | None:
     spread = "± standard deviation over repetitions"
     if fmt.as_float(bars["decode_tok_s_std"]).isna().any():
         spread += " (min–max of the repetitions where none was recorded)"
-    axes.set_xlabel(f"decode (tok/s, shallowest depth, fastest knob setting); error bars: {spread}")
+    axes.set_xlabel(f"decode per user (tok/s, shallowest depth, fastest knob setting); error bars: {spread}")
     axes.grid(axis="x", alpha=0.3)
     # Beside the bars, not over them: placing a legend "best" among hundreds of bars is what drawing cost most.
     if handles:
@@ -192,7 +195,9 @@ def decode_by_device_plot(best: pd.DataFrame) -> Image | None:
     figure = decode_by_device_figure(best)
     if figure is None:
         return None
-    return Image("decode-by-device.png", "Decode tok/s per device for each model and quantization", _png(figure))
+    return Image(
+        "decode-by-device.png", "Decode tok/s per user, per device for each model and quantization", _png(figure)
+    )
 
 
 def pareto_plot(

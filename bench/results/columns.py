@@ -199,7 +199,7 @@ def csv_text(value: Any) -> str:
     if value is None:
         return ""
     if isinstance(value, float):
-        return repr(round(value, 6)) if abs(value) >= 1e-6 or value == 0 else f"{value:.6e}"
+        return f"{value:.9g}"  # nine significant digits: a KLD of 1e-5 keeps them, as a tok/s of 12,345.6 does
     return str(value)
 
 

@@ -7,12 +7,15 @@ match):
   model, quantization, backend, device, workload and knob columns, so a CSV whose `cell_id` column was
   computed by an older rule (suite name, repetitions) still matches;
 - the machine: `bench.hardware.stable_fingerprint(row)`: host and stable hardware (CPU, cores, RAM to the
-  GiB, GPU count), never the `fingerprint` column, so a driver or kernel update keeps the machine.
+  GiB, GPU count and model), never the `fingerprint` column, so a driver or kernel update keeps the machine.
 
 The newest row is the one whose measurement ended last: rows are ordered by `finished_utc`, then
 `started_utc` (ISO 8601, compared as instants), then reading order (files in the order given, a folder's
-files by name, lines in file order; the later wins). A row without times counts as older than any row with
-them. Rows without a cell id cannot be matched, so all of them are kept.
+files by name, lines in file order; the later wins). A missing time is never taken as "oldest" (a failure
+written without a stamp by an older bench would hide behind last week's success): a row without
+`finished_utc` is placed at its `started_utc`, else at the last time its own file records, else at that
+file's modification time, else at the time of the row read before it. Rows without a cell id cannot be
+matched, so all of them are kept.
 """
 
 from __future__ import annotations
@@ -134,12 +137,32 @@ def _instants(frame: pd.DataFrame, column: str) -> pd.Series:
     return pd.to_datetime(frame[column], utc=True, errors="coerce", format="ISO8601")
 
 
+def _file_mtime(source: str) -> pd.Timestamp:
+    path = Path(source)
+    return pd.Timestamp(path.stat().st_mtime if path.exists() else 0.0, unit="s", tz="UTC")
+
+
+def measured_at(frame: pd.DataFrame) -> pd.Series:
+    """When each row's outcome happened, never missing where anything places it (the module's rule): its
+    `finished_utc`, else `started_utc`, else the last time its file records, else the file's modification time,
+    else the time of the row read before it."""
+    finished = _instants(frame, "finished_utc")
+    instants = finished.fillna(_instants(frame, "started_utc"))
+    if "source_file" in frame.columns and instants.isna().any():
+        files = frame["source_file"].astype(str)
+        instants = instants.fillna(instants.groupby(files, sort=False).transform("max"))
+        missing = instants.isna()
+        if missing.any():
+            instants = instants.where(~missing, files[missing].map(_file_mtime))
+    return instants.ffill()
+
+
 def oldest_first(frame: pd.DataFrame) -> pd.DataFrame:
     """The rows in measurement order, oldest first (the module's rule), with a reading-order column."""
     ordered = _with_columns(
         frame,
         {
-            "_finished": _instants(frame, "finished_utc"),
+            "_finished": measured_at(frame),
             "_started": _instants(frame, "started_utc"),
             READING_ORDER: np.arange(len(frame)),
         },
@@ -168,10 +191,5 @@ def run_started(frame: pd.DataFrame) -> pd.Series:
     first = started.groupby(frame["source_file"], sort=False).transform("min")
     missing = first.isna()
     if missing.any():
-
-        def mtime(source: str) -> pd.Timestamp:
-            path = Path(source)
-            return pd.Timestamp(path.stat().st_mtime if path.exists() else 0.0, unit="s", tz="UTC")
-
-        first = first.where(~missing, frame.loc[missing, "source_file"].astype(str).map(mtime))
+        first = first.where(~missing, frame.loc[missing, "source_file"].astype(str).map(_file_mtime))
     return first

@@ -10,6 +10,7 @@ from typing import Any
 from bench.errors import BenchError
 from bench.hardware import Fingerprint
 from bench.results import COLUMNS, ResultRow, ResultsWriter, Status
+from bench.run.stamp import with_finished_stamp
 from bench.suite import Cell
 
 
@@ -29,7 +30,7 @@ def build_row(row: RowOut, fingerprint: Fingerprint, run_id: str) -> Any:
     unknown = sorted(set(row.fields) - set(COLUMNS))
     if unknown:  # nothing measured is silently dropped: a field without a column is a bug to fix here
         raise BenchError(f"internal: measured fields without a CSV column: {', '.join(unknown)}")
-    values: dict[str, Any] = dict(row.fields)
+    values: dict[str, Any] = with_finished_stamp(dict(row.fields))
     values.update(row.cell.fields())
     values.update(fingerprint.row_fields(row.cell.device_kind, row.cell.device_index, row.cell.backend))
     values.update(

@@ -16,6 +16,7 @@ from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
+from bench.hardware.sampler import MIN_ENERGY_WINDOW_S
 from bench.results import samples_to_text
 from bench.stats import percentile, summarize
 from bench.suite import Cell
@@ -181,6 +182,18 @@ def _overhead_pct(timed: list[float], engine: list[float | None]) -> float | Non
     return 100.0 * (sum(timed) / sum(e for e in engine if e is not None) - 1.0)
 
 
+def short_energy_windows(window_s: list[float]) -> str:
+    """A warning when a repetition's energy window (its decode) is shorter than MIN_ENERGY_WINDOW_S, within a
+    few updates of NVML's energy counter ('' otherwise)."""
+    short = [s for s in window_s if s < MIN_ENERGY_WINDOW_S]
+    if not short:
+        return ""
+    return (
+        f"energy per token from {len(short)} decode window(s) of {min(short):.2f}-{max(short):.2f} s, under "
+        f"{MIN_ENERGY_WINDOW_S:g} s (10 NVML updates): coarse; raise gen_tokens for a finer figure"
+    )
+
+
 def repetition_fields(cell: Cell, warmups: list[Repetition], measured: list[Repetition]) -> dict[str, Any]:
     """Row fields from the repetitions (pure: no backend involved). With `parallel` N the tok/s figures are
     aggregates over the N sequences; decode_tok_s_per_seq is what each user sees; TTFT is the last
@@ -201,6 +214,8 @@ def repetition_fields(cell: Cell, warmups: list[Repetition], measured: list[Repe
         warnings.append(f"decode spread {tg.cv_pct:.1f}% CV over {tg.n} reps")
     energies = [r.decode_energy_j for r in measured]
     measured_energy = bool(energies) and all(e is not None for e in energies)
+    if measured_energy and (short := short_energy_windows([sum(r.decode_token_s) for r in measured])):
+        warnings.append(short)
     energy_per_token = (
         [e / (n_seq * len(r.decode_token_s)) for e, r in zip(energies, measured, strict=True)]
         if measured_energy

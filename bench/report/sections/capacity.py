@@ -1,5 +1,5 @@
-"""Section "Capacity": per setup and depth, how many concurrent users meet the SLO, and what a token costs there
-against the one-user figure (bench.report.capacity computes it)."""
+"""Section "Capacity": per setup and depth, the burst capacity (how many users arriving together meet the SLO),
+and what a token costs there against the one-user figure (bench.report.capacity computes it)."""
 
 from __future__ import annotations
 
@@ -44,15 +44,17 @@ def _dollars(values: pd.Series) -> pd.Series:
     return ("$" + fmt.fixed(values, 3)).where(values.notna(), fmt.MISSING)
 
 
-def capacity_columns(table: pd.DataFrame, varying: list[str]) -> list[Column]:
+def capacity_columns(table: pd.DataFrame, varying: list[str], percentile: int) -> list[Column]:
+    p = f"p{percentile}"
     columns = [
         *setup_label_columns(table, varying),
         Column("depth (tok)", fmt.integer(table["depth"]), True),
         Column("measured (sequences)", table["measured_n"], True),
-        Column("capacity at the SLO (users)", _users_text(table), True),
+        Column("burst capacity at the SLO (users)", _users_text(table), True),
         Column("what limits it", table["limit"]),
-        Column("TTFT, last user (ms)", fmt.fixed(table["ttft_at_capacity"], 0), True),
-        Column("decode per user (tok/s)", fmt.fixed(table["user_tok_s_at_capacity"]), True),
+        Column(f"TTFT {p} (ms)", fmt.fixed(table["ttft_pct_at_capacity"], 0), True),
+        Column(f"decode per user at {p} (tok/s)", fmt.fixed(table["user_tok_s_pct_at_capacity"]), True),
+        Column("decode per user, mean (tok/s)", fmt.fixed(table["user_tok_s_at_capacity"]), True),
         Column("decode, all users (tok/s)", fmt.fixed(table["decode_at_capacity"]), True),
     ]
     if table["usd_per_hour"].notna().any():
@@ -65,20 +67,28 @@ def capacity_columns(table: pd.DataFrame, varying: list[str]) -> list[Column]:
 
 def _intro(analysis: Analysis) -> Paragraph:
     capacity = analysis.capacity
+    p = f"p{capacity.slo.percentile}"
     parts: list[Inline] = [
-        "How many users each setup serves at once at the service level ",
+        "Burst capacity: how many users each setup serves at once at the service level ",
         describe_slo(capacity.slo),
-        f" — {capacity.slo_source}. Per context depth: the largest measured number of concurrent sequences (",
+        f" — {capacity.slo_source}. What is measured is a burst: all N requests (",
         Code("parallel"),
-        ") such that it and every smaller measured number meet the SLO; the TTFT of the batch's last user, each "
-        "user's decode speed and the aggregate decode there. ≥ N: every measured number met it, so the box may "
-        f"serve more; 0: not even the fewest measured.{NOISE_MARK} a row that decides it was measured while the "
+        " N) arrive together, and each one's context depth is already in the cache, as in a follow-up turn of a "
+        "conversation (not a new conversation of that length; not requests arriving at random times). Per "
+        "context depth: the largest measured N such that it and every smaller measured N meet the SLO, judged "
+        f"on its percentile, not the mean: TTFT {p} over the repetitions (every user of a burst gets the first "
+        f"token when the batched prefill ends), and time per output token {p} over every decode step (one step "
+        "gives each user a token). A larger N that failed, timed out or was skipped (e.g. as not fitting in "
+        "memory) is the N that breaks it, with the reason. ≥ N: every measured N met it, and no larger N was "
+        f"measured; 0: not even the fewest measured.{NOISE_MARK} a row that decides it was measured while the "
         "machine reported noise.",
     ]
     if capacity.table["usd_per_hour"].notna().any():
         parts.append(
-            " Cost per million tokens at capacity divides the device's cost per hour by the aggregate decode of "
-            "every user served; the one-user figure is the same device serving one sequence at that depth."
+            " Cost per million tokens at capacity divides the device's cost per hour (at that row's power) by "
+            "every served user's generated tokens per second of device time (each request's prompt at the "
+            "aggregate prefill rate plus its tokens at the aggregate decode rate); the one-user figure is the same "
+            "device serving one sequence at that depth."
         )
     return Paragraph(tuple(parts))
 
@@ -96,8 +106,8 @@ def build(analysis: Analysis) -> list[Block]:
                 Code("parallel: [1, 4, 16]"),
                 " under the suite's ",
                 Code("knobs:"),
-                " to see how many users each setup holds.",
+                " to see how many users each setup holds at once.",
             )
         )
     ordered = sort_configs(table, first=["device"])
-    return blocks + [frame_table(capacity_columns(ordered, analysis.data.knobs))]
+    return blocks + [frame_table(capacity_columns(ordered, analysis.data.knobs, analysis.capacity.slo.percentile))]

@@ -15,10 +15,12 @@ import pandas as pd
 from bench.report import format as fmt
 from bench.report import knobs as knob_columns
 from bench.report.analysis import Analysis
+from bench.report.baseline import loss_label, lower_bound_note
 from bench.report.derived import noise_mark, unstable
 from bench.report.document import Block, Code, Heading, Paragraph
 from bench.report.sections import Column, frame_table, present, sort_configs
 from bench.report.sections.memory import memory_table
+from bench.report.users import USER_DECODE
 from bench.stats import UNSTABLE_CV_PCT
 
 QUALITY_FIELDS = (  # column, header, decimals
@@ -134,15 +136,21 @@ def device_table(
     if "prefill" not in texts.columns:
         texts.columns["prefill"] = fmt.plus_minus(frame["prefill_tok_s_mean"], frame["prefill_tok_s_std"])
     columns.append(Column(f"prefill{at} (tok/s)", texts.columns["prefill"].iloc[rows], True))
+    several = bool((frame["sequences"].iloc[rows] > 1).any())  # then say whose speed each column is
+    whose = ", all users" if several else ""
     for depth in depths.columns:
         values = depths[depth].iloc[rows]
         if values.notna().any():
-            columns.append(Column(f"decode @{int(depth):,} (tok/s)", values.fillna(fmt.MISSING), True))
+            columns.append(Column(f"decode @{int(depth):,}{whose} (tok/s)", values.fillna(fmt.MISSING), True))
+    if several:
+        columns.append(Column(f"decode per user{at} (tok/s)", texts.fixed(USER_DECODE).iloc[rows], True))
     columns.append(Column(f"TTFT{at} (ms)", texts.fixed("ttft_ms_mean").iloc[rows], True))
     columns.append(Column("ITL p99 (ms)", texts.fixed("itl_ms_p99").iloc[rows], True))
     if _any(frame["energy_j_per_decode_token"], rows):
         columns.append(Column("energy (J/tok)", texts.fixed("energy_j_per_decode_token").iloc[rows], True))
+    named = {"dppl_pct": loss_label("dppl", frame), "kld": loss_label("kld", frame)}  # the baseline, by name
     for column, header, decimals in QUALITY_FIELDS:
+        header = named.get(column, header)
         if _any(frame[column], rows):
             columns.append(Column(header, texts.fixed(column, decimals).iloc[rows], True))
     return [frame_table(columns)]
@@ -171,12 +179,17 @@ def roofline_table(texts: _Texts, rows: slice, knobs: list[str], keep_all: bool)
         Column("depth (tok)", pick(texts.fixed("depth", 0)), True),
         Column("bandwidth (GB/s)", pick(texts.fixed("bandwidth_gbs", 1)), True),
         Column("bandwidth is", pick(texts.text("bandwidth_source"))),
-        Column("read per token (MiB)", pick(texts.fixed("bytes_per_token", None, fmt.MIB)), True),
-        Column("roofline (tok/s)", pick(texts.fixed("roofline_tok_s")), True),
-        Column("decode (tok/s)", pick(texts.fixed("decode_tok_s_mean")), True),
+        Column("sequences", pick(texts.fixed("sequences", 0)), True),
+        Column("read per step (MiB)", pick(texts.fixed("bytes_per_step", None, fmt.MIB)), True),
+        Column("roofline, all users (tok/s)", pick(texts.fixed("roofline_tok_s")), True),
+        Column("decode, all users (tok/s)", pick(texts.fixed("decode_tok_s_mean")), True),
         Column("of roofline (%)", pick(texts.fixed("roofline_pct", 0)), True),
     ]
-    return [Heading(4, "Decode efficiency (memory-bandwidth roofline)"), frame_table(columns)]
+    why = Paragraph.of(
+        "One decode step reads the weights once and each sequence's KV cache, and gives every sequence a token: "
+        "the roofline of N sequences is N tokens per step at the bandwidth's step rate."
+    )
+    return [Heading(4, "Decode efficiency (memory-bandwidth roofline)"), why, frame_table(columns)]
 
 
 def _intro(analysis: Analysis) -> list[Block]:
@@ -201,6 +214,8 @@ def _intro(analysis: Analysis) -> list[Block]:
                 " in the suite to measure it.",
             )
         )
+    elif note := lower_bound_note(data.configs):
+        blocks.append(Paragraph.of(note))
     return blocks
 
 

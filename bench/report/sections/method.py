@@ -103,7 +103,11 @@ def build(analysis: Analysis) -> list[Block]:
         Paragraph.of(
             f"± is the standard deviation over repetitions; ⚠ marks a coefficient of variation above "
             f"{UNSTABLE_CV_PCT:g} %. Headline decode figures (Across devices, Pareto, Recommendations) "
-            "are at each configuration's shallowest depth; the decode constraint checks the slowest depth."
+            "are at each configuration's shallowest depth; the decode constraint checks the slowest depth. With "
+            "N concurrent sequences (parallel N), decode per user is what each user gets and decode, all users "
+            "the aggregate; the fastest decode, Across devices, Pareto fronts, the speed ranking and "
+            "min_decode_tok_s use decode per user, and a configuration of N > 1 sequences is an option only "
+            "where its users get the SLO at every measured depth."
         ),
         Paragraph.of(
             "Peak memory: the worker process's peak resident set (RAM, the whole process), reset per cell; "
@@ -113,8 +117,9 @@ def build(analysis: Analysis) -> list[Block]:
             "decode phase; '(est.)' tokens per joule divide decode tok/s by the suite's declared power_w."
         ),
         Paragraph.of(
-            "Decode efficiency: roofline tok/s = bandwidth / bytes read per token, where bytes per token ≈ "
-            "weights + KV cache bytes per token × (depth + generated tokens / 2). The weights exclude the "
+            "Decode efficiency: roofline tok/s (all users) = N × bandwidth / bytes read per decode step, where "
+            "a step of N sequences reads the weights once and each sequence's KV cache: bytes per step ≈ weights "
+            "+ N × KV cache bytes per token × (depth + generated tokens / 2). The weights exclude the "
             "token-embedding table (a decode step reads one row of it) unless the output head is that table "
             "(tied embeddings); rows from a bench that did not record this count the whole table. KV bytes per "
             "token are the backend's measured KV buffer (else the planner's estimate) over its context; "
@@ -126,16 +131,19 @@ def build(analysis: Analysis) -> list[Block]:
             "both axes and strictly better on one; the one named is the front point that dominates it."
         ),
         Paragraph.of(
-            "Cost: " + COST_FORMULA + ". Power is the declared power_w (whole system) or, without it, the "
-            "measured average device power."
+            "Cost: " + COST_FORMULA + ". Power is the declared power_w (whole system) or, without it, each "
+            "row's measured average device power (none on a CPU: the report warns)."
         ),
         Paragraph.of(
-            "Capacity: a setup (every setting but the number of concurrent sequences) at one depth meets the SLO "
-            "with N sequences when the TTFT of the batch's last user (the batch's prefill) is at most the SLO's "
-            "max_ttft_ms and each user's decode tok/s is at least its min_user_tok_s. Its capacity is the largest "
-            "measured N such that it and every smaller measured N meet the SLO (a measurement where 4 fail and 16 "
-            "pass counts 1). Cost at capacity is the cost formula below with the aggregate decode of those N users; "
-            "the most-users pick takes each setup's fewest users over its measured depths."
+            "Capacity (burst): a setup (every setting but the number of concurrent sequences) at one depth meets "
+            "the SLO with N sequences, all arriving together on an already cached depth, when the SLO's "
+            "percentile (p99 unless the suite says otherwise) of the TTFT over the repetitions is at most "
+            "max_ttft_ms and that percentile of the time per output token over every decode step is at most "
+            "1000 / min_user_tok_s ms; a row without those samples does not meet it. A larger N that failed, "
+            "timed out or was skipped breaks it. Its capacity is the largest measured N such that it and every "
+            "smaller measured N meet the SLO (a measurement where 4 fail and 16 pass counts 1). Cost at capacity "
+            "is the cost formula above at the aggregate rates of those N users; the most-users pick takes each "
+            "setup's fewest users over its measured depths."
         ),
         Paragraph.of(
             "Time to answer: the seconds to generate a thinking budget of B tokens after a prompt of P tokens, "

@@ -6,10 +6,12 @@ import pandas as pd
 
 from bench.report import format as fmt
 from bench.report.analysis import Analysis
-from bench.report.data import QUALITY_LOSS_COLUMN, QUALITY_LOSS_LABEL
+from bench.report.baseline import loss_label, lower_bound_note
+from bench.report.data import QUALITY_LOSS_COLUMN
 from bench.report.document import Block, Heading, Paragraph
 from bench.report.plots import pareto_plot
 from bench.report.sections import Column, frame_table, sort_configs
+from bench.report.users import USER_DECODE
 
 
 def _verdict(configs: pd.DataFrame, front: str, dominated: str) -> pd.Series:
@@ -37,7 +39,7 @@ def build(analysis: Analysis) -> list[Block]:
     if metric is None:
         blocks.append(
             Paragraph.of(
-                "Quality was not measured, so the front here is decode speed vs peak memory (faster and "
+                "Quality was not measured, so the front here is decode speed per user vs peak memory (faster and "
                 "smaller is "
                 "better). A configuration is dominated when another configuration of the same model is at "
                 "least as "
@@ -46,35 +48,39 @@ def build(analysis: Analysis) -> list[Block]:
         )
         image = pareto_plot(
             plotted,
-            "decode_tok_s_mean",
+            USER_DECODE,
             "memory_unit",
-            "decode (tok/s)",
+            "decode per user (tok/s)",
             memory_label,
             "front_speed",
             "pareto-speed-memory.png",
-            "Decode speed vs peak memory",
+            "Decode speed per user vs peak memory",
         )
         blocks += [image] if image is not None else []
         loss_column = None
     else:
         loss_column = QUALITY_LOSS_COLUMN[metric]
-        label = QUALITY_LOSS_LABEL[metric]
+        label = loss_label(metric, configs)
         blocks.append(
             Paragraph.of(
-                f"Quality loss is measured as {label} (lower is better), per model against its baseline "
-                "quantization, so fronts are drawn per model across every device and setting. A "
-                "configuration is "
-                "dominated when another one of the same model is at least as good on both axes and better "
-                "on one."
+                " ".join(
+                    (
+                        f"Quality loss is measured as {label} (lower is better), per model against its baseline "
+                        "quantization, so fronts are drawn per model across every device and setting. A "
+                        "configuration is dominated when another one of the same model is at least as good on both "
+                        "axes and better on one.",
+                        lower_bound_note(configs),
+                    )
+                ).strip()
             )
         )
         for front, x, x_label, name, title in (
             (
                 "front_speed",
-                "decode_tok_s_mean",
-                "decode (tok/s)",
+                USER_DECODE,
+                "decode per user (tok/s)",
                 "pareto-quality-speed.png",
-                f"{label} vs decode speed",
+                f"{label} vs decode speed per user",
             ),
             (
                 "front_memory",
@@ -87,20 +93,18 @@ def build(analysis: Analysis) -> list[Block]:
             image = pareto_plot(plotted, x, loss_column, x_label, label, front, name, title)
             blocks += [image] if image is not None else []
     ordered = sort_configs(
-        configs.assign(_off=~configs["front_speed"].astype(bool), _decode=-fmt.as_float(configs["decode_tok_s_mean"])),
+        configs.assign(_off=~configs["front_speed"].astype(bool), _decode=-fmt.as_float(configs[USER_DECODE])),
         first=["model_id", "_off", "_decode", "device"],
     )
     columns = [
         Column("model", fmt.text(ordered["model_id"])),
         Column("device", ordered["device"]),
         Column("configuration", ordered["setup"]),
-        Column("decode (tok/s)", fmt.fixed(ordered["decode_tok_s_mean"]), True),
+        Column("decode per user (tok/s)", fmt.fixed(ordered[USER_DECODE]), True),
         Column(memory_label, fmt.fixed(ordered["memory_bytes"] / divisor, decimals), True),
     ]
     if loss_column is not None:
-        columns.append(
-            Column(QUALITY_LOSS_LABEL[metric], fmt.fixed(ordered[loss_column], 4 if metric == "kld" else 2), True)
-        )
+        columns.append(Column(label, fmt.fixed(ordered[loss_column], 4 if metric == "kld" else 2), True))
         columns += [
             Column("speed front", _verdict(ordered, "front_speed", "dominated_speed")),
             Column("memory front", _verdict(ordered, "front_memory", "dominated_memory")),

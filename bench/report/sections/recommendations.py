@@ -6,11 +6,13 @@ import pandas as pd
 
 from bench.report import format as fmt
 from bench.report.analysis import Analysis
+from bench.report.baseline import loss_label
 from bench.report.choose import CONSTRAINT_TEXT
-from bench.report.data import QUALITY_LOSS_COLUMN, QUALITY_LOSS_LABEL
+from bench.report.data import QUALITY_LOSS_COLUMN
 from bench.report.document import Block, Bullets, Code, Heading, Inline, Paragraph, Strong
-from bench.report.economics import device_cost_table
+from bench.report.economics import device_cost_table, missing_power
 from bench.report.sections import Column, frame_table
+from bench.report.users import USER_DECODE
 
 
 def _constraints(analysis: Analysis) -> list[Block]:
@@ -66,7 +68,29 @@ def _costs(analysis: Analysis) -> list[Block]:
         Column("hardware ($/h)", fmt.fixed(table["hardware_usd_per_h"], 4), True),
         Column("electricity ($/h)", fmt.fixed(electricity, 4), True),
     ]
-    return [Heading(3, "Device costs"), frame_table(columns)]
+    blocks: list[Block] = [Heading(3, "Device costs"), frame_table(columns)]
+    unpowered = missing_power(table)
+    if not unpowered.empty:
+        blocks.append(
+            Paragraph.of(
+                "⚠ No ",
+                Code("power_w"),
+                f" declared for {', '.join(unpowered['device'])}: its electricity is the GPU's measured board "
+                "power where a row has one, and nothing on a CPU, so its cost per token reads low. Declare the "
+                "whole system's draw as ",
+                Code("power_w"),
+                " under the suite's ",
+                Code("costs:"),
+                ".",
+            )
+        )
+    return blocks
+
+
+def _all_users(option: pd.Series) -> str:
+    """', 65.4 tok/s for all 4 users' for a configuration serving several sequences at once; '' for one."""
+    n = int(option["sequences"])
+    return f", {option['decode_tok_s_mean']:,.1f} tok/s for all {n} users" if n > 1 else ""
 
 
 def _option_columns(frame: pd.DataFrame, metric: str | None) -> list[Column]:
@@ -74,16 +98,21 @@ def _option_columns(frame: pd.DataFrame, metric: str | None) -> list[Column]:
     columns = [
         Column("device", frame["device"]),
         Column("configuration", frame["setup"]),
-        Column("decode (tok/s)", fmt.fixed(frame["decode_tok_s_mean"]), True),
+        Column("decode per user (tok/s)", fmt.fixed(frame[USER_DECODE]), True),
+    ]
+    if (frame["sequences"] > 1).any():
+        columns.append(Column("decode, all users (tok/s)", fmt.fixed(frame["decode_tok_s_mean"]), True))
+    columns += [
         Column(
-            "slowest decode (tok/s @ depth)",
+            "slowest decode per user (tok/s @ depth)",
             fmt.fixed(frame["decode_worst"]) + " @" + fmt.integer(frame["decode_worst_depth"]),
             True,
         ),
     ]
     if metric is not None:
         column = QUALITY_LOSS_COLUMN[metric]
-        columns.append(Column(QUALITY_LOSS_LABEL[metric], fmt.fixed(frame[column], 4 if metric == "kld" else 2), True))
+        label = loss_label(metric, frame)
+        columns.append(Column(label, fmt.fixed(frame[column], 4 if metric == "kld" else 2), True))
     if frame["task_accuracy_pct"].notna().any():
         columns.append(Column("task acc. (%)", fmt.fixed(frame["task_accuracy_pct"], 1), True))
     columns += [
@@ -119,7 +148,8 @@ def build(analysis: Analysis) -> list[Block]:
             Paragraph.of(
                 "Best overall: ",
                 Strong(f"{best['setup']} on {best['device']}"),
-                f" — {best['decode_tok_s_mean']:,.1f} tok/s decode{cost}; {eligible} of {len(table)} "
+                f" — {best[USER_DECODE]:,.1f} tok/s decode per user{_all_users(best)}{cost}; {eligible} of "
+                f"{len(table)} "
                 "configurations "
                 f"meet the constraints, ranked by {choice.ranking} (ties: lower quality loss, then lower "
                 "memory).",

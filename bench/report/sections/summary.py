@@ -8,6 +8,7 @@ from bench.report import format as fmt
 from bench.report.analysis import Analysis
 from bench.report.document import Block, Bullets, Heading, Paragraph, Strong
 from bench.report.sections import Column, count_text, frame_table, present
+from bench.report.users import USER_DECODE
 
 
 def _joined(values: pd.Series) -> str:
@@ -177,13 +178,13 @@ def at_a_glance(analysis: Analysis) -> Bullets:
             f"({', '.join(quants)})."
         )
     ]
-    if not configs.empty and configs["decode_tok_s_mean"].notna().any():
-        fastest = configs.loc[fmt.as_float(configs["decode_tok_s_mean"]).idxmax()]
+    if not configs.empty and configs[USER_DECODE].notna().any():
+        fastest = configs.loc[fmt.as_float(configs[USER_DECODE]).idxmax()]
         items.append(
             Paragraph.of(
-                "Fastest decode: ",
+                "Fastest decode for one user: ",
                 Strong(f"{fastest['setup']} on {fastest['device']}"),
-                f" at {fastest['decode_tok_s_mean']:,.1f} tok/s (depth {int(fastest['depth']):,}).",
+                f" at {fastest[USER_DECODE]:,.1f} tok/s per user (depth {int(fastest['depth']):,}).",
             )
         )
     best = analysis.recommendation.best
