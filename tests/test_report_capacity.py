@@ -97,7 +97,7 @@ def test_most_users_pick_and_its_reason(analysis: Analysis) -> None:
     assert pick is not None and (pick.device, pick.users, pick.at_least) == ("rig / gpu-a", 4, False)
     assert pick.limiting_depth == 16384 and pick.decode_tok_s == pytest.approx(220.0)
     text = render_markdown(recommendations.build(analysis), "plots")
-    assert "Most users at the SLO: **smollm2-135m Q4_1 nglall np4 on rig / gpu-a** — 4 users at the SLO" in text
+    assert "Most users at the SLO: **smollm2-135m Q4_1 np4 nglall on rig / gpu-a** — 4 users at the SLO" in text
 
 
 def test_most_users_pick_respects_the_constraints(write_suite: Callable[[str], Path]) -> None:

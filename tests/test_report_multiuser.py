@@ -57,7 +57,7 @@ def test_the_recommendation_is_one_user_unless_the_suite_asks_for_throughput(wri
     assert best is not None and best["parallel"] == 1 and speed.recommendation.ranking.endswith("per user")
     text = render_markdown(summary.build(speed), "plots")
     assert (
-        "Fastest decode for one user: **smollm2-135m Q4_1 nglall np1 on rig / gpu-a** at 100.0 tok/s per user" in text
+        "Fastest decode for one user: **smollm2-135m Q4_1 np1 nglall on rig / gpu-a** at 100.0 tok/s per user" in text
     )
     cost = load_report_data([FIXTURES / "capacity.csv"], suite_path=_suite(write_suite)).recommendation
     assert cost.best is not None and cost.best["parallel"] == 4  # np16 is cheaper per token, but misses the SLO
@@ -137,7 +137,7 @@ def test_a_cell_that_failed_tonight_is_shown_failed_not_last_weeks_figures(tmp_p
 
 
 def test_export_and_trend_drop_the_cell_that_failed_tonight(tmp_path: Path) -> None:
-    from bench.export import measured_rows
+    from bench.compare.export import measured_rows
 
     last_week, tonight = _two_runs(tmp_path / "runs", "failed")
     assert len(measured_rows([tmp_path / "runs"])) == 1  # the failed cell's old figures are not exported
