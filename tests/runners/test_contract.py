@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from bench.quality import supports_quality
-from bench.runners.base import LoadInfo, SpeedEngine, measure_cell, repetition_fields
+from bench.runners.base import CellEngine, LoadInfo, SpeedEngine, measure_cell, measure_fields, repetition_fields
 from bench.runners.registry import BACKENDS, create_engine
 from bench.suite import Cell
 
@@ -145,6 +145,66 @@ def test_parallel_sequences_are_prefilled_and_decoded_together() -> None:
 def test_a_speed_only_backend_is_legal_and_declines_quality() -> None:
     engine = RecordingEngine(Path("x"), _cell("llamacpp", "Q4_1"))
     assert not supports_quality(engine)  # no tokenize/logits: quality is skipped for it, with a reason
+
+
+class WholeCellEngine(CellEngine):
+    """An engine that measures a cell itself (as a server measured over HTTP does)."""
+
+    backend = "fake"
+
+    def __init__(self, model_path: Path, load_cell: Cell) -> None:
+        self.measured: list[str] = []
+
+    def load(self) -> LoadInfo:
+        return LoadInfo(load_s=0.0)
+
+    def start_context(self, cell: Cell) -> dict[str, Any]:
+        return {}
+
+    def measure(self, cell: Cell, energy: Any = None) -> dict[str, Any]:
+        self.measured.append(cell.cell_id)
+        return {"decode_tok_s_mean": 42.0, "warnings": ""}
+
+
+def test_a_cell_engine_measures_the_whole_cell_itself() -> None:
+    cell = _cell("llamacpp", "Q4_1")
+    engine = WholeCellEngine(Path("x"), cell)
+    assert measure_fields(engine, cell) == {"decode_tok_s_mean": 42.0, "warnings": ""}
+    assert engine.measured == [cell.cell_id]  # measured once, by the engine, not by measure_cell
+
+
+def test_a_speed_engine_is_timed_by_measure_cell() -> None:
+    cell = _cell("llamacpp", "Q4_1")
+    fields = measure_fields(RecordingEngine(Path("x"), cell), cell)
+    assert fields["decode_tok_s_mean"] == pytest.approx(1 / DECODE_S)
+
+
+def test_a_backend_shares_a_knob_another_declared() -> None:
+    from dataclasses import replace
+
+    from bench.runners.registry import register_backend
+    from bench.suite.knobs import KNOBS
+
+    owner = next(k for k in KNOBS.values() if k.backends is not None)
+    try:
+        spec = replace(next(iter(BACKENDS.values())), name="sharer", knobs=(), shares_knobs=(owner.name,))
+        register_backend(spec)
+        assert KNOBS[owner.name].takes("sharer") and all(KNOBS[owner.name].takes(b) for b in owner.backends or ())
+    finally:
+        BACKENDS.pop("sharer", None)
+        KNOBS[owner.name] = owner
+
+
+def test_sharing_an_unknown_knob_is_an_error() -> None:
+    from dataclasses import replace
+
+    from bench.errors import BenchError
+    from bench.runners.registry import register_backend
+
+    spec = replace(next(iter(BACKENDS.values())), name="sharer", knobs=(), shares_knobs=("no_such_knob",))
+    with pytest.raises(BenchError, match="no_such_knob"):
+        register_backend(spec)
+    BACKENDS.pop("sharer", None)
 
 
 def test_every_backend_has_a_tiny_model() -> None:
