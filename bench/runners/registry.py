@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from bench.runners.base import Engine
     from bench.suite import Cell
 
-_SPEC_MODULES = ("bench.runners.llamacpp.spec", "bench.runners.torch.spec")
+_SPEC_MODULES = ("bench.runners.llamacpp.spec", "bench.runners.torch.spec", "bench.runners.server.spec")
 EXTRA_BACKENDS_ENV = "BENCH_BACKENDS"
 
 BACKENDS: dict[str, BackendSpec] = {}
