@@ -18,7 +18,7 @@ from bench.runners.registry import BACKENDS, create_engine
 from bench.suite import Cell
 
 # backend -> (pytest fixture giving its tiny model, quantization the cell names)
-TINY_MODELS = {"llamacpp": ("smollm2_path", "Q4_1"), "torch": ("tiny_model", "fp32")}
+TINY_MODELS = {"llamacpp": ("smollm2_path", "Q4_1"), "torch": ("tiny_model", "fp32"), "server": ("smollm2_path", "Q4_1")}
 PREFILL_S, DECODE_S, FILL_S, TRUNCATE_S = 0.25, 0.01, 7.0, 3.0
 
 
@@ -227,6 +227,11 @@ def test_backend_passes_the_contract(backend: str, request: pytest.FixtureReques
         fields = engine.start_context(cell)
         assert fields["n_ctx"] >= cell.depth + cell.prompt_tokens + cell.gen_tokens
         assert fields["threads_used"] == 1
+        if isinstance(engine, CellEngine):  # it measures the whole cell itself: the same speed columns come back
+            row = engine.measure(cell.model_copy(update={"depth": 0}))  # it serves fresh requests only
+            assert row["decode_tok_s_mean"] > 0 and len(row["decode_tok_s_samples"].split(";")) == cell.repetitions
+            assert row["ttft_ms_mean"] > 0 and row["itl_ms_p50"] > 0 and not spec.gives_logits
+            return
         n_vocab = engine.n_vocab()
         rng = np.random.default_rng(0)
         engine.reset(rng.integers(0, n_vocab, size=(1, cell.depth), dtype=np.int32))

@@ -115,6 +115,11 @@ class ServerEngine(CellEngine):
         return {}
 
     def measure(self, cell: Cell, energy: EnergyMeter | None = None) -> dict[str, Any]:
+        if cell.depth:
+            raise BenchError(
+                f"workload depth {cell.depth}: the server backend measures fresh requests only (depth 0); "
+                "exclude depths > 0 for backend server (exclude: [{backend: server, depth: [...]}])"
+            )
         chat = cell.setting("endpoint") == "chat"
         ignore_eos = bool(cell.setting("ignore_eos"))
         users = cell.setting("parallel")
