@@ -16,8 +16,9 @@ import numpy as np
 
 from bench.runners.server.client import Endpoint, post_json
 
-FIT_ROUNDS = 8  # bounded: the length converges in one or two rounds (a cut can merge tokens at the seam)
+FIT_ROUNDS = 16  # bisection steps over the words (2^16 words: more than any prompt), pad steps past the target
 WORDS_PER_TOKEN = 0.75  # English words per token, for the first guess and servers without /tokenize
+PAD = " ."  # one token in the tokenizers we know: fills a prompt to its exact length
 
 
 def _words() -> list[str]:
@@ -52,30 +53,37 @@ class PromptMaker:
     def prompt(self, number: int, prompt_tokens: int) -> str:
         rng = np.random.default_rng([self.seed, number])
         words = [f"Request {number}:"] + [str(w) for w in rng.choice(self._vocabulary, size=4 * prompt_tokens + 8)]
-        n_words = max(1, int(prompt_tokens * WORDS_PER_TOKEN))
         if not self._counts:
-            return " ".join(words[:n_words])
-        low, high = 1, len(words)
+            return " ".join(words[: max(1, int(prompt_tokens * WORDS_PER_TOKEN))])
+        # The most whole words that stay within the target (bisection: the count grows with the words; a word may
+        # be several tokens), then one-token pads up to it exactly.
+        low, high, best = 1, len(words), (1, 0)
         for _ in range(FIT_ROUNDS):
-            counted = self._count(" ".join(words[:n_words]))
+            if low > high:
+                break
+            middle = (low + high) // 2
+            counted = self._count(" ".join(words[:middle]))
             if counted is None:
                 self._counts = False
                 self.warnings.append("prompt lengths not verified: the server has no /tokenize (about right by words)")
-                return " ".join(words[:n_words])
-            if counted == prompt_tokens:
-                return " ".join(words[:n_words])
-            if counted < prompt_tokens:
-                low = n_words + 1
+                return " ".join(words[: max(1, int(prompt_tokens * WORDS_PER_TOKEN))])
+            if counted <= prompt_tokens:
+                best, low = (middle, counted), middle + 1
             else:
-                high = n_words - 1
-            guess = n_words + round((prompt_tokens - counted) * WORDS_PER_TOKEN) or (
-                1 if counted < prompt_tokens else -1
-            )
-            n_words = min(max(guess, low), high) if low <= high else n_words
-            if low > high:
+                high = middle - 1
+        n_words, counted = best
+        text = " ".join(words[:n_words])
+        counted = counted or self._count(text) or 0  # even one word is over: the template alone may be
+        for _ in range(max(0, prompt_tokens - counted) + FIT_ROUNDS):
+            if counted >= prompt_tokens:
                 break
-        self.warnings.append(f"prompt of {prompt_tokens} tokens not met exactly in whole words (±1 token)")
-        return " ".join(words[:n_words])
+            padded = text + PAD
+            counted, text = self._count(padded) or counted + 1, padded
+        if counted != prompt_tokens:
+            self.warnings.append(
+                f"a prompt of {prompt_tokens} tokens has {counted} (the chat template's own tokens, or a word that would not split)"
+            )
+        return text
 
 
 def request_body(chat: bool, model: str, prompt: str, gen_tokens: int, ignore_eos: bool, seed: int) -> dict[str, Any]:
