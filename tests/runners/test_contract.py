@@ -18,7 +18,11 @@ from bench.runners.registry import BACKENDS, create_engine
 from bench.suite import Cell
 
 # backend -> (pytest fixture giving its tiny model, quantization the cell names)
-TINY_MODELS = {"llamacpp": ("smollm2_path", "Q4_1"), "torch": ("tiny_model", "fp32"), "server": ("smollm2_path", "Q4_1")}
+TINY_MODELS = {
+    "llamacpp": ("smollm2_path", "Q4_1"),
+    "torch": ("tiny_model", "fp32"),
+    "server": ("smollm2_path", "Q4_1"),
+}
 PREFILL_S, DECODE_S, FILL_S, TRUNCATE_S = 0.25, 0.01, 7.0, 3.0
 
 
