@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -10,9 +12,10 @@ from typing import Any
 import pytest
 
 from bench.errors import BenchError
+from bench.results import read_results
 from bench.runners.server.runner import ServerEngine
 from bench.runners.server.stream import RequestRecord, StreamReader
-from tests.conftest import cpu_cell
+from tests.conftest import cpu_cell, quick_suite_yaml
 from tests.runners.fake_openai_server import FakeServer
 
 
@@ -128,3 +131,33 @@ def test_api_key_is_sent_and_never_written(fake: FakeServer, monkeypatch: pytest
 def test_missing_api_key_variable_is_named() -> None:
     with pytest.raises(BenchError, match="BENCH_NO_SUCH_KEY is not set"):
         _measure("http://127.0.0.1:9/v1", server_api_key_env="BENCH_NO_SUCH_KEY")
+
+
+def test_bench_run_against_a_url_never_writes_the_api_key(
+    fake: FakeServer, write_suite, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:  # noqa: ANN001
+    """`bench run` of a suite naming a server_url: rows, report, log and terminal output are grepped for the key."""
+    secret = "sk-test-9f7e-never-written"
+    monkeypatch.setenv("BENCH_TEST_KEY", secret)
+    fake.behaviour.fail_every, fake.behaviour.fail_status = 2, 401
+    suite = write_suite(
+        quick_suite_yaml(
+            backends="backends: [server]",
+            knobs=f"knobs: {{server_url: ['{fake.url}'], server_api_key_env: [BENCH_TEST_KEY], endpoint: [completions]}}",
+            workload="workload: {prompt_tokens: [16], gen_tokens: 4, depths: [0], repetitions: 3, warmup: 0}",
+        )
+    )
+    out, report = tmp_path / "out.csv", tmp_path / "report.md"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.cli", "run", str(suite), "-o", str(out), "--report", str(report)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    rows = read_results([out])
+    assert rows["status"].tolist() == ["ok"] and rows["request_errors"].iloc[0] >= 1
+    assert rows["server_url"].iloc[0] == fake.url and "HTTP 401" in rows["warnings"].iloc[0]
+    assert any(h.get("Authorization") == f"Bearer {secret}" for h in fake.behaviour.seen_headers)
+    written = [done.stdout, done.stderr, *(p.read_text(errors="replace") for p in tmp_path.rglob("*") if p.is_file())]
+    assert not [text for text in written if secret in text]
