@@ -104,11 +104,19 @@ def get_json(endpoint: Endpoint, path: str, from_root: bool = False) -> Any:
         return None
 
 
-def post_json(endpoint: Endpoint, path: str, body: dict[str, Any]) -> Any:
+def describe_client(endpoint: Endpoint) -> httpx2.Client:
+    """A client for many small requests (tokenizing every prompt) on one kept-alive connection."""
+    return httpx2.Client(headers=endpoint.headers(), trust_env=False, timeout=DESCRIBE_TIMEOUT_S)
+
+
+def post_json(endpoint: Endpoint, path: str, body: dict[str, Any], client: httpx2.Client | None = None) -> Any:
     """POST to a root endpoint (/tokenize, /apply-template): its JSON, or None when the server has none."""
     try:
-        with httpx2.Client(headers=endpoint.headers(), trust_env=False, timeout=DESCRIBE_TIMEOUT_S) as client:
+        if client is not None:
             response = client.post(endpoint.root + path, json=body)
+        else:
+            with describe_client(endpoint) as own:
+                response = own.post(endpoint.root + path, json=body)
     except httpx2.HTTPError as exc:
         raise BenchError(endpoint.scrub(f"server at {endpoint.root + path}: {_error_text(exc)}")) from None
     if response.status_code >= 400:

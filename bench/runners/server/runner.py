@@ -125,9 +125,14 @@ class ServerEngine(CellEngine):
         users = cell.setting("parallel")
         maker = PromptMaker(self.endpoint, chat, seed=zlib.crc32(cell.cell_id.encode()))
         requests = cell.warmup + cell.repetitions
-        prompts = {
-            (u, i): maker.prompt(u * requests + i, cell.prompt_tokens) for u in range(users) for i in range(requests)
-        }
+        try:
+            prompts = {
+                (u, i): maker.prompt(u * requests + i, cell.prompt_tokens)
+                for u in range(users)
+                for i in range(requests)
+            }
+        finally:
+            maker.close()
         loop = ClosedLoop(users, cell.warmup, cell.repetitions, float(cell.setting("request_timeout_s")))
         if energy is not None:
             energy.mark()

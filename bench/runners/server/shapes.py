@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
+import httpx2
 import numpy as np
 
-from bench.runners.server.client import Endpoint, post_json
+from bench.runners.server.client import Endpoint, describe_client, post_json
 
 FIT_ROUNDS = 16  # bisection steps over the words (2^16 words: more than any prompt), pad steps past the target
 WORDS_PER_TOKEN = 0.75  # English words per token, for the first guess and servers without /tokenize
@@ -36,16 +37,27 @@ class PromptMaker:
     warnings: list[str] = field(default_factory=list)
     _vocabulary: list[str] = field(default_factory=_words)
     _counts: bool = True
+    _client: httpx2.Client | None = None
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
 
     def _count(self, text: str) -> int | None:
         """Tokens the server sees for this user text (its chat template included), None without /tokenize."""
         content = text
+        if self._client is None:
+            self._client = describe_client(self.endpoint)
         if self.chat:
-            applied = post_json(self.endpoint, "/apply-template", {"messages": [{"role": "user", "content": text}]})
+            applied = post_json(
+                self.endpoint, "/apply-template", {"messages": [{"role": "user", "content": text}]}, self._client
+            )
             if not isinstance(applied, dict) or "prompt" not in applied:
                 return None
             content = applied["prompt"]
-        tokens = post_json(self.endpoint, "/tokenize", {"content": content, "add_special": True, "parse_special": True})
+        tokens = post_json(
+            self.endpoint, "/tokenize", {"content": content, "add_special": True, "parse_special": True}, self._client
+        )
         if not isinstance(tokens, dict) or not isinstance(tokens.get("tokens"), list):
             return None
         return len(tokens["tokens"])
