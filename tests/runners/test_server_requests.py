@@ -45,9 +45,9 @@ def test_reasoning_content_then_content(fake: FakeServer) -> None:
     assert row["requests_measured"] == 4 and row["request_errors"] == 0
     assert row["reasoning_tokens_mean"] == 3 and row["answer_tokens_mean"] == 4
     # TTFT is the first reasoning token (50 ms); the first answer token comes 3 gaps (60 ms) later
-    assert 50 <= row["ttft_ms_p50"] < 50 + 40
-    assert row["answer_ttft_ms_p50"] - row["ttft_ms_p50"] == pytest.approx(60, abs=15)
-    assert 20 <= row["itl_ms_p50"] < 35 and 20 <= row["tpot_ms_p50"] < 35
+    assert 50 <= row["ttft_ms_p50"] < 50 + 150  # sleeps are lower bounds; a shared machine adds to them
+    assert 60 <= row["answer_ttft_ms_p50"] - row["ttft_ms_p50"] < 60 + 150
+    assert 20 <= row["itl_ms_p50"] < 60 and 20 <= row["tpot_ms_p50"] < 60
     assert row["requests_truncated"] == 4  # every answer cut at max_tokens while free to stop: counted
     assert row["decode_tok_s_mean"] > row["decode_tok_s_per_seq_mean"] > 0 and row["request_throughput_rps"] > 0
     assert len(row["decode_tok_s_samples"].split(";")) == 2  # one aggregate figure per measured round
@@ -58,7 +58,7 @@ def test_think_tags_in_raw_text(fake: FakeServer) -> None:
     row = _measure(fake.url, endpoint="completions", ignore_eos=False)
     # <think>, r0, r1, </think> and the blank line after it are reasoning; the 4 answer pieces follow
     assert row["reasoning_tokens_mean"] == 5 and row["answer_tokens_mean"] == 4
-    assert row["answer_ttft_ms_p50"] - row["ttft_ms_p50"] == pytest.approx(50, abs=15)
+    assert 50 <= row["answer_ttft_ms_p50"] - row["ttft_ms_p50"] < 50 + 150
     assert row["requests_truncated"] == 0
 
 

@@ -141,3 +141,11 @@ def served_models(endpoint: Endpoint) -> list[str]:
     if not isinstance(listing, dict):
         return []
     return [str(m.get("id")) for m in listing.get("data") or [] if isinstance(m, dict) and m.get("id")]
+
+
+def served_parameters(endpoint: Endpoint) -> int | None:
+    """The parameter count a server states for its first model (llama-server's /v1/models `meta.n_params`)."""
+    listing = get_json(endpoint, "/models")
+    models = listing.get("data") if isinstance(listing, dict) else None
+    meta = models[0].get("meta") if models and isinstance(models[0], dict) else None
+    return int(meta["n_params"]) if isinstance(meta, dict) and meta.get("n_params") else None

@@ -13,7 +13,7 @@ from typing import Any
 from bench.errors import BenchError
 from bench.hardware import resolve_threads
 from bench.runners.base import CONTEXT_ROUND, CellEngine, EnergyMeter, LoadInfo
-from bench.runners.server.client import Endpoint, served_models, server_version, stream_request
+from bench.runners.server.client import Endpoint, served_models, served_parameters, server_version, stream_request
 from bench.runners.server.fields import request_fields
 from bench.runners.server.load import ClosedLoop
 from bench.runners.server.process import LlamaServer, ServerSettings
@@ -101,8 +101,13 @@ class ServerEngine(CellEngine):
             from bench.models import gguf_metadata
 
             extra.update(gguf_metadata(self.model_path))
-            return LoadInfo(time.perf_counter() - started, model_file_bytes=self.model_path.stat().st_size, extra=extra)
-        return LoadInfo(time.perf_counter() - started, extra=extra)
+            return LoadInfo(
+                time.perf_counter() - started,
+                n_params=served_parameters(self.endpoint),
+                model_file_bytes=self.model_path.stat().st_size,
+                extra=extra,
+            )
+        return LoadInfo(time.perf_counter() - started, n_params=served_parameters(self.endpoint), extra=extra)
 
     def start_context(self, cell: Cell) -> dict[str, Any]:
         if not self.url:
