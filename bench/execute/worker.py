@@ -76,7 +76,7 @@ def _detail() -> str:
 def run_measure(job: MeasureJob, events: TextIO, hook: Hook) -> None:
     from bench.hardware import GpuSampler, vram_used_bytes
     from bench.hardware.background import background_cpu_pct, machine_cpus, snapshot
-    from bench.runners.base import measure_cell, repetition_fields
+    from bench.runners.base import measure_fields
     from bench.runners.registry import create_engine
 
     cells = [Cell.model_validate(c) for c in job.cells]
@@ -113,11 +113,11 @@ def run_measure(job: MeasureJob, events: TextIO, hook: Hook) -> None:
             fields: dict[str, Any] = dict(engine.start_context(cell))
             before = snapshot()
             with GpuSampler(cell.device_kind, cell.device_index, baseline_used_bytes=vram_before_load) as sampler:
-                warmups, measured = measure_cell(engine, cell, energy=sampler)
+                speed = measure_fields(engine, cell, energy=sampler)
             fields["background_cpu_pct"] = background_cpu_pct(before, snapshot(), machine_cpus())
             fields["avg_power_w"] = sampler.avg_power_w
             fields["peak_vram_bytes"] = sampler.peak_vram_bytes
-            fields.update(repetition_fields(cell, warmups, measured))
+            fields.update(speed)
             backend_memory = {k: v for k, v in engine.memory_fields().items() if v is not None}
             if fields["peak_vram_bytes"] is not None and "peak_vram_bytes" in backend_memory:
                 # NVML's per-process figure includes the CUDA context an allocator's own peak leaves out.

@@ -80,6 +80,35 @@ class _FixedColumns(BaseModel):
     system_warnings: str = ""  # noise sources present on the machine when the cell was measured (bench hw)
     background_cpu_pct: float | None = None  # other processes' CPU use during the cell, % of the machine
 
+    # --- serving: a backend measured over HTTP, per request from the stream (its speed columns above: output tok/s
+    # of all users per round in decode_tok_s_*, per user in decode_tok_s_per_seq_mean; prefill = prompt / TTFT).
+    # Percentiles over every measured request (ITL: every inter-token gap), in ms on the client's clock.
+    ttft_ms_p50: float | None = None  # first token of any kind, reasoning included
+    ttft_ms_p90: float | None = None
+    ttft_ms_p99: float | None = None
+    answer_ttft_ms_p50: float | None = None  # first answer token: after `reasoning_content` or `</think>`
+    answer_ttft_ms_p90: float | None = None
+    answer_ttft_ms_p99: float | None = None
+    tpot_ms_p50: float | None = None  # per request: (last token - first token) / (output tokens - 1)
+    tpot_ms_p90: float | None = None
+    tpot_ms_p99: float | None = None
+    e2e_ms_p50: float | None = None  # request sent to its last byte
+    e2e_ms_p90: float | None = None
+    e2e_ms_p99: float | None = None
+    request_throughput_rps: float | None = None  # successful requests per second, all users
+    requests_measured: int | None = None
+    request_errors: int | None = None  # HTTP errors (429, 5xx), refused or broken connections, timeouts, bad streams
+    requests_truncated: int | None = None  # finish reason `length` while the model was free to stop (blank: held)
+    reasoning_tokens_mean: float | None = None
+    answer_tokens_mean: float | None = None
+    server_prompt_ms_p50: float | None = None  # the server's own per-request timings (llama-server's `timings`)
+    server_predicted_per_token_ms_p50: float | None = None
+    http_overhead_ttft_ms: float | None = None  # median of client TTFT minus the server's prompt_ms
+    http_overhead_tpot_ms: float | None = None  # median of client time per token minus the server's
+    server_url: str = ""  # where the requests went (credentials never written)
+    server_version: str = ""  # the server's own word: /props, /version or /api/version
+    server_models: str = ""  # its /v1/models ids, ';'-separated
+
     # --- memory
     model_file_bytes: int | None = None
     n_params: int | None = None

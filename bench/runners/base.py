@@ -55,8 +55,10 @@ class EnergyMeter(Protocol):
     def energy_j_since_mark(self) -> float | None: ...
 
 
-class SpeedEngine(abc.ABC):
-    """One loaded model on one device. Created and used inside a worker process only."""
+class Engine(abc.ABC):
+    """What every backend's engine has: one loaded model on one device, a context per cell, memory fields, close.
+    Created and used inside a worker process only. An engine is either a SpeedEngine (bench times its steps with
+    measure_cell) or a CellEngine (it measures a whole cell itself)."""
 
     backend: ClassVar[str]
 
@@ -69,6 +71,27 @@ class SpeedEngine(abc.ABC):
     @abc.abstractmethod
     def start_context(self, cell: Cell) -> dict[str, Any]:
         """Make a context fit for the cell (threads, batch, KV type, n_ctx). Returns row fields."""
+
+    def memory_fields(self) -> dict[str, Any]:
+        """Device-side memory the backend can read (peak VRAM, KV bytes). Default: nothing."""
+        return {}
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Free the model and context."""
+
+
+class CellEngine(Engine):
+    """An engine whose measurement is not a sequence of prefill and decode steps bench can time (e.g. requests
+    sent over HTTP by N users): it runs the cell's warm-ups and repetitions itself and returns the row's speed
+    fields (the same column names repetition_fields fills, plus any other columns of the row schema)."""
+
+    @abc.abstractmethod
+    def measure(self, cell: Cell, energy: EnergyMeter | None = None) -> dict[str, Any]:
+        """Warm-ups then `cell.repetitions` measured rounds; the row's speed fields."""
+
+
+class SpeedEngine(Engine):
+    """An engine whose prefill and decode steps measure_cell times: the speed contract most backends implement."""
 
     @abc.abstractmethod
     def n_vocab(self) -> int: ...
@@ -100,18 +123,11 @@ class SpeedEngine(abc.ABC):
         measure_cell takes differences around each timed phase to measure the harness's own overhead."""
         return None
 
-    def memory_fields(self) -> dict[str, Any]:
-        """Device-side memory the backend can read (peak VRAM, KV bytes). Default: nothing."""
-        return {}
-
     def on_measured_start(self) -> None:  # noqa: B027 - optional hook
         """The warm-ups are done; measured repetitions follow (e.g. watch for recompilation from here)."""
 
     def on_measured_end(self) -> None:  # noqa: B027 - optional hook
         """The measured repetitions are done; raise BenchError if something made them invalid."""
-
-    def close(self) -> None:  # noqa: B027 - optional hook
-        """Free the model and context."""
 
 
 def random_tokens(rng: np.random.Generator, n_vocab: int, shape: tuple[int, int], first: int | None) -> np.ndarray:
@@ -251,3 +267,14 @@ def repetition_fields(cell: Cell, warmups: list[Repetition], measured: list[Repe
         "unstable": pp.unstable or tg.unstable,
         "warnings": "; ".join(warnings),
     }
+
+
+def measure_fields(engine: Engine, cell: Cell, energy: EnergyMeter | None = None) -> dict[str, Any]:
+    """A cell's speed fields from either kind of engine: a CellEngine measures itself; a SpeedEngine's steps are
+    timed by measure_cell."""
+    if isinstance(engine, CellEngine):
+        return engine.measure(cell, energy)
+    if not isinstance(engine, SpeedEngine):
+        raise TypeError(f"{type(engine).__name__} is neither a SpeedEngine nor a CellEngine")
+    warmups, measured = measure_cell(engine, cell, energy=energy)
+    return repetition_fields(cell, warmups, measured)

@@ -19,14 +19,14 @@ from typing import TYPE_CHECKING
 from bench.errors import BenchError
 from bench.hardware import Fingerprint, detect
 from bench.runners.spec import BackendSpec
-from bench.suite.knobs import register
+from bench.suite.knobs import KNOBS, register, share
 from bench.suite.schema import SOURCE_QUANT
 
 if TYPE_CHECKING:
-    from bench.runners.base import SpeedEngine
+    from bench.runners.base import Engine
     from bench.suite import Cell
 
-_SPEC_MODULES = ("bench.runners.llamacpp.spec", "bench.runners.torch.spec")
+_SPEC_MODULES = ("bench.runners.llamacpp.spec", "bench.runners.torch.spec", "bench.runners.server.spec")
 EXTRA_BACKENDS_ENV = "BENCH_BACKENDS"
 
 BACKENDS: dict[str, BackendSpec] = {}
@@ -38,6 +38,10 @@ def register_backend(spec: BackendSpec) -> BackendSpec:
         raise BenchError(f"backend {spec.name!r} is registered twice")
     for knob in spec.knobs:
         register(replace(knob, backends=frozenset({spec.name})))
+    for name in spec.shares_knobs:
+        if name not in KNOBS:
+            raise BenchError(f"backend {spec.name!r} shares knob {name!r}, which no backend registered before it")
+        share(name, spec.name)
     BACKENDS[spec.name] = spec
     return spec
 
@@ -105,7 +109,7 @@ def device_reason(fingerprint: Fingerprint, backend_name: str, kind: str, index:
     return spec.device_reason(fingerprint, kind, index)
 
 
-def create_engine(backend_name: str, model_path: Path, load_cell: Cell) -> SpeedEngine:
+def create_engine(backend_name: str, model_path: Path, load_cell: Cell) -> Engine:
     module_name, _, class_name = backend(backend_name).engine.partition(":")
     cls = getattr(importlib.import_module(module_name), class_name)
     return cls(model_path, load_cell)

@@ -39,7 +39,7 @@ class BackendSpec:
     quantizations: tuple[str, ...]  # its quantization vocabulary: what `quantizations:` may name for it
     python_package: str  # importable when the backend is installed
     install_hint: str
-    engine: str  # "module:Class" of its SpeedEngine (imported only in a worker)
+    engine: str  # "module:Class" of its Engine: a SpeedEngine or a CellEngine (imported only in a worker)
     gives_logits: bool  # its engine also implements bench.quality's QualityModel
     device_kinds: tuple[str, ...]
     # Backend-specific reasons it cannot use a present device ('' when it can), e.g. a build without CUDA.
@@ -61,6 +61,9 @@ class BackendSpec:
     max_context_for_row: Callable[[Mapping[str, Any]], tuple[int | None, str]] | None = None
     # Its own knobs (the registry registers them for this backend only, before any suite is read).
     knobs: tuple[Knob, ...] = ()
+    # Knobs another backend declares that this one takes too, with the same meaning (e.g. an engine's settings
+    # that a server of that engine is started with): registered before, so this backend loads after it.
+    shares_knobs: tuple[str, ...] = ()
     # Its software-version probe (backend name -> what is installed); None: the package's distribution version.
     probe_software: Callable[[str], BackendSoftware] | None = None
 

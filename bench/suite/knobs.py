@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 
@@ -83,6 +83,14 @@ def register(knob: Knob) -> Knob:
         raise ValueError(f"knob {knob.name!r} is declared twice")
     KNOBS[knob.name] = knob
     return knob
+
+
+def share(name: str, backend: str) -> Knob:
+    """Let one more backend take a knob another backend declared (the same setting under the same name)."""
+    knob = KNOBS[name]
+    if knob.backends is not None and backend not in knob.backends:
+        KNOBS[name] = replace(knob, backends=knob.backends | {backend})
+    return KNOBS[name]
 
 
 def unregister(name: str) -> None:

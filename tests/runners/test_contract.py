@@ -13,12 +13,16 @@ import numpy as np
 import pytest
 
 from bench.quality import supports_quality
-from bench.runners.base import LoadInfo, SpeedEngine, measure_cell, repetition_fields
+from bench.runners.base import CellEngine, LoadInfo, SpeedEngine, measure_cell, measure_fields, repetition_fields
 from bench.runners.registry import BACKENDS, create_engine
 from bench.suite import Cell
 
 # backend -> (pytest fixture giving its tiny model, quantization the cell names)
-TINY_MODELS = {"llamacpp": ("smollm2_path", "Q4_1"), "torch": ("tiny_model", "fp32")}
+TINY_MODELS = {
+    "llamacpp": ("smollm2_path", "Q4_1"),
+    "torch": ("tiny_model", "fp32"),
+    "server": ("smollm2_path", "Q4_1"),
+}
 PREFILL_S, DECODE_S, FILL_S, TRUNCATE_S = 0.25, 0.01, 7.0, 3.0
 
 
@@ -147,6 +151,66 @@ def test_a_speed_only_backend_is_legal_and_declines_quality() -> None:
     assert not supports_quality(engine)  # no tokenize/logits: quality is skipped for it, with a reason
 
 
+class WholeCellEngine(CellEngine):
+    """An engine that measures a cell itself (as a server measured over HTTP does)."""
+
+    backend = "fake"
+
+    def __init__(self, model_path: Path, load_cell: Cell) -> None:
+        self.measured: list[str] = []
+
+    def load(self) -> LoadInfo:
+        return LoadInfo(load_s=0.0)
+
+    def start_context(self, cell: Cell) -> dict[str, Any]:
+        return {}
+
+    def measure(self, cell: Cell, energy: Any = None) -> dict[str, Any]:
+        self.measured.append(cell.cell_id)
+        return {"decode_tok_s_mean": 42.0, "warnings": ""}
+
+
+def test_a_cell_engine_measures_the_whole_cell_itself() -> None:
+    cell = _cell("llamacpp", "Q4_1")
+    engine = WholeCellEngine(Path("x"), cell)
+    assert measure_fields(engine, cell) == {"decode_tok_s_mean": 42.0, "warnings": ""}
+    assert engine.measured == [cell.cell_id]  # measured once, by the engine, not by measure_cell
+
+
+def test_a_speed_engine_is_timed_by_measure_cell() -> None:
+    cell = _cell("llamacpp", "Q4_1")
+    fields = measure_fields(RecordingEngine(Path("x"), cell), cell)
+    assert fields["decode_tok_s_mean"] == pytest.approx(1 / DECODE_S)
+
+
+def test_a_backend_shares_a_knob_another_declared() -> None:
+    from dataclasses import replace
+
+    from bench.runners.registry import register_backend
+    from bench.suite.knobs import KNOBS
+
+    owner = next(k for k in KNOBS.values() if k.backends is not None)
+    try:
+        spec = replace(next(iter(BACKENDS.values())), name="sharer", knobs=(), shares_knobs=(owner.name,))
+        register_backend(spec)
+        assert KNOBS[owner.name].takes("sharer") and all(KNOBS[owner.name].takes(b) for b in owner.backends or ())
+    finally:
+        BACKENDS.pop("sharer", None)
+        KNOBS[owner.name] = owner
+
+
+def test_sharing_an_unknown_knob_is_an_error() -> None:
+    from dataclasses import replace
+
+    from bench.errors import BenchError
+    from bench.runners.registry import register_backend
+
+    spec = replace(next(iter(BACKENDS.values())), name="sharer", knobs=(), shares_knobs=("no_such_knob",))
+    with pytest.raises(BenchError, match="no_such_knob"):
+        register_backend(spec)
+    BACKENDS.pop("sharer", None)
+
+
 def test_every_backend_has_a_tiny_model() -> None:
     assert set(BACKENDS) == set(TINY_MODELS), "add the new backend's tiny model to TINY_MODELS"
 
@@ -167,6 +231,11 @@ def test_backend_passes_the_contract(backend: str, request: pytest.FixtureReques
         fields = engine.start_context(cell)
         assert fields["n_ctx"] >= cell.depth + cell.prompt_tokens + cell.gen_tokens
         assert fields["threads_used"] == 1
+        if isinstance(engine, CellEngine):  # it measures the whole cell itself: the same speed columns come back
+            row = engine.measure(cell.model_copy(update={"depth": 0}))  # it serves fresh requests only
+            assert row["decode_tok_s_mean"] > 0 and len(row["decode_tok_s_samples"].split(";")) == cell.repetitions
+            assert row["ttft_ms_mean"] > 0 and row["itl_ms_p50"] > 0 and not spec.gives_logits
+            return
         n_vocab = engine.n_vocab()
         rng = np.random.default_rng(0)
         engine.reset(rng.integers(0, n_vocab, size=(1, cell.depth), dtype=np.int32))

@@ -1,0 +1,138 @@
+"""A fake OpenAI-compatible streaming server on 127.0.0.1, in a thread: the shapes of reply (reasoning split out,
+<think> in the text) and the faults (HTTP errors, a hung stream, a malformed line) the server backend must read."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+HANG_S = 20.0  # a hung stream's silence: longer than the tests' request timeout, bounded so threads end
+
+
+@dataclass
+class Behaviour:
+    """What the fake does; tests change it between runs."""
+
+    first_token_s: float = 0.05  # before the first token
+    gap_s: float = 0.01  # between tokens
+    reasoning: int = 3  # tokens sent as reasoning_content (mode "split") or inside <think> (mode "think")
+    answer: int = 4
+    mode: str = "split"  # split | think | hang | malformed
+    finish: str = "length"
+    fail_every: int = 0  # every n-th completion request gets `fail_status`
+    fail_status: int = 503
+    seen_headers: list[dict[str, str]] = field(default_factory=list)
+    requests: int = 0
+
+
+def _chunk(delta: dict[str, Any] | None, text: str | None = None, finish: str | None = None) -> bytes:
+    choice: dict[str, Any] = {"index": 0, "finish_reason": finish}
+    if delta is not None:
+        choice["delta"] = delta
+    else:
+        choice["text"] = text or ""
+    return f"data: {json.dumps({'choices': [choice]})}\n\n".encode()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    behaviour: Behaviour
+    lock = threading.Lock()
+
+    def log_message(self, *args: Any) -> None:  # quiet
+        pass
+
+    def _json(self, status: int, payload: Any) -> None:
+        body = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        self.behaviour.seen_headers.append(dict(self.headers))
+        if self.path == "/v1/models":
+            self._json(200, {"data": [{"id": "fake-model"}]})
+        elif self.path == "/version":
+            self._json(200, {"version": "fake 1.0"})
+        else:
+            self._json(404, {"error": "not found"})
+
+    def do_POST(self) -> None:  # noqa: N802
+        b = self.behaviour
+        b.seen_headers.append(dict(self.headers))
+        request = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+        if self.path == "/tokenize":  # one token per whitespace-separated word
+            self._json(200, {"tokens": list(range(len(str(request.get("content", "")).split())))})
+            return
+        if self.path == "/apply-template":
+            self._json(200, {"prompt": "<user> " + request["messages"][0]["content"]})
+            return
+        with self.lock:
+            b.requests += 1
+            number = b.requests
+        if b.fail_every and number % b.fail_every == 0:
+            self._json(b.fail_status, {"error": {"message": f"fake {b.fail_status}"}})
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self._stream(b, chat="messages" in request)
+
+    def _send(self, data: bytes, wait_s: float) -> None:
+        time.sleep(wait_s)
+        self.wfile.write(data)
+        self.wfile.flush()
+
+    def _stream(self, b: Behaviour, chat: bool) -> None:
+        def piece(text: str, reasoning: bool = False) -> bytes:
+            if not chat:
+                return _chunk(None, text)
+            return _chunk({"reasoning_content": text} if reasoning else {"content": text})
+
+        wait = b.first_token_s
+        if b.mode == "malformed":
+            self._send(piece("ok"), wait)
+            self._send(
+                b'data: {"choices": [ this is not json at all, and it goes on and on and on for a while]}\n\n', 0
+            )
+            return
+        if b.mode == "hang":
+            self._send(piece("ok"), wait)
+            time.sleep(HANG_S)
+            return
+        if b.mode == "think":
+            texts = ["<think>", *(f"r{i}" for i in range(b.reasoning - 1)), "</think>", "\n\n"]
+            pieces = [piece(t) for t in texts]
+        else:
+            pieces = [piece(f"r{i}", reasoning=True) for i in range(b.reasoning)]
+        pieces += [piece(f" a{i}") for i in range(b.answer)]
+        for data in pieces:
+            self._send(data, wait)
+            wait = b.gap_s
+        finish = _chunk({} if chat else None, "", finish=b.finish)
+        self._send(finish, 0)
+        self._send(b"data: [DONE]\n\n", 0)
+
+
+class FakeServer:
+    def __init__(self) -> None:
+        self.behaviour = Behaviour()
+        handler = type("Handler", (_Handler,), {"behaviour": self.behaviour})
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()

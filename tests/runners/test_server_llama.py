@@ -1,0 +1,137 @@
+"""The server backend with the real llama-server (scripts/build_llama_tools.sh) on SmolLM2: client figures vs the
+server's own timings, a server killed mid-run, Ctrl-C, and `bench run` with the engine and the server side by side."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from bench.errors import BenchError
+from bench.results import read_results
+from bench.runners.server.runner import ServerEngine
+from bench.runners.server.software import llama_server_path
+from tests.conftest import cpu_cell, quick_suite_yaml
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(llama_server_path() is None, reason="llama-server not built (scripts/build_llama_tools.sh)"),
+]
+
+
+def _servers_of(model: Path) -> list[psutil.Process]:
+    found = []
+    for process in psutil.process_iter(["name", "cmdline"]):
+        cmdline = process.info.get("cmdline") or []
+        if process.info.get("name") == "llama-server" and str(model) in cmdline:
+            found.append(process)
+    return found
+
+
+@pytest.mark.parametrize("parallel", [1, 4])
+def test_client_figures_are_the_servers_plus_http(smollm2_path: Path, parallel: int) -> None:
+    cell = cpu_cell("server", "Q4_1", threads=2, parallel=parallel, prompt_tokens=64, gen_tokens=16, repetitions=2)
+    engine = ServerEngine(smollm2_path, cell)
+    try:
+        info = engine.load()
+        assert info.extra["server_version"].startswith("llama-server") and info.extra["server_url"].startswith(
+            "http://127.0.0.1:"
+        )
+        assert engine.start_context(cell)["n_ctx"] == parallel * 256
+        row = engine.measure(cell)
+    finally:
+        engine.close()
+    assert row["request_errors"] == 0 and row["requests_measured"] == 2 * parallel
+    assert row["answer_tokens_mean"] == 16 and row["reasoning_tokens_mean"] == 0  # held to gen_tokens
+    # The client's clock contains the server's: TTFT >= prompt_ms, time per token ~ predicted_per_token_ms
+    assert row["http_overhead_ttft_ms"] >= 0
+    assert row["http_overhead_tpot_ms"] >= -0.02 * row["server_predicted_per_token_ms_p50"]
+
+
+def test_killed_server_fails_the_cell_and_the_next_gets_a_fresh_one(smollm2_path: Path) -> None:
+    cell = cpu_cell("server", "Q4_1", threads=2, parallel=2, prompt_tokens=32, gen_tokens=400, repetitions=1)
+    engine = ServerEngine(smollm2_path, cell)
+    try:
+        engine.load()
+        engine.start_context(cell)
+        first = engine.server
+        assert first is not None
+        threading.Timer(1.5, lambda: os.killpg(first.process.pid, signal.SIGKILL)).start()
+        with pytest.raises(
+            BenchError,
+            match=r"llama-server died during the cell \(\d+ requests failed\) "
+            r"\(exited with code -9\); its last stderr lines:\n.*\S",
+        ):
+            engine.measure(cell)
+        engine.start_context(cell)
+        assert engine.server is not first and engine.server is not None and engine.server.exited() is None
+        short = cell.model_copy(update={"gen_tokens": 8})
+        assert engine.measure(short)["request_errors"] == 0
+    finally:
+        engine.close()
+    assert not _servers_of(smollm2_path)
+
+
+def _run(suite: Path, out: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "bench.cli", "run", str(suite), "-o", str(out), "--quiet"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_ctrl_c_leaves_no_server_process(smollm2_path: Path, write_suite, tmp_path: Path) -> None:  # noqa: ANN001
+    suite = write_suite(
+        quick_suite_yaml(
+            backends="backends: [server]",
+            knobs="knobs: {threads: [2]}",
+            workload="workload: {prompt_tokens: [32], gen_tokens: 2000, depths: [0], repetitions: 3, warmup: 0}",
+        )
+    )
+    bench = _run(suite, tmp_path / "out.csv")
+    deadline = time.monotonic() + 120
+    while not _servers_of(smollm2_path) and time.monotonic() < deadline and bench.poll() is None:
+        time.sleep(0.2)
+    servers = _servers_of(smollm2_path)
+    assert servers, bench.communicate()
+    time.sleep(1.0)  # requests in flight
+    bench.send_signal(signal.SIGINT)
+    assert bench.wait(60) == 130
+    psutil.wait_procs(servers, timeout=10)
+    assert not _servers_of(smollm2_path)
+
+
+def test_bench_run_measures_engine_and_server_side_by_side(smollm2_path: Path, write_suite, tmp_path: Path) -> None:  # noqa: ANN001
+    suite = write_suite(
+        quick_suite_yaml(
+            backends="backends: [llamacpp, server]",
+            knobs="knobs: {threads: [2], parallel: [1, 4]}",
+            workload="workload: {prompt_tokens: [64], gen_tokens: 16, depths: [0], repetitions: 2, warmup: 1}",
+        )
+    )
+    out, report = tmp_path / "out.csv", tmp_path / "report.md"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.cli", "run", str(suite), "-o", str(out), "--quiet", "--report", str(report)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stderr
+    rows = read_results([out])
+    assert sorted(zip(rows["backend"], rows["parallel"], strict=True)) == [
+        ("llamacpp", 1), ("llamacpp", 4), ("server", 1), ("server", 4),
+    ]  # fmt: skip
+    assert (rows["status"] == "ok").all(), rows[["backend", "reason"]]
+    server = rows[rows["backend"] == "server"]
+    assert (server["decode_tok_s_mean"] > 0).all() and (server["http_overhead_ttft_ms"] >= 0).all()
+    assert server["backend_version"].str.len().gt(0).all()
+    text = report.read_text()
+    assert "llamacpp" in text and "server" in text
