@@ -329,3 +329,15 @@ def test_what_fits_asks_the_planner_once_per_memory_setup(analyses: dict[str, An
     text = section_markdown(analyses["two-hosts"], "fits")
     tokens = int(configs["max_context"].iloc[0])
     assert f"| 8,192 | 8,192 | {tokens:,} | estimated | yes | memory only | memory only |" in text
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_report_prints_no_pandas_fragmentation_warning(case: str) -> None:
+    """A user's terminal shows no PerformanceWarning: wide frames get their columns in one concat."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", pd.errors.PerformanceWarning)
+        analysis = analysis_for(case)
+        for section in SECTIONS.values():
+            section.build(analysis)

@@ -85,17 +85,22 @@ def capacity_table(
     keys = setup_columns()
     ok = (rows["status"] == "ok").to_numpy()
     figures = slo_figures(rows, slo)
-    rows = rows.assign(
-        n=sequences(rows),
-        user_tok_s=user_tok_s(rows),
-        decode=fmt.as_float(rows["decode_tok_s_mean"]),
-        noisy=noisy(rows),
-        usd_per_hour=hourly_cost(rows, suite)["usd_per_hour"],  # each row's own power, not its setup's first
-        failure=outcome_failure(rows).where(~ok, slo_failure(figures, slo)),
-        **figures,
+    added = pd.DataFrame(
+        {
+            "n": sequences(rows),
+            "user_tok_s": user_tok_s(rows),
+            "decode": fmt.as_float(rows["decode_tok_s_mean"]),
+            "noisy": noisy(rows),
+            "usd_per_hour": hourly_cost(rows, suite)["usd_per_hour"],  # each row's own power, not its setup's first
+            "failure": outcome_failure(rows).where(~ok, slo_failure(figures, slo)),
+            **figures,
+        },
+        index=rows.index,
     )
-    # One consolidated frame (copy): the report's frames are wide, and each insert below would warn.
-    rows = rows.assign(usd_per_mtok=usd_per_mtok(rows["usd_per_hour"], busy_tok_s(rows))).copy()
+    # Joined in one concat: the report's frames are wide, and a column inserted at a time fragments them (and
+    # pandas warns on the user's terminal).
+    rows = pd.concat([rows.drop(columns=[c for c in added if c in rows]), added], axis=1).copy()
+    rows["usd_per_mtok"] = usd_per_mtok(rows["usd_per_hour"], busy_tok_s(rows))
     rows["setup_no"] = rows.groupby(keys, dropna=False, sort=True).ngroup()
     rows = rows[rows["setup_no"].isin(rows.loc[ok, "setup_no"])]  # setups with nothing measured are not shown
     rows = rows.sort_values(["setup_no", "n"], kind="stable").drop_duplicates(["setup_no", "n"], keep="last")

@@ -100,7 +100,7 @@ def normalize(frame: pd.DataFrame) -> pd.DataFrame:
             out[name] = pd.to_numeric(out[name], errors="coerce")
         else:
             out[name] = out[name].astype(object).where(out[name].notna(), "").astype(str)
-    return out
+    return out.copy()  # consolidated: column-by-column conversion fragments a wide frame (pandas then warns)
 
 
 def merge_newest(frame: pd.DataFrame, keep_all: bool) -> pd.DataFrame:
@@ -172,13 +172,13 @@ def derive(measured: pd.DataFrame, suite: Suite | None, keep_all: bool) -> tuple
     frame = frame.join(roofline(frame)).join(memory_check(frame))
     energy = fmt.as_float(frame["energy_j_per_decode_token"])
     frame["tok_per_j"] = 1.0 / energy.where(energy > 0)
-    return frame, knobs
+    return frame.copy(), knobs  # consolidated once: every section adds its own columns to this frame
 
 
 def headline(measured: pd.DataFrame) -> pd.DataFrame:
     """One row per configuration: the one at its shallowest depth, plus its slowest per-user decode and where."""
     ordered = measured.sort_values(["config_no", "depth"], na_position="first", kind="stable")
-    first = ordered.drop_duplicates("config_no", keep="first").set_index("config_no")
+    first = ordered.drop_duplicates("config_no", keep="first").set_index("config_no").copy()  # consolidated
     slowest = (
         measured.assign(_decode=fmt.as_float(measured[USER_DECODE]))
         .sort_values(["config_no", "_decode"], na_position="last", kind="stable")
