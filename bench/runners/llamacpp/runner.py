@@ -136,7 +136,18 @@ class LlamaCppRunner(SpeedEngine):
         llama_cpp = _llama()
         threads = resolve_threads(cell.threads)
         n_seq = cell.parallel
-        key = (n_ctx, threads, cell.n_batch, cell.n_ubatch, cell.flash_attn, cell.kv_cache_type, logits_all, n_seq)
+        swa_full = bool(cell.setting("swa_full"))
+        key = (
+            n_ctx,
+            threads,
+            cell.n_batch,
+            cell.n_ubatch,
+            cell.flash_attn,
+            cell.kv_cache_type,
+            swa_full,
+            logits_all,
+            n_seq,
+        )
         if key == self.ctx_key:
             return self._ctx_fields
         self._free_context()
@@ -146,6 +157,7 @@ class LlamaCppRunner(SpeedEngine):
         params.n_ubatch = min(cell.n_ubatch, params.n_batch)
         params.n_seq_max = n_seq
         params.kv_unified = True  # one KV buffer for every sequence, as llama-batched-bench (-kvu) measures
+        params.swa_full = swa_full  # the knob's default (false) is llama-bench's, not llama_context_default_params'
         params.n_threads = threads
         params.n_threads_batch = threads
         params.flash_attn_type = FLASH_ATTN_TO_LLAMA[cell.flash_attn]
