@@ -16,7 +16,7 @@ import numpy as np
 
 from bench.errors import BenchError
 from bench.hardware import resolve_threads
-from bench.runners.base import LoadInfo, SpeedEngine, context_size
+from bench.runners.base import LoadInfo, SpeedEngine, context_size, release_freed_heap
 from bench.runners.llamacpp.threadpool import ThreadPool
 from bench.suite import Cell
 
@@ -151,6 +151,7 @@ class LlamaCppRunner(SpeedEngine):
         if key == self.ctx_key:
             return self._ctx_fields
         self._free_context()
+        self._log.take()  # the freed context's own lines (~llama_context repeats its compute buffer size)
         params = llama_cpp.llama_context_default_params()
         params.n_ctx = n_ctx
         params.n_batch = max(min(cell.n_batch, n_ctx), n_seq)  # a decode step holds one token per sequence
@@ -195,6 +196,7 @@ class LlamaCppRunner(SpeedEngine):
             self._pool.close()
             self.ctx = None
             self.ctx_key = None
+            release_freed_heap()
 
     def close(self) -> None:
         self._free_context()
