@@ -132,6 +132,15 @@ class ModelFacts:
     # what makes prefill slower at depth.
     attention_flops_per_position: float
     basis: str  # where the shape came from: "GGUF header of x.gguf", "known shape: ...", "suite metadata"
+    # Parameters one token goes through; a mixture of experts' is its used experts' share. None: all.
+    n_active_params: int | None = None
+
+    @property
+    def active_share(self) -> float:
+        """The share of the weights one token reads and computes with (1.0 for a dense model)."""
+        if not self.n_active_params or not self.n_params:
+            return 1.0
+        return self.n_active_params / self.n_params
 
 
 @dataclass(frozen=True)
@@ -164,6 +173,7 @@ class CellMemory:
             "est_compute_bytes": estimate.compute_bytes,
             "est_total_bytes": estimate.total_bytes,
             "est_device_free_bytes": self.budget.on(estimate.where) if self.budget else None,
+            "n_active_params": self.model.n_active_params if self.model else None,
         }
 
     def skip_reason(self) -> str:

@@ -155,6 +155,7 @@ class CellEstimator:
                 * shape.n_heads
                 * (shape.head_dim_k + shape.head_dim_v),
                 basis=shape.basis,
+                n_active_params=shape.n_active_params,
             )
         return self._facts[key]
 
