@@ -11,6 +11,13 @@ sequence's depth + prompt + generated tokens, rounded up to 256 cells — the on
 sequences share. "N = 1, 8, 32 at n_ctx 2048" is therefore 2048 cells in all (2048 / N per sequence):
 N=1 128 + 1792 + 4 = 1924, N=8 8 × (128 + 96 + 4) = 1824, N=32 32 × (32 + 24 + 4) = 1920, each rounded to
 2048 (asserted below). Run with -s to see the ratios.
+
+The quickstart's settings (512-token prompt, threads 1 and 2 × 1 and 4 sequences) hold within 5 %, run after
+the other cases in the same worker, as `bench run` runs them. They read 1.09-1.24 while a cell's peak was
+reset before its context replaced the previous cell's: the peak then carried the previous context (the same
+cells in separate workers read 1.00-1.01). Threads and sequences themselves add little the planner misses:
+the per-sequence logits (n_seq × n_vocab floats) are in the estimate, and ggml's per-thread work buffer
+lives in the compute buffer llama.cpp reserves, which does not grow with threads.
 """
 
 from __future__ import annotations
@@ -31,9 +38,10 @@ from tests.conftest import GEMMA3_REF, SMOLLM2_REF, cpu_cell, quick_suite_yaml
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads VmRSS/VmHWM from /proc")
 
 LOW, HIGH = 0.90, 1.10
+QUICKSTART_LOW, QUICKSTART_HIGH = 0.95, 1.05
 
 
-def _cell(model_id: str, prompt: int, depth: int, parallel: int = 1) -> Cell:
+def _cell(model_id: str, prompt: int, depth: int, parallel: int = 1, threads: int = 1) -> Cell:
     return cpu_cell(
         "llamacpp",
         "source",
@@ -43,7 +51,16 @@ def _cell(model_id: str, prompt: int, depth: int, parallel: int = 1) -> Cell:
         prompt_tokens=prompt,
         depth=depth,
         parallel=parallel,
+        threads=threads,
     )
+
+
+def _quickstart_settings(model_id: str) -> dict[str, Cell]:
+    return {
+        f"quickstart t{threads} N={parallel}": _cell(model_id, 512, 0, parallel=parallel, threads=threads)
+        for threads in (1, 2)
+        for parallel in (1, 4)
+    }
 
 
 CASES = {
@@ -53,8 +70,13 @@ CASES = {
         "N=1 n_ctx 2048": _cell("smollm2", 128, 1792),
         "N=8 n_ctx 2048": _cell("smollm2", 128, 96, parallel=8),
         "N=32 n_ctx 2048": _cell("smollm2", 32, 24, parallel=32),
+        **_quickstart_settings("smollm2"),
     },
-    "gemma3": {"small": _cell("gemma3", 128, 0), "depth 1024": _cell("gemma3", 128, 1024)},
+    "gemma3": {
+        "small": _cell("gemma3", 128, 0),
+        "depth 1024": _cell("gemma3", 128, 1024),
+        **_quickstart_settings("gemma3"),
+    },
 }
 SUITE = quick_suite_yaml(
     name="agreement",
@@ -97,8 +119,9 @@ def test_parallel_cells_have_a_total_context_of_2048() -> None:
 
 
 @pytest.mark.parametrize("key", [(model, name) for model, cases in CASES.items() for name in cases], ids=str)
-def test_estimate_is_within_10_percent_of_measured(measured: dict[tuple[str, str], tuple[int, int]], key) -> None:  # noqa: ANN001
+def test_estimate_agrees_with_measured(measured: dict[tuple[str, str], tuple[int, int]], key) -> None:  # noqa: ANN001
     estimate, resident = measured[key]
     ratio = estimate / resident
     print(f"\n{key[0]} {key[1]}: estimated {estimate / MIB:.1f} MiB, measured {resident / MIB:.1f} MiB, {ratio:.3f}")
-    assert LOW <= ratio <= HIGH, f"{key}: estimate / measured = {ratio:.3f}"
+    low, high = (QUICKSTART_LOW, QUICKSTART_HIGH) if key[1].startswith("quickstart") else (LOW, HIGH)
+    assert low <= ratio <= high, f"{key}: estimate / measured = {ratio:.3f}"

@@ -21,11 +21,13 @@ import pandas as pd
 import pytest
 
 from bench.hardware import detect
-from bench.runners.llamacpp.memory import RUNNER_SWA_FULL, estimate_memory, max_context, max_context_for_row
+from bench.runners.base import context_size
+from bench.runners.llamacpp.memory import estimate_cell, estimate_memory, max_context, max_context_for_row
+from bench.runners.llamacpp.runner import LlamaCppRunner
 from bench.runners.llamacpp.shapes import known_model, shape_from_gguf, shape_from_suite, weights_for
 from bench.runners.memory import MIB, WORKER_PROCESS_BYTES, Budget
-from bench.suite import ModelSpec
-from tests.conftest import SMOLLM2_REF, quick_suite_yaml
+from bench.suite import KNOBS, ModelSpec
+from tests.conftest import SMOLLM2_REF, cpu_cell, quick_suite_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 TOLERANCE = 0.15
@@ -48,19 +50,10 @@ def rss():
 
 
 path, contexts, swa_full = Path(sys.argv[1]), [int(c) for c in sys.argv[2].split(",")], sys.argv[3] == "1"
-if not swa_full:  # the runner keeps llama.cpp's default context parameters; change the default itself
-    default_params = llama_cpp.llama_context_default_params
-
-    def windowed():
-        params = default_params()
-        params.swa_full = False
-        return params
-
-    llama_cpp.llama_context_default_params = windowed
 cell = Cell(suite="probe", model_id="m", quantization="source", backend="llamacpp", device_id="cpu",
             device_kind="cpu", device_index=0, threads=1, n_gpu_layers=0, n_batch=2048, n_ubatch=512,
             flash_attn="auto", kv_cache_type="f16", mmap=True, repack=True, torch_compile=None, static_cache=None,
-            prompt_tokens=64, gen_tokens=16, depth=0, repetitions=1, warmup=0)
+            swa_full=swa_full, prompt_tokens=64, gen_tokens=16, depth=0, repetitions=1, warmup=0)
 runner = LlamaCppRunner(path, cell)
 llama_cpp.llama_backend_init()
 baseline = rss()
@@ -76,7 +69,7 @@ print(json.dumps(results))
 """
 
 
-def _probe(path: Path, contexts: list[int], swa_full: bool = True) -> list[dict[str, int]]:
+def _probe(path: Path, contexts: list[int], swa_full: bool = False) -> list[dict[str, int]]:
     result = subprocess.run(
         [sys.executable, "-c", PROBE, str(path), ",".join(map(str, contexts)), "1" if swa_full else "0"],
         capture_output=True,
@@ -118,11 +111,34 @@ def test_a_windowed_sliding_window_cache_is_estimated_too(gemma3_path: Path) -> 
     assert abs(estimate.total_bytes / measured["added"] - 1) <= TOLERANCE
 
 
-def test_the_runner_keeps_llama_cpps_full_sliding_window_cache() -> None:
-    """The planner assumes bench's runner leaves swa_full at llama.cpp's default; this says if that changes."""
+@pytest.mark.parametrize("swa_full", [False, True])
+@pytest.mark.parametrize("parallel", [1, 4])
+def test_gemma3_kv_bytes_at_depth_4096_match_llama_cpps_own(gemma3_path: Path, swa_full: bool, parallel: int) -> None:
+    """The planner's KV bytes for a Gemma-3-270M cell at depth 4096 against `kv_cache_bytes`, the row field the
+    runner reads from llama.cpp's log when it opens the cell's context, within 2 %. Windowed (swa_full false,
+    the knob's default) 15 of 18 layers hold each sequence's 512-token window plus a ubatch; full, every layer
+    holds the whole context."""
+    cell = cpu_cell(
+        "llamacpp", "source", model_id="gemma3", depth=4096, prompt_tokens=128, swa_full=swa_full, parallel=parallel
+    )
+    runner = LlamaCppRunner(gemma3_path, cell)
+    runner.load()
+    try:
+        measured = runner.start_context(cell)["kv_cache_bytes"]
+    finally:
+        runner.close()
+    estimate = estimate_cell(cell, shape_from_gguf(gemma3_path))
+    assert estimate.kv_ram == pytest.approx(measured, rel=0.02)
+    n_ctx = context_size(cell)
+    cells_per_layer = n_ctx if swa_full else min(n_ctx, -(-(512 * parallel + 512) // 256) * 256)
+    assert estimate.kv_ram == 3 * n_ctx * 1024 + 15 * cells_per_layer * 1024  # 1 KV head × (256 + 256) × f16
+
+
+def test_swa_full_defaults_to_llama_bench_not_to_llama_cpps_context_default() -> None:
     import llama_cpp
 
-    assert bool(llama_cpp.llama_context_default_params().swa_full) is RUNNER_SWA_FULL
+    assert KNOBS["swa_full"].default is False
+    assert bool(llama_cpp.llama_context_default_params().swa_full) is True  # what the runner overrides
 
 
 def test_offloading_splits_weights_kv_and_compute_between_ram_and_vram(smollm2_path: Path) -> None:

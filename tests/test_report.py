@@ -217,7 +217,7 @@ def test_recommendation_names_the_constraint_that_rules_each_option_out(write_su
         "Q4_K_M",
     )  # cheapest per token that passes
     assert table.loc[("gpu-box / gpu0", "Q2_K"), "reasons"] == "KLD 0.3480 > 0.05 allowed"
-    assert table.loc[("gpu-box / gpu0", "F16"), "reasons"] == "memory 0.32 GiB > 0.25 allowed"
+    assert table.loc[("gpu-box / gpu0", "F16"), "reasons"] == "memory 0.34 GB > 0.25 allowed"  # 0.32 GiB
     assert table.loc[("bench-a / cpu", "Q4_K_M"), "reasons"].startswith("decode 28.0 tok/s per user at depth 512 < 100")
     text = section_markdown(analysis, "recommendations")
     assert "Best overall: **smollm2-135m Q4_K_M nglall on gpu-box / gpu0**" in text

@@ -101,8 +101,8 @@ def test_most_users_pick_and_its_reason(analysis: Analysis) -> None:
 
 
 def test_most_users_pick_respects_the_constraints(write_suite: Callable[[str], Path]) -> None:
-    """gpu-a at 4 sequences holds 296 MiB: a 0.28 GiB (287 MiB) limit rules it out, so the CPU (1 user at every
-    depth, 264 MiB) is the pick; with 0.2 GiB nothing qualifies."""
+    """gpu-a at 4 sequences holds 296 MiB (310 MB): a 0.28 GB limit (max_memory_gb is in GB, 1e9 bytes) rules
+    it out, so the CPU (1 user at every depth, 264 MiB = 277 MB) is the pick; with 0.2 GB nothing qualifies."""
     suite_text = (FIXTURES / "capacity.yaml").read_text()
     for limit, device in ((0.28, "rig / cpu"), (0.2, None)):
         suite = write_suite(suite_text + f"constraints: {{max_memory_gb: {limit}}}\n")

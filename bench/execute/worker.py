@@ -107,10 +107,12 @@ def run_measure(job: MeasureJob, events: TextIO, hook: Hook) -> None:
     )
     for cell in cells:
         _emit(events, CellStart(cell_id=cell.cell_id, started_utc=_now()))
-        reset_peak_rss()
         try:
             hook("cell", cell)
             fields: dict[str, Any] = dict(engine.start_context(cell))
+            # The peak starts once the cell's context replaced the previous cell's: reset before, it would
+            # carry the previous context (a 4-sequence cell's KV in the next 1-sequence cell's peak).
+            reset_peak_rss()
             before = snapshot()
             with GpuSampler(cell.device_kind, cell.device_index, baseline_used_bytes=vram_before_load) as sampler:
                 speed = measure_fields(engine, cell, energy=sampler)

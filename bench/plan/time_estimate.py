@@ -162,7 +162,7 @@ def _modelled_seconds(cell: Cell, memory: CellMemory | None, rate: DeviceRate) -
     if memory is None or memory.estimate is None or memory.model is None:
         return None
     estimate, model = memory.estimate, memory.model
-    dense = 2.0 * model.n_params  # FLOPs per token through the weights
+    dense = 2.0 * model.n_params * model.active_share  # FLOPs per token through the weights it uses
     attention = model.attention_flops_per_position
     depth, prompt, gen, n_seq = cell.depth, cell.prompt_tokens, cell.gen_tokens, _sequences(cell)
     # Each sequence fills its depth (once) and prefills its prompt (every repetition), attending to its own
@@ -170,8 +170,10 @@ def _modelled_seconds(cell: Cell, memory: CellMemory | None, rate: DeviceRate) -
     fill_flops = n_seq * (depth * dense + attention * depth**2 / 2)
     prompt_flops = n_seq * (prompt * dense + attention * ((depth + prompt) ** 2 - depth**2) / 2)
     kv_per_position = estimate.kv_bytes / estimate.n_ctx if estimate.n_ctx else 0.0
-    # A decode step reads the weights once and every sequence's KV cache so far.
-    bytes_read = gen * (estimate.weights_bytes + n_seq * kv_per_position * (depth + gen / 2))
+    # A decode step reads the weights once (a mixture of experts: its used experts' share, as if the
+    # sequences of a step chose the same experts) and every sequence's KV cache so far.
+    weights_read = estimate.weights_bytes * model.active_share
+    bytes_read = gen * (weights_read + n_seq * kv_per_position * (depth + gen / 2))
     flops = rate.flops_for(cell.threads)
     repetition = prompt_flops / flops + bytes_read / (rate.bandwidth_gbs * 1e9 * DECODE_BANDWIDTH_SHARE)
     return fill_flops / flops + _repetitions(cell) * repetition, estimate.weights_bytes / LOAD_BYTES_PER_S

@@ -21,14 +21,14 @@ import pandas as pd
 from bench.report import format as fmt
 from bench.report.capacity import setup_columns
 from bench.report.users import USER_DECODE, sequences
-from bench.suite import Constraints
+from bench.suite import GB, Constraints
 
 CONSTRAINT_TEXT = {
     "min_decode_tok_s": "decode ≥ {} tok/s per user at every measured depth",
     "max_kld": "mean KLD ≤ {} vs the baseline",
     "max_ppl_increase_pct": "perplexity increase ≤ {} % vs the baseline",
     "min_context": "fits a context of ≥ {} tokens",
-    "max_memory_gb": "peak memory ≤ {} GiB",
+    "max_memory_gb": "peak memory ≤ {} GB",
     "min_task_accuracy": "task accuracy ≥ {} %",
 }
 
@@ -127,13 +127,13 @@ def constraint_reasons(configs: pd.DataFrame, constraints: Constraints) -> pd.Da
         model_reason = "model supports " + fmt.integer(supported) + f" tokens < {c.min_context:,} required"
         reasons["min_context"] = fits.where(~short | (fits != ""), model_reason)
     if c.max_memory_gb is not None:
-        memory_gib = configs["memory_bytes"] / fmt.GIB
+        memory_gb = configs["memory_bytes"] / GB
         reasons["max_memory_gb"] = _check(
-            memory_gib,
+            memory_gb,
             c.max_memory_gb,
             False,
             "peak memory not measured",
-            "memory " + fmt.fixed(memory_gib, 2) + f" GiB > {c.max_memory_gb:g} allowed",
+            "memory " + fmt.fixed(memory_gb, 2) + f" GB > {c.max_memory_gb:g} allowed",
         )
     if c.min_task_accuracy is not None:
         accuracy = fmt.as_float(configs["task_accuracy_pct"])

@@ -75,12 +75,16 @@ def bandwidth(frame: pd.DataFrame, suite: Suite | None) -> pd.DataFrame:
 
 def weights_read_per_token(frame: pd.DataFrame) -> pd.Series:
     """Weight bytes one decode step reads: every tensor but the token-embedding table, of which it reads one
-    row, unless the output head is that table (tied). Rows that do not say whether it is tied count it all."""
+    row, unless the output head is that table (tied). Rows that do not say whether it is tied count it all.
+    A mixture of experts reads its used experts only: the weights times n_active_params / n_params (the
+    step's sequences taken to share their experts, the fewest bytes a step can read)."""
     in_memory = _column(frame, "n_params") * _column(frame, "bits_per_weight") / 8  # a dequantized torch row is
     weights = in_memory.fillna(_column(frame, "model_file_bytes"))  # larger than its file
     untied = frame["tied_embeddings"].eq(False).fillna(False).astype(bool) if "tied_embeddings" in frame else False
     embeddings = _column(frame, "token_embd_bytes").where(untied, 0.0).fillna(0.0)
-    return (weights - embeddings).fillna(_column(frame, "est_weights_bytes"))
+    read = (weights - embeddings).fillna(_column(frame, "est_weights_bytes"))
+    active_share = (_column(frame, "n_active_params") / _column(frame, "n_params")).clip(upper=1.0).fillna(1.0)
+    return read * active_share
 
 
 def kv_bytes_per_token(frame: pd.DataFrame) -> pd.Series:

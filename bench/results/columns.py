@@ -112,6 +112,7 @@ class _FixedColumns(BaseModel):
     # --- memory
     model_file_bytes: int | None = None
     n_params: int | None = None
+    n_active_params: int | None = None  # what one token goes through: a mixture of experts' used experts only
     peak_rss_bytes: int | None = None  # the worker process's peak, interpreter and libraries included
     rss_before_load_bytes: int | None = None  # the worker's resident memory before the model was loaded
     model_rss_bytes: int | None = None  # peak minus before-load: what the model, context and batches took

@@ -22,7 +22,7 @@ from bench.plan import PlannedCell
 from bench.quality import QualityScheduler, join_quality
 from bench.run.rows import RowOut
 from bench.runners.registry import backend
-from bench.suite import Cell, Suite
+from bench.suite import GB, Cell, Suite
 
 Emit = Callable[[RowOut], None]
 
@@ -51,7 +51,7 @@ class HostRunner:
         self.say = say
         self.system_warnings: list[SystemWarning] = system_warnings(fingerprint)
         limit_gb = suite.limits.memory_limit_gb
-        self.memory_limit = int(limit_gb * 2**30) if limit_gb else None
+        self.memory_limit = int(limit_gb * GB) if limit_gb else None
         # Quality reads its text and task files now: a malformed file stops the run before a row is written.
         self.quality = (
             QualityScheduler(suite, self.resolve_model, run_quality_job, self.memory_limit, say)

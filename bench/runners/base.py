@@ -10,6 +10,8 @@ backend that cannot give logits is still a backend.
 from __future__ import annotations
 
 import abc
+import ctypes
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
@@ -128,6 +130,17 @@ class SpeedEngine(Engine):
 
     def on_measured_end(self) -> None:  # noqa: B027 - optional hook
         """The measured repetitions are done; raise BenchError if something made them invalid."""
+
+
+def release_freed_heap() -> None:
+    """Hand pages glibc keeps after a free (heap and arena memory below its mmap threshold) back to the OS,
+    so that the process's resident set is what it still holds: a cell's peak then does not carry a freed
+    context of the cell before it."""
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except OSError:  # not glibc (e.g. musl): nothing to trim
+            pass
 
 
 def random_tokens(rng: np.random.Generator, n_vocab: int, shape: tuple[int, int], first: int | None) -> np.ndarray:

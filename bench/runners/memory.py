@@ -10,6 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from bench.suite.schema import GB
+
 if TYPE_CHECKING:
     from bench.hardware import Fingerprint
     from bench.suite import DeviceSpec, Limits
@@ -80,15 +82,15 @@ def device_budget(fingerprint: Fingerprint, device: DeviceSpec, limits: Limits |
     ram: int | None = fingerprint.ram_available_bytes or None
     source = "available now"
     limit_gb = limits.memory_limit_gb if limits is not None else None
-    if ram is not None and limit_gb and limit_gb * GIB < ram:  # the worker cannot use more than its limit
-        ram, source = int(limit_gb * GIB), f"the suite's limits.memory_limit_gb ({limit_gb:g})"
-    declared = int(device.memory_gb * GIB) if device.memory_gb else None
+    if ram is not None and limit_gb and limit_gb * GB < ram:  # the worker cannot use more than its limit
+        ram, source = int(limit_gb * GB), f"the suite's limits.memory_limit_gb ({limit_gb:g} GB)"
+    declared = int(device.memory_gb * GB) if device.memory_gb else None
     if device.kind == "cpu":
         return Budget(ram, None, source)
     if 0 <= device.index < len(fingerprint.gpus):
         return Budget(ram, fingerprint.gpus[device.index].vram_free_bytes, "free now")
     if declared:  # planning for a card this machine does not have: its host RAM is unknown
-        return Budget(None, declared, f"memory_gb: {device.memory_gb:g} in the suite")
+        return Budget(None, declared, f"memory_gb: {device.memory_gb:g} (GB) in the suite")
     return Budget(None, None, "unknown: the device is absent (set devices[].memory_gb to plan for it)")
 
 
@@ -132,6 +134,15 @@ class ModelFacts:
     # what makes prefill slower at depth.
     attention_flops_per_position: float
     basis: str  # where the shape came from: "GGUF header of x.gguf", "known shape: ...", "suite metadata"
+    # Parameters one token goes through; a mixture of experts' is its used experts' share. None: all.
+    n_active_params: int | None = None
+
+    @property
+    def active_share(self) -> float:
+        """The share of the weights one token reads and computes with (1.0 for a dense model)."""
+        if not self.n_active_params or not self.n_params:
+            return 1.0
+        return self.n_active_params / self.n_params
 
 
 @dataclass(frozen=True)
@@ -164,6 +175,7 @@ class CellMemory:
             "est_compute_bytes": estimate.compute_bytes,
             "est_total_bytes": estimate.total_bytes,
             "est_device_free_bytes": self.budget.on(estimate.where) if self.budget else None,
+            "n_active_params": self.model.n_active_params if self.model else None,
         }
 
     def skip_reason(self) -> str:

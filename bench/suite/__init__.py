@@ -14,6 +14,7 @@ from bench.suite.knobs import KNOBS, Knob
 from bench.suite.load import axes, load_suite, parse_suite
 from bench.suite.matrix import expand, matches
 from bench.suite.schema import (
+    GB,
     SLO_PRESETS,
     SOURCE_QUANT,
     SYNTHETIC_PREFIX,
@@ -30,6 +31,7 @@ from bench.suite.schema import (
 )
 
 __all__ = [
+    "GB",
     "KNOBS",
     "SOURCE_QUANT",
     "SYNTHETIC_PREFIX",

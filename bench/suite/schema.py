@@ -22,6 +22,8 @@ QuantCatalog = Mapping[str, Sequence[str]]
 # layer to the loader): (field path under the model, message) for each problem; the loader adds file and line.
 ModelCheck = Callable[["ModelSpec"], list[tuple[tuple[str, ...], str]]]
 
+GB = 10**9  # the suite's *_gb fields are decimal gigabytes, as named (a GiB is 2**30)
+
 
 def as_list(value: Any) -> Any:
     return value if isinstance(value, list) else [value]
@@ -112,8 +114,8 @@ class DeviceSpec(BaseModel):
     kind: Literal["cpu", "cuda"]
     index: int = Field(default=0, ge=0)
     memory_bandwidth_gbs: float | None = Field(default=None, gt=0)
-    # Memory the planner assumes when bench cannot see this device (planning for a card you do not have);
-    # a present device's free memory is used instead.
+    # Memory the planner assumes when bench cannot see this device (planning for a card you do not have), in
+    # GB (1e9 bytes, as every *_gb field); a present device's free memory is used instead.
     memory_gb: float | None = Field(default=None, gt=0)
 
     def overrides(self) -> dict[str, list[Any]]:
@@ -152,7 +154,7 @@ class Workload(StrictModel):
 class Limits(StrictModel):
     cell_timeout_s: float = Field(default=900, gt=0)
     load_timeout_s: float = Field(default=600, gt=0)
-    memory_limit_gb: float | None = Field(default=None, gt=0)
+    memory_limit_gb: float | None = Field(default=None, gt=0)  # GB: 1e9 bytes
     # Skip a cell whose planner estimate (bench.plan.time_estimate) is longer: hours-long cells on a slow
     # machine are left out with their estimate, not attempted.
     max_cell_estimate_minutes: float | None = Field(default=None, gt=0)
@@ -174,7 +176,7 @@ class Constraints(StrictModel):
     max_kld: float | None = None
     max_ppl_increase_pct: float | None = None
     min_context: int | None = None
-    max_memory_gb: float | None = None
+    max_memory_gb: float | None = None  # GB: 1e9 bytes
     min_task_accuracy: float | None = None
 
 

@@ -88,6 +88,16 @@ KNOBS: tuple[Knob, ...] = (
         memory=True,
         logits=True,
     ),
+    Knob(
+        "swa_full",
+        bool,
+        False,
+        "sliding-window layers (Gemma 2/3, Cohere2) keep a full-context KV cache; false keeps a window-sized "
+        "one, as llama-bench and llama-server do (llama.cpp's own context default is true)",
+        "full SWA cache",
+        "swafull",
+        memory=True,
+    ),
     Knob("mmap", bool, True, "map the model file instead of reading it", "mmap", "mmap", reload=True),
     Knob(
         "repack",

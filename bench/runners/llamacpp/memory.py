@@ -32,9 +32,6 @@ from bench.suite import KNOBS, Cell
 MAX_CONTEXT = 2**20  # the largest context the planner reports (1M tokens)
 SWA_PAD = 256  # llama.cpp pads a sliding-window cache to 256 cells
 KQ_MASK_PAD = 64  # ... and the attention mask's token dimension to 64
-# bench's llama.cpp runner keeps llama_context_default_params().swa_full, which is true: sliding-window layers
-# then get a full-size cache (tests/test_planner.py checks this against llama-cpp-python).
-RUNNER_SWA_FULL = True
 
 # Calibrated on llama.cpp (llama-cpp-python 0.3.36, CPU) with SmolLM2-135M and Gemma-3-270M:
 LLAMA_RUNTIME_BYTES = 14 * MIB  # llama/ggml contexts, graph metadata, thread pool
@@ -59,6 +56,7 @@ KV_TYPE_BLOCKS: dict[str, tuple[int, int]] = {
 DEFAULT_UBATCH: int = KNOBS["n_ubatch"].default
 DEFAULT_KV_TYPE: str = KNOBS["kv_cache_type"].default
 DEFAULT_FLASH_ATTN: str = KNOBS["flash_attn"].default
+DEFAULT_SWA_FULL: bool = KNOBS["swa_full"].default
 
 
 def _kv_element_bytes(kv_cache_type: str) -> float:
@@ -77,10 +75,12 @@ def kv_bytes_per_cell(shape: ModelShape, kv_cache_type: str, layers: range | Non
     )
 
 
-def _kv_cells(shape: ModelShape, layer: int, n_ctx: int, n_ubatch: int, swa_full: bool) -> int:
+def _kv_cells(shape: ModelShape, layer: int, n_ctx: int, n_ubatch: int, swa_full: bool, n_seq: int) -> int:
+    """Cells of one layer's cache. A windowed sliding-window layer keeps each sequence's window (the unified
+    cache holds all n_seq of them) plus one ubatch, padded: llama_kv_cache_iswa's size_swa."""
     if swa_full or not shape.swa_layers or not shape.swa_layers[layer] or not shape.sliding_window:
         return n_ctx
-    window = -(-(shape.sliding_window + n_ubatch) // SWA_PAD) * SWA_PAD
+    window = -(-(shape.sliding_window * n_seq + n_ubatch) // SWA_PAD) * SWA_PAD
     return min(n_ctx, window)
 
 
@@ -125,7 +125,7 @@ def estimate_memory(
     n_gpu_layers: int | None = 0,
     device_kind: str = "cpu",
     quantization: str | None = None,
-    swa_full: bool = RUNNER_SWA_FULL,
+    swa_full: bool = DEFAULT_SWA_FULL,
     repack: bool = True,
     n_seq: int = 1,
 ) -> MemoryEstimate:
@@ -145,7 +145,7 @@ def estimate_memory(
     element = _kv_element_bytes(kv_cache_type)
     width = shape.head_dim_k + shape.head_dim_v
     kv_per_layer = [
-        shape.n_kv_heads[i] * width * element * _kv_cells(shape, i, n_ctx, n_ubatch, swa_full)
+        shape.n_kv_heads[i] * width * element * _kv_cells(shape, i, n_ctx, n_ubatch, swa_full, max(1, n_seq))
         for i in range(shape.n_layers)
     ]
     weights_vram = sum(weights.layers[first_gpu:])
@@ -198,6 +198,7 @@ def estimate_cell(cell: Cell, shape: ModelShape, quantization: str | None = None
         device_kind=cell.device_kind,
         quantization=quantization,
         repack=cell.repack,
+        swa_full=bool(cell.setting("swa_full")),
         n_seq=cell.setting("parallel"),
     )
 

@@ -97,7 +97,7 @@ class ShapeFinder:
 
 
 # What an estimate depends on besides the shape, the context and the batch (estimate_cell's arguments) ...
-_ESTIMATE_KNOBS = ("n_ubatch", "kv_cache_type", "flash_attn", "n_gpu_layers", "repack", "parallel")
+_ESTIMATE_KNOBS = ("n_ubatch", "kv_cache_type", "flash_attn", "n_gpu_layers", "repack", "parallel", "swa_full")
 # ... and what the largest context depends on besides the shape and the budget (max_context's arguments).
 _CONTEXT_KNOBS = ("n_ubatch", "kv_cache_type", "flash_attn", "n_gpu_layers")
 
@@ -155,6 +155,7 @@ class CellEstimator:
                 * shape.n_heads
                 * (shape.head_dim_k + shape.head_dim_v),
                 basis=shape.basis,
+                n_active_params=shape.n_active_params,
             )
         return self._facts[key]
 

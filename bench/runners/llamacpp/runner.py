@@ -16,7 +16,7 @@ import numpy as np
 
 from bench.errors import BenchError
 from bench.hardware import resolve_threads
-from bench.runners.base import LoadInfo, SpeedEngine, context_size
+from bench.runners.base import LoadInfo, SpeedEngine, context_size, release_freed_heap
 from bench.runners.llamacpp.threadpool import ThreadPool
 from bench.suite import Cell
 
@@ -136,16 +136,29 @@ class LlamaCppRunner(SpeedEngine):
         llama_cpp = _llama()
         threads = resolve_threads(cell.threads)
         n_seq = cell.parallel
-        key = (n_ctx, threads, cell.n_batch, cell.n_ubatch, cell.flash_attn, cell.kv_cache_type, logits_all, n_seq)
+        swa_full = bool(cell.setting("swa_full"))
+        key = (
+            n_ctx,
+            threads,
+            cell.n_batch,
+            cell.n_ubatch,
+            cell.flash_attn,
+            cell.kv_cache_type,
+            swa_full,
+            logits_all,
+            n_seq,
+        )
         if key == self.ctx_key:
             return self._ctx_fields
         self._free_context()
+        self._log.take()  # the freed context's own lines (~llama_context repeats its compute buffer size)
         params = llama_cpp.llama_context_default_params()
         params.n_ctx = n_ctx
         params.n_batch = max(min(cell.n_batch, n_ctx), n_seq)  # a decode step holds one token per sequence
         params.n_ubatch = min(cell.n_ubatch, params.n_batch)
         params.n_seq_max = n_seq
         params.kv_unified = True  # one KV buffer for every sequence, as llama-batched-bench (-kvu) measures
+        params.swa_full = swa_full  # the knob's default (false) is llama-bench's, not llama_context_default_params'
         params.n_threads = threads
         params.n_threads_batch = threads
         params.flash_attn_type = FLASH_ATTN_TO_LLAMA[cell.flash_attn]
@@ -183,6 +196,7 @@ class LlamaCppRunner(SpeedEngine):
             self._pool.close()
             self.ctx = None
             self.ctx_key = None
+            release_freed_heap()
 
     def close(self) -> None:
         self._free_context()

@@ -57,10 +57,22 @@ class ModelShape:
     embedding_bytes: int | None = None
     repack_bytes: tuple[int, ...] = ()  # per layer: tensors the CPU backend copies into a repacked layout
     header_bytes: int = 0  # GGUF metadata (vocabulary strings ...) read through the mapping
+    n_expert: int = 0  # a mixture of experts: experts per layer ...
+    n_expert_used: int = 0  # ... and how many of them each token goes through
+    expert_params: int = 0  # elements of the expert tensors (ffn_*_exps), all layers, all experts
 
     @property
     def n_params(self) -> int:
         return sum(self.layer_params) + self.input_params + self.output_params
+
+    @property
+    def n_active_params(self) -> int:
+        """Parameters one token goes through: all of them, but of a mixture of experts' expert tensors only
+        the used experts' share (n_expert_used / n_expert)."""
+        if not self.n_expert or not self.expert_params:
+            return self.n_params
+        unused = self.expert_params * (self.n_expert - self.n_expert_used) // self.n_expert
+        return self.n_params - unused
 
 
 @dataclass(frozen=True)
@@ -114,6 +126,12 @@ def weights_for(shape: ModelShape, quantization: str | None) -> Weights:
     )
 
 
+def is_expert_tensor(name: str) -> bool:
+    """A mixture of experts' stacked expert weights (blk.N.ffn_gate_exps / ffn_up_exps / ffn_down_exps ...);
+    the router (ffn_gate_inp) and any shared expert (ffn_*_shexp) serve every token."""
+    return "_exps." in name
+
+
 def _per_layer(value: Any, n_layers: int, default: int) -> tuple[int, ...]:
     if isinstance(value, list) and value:
         return tuple(int(v) for v in value[:n_layers]) + (int(value[-1]),) * max(0, n_layers - len(value))
@@ -155,11 +173,13 @@ def shape_from_gguf(path: Path) -> ModelShape:
     input_params = input_bytes = output_params = output_bytes = embedding_params = embedding_bytes = 0
     n_vocab, tied = 0, True
     layer_name = re.compile(r"^blk\.(\d+)\.")
+    expert_params = 0
     for tensor in header.tensors:
         match = layer_name.match(tensor.name)
         if match and int(match.group(1)) < n_layers:
             layer = int(match.group(1))
             layer_params[layer] += tensor.n_elements
+            expert_params += tensor.n_elements if is_expert_tensor(tensor.name) else 0
             layer_bytes[layer] += tensor.n_bytes
             if tensor.type_name in REPACKED_TYPES and len(tensor.shape) == 2:
                 repack_bytes[layer] += tensor.n_bytes
@@ -204,6 +224,9 @@ def shape_from_gguf(path: Path) -> ModelShape:
         embedding_bytes=embedding_bytes,
         repack_bytes=tuple(repack_bytes),
         header_bytes=header.data_offset,
+        n_expert=int(arch_value("expert_count") or 0),
+        n_expert_used=int(arch_value("expert_used_count") or 0),
+        expert_params=expert_params,
     )
 
 

@@ -15,7 +15,7 @@ from bench.models.catalog import TransformerShape
 from bench.models.synthetic_gguf import tensor_plan
 from bench.models.weights import choose_weights, synthetic_quantization, synthetic_shape
 from bench.runners.llamacpp.memory_plan import CellEstimator, ShapeSource
-from bench.runners.llamacpp.shapes import SWA_PERIOD_BY_ARCH, ModelShape
+from bench.runners.llamacpp.shapes import SWA_PERIOD_BY_ARCH, ModelShape, is_expert_tensor
 from bench.runners.memory import CellMemory, device_budget
 
 if TYPE_CHECKING:
@@ -30,11 +30,12 @@ _LAYER = re.compile(r"^blk\.(\d+)\.")
 def model_shape(shape: TransformerShape, quantization: str) -> ModelShape:
     """The planner's shape of synthetic weights of `shape` at `quantization`."""
     layers = [0] * shape.n_layers
-    inputs = outputs = 0
+    inputs = outputs = experts = 0
     for tensor in tensor_plan(shape):
         match = _LAYER.match(tensor.name)
         if match:
             layers[int(match.group(1))] += tensor.n_elements
+            experts += tensor.n_elements if is_expert_tensor(tensor.name) else 0
         elif tensor.name.startswith("output"):  # output.weight, output_norm.weight
             outputs += tensor.n_elements
         else:  # token_embd.weight, rope_freqs.weight
@@ -62,6 +63,9 @@ def model_shape(shape: TransformerShape, quantization: str) -> ModelShape:
         # llama.cpp's fixed period: every period-th layer attends to everything, the others to the window.
         swa_layers=tuple(i % period < period - 1 for i in range(shape.n_layers)) if period else (),
         file_type=quantization,
+        n_expert=shape.n_expert,
+        n_expert_used=shape.n_expert_used,
+        expert_params=experts,
     )
 
 

@@ -17,7 +17,6 @@ quantizations a device supports, which runs in a subprocess (bench.runners.torch
 from __future__ import annotations
 
 import inspect
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ import numpy as np
 
 from bench.errors import BenchError, first_line
 from bench.hardware import resolve_threads
-from bench.runners.base import LoadInfo, SpeedEngine, context_size
+from bench.runners.base import LoadInfo, SpeedEngine, context_size, release_freed_heap
 from bench.runners.torch.convert import checkpoint_from_gguf, read_source_note
 from bench.runners.torch.dtypes import (
     INT4_GROUP_SIZES,
@@ -57,15 +56,10 @@ def _storage_bytes(tensor: Any) -> int:
 def _release_freed_memory() -> None:
     """Hand memory freed while loading (float weights replaced by quantized ones) back to the OS, so that
     the cells' peak RSS counts what the model holds, not what glibc kept around."""
-    import ctypes
     import gc
 
     gc.collect()
-    if sys.platform.startswith("linux"):
-        try:
-            ctypes.CDLL("libc.so.6").malloc_trim(0)
-        except OSError:  # not glibc (e.g. musl): nothing to trim
-            pass
+    release_freed_heap()
 
 
 def _int4_group_size(model: Any) -> int:
