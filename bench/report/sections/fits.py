@@ -46,8 +46,9 @@ def build(analysis: Analysis) -> list[Block]:
     has_rope = "n_ctx_rope_scaled" in setups and setups["n_ctx_rope_scaled"].notna().any()
     blocks.append(
         Paragraph.of(
-            "Memory allows: the largest context (prompt + generated tokens in the KV cache) that fits the "
-            "device's total memory, from the backend's memory planner (weights + KV cache + compute buffers); "
+            "Memory allows: the largest context per sequence (prompt + generated tokens in the KV cache) that "
+            "fits the device's total memory, from the backend's memory planner (weights + KV cache + compute "
+            "buffers); with N sequences decoded together (parallel N) they share one cache, each 1/N of it; "
             "the basis column says how the planner got it (",
             *_bases(setups),
             "). That is a property of the machine. Usable: the same, capped at what the model supports — its "
