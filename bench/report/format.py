@@ -8,15 +8,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bench.missing import is_missing
+
 MISSING = "–"
 GIB = 2**30
 MIB = 2**20
-
-
-def is_missing(value: Any) -> bool:
-    if value is None or value is pd.NA:
-        return True
-    return isinstance(value, float) and math.isnan(value)
 
 
 def as_float(values: pd.Series) -> pd.Series:
@@ -90,7 +86,7 @@ def text(values: pd.Series) -> pd.Series:
 
 def tokens(value: float | int | None) -> str:
     """A context length as people say it: 4K, 32K, 128K (K = 1024), or the exact number."""
-    if value is None or is_missing(value):
+    if is_missing(value):
         return MISSING
     number = int(value)
     if number >= 1024 and number % 1024 == 0:
