@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from bench.numbers import number_text
+
 DEFAULT_THRESHOLD_PCT = 5.0  # how much worse a metric may get before the gate looks at it
 MIN_HISTORY_RUNS = 3  # baseline runs from which whole runs, not repetitions, are the unit of the test
 
@@ -66,8 +68,7 @@ def display_scale(unit: str) -> tuple[float, str]:
 
 
 def format_value(value: float, unit: str) -> str:
-    """Four significant digits (thousands separated from 1,000 up); bytes as MiB with the unit."""
+    """As the report writes numbers (bench.numbers); bytes as MiB with the unit."""
     divisor, shown = display_scale(unit)
-    scaled = value / divisor
-    text = f"{scaled:,.0f}" if abs(scaled) >= 1000 else f"{scaled:.4g}"
+    text = number_text(value / divisor)
     return f"{text} {shown}" if divisor != 1.0 else text
