@@ -18,6 +18,8 @@ from bench.report.document import Block, Heading, Inline, Paragraph, Strong
 from bench.report.sections import Column, frame_table, knob_table_columns, sort_configs
 from bench.suite.knobs import memory_knobs
 
+TITLE = "What fits"  # the section's heading (tests read the report's sections through it)
+
 
 def mark(largest: pd.Series, supported: pd.Series, tokens: int) -> pd.Series:
     """'yes', 'no', 'memory only' (fits, but beyond what the model supports) or '–' (unknown)."""
@@ -38,7 +40,7 @@ def _bases(setups: pd.DataFrame) -> list[Inline]:
 
 def build(analysis: Analysis) -> list[Block]:
     configs = analysis.data.configs
-    blocks: list[Block] = [Heading(2, "What fits")]
+    blocks: list[Block] = [Heading(2, TITLE)]
     if configs.empty:
         return blocks + [Paragraph.of("Nothing was measured successfully.")]
     setups = sort_configs(configs, first=["device"]).drop_duplicates(memory_setup())
