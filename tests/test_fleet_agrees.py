@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import re
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -16,8 +15,8 @@ pytest.importorskip("distributed")
 
 from bench.hardware import detect  # noqa: E402
 from bench.results import read_results  # noqa: E402
-from tests.conftest import SMOLLM2_REF, quick_suite_yaml  # noqa: E402
-from tests.test_fleet import RUN_TIMEOUT_S, Fleet, bench_cmd, child_env, run_coordinator  # noqa: E402
+from tests.conftest import two_by_two_suite_yaml  # noqa: E402
+from tests.test_fleet import RUN_TIMEOUT_S, Fleet, bench_cmd, child_env, fleet, run_coordinator  # noqa: E402, F401 - fleet: the fixture
 
 # What differs between any two runs of one cell: timings, readings of the machine at that moment (memory
 # available, background load), the run and the file a row was read from.
@@ -26,36 +25,13 @@ MOMENT = re.compile(
 )
 
 
-@pytest.fixture
-def fleet(tmp_path: Path) -> Iterator[Fleet]:
-    running = Fleet(tmp_path)
-    try:
-        yield running
-    finally:
-        running.close()
-
-
 def _by_cell(path: Path) -> pd.DataFrame:
     return read_results([path]).set_index("cell_id").sort_index()
 
 
-def test_fleet_and_local_runs_write_the_same_rows(fleet: Fleet, write_suite, tmp_path: Path) -> None:
-    suite = write_suite(
-        quick_suite_yaml(
-            "agree",
-            models=f"""
-            models:
-              - {{id: smollm2, source: "{SMOLLM2_REF}", source_quantization: Q4_1}}
-              - {{id: missing, source: /nonexistent/model.gguf}}
-            """,
-            devices="""
-            devices:
-              - {id: cpu, kind: cpu}
-              - {id: gpu3, kind: cuda, index: 3}
-            """,
-            workload="workload: {prompt_tokens: [32], gen_tokens: 4, depths: [0], repetitions: 1, warmup: 0}",
-        )
-    )
+def test_fleet_and_local_runs_write_the_same_rows(fleet: Fleet, write_suite, tmp_path: Path) -> None:  # noqa: F811
+    workload = "workload: {prompt_tokens: [32], gen_tokens: 4, depths: [0], repetitions: 1, warmup: 0}"
+    suite = write_suite(two_by_two_suite_yaml("agree", workload=workload))
     fleet.start_worker(detect().host)  # the same host identity, so host and fingerprint columns agree too
     fleet_csv, local_csv = tmp_path / "fleet.csv", tmp_path / "local.csv"
     ran = run_coordinator(suite, fleet, "-o", str(fleet_csv))
