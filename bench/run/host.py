@@ -48,7 +48,6 @@ class HostRunner:
         self.suite = suite
         self.fingerprint = fingerprint
         self.force = force
-        self.say = say
         self.system_warnings: list[SystemWarning] = system_warnings(fingerprint)
         limit_gb = suite.limits.memory_limit_gb
         self.memory_limit = int(limit_gb * 2**30) if limit_gb else None
