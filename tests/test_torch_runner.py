@@ -214,7 +214,7 @@ def test_bench_run_on_tiny_model_with_quality(tiny_model: Path, write_suite, tmp
         assert row["prefill_tok_s_mean"] > 0 and row["decode_tok_s_mean"] > 0 and row["ttft_ms_mean"] > 0
         assert row["peak_rss_bytes"] > 0 and row["kv_cache_bytes"] > 0 and row["load_s"] > 0
         assert row["arch"] == "llama" and row["n_layers"] == 2 and row["threads"] == 1
-        assert row["torch_version"] and np.isfinite(row["ppl"]) and row["ppl"] > 1
+        assert row["backend_version"] and np.isfinite(row["ppl"]) and row["ppl"] > 1
     fp32, int8 = ok.loc[("fp32", 0, False)], ok.loc[("int8", 0, False)]
     assert fp32["file_type"] == "F32" and fp32["bits_per_weight"] == 32.0
     assert int8["file_type"] == "int8 weight-only" and int8["bits_per_weight"] < 20
