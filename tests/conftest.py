@@ -79,6 +79,22 @@ def quick_suite_yaml(name: str = "t", **sections: str) -> str:
     return f"name: {name}\n" + "".join(blocks.values())
 
 
+def two_by_two_suite_yaml(name: str, **sections: str) -> str:
+    """quick_suite_yaml with a model that is here and one that is not, on the CPU and on a GPU that is not:
+    one cell measured and three skipped, each for its own reason."""
+    models = f"""
+        models:
+          - {{id: smollm2, source: "{SMOLLM2_REF}", source_quantization: Q4_1}}
+          - {{id: missing, source: /nonexistent/model.gguf}}
+        """
+    devices = """
+        devices:
+          - {id: cpu, kind: cpu}
+          - {id: gpu3, kind: cuda, index: 3}
+        """
+    return quick_suite_yaml(name, models=models, devices=devices, **sections)
+
+
 @pytest.fixture
 def write_suite(tmp_path: Path) -> Callable[[str], Path]:
     def _write(text: str, filename: str = "suite.yaml") -> Path:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from bench.results import read_results
-from tests.conftest import SMOLLM2_REF, quick_suite_yaml
+from tests.conftest import quick_suite_yaml, two_by_two_suite_yaml
 
 
 def bench(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -19,21 +19,7 @@ def bench(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[st
 
 
 def test_run_then_report_round_trips(write_suite, tmp_path: Path) -> None:
-    suite = write_suite(
-        quick_suite_yaml(
-            name="e2e",
-            models=f"""
-            models:
-              - {{id: smollm2, source: "{SMOLLM2_REF}", source_quantization: Q4_1}}
-              - {{id: missing, source: /nonexistent/model.gguf}}
-        """,
-            devices="""
-            devices:
-              - {id: cpu, kind: cpu}
-              - {id: gpu3, kind: cuda, index: 3}
-        """,
-        )
-    )
+    suite = write_suite(two_by_two_suite_yaml("e2e"))
     csv_path = tmp_path / "out.csv"
     result = bench("run", str(suite), "-o", str(csv_path), "--quiet")
     assert result.returncode == 0, result.stderr

@@ -62,6 +62,7 @@ from bench.quality import (
 from bench.quality.scheduler import logits_settings
 from bench.results import read_results
 from bench.run import RunOptions, run_suite
+from bench.run.acquire import ModelAcquirer
 from bench.runners.llamacpp.runner import LlamaCppRunner
 from bench.runners.registry import BACKENDS, quantization_catalog
 from bench.suite import Cell, QualitySpec, Suite, expand, load_suite
@@ -332,7 +333,7 @@ def _kv_suite(tmp_path: Path, write_suite) -> tuple[Suite, dict[str, Path]]:
 def test_quality_is_keyed_by_every_setting_that_changes_the_logits(tmp_path: Path, write_suite) -> None:
     suite, files = _kv_suite(tmp_path, write_suite)
     worker = RecordingWorker()
-    scheduler = QualityScheduler(suite, _resolver(files), worker)
+    scheduler = QualityScheduler(suite, _resolver(files), worker, weights_of=ModelAcquirer(suite).weights)
     cells = expand(suite)
     rows = {cell.cell_id: scheduler.fields_for(cell) for cell in cells}
     for cell in cells:  # every row's quality was measured with that row's KV type, quantization, ...
@@ -346,7 +347,7 @@ def test_quality_is_keyed_by_every_setting_that_changes_the_logits(tmp_path: Pat
     assert all(q4[kv]["baseline_path"] == str(baselines[kv]) for kv in ("f16", "q8_0"))
 
     again = RecordingWorker()  # a later run finds both baselines cached and measures nothing twice
-    rerun = QualityScheduler(suite, _resolver(files), again)
+    rerun = QualityScheduler(suite, _resolver(files), again, weights_of=ModelAcquirer(suite).weights)
     for cell in cells:
         rerun.fields_for(cell)
     assert len(again.jobs) == 4 and not any(job.write_baseline for _, job in again.jobs)
@@ -380,7 +381,7 @@ def test_a_backend_without_logits_is_skipped_with_its_reason(
     suite, files = _kv_suite(tmp_path, write_suite)  # the parent skips it without starting a worker
     monkeypatch.setattr("bench.quality.scheduler.backend", lambda name: SimpleNamespace(gives_logits=False))
     worker = RecordingWorker()
-    scheduler = QualityScheduler(suite, _resolver(files), worker)
+    scheduler = QualityScheduler(suite, _resolver(files), worker, weights_of=ModelAcquirer(suite).weights)
     fields = scheduler.fields_for(expand(suite)[0])
     assert fields == {"warnings": "quality not measured: backend llamacpp gives no logits"} and not worker.jobs
 

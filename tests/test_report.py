@@ -20,38 +20,18 @@ import pytest
 from bench.errors import BenchError
 from bench.report import format as fmt
 from bench.report import write_report
+from bench.report.build import SECTIONS as REPORT_SECTIONS
 from bench.report.build import Analysis, load_report_data
 from bench.report.document import Table
 from bench.report.economics import HOURS_PER_YEAR
 from bench.report.frontier import pareto_2d
 from bench.report.markdown import escape_md, render_markdown
-from bench.report.sections import (
-    across,
-    answer_time,
-    capacity,
-    devices,
-    fits,
-    method,
-    pareto,
-    recommendations,
-    summary,
-)
 from bench.report.sections.fits import mark
 from bench.suite.knobs import KNOBS
 
 FIXTURES = Path(__file__).parent / "fixtures" / "report"
 GOLDEN = FIXTURES / "golden"
-SECTIONS = {
-    "summary": summary,
-    "devices": devices,
-    "across": across,
-    "capacity": capacity,
-    "answer_time": answer_time,
-    "pareto": pareto,
-    "fits": fits,
-    "recommendations": recommendations,
-    "method": method,
-}
+SECTIONS = {section.__name__.rsplit(".", 1)[-1]: section for section in REPORT_SECTIONS}  # golden files by module
 CASES = {
     "two-hosts": (["host-a-older.csv", "host-a.csv", "host-b.csv"], None),
     "ladder": (["ladder-quality.csv"], "procurement.yaml"),
@@ -102,17 +82,7 @@ def test_two_quickstart_runs_fill_every_section(analyses: dict[str, Analysis], t
     out = write_report([FIXTURES / "host-a.csv", FIXTURES / "host-b.csv"], tmp_path / "r.md")
     text = out.read_text()
     headings = re.findall(r"^## (.+)$", text, flags=re.M)
-    assert headings == [
-        "Summary",
-        "Per device",
-        "Across devices",
-        "Capacity",
-        "Time to answer",
-        "Pareto fronts",
-        "What fits",
-        "Recommendations",
-        "Method",
-    ]
+    assert headings == [section.TITLE for section in REPORT_SECTIONS]
     assert "| bench-a | AMD EPYC |" in text and "| bench-b | AMD EPYC |" in text
     assert "### bench-a / cpu (AMD EPYC)" in text and "### bench-b / cpu (AMD EPYC)" in text
     assert "decode @0 (tok/s)" in text and "decode @512 (tok/s)" in text

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from bench.errors import BenchError
+from bench.missing import is_missing
 from bench.results import COLUMNS, ResultRow, ResultsWriter, measured_cell_ids, read_results, samples_from_text
 
 
@@ -85,3 +88,25 @@ def test_writer_refuses_a_file_with_other_columns(tmp_path: Path) -> None:
     path.write_text("suite,model_id,status\ns,m,ok\n")
     with pytest.raises(BenchError, match="columns differ"):
         ResultsWriter(path)
+
+
+@pytest.mark.parametrize(
+    ("value", "missing"),
+    [
+        (None, True),
+        (float("nan"), True),
+        (np.float32("nan"), True),
+        (pd.NA, True),
+        (pd.NaT, True),
+        ("", True),
+        (0, False),
+        (0.0, False),
+        (" ", False),
+        ("x", False),
+        (False, False),
+        ([], False),
+        (10**400, False),
+    ],
+)
+def test_one_test_for_a_missing_value(value: object, missing: bool) -> None:
+    assert is_missing(value) is missing

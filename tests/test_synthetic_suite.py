@@ -217,6 +217,7 @@ def test_a_synthetic_run_writes_synthetic_rows_and_skips_quality(write_suite, tm
 def test_a_baseline_is_never_built_from_synthetic_weights(write_suite, smollm2_path: Path) -> None:
     from bench.models import ResolvedModel
     from bench.quality import QualityScheduler
+    from bench.run.acquire import ModelAcquirer
     from bench.suite import expand
 
     suite = load(
@@ -240,7 +241,8 @@ def test_a_baseline_is_never_built_from_synthetic_weights(write_suite, smollm2_p
         jobs.append(job)
         return Done()
 
-    scheduler = QualityScheduler(suite, lambda cell: ResolvedModel(str(smollm2_path), smollm2_path), run_job)
+    resolved = ResolvedModel(str(smollm2_path), smollm2_path)
+    scheduler = QualityScheduler(suite, lambda cell: resolved, run_job, weights_of=ModelAcquirer(suite).weights)
     by_quant = {cell.quantization: scheduler.fields_for(cell) for cell in expand(suite)}
     assert by_quant["F16"] == {"warnings": SYNTHETIC_QUALITY_REASON}
     assert by_quant["Q4_1"] == {"ppl": 1.0}  # the real file is measured (perplexity), with no KLD baseline

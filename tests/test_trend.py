@@ -44,9 +44,9 @@ def test_trend_writes_a_plot_per_metric_per_cell(tmp_path: Path, capsys: pytest.
         line for line in markdown.split(f"`{first_id}`")[1].splitlines() if line.startswith("| decode_tok_s |")
     )
     # runs, first, latest, vs previous run, best
-    assert "| 3 | 100 | 80 | -20.0% | 100 |" in decode_line
+    assert "| 3 | 100.0 | 80.0 | -20.0% | 100.0 |" in decode_line  # numbers as the report writes them
     rss_line = next(line for line in markdown.splitlines() if line.startswith("| peak_rss_bytes |"))
-    assert "| 3 | 300 MiB | 300 MiB | +0.0% | 300 MiB |" in rss_line
+    assert "| 3 | 300.0 MiB | 300.0 MiB | +0.0% | 300.0 MiB |" in rss_line
     assert "3 runs, 2025-01-01 02:00 to 2025-01-03 02:00 UTC" in markdown
     assert f"trend -> {output} (11 plots)" in capsys.readouterr().err
 

@@ -33,7 +33,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bench.compare.metrics import DEFAULT_THRESHOLD_PCT, METRICS_BY_NAME, MIN_HISTORY_RUNS, parse_metrics
+from bench.cli.metrics_option import parse_metrics
+from bench.compare.metrics import DEFAULT_THRESHOLD_PCT, METRICS_BY_NAME, MIN_HISTORY_RUNS
 from bench.errors import BenchError
 from bench.stats import DEFAULT_FDR_PCT
 

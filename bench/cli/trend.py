@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from bench.cli._console import console
-from bench.compare.metrics import parse_metrics
+from bench.cli.metrics_option import parse_metrics
 
 
 def cmd_trend(args: argparse.Namespace) -> int:

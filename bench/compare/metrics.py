@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bench.errors import BenchError
+from bench.numbers import number_text
 
 DEFAULT_THRESHOLD_PCT = 5.0  # how much worse a metric may get before the gate looks at it
 MIN_HISTORY_RUNS = 3  # baseline runs from which whole runs, not repetitions, are the unit of the test
@@ -68,19 +68,7 @@ def display_scale(unit: str) -> tuple[float, str]:
 
 
 def format_value(value: float, unit: str) -> str:
-    """Four significant digits (thousands separated from 1,000 up); bytes as MiB with the unit."""
+    """As the report writes numbers (bench.numbers); bytes as MiB with the unit."""
     divisor, shown = display_scale(unit)
-    scaled = value / divisor
-    text = f"{scaled:,.0f}" if abs(scaled) >= 1000 else f"{scaled:.4g}"
+    text = number_text(value / divisor)
     return f"{text} {shown}" if divisor != 1.0 else text
-
-
-def parse_metrics(text: str | None) -> tuple[str, ...]:
-    """`--metrics A,B`: the chosen metric names, all of them when not given."""
-    if not text:
-        return tuple(METRICS_BY_NAME)
-    names = tuple(n.strip() for n in text.split(",") if n.strip())
-    unknown = [n for n in names if n not in METRICS_BY_NAME]
-    if unknown or not names:
-        raise BenchError(f"--metrics {text!r}: unknown metric(s) {unknown}; known: {', '.join(METRICS_BY_NAME)}")
-    return names

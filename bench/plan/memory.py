@@ -8,29 +8,32 @@ carrying them, skipping (unless forced) those that will not fit. The estimate ty
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 from bench.hardware import Fingerprint
 from bench.plan.planned import PlannedCell
 from bench.runners.memory import Budget, CellMemory, MemoryEstimate, ModelFacts, device_budget
 from bench.runners.registry import backend
-from bench.suite import Cell, Suite
+from bench.suite import Suite
 
 __all__ = ["Budget", "CellMemory", "MemoryEstimate", "ModelFacts", "device_budget", "memory_by_cell", "with_memory"]
 
 
-def memory_by_cell(suite: Suite, cells: Sequence[Cell], fingerprint: Fingerprint) -> dict[str, CellMemory]:
-    """Every cell's memory estimate by cell id; a backend without a memory planner gets a note saying so."""
-    by_backend: dict[str, list[Cell]] = {}
-    for cell in cells:
-        by_backend.setdefault(cell.backend, []).append(cell)
+def memory_by_cell(suite: Suite, planned: Sequence[PlannedCell], fingerprint: Fingerprint) -> dict[str, CellMemory]:
+    """Every planned cell's memory estimate by cell id, on the weights the plan chose for it; a backend without
+    a memory planner gets a note saying so."""
+    by_backend: dict[str, list[PlannedCell]] = {}
+    for item in planned:
+        by_backend.setdefault(item.cell.backend, []).append(item)
     estimates: dict[str, CellMemory] = {}
     for name, group in by_backend.items():
         planner = backend(name).plan_memory
         if planner is None:
             note = CellMemory(note=f"no memory estimate: the {name} backend has no memory planner")
-            estimates.update((cell.cell_id, note) for cell in group)
+            estimates.update((item.cell_id, note) for item in group)
         else:
-            estimates.update(planner(group, suite, fingerprint))
+            synthetic = frozenset(item.cell_id for item in group if item.weights is not None and item.weights.synthetic)
+            estimates.update(planner([item.cell for item in group], suite, fingerprint, None, synthetic))
     return estimates
 
 
@@ -39,10 +42,10 @@ def with_memory(
 ) -> list[PlannedCell]:
     """Each planned cell with its memory estimate; runnable cells that will not fit become skipped (unless
     force)."""
-    estimates = memory_by_cell(suite, [item.cell for item in planned], fingerprint)
+    estimates = memory_by_cell(suite, planned, fingerprint)
     out = []
     for item in planned:
         memory = estimates[item.cell_id]
         reason = item.skip_reason or ("" if force else memory.skip_reason())
-        out.append(PlannedCell(item.cell, reason, memory, item.cell_id))
+        out.append(replace(item, skip_reason=reason, memory=memory))
     return out

@@ -37,10 +37,7 @@ def plan_suite(
         cells = select_filters(cells, filters)
     if done:
         cells = [cell for cell in cells if cell.cell_id not in done]
-    available = plan_cells(suite, fingerprint, cells)
-    planned = with_memory(suite, available, fingerprint, force=force)
-    # The memory stage makes new planned cells; each keeps the weights availability chose for it.
-    planned = [replace(item, weights=chosen.weights) for item, chosen in zip(planned, available, strict=True)]
+    planned = with_memory(suite, plan_cells(suite, fingerprint, cells), fingerprint, force=force)
     return without_long_cells(suite, fingerprint, planned)
 
 

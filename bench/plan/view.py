@@ -13,7 +13,7 @@ from rich.text import Text
 
 from bench.plan.planned import PlannedCell
 from bench.plan.time_estimate import CellTime, duration_text
-from bench.runners.base import CONTEXT_ROUND
+from bench.runners.base import per_sequence_context
 from bench.runners.memory import GIB, CellMemory, gib
 from bench.suite import Cell
 from bench.suite.knobs import config_name, memory_knobs
@@ -204,13 +204,6 @@ def _varying(keys: Sequence[tuple[object, ...]], knobs: Sequence[str]) -> list[s
     ]
 
 
-def _per_sequence(tokens: int | None, sequences: int) -> int | None:
-    """One sequence's share of a KV cache the `parallel` sequences fill together (whole 256-token blocks)."""
-    if tokens is None or sequences <= 1:
-        return tokens
-    return tokens // sequences // CONTEXT_ROUND * CONTEXT_ROUND
-
-
 def context_table(planned: Sequence[PlannedCell], notes: Footnotes) -> Table | None:
     """Per model × quantization × device × memory setting, the largest context that fits its memory, and the
     usable one (no more than the model was trained for)."""
@@ -247,7 +240,7 @@ def context_table(planned: Sequence[PlannedCell], notes: Footnotes) -> Table | N
         assert memory is not None and memory.estimate is not None and memory.model is not None
         estimate, model, budget = memory.estimate, memory.model, memory.budget
         total = memory.largest_context()
-        largest = _per_sequence(total, cell.setting("parallel"))
+        largest = None if total is None else per_sequence_context(total, cell.setting("parallel"))
         usable = min(largest, model.n_ctx_train) if largest is not None and model.n_ctx_train else largest
         available = budget.on(estimate.where) if budget else None
         memory_text = (

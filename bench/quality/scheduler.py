@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from bench.errors import BenchError
-from bench.models.weights import SYNTHETIC_QUALITY_REASON, WeightsChoice, choose_weights
+from bench.models.weights import SYNTHETIC_QUALITY_REASON, WeightsChoice
 from bench.quality.baseline import baseline_path, file_sha256
 from bench.quality.measure import QualityJob
 from bench.quality.model import no_logits_reason
@@ -93,8 +93,11 @@ class QualityScheduler:
         run_job: RunQualityJob,
         memory_limit_bytes: int | None = None,
         log: Callable[[str], None] | None = None,
+        *,
+        weights_of: Callable[[Cell], WeightsChoice],
     ) -> None:
         self.suite = suite
+        self.weights_of = weights_of  # real or synthetic weights, as the plan chose them
         self.spec = suite.quality
         self.resolve_model = resolve_model
         self.run_job = run_job
@@ -131,7 +134,7 @@ class QualityScheduler:
             if not backend(cell.backend).gives_logits:
                 self._results[key] = {"warnings": f"quality not measured: {no_logits_reason(cell.backend)}"}
                 return self._results[key]
-            if self._weights(cell).synthetic:  # random values: any quality figure would describe noise
+            if self.weights_of(cell).synthetic:  # random values: any quality figure would describe noise
                 self._results[key] = {"warnings": SYNTHETIC_QUALITY_REASON}
                 return self._results[key]
             baseline = self._baseline(cell)
@@ -141,10 +144,6 @@ class QualityScheduler:
                 write = is_baseline and baseline.path is not None and not baseline.path.exists()
                 self._results[key] = self._measure(cell, baseline, write=write, warnings=warnings)
         return self._results[key]
-
-    def _weights(self, cell: Cell) -> WeightsChoice:
-        """Real or synthetic weights, decided as the run decides them (without building anything)."""
-        return choose_weights(self.suite.model(cell.model_id), cell.quantization, backend(cell.backend).derives)
 
     def _quality_cell(self, cell: Cell, quantization: str) -> Cell:
         """The cell quality runs with: the given knobs and the most threads the suite uses on its device.
@@ -161,8 +160,9 @@ class QualityScheduler:
         base_key = base_cell.quality_key()
         if base_key in self._baselines:
             return self._baselines[base_key]
-        if self._weights(base_cell).synthetic:  # a baseline is never built from synthetic weights
-            self._baselines[base_key] = BaselineStatus(base_quant, None, self._weights(base_cell).describe())
+        base_weights = self.weights_of(base_cell)
+        if base_weights.synthetic:  # a baseline is never built from synthetic weights
+            self._baselines[base_key] = BaselineStatus(base_quant, None, base_weights.describe())
             return self._baselines[base_key]
         try:
             resolved = self.resolve_model(base_cell)

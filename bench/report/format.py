@@ -8,49 +8,30 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-MISSING = "–"
+from bench.missing import is_missing
+from bench.numbers import MISSING, decimals_each, numbers_text
+
 GIB = 2**30
 MIB = 2**20
-
-
-def is_missing(value: Any) -> bool:
-    if value is None or value is pd.NA:
-        return True
-    return isinstance(value, float) and math.isnan(value)
 
 
 def as_float(values: pd.Series) -> pd.Series:
     return pd.to_numeric(values, errors="coerce").astype("float64")
 
 
-def _decimals_each(numbers: np.ndarray) -> np.ndarray:
-    """Per value: one decimal from 1 up (82.0, 1,234.5: a tenth is what run-to-run comparisons quote);
-    below 1, three significant digits up to 3 decimals (0.346, 0.0312 → 0.031)."""
-    safe = np.abs(np.where(np.isfinite(numbers) & (numbers != 0), numbers, 1.0))
-    small = np.clip(2 - np.floor(np.log10(safe)), 1, 3)
-    return np.where(safe >= 1, 1, small).astype(int)
-
-
-def _format(numbers: np.ndarray, digits: np.ndarray, suffix: str) -> list[str]:
-    return [
-        MISSING if math.isnan(v) else f"{v:,.{d}f}{suffix}"
-        for v, d in zip(numbers.tolist(), digits.tolist(), strict=True)
-    ]
-
-
 def fixed(values: pd.Series, decimals: int | None = None, suffix: str = "") -> pd.Series:
     """Thousands separators and `decimals` decimals (default: 1, or 3 significant digits below 1)."""
     numbers = as_float(values).to_numpy()
-    digits = _decimals_each(numbers) if decimals is None else np.full(len(numbers), decimals)
-    return pd.Series(_format(numbers, digits, suffix), index=values.index, dtype=object)
+    digits = decimals_each(numbers) if decimals is None else np.full(len(numbers), decimals)
+    return pd.Series(numbers_text(numbers, digits, suffix), index=values.index, dtype=object)
 
 
 def plus_minus(mean: pd.Series, spread: pd.Series, decimals: int | None = None) -> pd.Series:
     """'82.0 ± 4.9' (mean ± standard deviation at the mean's precision), or the mean without a spread."""
     means = as_float(mean).to_numpy()
-    digits = _decimals_each(means) if decimals is None else np.full(len(means), decimals)
-    mean_text = pd.Series(_format(means, digits, ""), index=mean.index, dtype=object)
-    spread_text = pd.Series(_format(as_float(spread).to_numpy(), digits, ""), index=mean.index, dtype=object)
+    digits = decimals_each(means) if decimals is None else np.full(len(means), decimals)
+    mean_text = pd.Series(numbers_text(means, digits), index=mean.index, dtype=object)
+    spread_text = pd.Series(numbers_text(as_float(spread).to_numpy(), digits), index=mean.index, dtype=object)
     has_spread = as_float(spread).notna() & as_float(mean).notna()
     return mean_text.where(~has_spread, mean_text + " ± " + spread_text)
 
@@ -90,7 +71,7 @@ def text(values: pd.Series) -> pd.Series:
 
 def tokens(value: float | int | None) -> str:
     """A context length as people say it: 4K, 32K, 128K (K = 1024), or the exact number."""
-    if value is None or is_missing(value):
+    if is_missing(value):
         return MISSING
     number = int(value)
     if number >= 1024 and number % 1024 == 0:

@@ -6,10 +6,10 @@ from collections.abc import Iterable
 from dataclasses import fields as dataclass_fields
 from typing import Any, Literal
 
-import pandas as pd
 from pydantic import BaseModel, ConfigDict, create_model
 
 from bench.hardware.fingerprint import MachineColumns
+from bench.missing import is_missing
 from bench.suite.knobs import KNOBS
 
 Weights = Literal["real", "synthetic"]
@@ -212,16 +212,6 @@ LEGACY_SOFTWARE_COLUMNS: dict[str, tuple[str, str]] = {
 
 # --- how values are written to and read from a CSV field
 SAMPLE_SEP = ";"  # per-repetition samples in one field
-
-
-def is_missing(value: Any) -> bool:
-    """The one test for "no value": None, NaN/NA (pandas' reading of an empty field) or empty text."""
-    if value is None or value is pd.NA or value == "":
-        return True
-    try:
-        return bool(pd.isna(value))
-    except (TypeError, ValueError):  # a list or other non-scalar is a value
-        return False
 
 
 def csv_text(value: Any) -> str:

@@ -20,7 +20,6 @@ matched, so all of them are kept.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ import pandas as pd
 from pydantic import ValidationError
 
 from bench.hardware import STABLE_HARDWARE_COLUMNS, stable_fingerprint
+from bench.missing import is_missing
 from bench.suite import KNOBS, Cell, cell_id_of
 from bench.suite.cell import IDENTITY_FIELDS
 
@@ -41,10 +41,8 @@ READING_ORDER = "_reading_order"  # column oldest_first() adds
 
 
 def clean(value: Any) -> Any:
-    """None for a missing CSV value (None, NaN, pd.NA), else the value as read."""
-    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
-        return None
-    return value
+    """None for a missing CSV value (bench.missing.is_missing), else the value as read."""
+    return None if is_missing(value) else value
 
 
 # A cell measured on synthetic weights is matched apart from the same cell on the real file (a `fallback:

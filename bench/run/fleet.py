@@ -39,7 +39,7 @@ from bench.run.fleet_host import (
 from bench.run.host import load_groups
 from bench.run.local import RunEvents, RunOptions, RunSummary, load_run_suite
 from bench.run.paths import output_path
-from bench.run.rows import RowOut, RowSink
+from bench.run.rows import RowOut, RowSink, skipped_row
 from bench.suite import Cell
 
 POLL_S = 0.5  # how often the coordinator looks for lost hosts while it waits for rows
@@ -223,10 +223,9 @@ class FleetRun:
             self.pending[host] = {p.cell.cell_id: p.cell for p in planned if p.runnable}
             skipped, groups = load_groups(planned)
             for item in skipped:
-                fields = item.row_fields()
-                self._write(host, RowOut(item.cell, "skipped", item.skip_reason, fields))
-            for index, cells in enumerate(groups):
-                ids = [c.cell_id for c in cells]
+                self._write(host, skipped_row(item))
+            for index, group in enumerate(groups):
+                ids = [item.cell_id for item in group]
                 future = self.client.submit(
                     run_group_on_host,
                     self.request,

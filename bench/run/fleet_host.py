@@ -33,7 +33,6 @@ from bench.plan import PlannedCell
 from bench.run.host import HostRunner
 from bench.run.local import RunOptions, select
 from bench.runners.registry import detect_machine, quantization_catalog
-from bench.suite import Cell, expand
 from bench.suite.load import parse_suite
 
 WORKER_THREADS = 2  # one measuring group (the resource allows one) and one plan of another run
@@ -102,16 +101,27 @@ def decode_message(text: str) -> dict[str, Any]:
 
 @dataclass
 class HostRun:
-    """One run on this host: its suite, this host's fingerprint and the runner with its model caches."""
+    """One run on this host: this host's fingerprint, the runner with its model caches, and its plan."""
 
-    suite_cells: dict[str, Cell]
     fingerprint: Fingerprint
     runner: HostRunner
     queue: Any  # distributed.Queue
     host: str
+    planned: dict[str, PlannedCell] | None = None  # by cell id, made once (the first task that needs it)
+    plan_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def send(self, kind: str, **values: Any) -> None:
         self.queue.put(encode_message(kind, self.host, **values))
+
+    def plan(self, request: RunRequest) -> dict[str, PlannedCell]:
+        """This host's plan of the run (same planner and rules as a local run); its groups carry it out."""
+        with self.plan_lock:
+            if self.planned is None:
+                options = RunOptions(shard=request.shard, filters=list(request.filters), force=request.force)
+                planned = select(self.runner.suite, self.fingerprint, options)
+                self.runner.adopt_plan(planned)
+                self.planned = {item.cell_id: item for item in planned}
+            return self.planned
 
 
 _RUNS: OrderedDict[str, HostRun] = OrderedDict()
@@ -133,7 +143,7 @@ def _host_run(request: RunRequest) -> HostRun:
             force=request.force,  # what quality reports goes to the coordinator
             say=lambda text: queue.put(encode_message("say", host, text=text)),
         )
-        run = HostRun({c.cell_id: c for c in expand(suite)}, fingerprint, runner, queue, host)
+        run = HostRun(fingerprint, runner, queue, host)
         _RUNS[request.run_id] = run
         while len(_RUNS) > CACHED_RUNS:
             _RUNS.popitem(last=False)[1].queue.close()
@@ -146,8 +156,7 @@ def _host_run(request: RunRequest) -> HostRun:
 def plan_on_host(request: RunRequest) -> HostPlan:
     """Task: this host's fingerprint and its plan of the suite (same planner and rules as a local run)."""
     run = _host_run(request)
-    options = RunOptions(shard=request.shard, filters=list(request.filters), force=request.force)
-    planned = select(run.runner.suite, run.fingerprint, options)
+    planned = list(run.plan(request).values())
     return HostPlan(run.fingerprint, planned, list(run.runner.system_warnings))
 
 
@@ -157,7 +166,8 @@ def run_group_on_host(request: RunRequest, cell_ids: list[str]) -> str:
     stop = Event(stop_event_name(request.run_id), client=get_client())
     if stop.is_set() or _CLOSING.is_set():
         return "stopped"
-    cells = [run.suite_cells[cell_id] for cell_id in cell_ids]
+    planned = run.plan(request)
+    group = [planned[cell_id] for cell_id in cell_ids]
     stopped, finished = threading.Event(), threading.Event()
     owner = threading.get_ident()
     worker = get_worker()
@@ -186,8 +196,8 @@ def run_group_on_host(request: RunRequest, cell_ids: list[str]) -> str:
     )
     started = checked(lambda cell: run.send("start", cell_id=cell.cell_id))
     try:
-        run.runner.probe_bandwidth([cells])  # before the worker starts: a probe would disturb it
-        run.runner.run_group(cells, emit, started)
+        run.runner.probe_bandwidth([group])  # before the worker starts: a probe would disturb it
+        run.runner.run_group(group, emit, started)
     except Interrupted:
         return "stopped"
     finally:

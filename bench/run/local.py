@@ -16,7 +16,7 @@ from bench.plan import PlannedCell, parse_filters, plan_suite
 from bench.results import drop_partial_last_line, measured_cell_ids, read_results
 from bench.run.host import HostRunner, load_groups
 from bench.run.paths import output_path
-from bench.run.rows import RowOut, RowSink
+from bench.run.rows import RowOut, RowSink, skipped_row
 from bench.runners.registry import detect_machine, quantization_catalog
 from bench.suite import Cell, Suite, load_suite
 
@@ -92,24 +92,17 @@ def run_suite(suite_path: Path, options: RunOptions, events: RunEvents | None = 
     fingerprint = detect_machine()
     host = HostRunner(suite, fingerprint, force=options.force, say=events.say)
     planned = select(suite, fingerprint, options)
+    host.adopt_plan(planned)
     sink = RowSink(output_path(suite, fingerprint.host, options), uuid.uuid4().hex[:12], events.row_written)
     events.planned(planned, sink.path, host.system_warnings)
     skipped, groups = load_groups(planned)
     interrupted = False
     try:
         for item in skipped:
-            fields = item.row_fields()
-            sink.write(RowOut(item.cell, "skipped", item.skip_reason, fields), fingerprint)
+            sink.write(skipped_row(item), fingerprint)
         host.probe_bandwidth(groups)
-        planned_fields = {p.cell_id: p.row_fields() for p in planned}
-        for index, cells in enumerate(groups):
-            host.run_group(
-                cells,
-                lambda row: sink.write(row, fingerprint),
-                events.cell_started,
-                refresh_warnings=index > 0,
-                planned_fields=planned_fields,
-            )
+        for index, group in enumerate(groups):
+            host.run_group(group, lambda row: sink.write(row, fingerprint), events.cell_started, index > 0)
     except (Interrupted, KeyboardInterrupt):
         interrupted = True
     return RunSummary(path=sink.path, counts=sink.counts, interrupted=interrupted)

@@ -1,4 +1,5 @@
-"""A cell's outcome -> its CSV row: one function for the local run and the fleet coordinator alike."""
+"""A cell's outcome -> its CSV row: one function for the local run and the fleet coordinator alike, from the
+same planned fields (a skipped cell's, a measured group's: bench.run.host)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 
 from bench.errors import BenchError
 from bench.hardware import Fingerprint
+from bench.plan import PlannedCell
 from bench.results import COLUMNS, ResultRow, ResultsWriter, Status
 from bench.run.stamp import with_finished_stamp
 from bench.suite import Cell
@@ -23,6 +25,11 @@ class RowOut:
     reason: str = ""
     fields: dict[str, Any] = field(default_factory=dict)
     model_source: str = ""
+
+
+def skipped_row(item: PlannedCell) -> RowOut:
+    """The row of a cell the plan skipped: its reason and what the plan knew (memory estimate, weights)."""
+    return RowOut(item.cell, "skipped", item.skip_reason, item.row_fields())
 
 
 def build_row(row: RowOut, fingerprint: Fingerprint, run_id: str) -> Any:

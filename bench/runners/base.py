@@ -14,7 +14,7 @@ import ctypes
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, TypeVar
 
 import numpy as np
 
@@ -23,6 +23,7 @@ from bench.results import samples_to_text
 from bench.stats import percentile, summarize
 from bench.suite import Cell
 
+Tokens = TypeVar("Tokens", int, float, np.ndarray)  # a token count, or an array of them (a report's column)
 CONTEXT_ROUND = 256  # contexts are rounded up to this, so nearby cells share a size class (llama.cpp pads too)
 
 
@@ -32,6 +33,13 @@ def context_size(cell: Cell, per_sequence: bool = False) -> int:
     sequences = 1 if per_sequence else cell.setting("parallel")
     needed = sequences * (cell.depth + cell.prompt_tokens + cell.gen_tokens)
     return -(-needed // CONTEXT_ROUND) * CONTEXT_ROUND
+
+
+def per_sequence_context(tokens: Tokens, sequences: int | np.ndarray) -> Tokens:
+    """One sequence's share of a KV cache that `sequences` sequences (`parallel`) fill together, in whole
+    CONTEXT_ROUND blocks: every "largest context" bench shows (the plan, the report's What fits, the
+    recommendations' min_context) is what one user gets, not the whole cache."""
+    return tokens // sequences // CONTEXT_ROUND * CONTEXT_ROUND  # type: ignore[no-any-return]
 
 
 @dataclass

@@ -5,7 +5,9 @@ Adding a backend: a package bench/runners/<name>/ with `spec.py` (a BackendSpec:
 file check, quantizations, install hint, engine) and one line in `_SPEC_MODULES`; the shared contract test
 (tests/runners/test_contract.py) runs on it. A backend that lives outside bench is added without editing it:
 BENCH_BACKENDS=package.module[:ATTR],... names spec modules (their `SPEC`, or ATTR) loaded after the built-in
-ones, in this process and in every worker it starts (they inherit the environment).
+ones, in this process and in every worker it starts (they inherit the environment). A spec module is
+imported while bench.suite is still loading, so it must not import its engine (nor bench.runners.base) at
+module level: `engine` names it as "module:Class", imported in a worker (tests/runners/test_plugin_backend.py).
 """
 
 from __future__ import annotations

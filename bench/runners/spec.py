@@ -55,7 +55,8 @@ class BackendSpec:
     synthetic_quantization_reason: Callable[[str], str] = _any_quantization
     # Quantizations a device cannot run: (kind, index, quantizations) -> {quantization: reason or ''}.
     quantization_reasons: Callable[[str, int, list[str]], dict[str, str]] | None = None
-    # The memory planner: (cells, suite, fingerprint, model file or None) -> {cell_id: CellMemory}.
+    # The memory planner: (cells, suite, fingerprint, model file or None, ids of the cells the plan put on
+    # synthetic weights) -> {cell_id: CellMemory}.
     plan_memory: Callable[..., dict[str, Any]] | None = None
     # The largest context a result row's device fits, from the row's figures: row -> (tokens or None, basis).
     max_context_for_row: Callable[[Mapping[str, Any]], tuple[int | None, str]] | None = None

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from collections.abc import Mapping
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, PrivateAttr, model_validator
 
+from bench.missing import is_missing
 from bench.suite.knobs import KNOBS, config_name
 
 # What a cell measures, besides its knobs (the workload shape and where it runs).
@@ -34,16 +34,9 @@ _INT_IDENTITY = {"device_index", "prompt_tokens", "gen_tokens", "depth"}
 AXIS_TO_FIELD = {"model": "model_id", "device": "device_id"}
 
 
-def _blank(value: Any) -> bool:
-    """None, or a CSV's empty cell as pandas reads it (NaN, pd.NA) — checked without importing pandas."""
-    if value is None or type(value).__name__ == "NAType":
-        return True
-    return isinstance(value, float) and math.isnan(value)
-
-
 def normalise_knob(name: str, value: Any) -> Any:
     """A knob value as the registry types it, from a Cell, a CSV cell (text, float) or a YAML value."""
-    if _blank(value) or value == "":
+    if is_missing(value):
         return None
     knob = KNOBS[name]
     value = knob.parsed(value)
@@ -59,7 +52,7 @@ def cell_id_of(fields: Mapping[str, Any]) -> str:
     identity: dict[str, Any] = {}
     for name in IDENTITY_FIELDS:
         value = fields.get(name)
-        if _blank(value):
+        if is_missing(value):
             value = None
         elif name in _INT_IDENTITY:
             value = int(float(value))

@@ -12,6 +12,8 @@ from bench.report.plots import decode_by_device_plot
 from bench.report.sections import Column, frame_table
 from bench.report.users import USER_DECODE
 
+TITLE = "Across devices"  # the section's heading (tests read the report's sections through it)
+
 COMPARISON = ["model_id", "quantization", "backend", "prompt_tokens", "gen_tokens"]
 
 
@@ -77,7 +79,7 @@ def comparison_tables(best: pd.DataFrame) -> list[Block]:
 
 def build(analysis: Analysis) -> list[Block]:
     configs = analysis.data.configs
-    blocks: list[Block] = [Heading(2, "Across devices")]
+    blocks: list[Block] = [Heading(2, TITLE)]
     if configs.empty:
         return blocks + [Paragraph.of("Nothing was measured successfully.")]
     best = fastest_per_device(configs)

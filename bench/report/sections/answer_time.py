@@ -13,6 +13,8 @@ from bench.report.document import Block, Code, Heading, Paragraph
 from bench.report.sections import Column, frame_table, sort_configs
 from bench.report.sections.capacity import NOISE_MARK, setup_label_columns
 
+TITLE = "Time to answer"  # the section's heading (tests read the report's sections through it)
+
 BEYOND_MARK = " ↗"
 
 
@@ -53,7 +55,7 @@ def answer_columns(table: pd.DataFrame, budgets: list[int], varying: list[str]) 
 def build(analysis: Analysis) -> list[Block]:
     data = analysis.data
     budgets = thinking_budgets(data.suite)
-    blocks: list[Block] = [Heading(2, "Time to answer")]
+    blocks: list[Block] = [Heading(2, TITLE)]
     table = answer_times(data.measured, budgets, data.keep_all)
     if table.empty:
         return blocks + [Paragraph.of("No setup was measured with one sequence (parallel 1).")]

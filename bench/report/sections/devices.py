@@ -23,6 +23,8 @@ from bench.report.sections.memory import memory_table
 from bench.report.users import USER_DECODE
 from bench.stats import UNSTABLE_CV_PCT
 
+TITLE = "Per device"  # the section's heading (tests read the report's sections through it)
+
 QUALITY_FIELDS = (  # column, header, decimals
     ("ppl", "PPL", 3),
     ("dppl_pct", "ΔPPL (%)", 2),
@@ -221,7 +223,7 @@ def _intro(analysis: Analysis) -> list[Block]:
 
 def build(analysis: Analysis) -> list[Block]:
     data = analysis.data
-    blocks: list[Block] = [Heading(2, "Per device")]
+    blocks: list[Block] = [Heading(2, TITLE)]
     if data.configs.empty:
         return blocks + [Paragraph.of("No cell was measured successfully; see the appendix for the reasons.")]
     blocks += _intro(analysis)

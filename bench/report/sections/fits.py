@@ -18,6 +18,8 @@ from bench.report.document import Block, Heading, Inline, Paragraph, Strong
 from bench.report.sections import Column, frame_table, knob_table_columns, sort_configs
 from bench.suite.knobs import memory_knobs
 
+TITLE = "What fits"  # the section's heading (tests read the report's sections through it)
+
 
 def mark(largest: pd.Series, supported: pd.Series, tokens: int) -> pd.Series:
     """'yes', 'no', 'memory only' (fits, but beyond what the model supports) or '–' (unknown)."""
@@ -38,7 +40,7 @@ def _bases(setups: pd.DataFrame) -> list[Inline]:
 
 def build(analysis: Analysis) -> list[Block]:
     configs = analysis.data.configs
-    blocks: list[Block] = [Heading(2, "What fits")]
+    blocks: list[Block] = [Heading(2, TITLE)]
     if configs.empty:
         return blocks + [Paragraph.of("Nothing was measured successfully.")]
     setups = sort_configs(configs, first=["device"]).drop_duplicates(memory_setup())
@@ -46,8 +48,9 @@ def build(analysis: Analysis) -> list[Block]:
     has_rope = "n_ctx_rope_scaled" in setups and setups["n_ctx_rope_scaled"].notna().any()
     blocks.append(
         Paragraph.of(
-            "Memory allows: the largest context (prompt + generated tokens in the KV cache) that fits the "
-            "device's total memory, from the backend's memory planner (weights + KV cache + compute buffers); "
+            "Memory allows: the largest context per sequence (prompt + generated tokens in the KV cache) that "
+            "fits the device's total memory, from the backend's memory planner (weights + KV cache + compute "
+            "buffers); with N sequences decoded together (parallel N) they share one cache, each 1/N of it; "
             "the basis column says how the planner got it (",
             *_bases(setups),
             "). That is a property of the machine. Usable: the same, capped at what the model supports — its "

@@ -14,6 +14,8 @@ from bench.report.sections import Column, frame_table, sort_configs
 from bench.report.synthetic import method_note
 from bench.stats import UNSTABLE_CV_PCT
 
+TITLE = "Method"  # the section's heading (tests read the report's sections through it)
+
 
 def _values(frame: pd.DataFrame, column: str) -> str:
     values = fmt.as_float(frame[column]).dropna().drop_duplicates().sort_values()
@@ -82,7 +84,7 @@ def failed_cells(rows: pd.DataFrame) -> list[Block]:
 def build(analysis: Analysis) -> list[Block]:
     data = analysis.data
     measured = data.measured
-    blocks: list[Block] = [Heading(2, "Method")]
+    blocks: list[Block] = [Heading(2, TITLE)]
     workload = Paragraph.of(
         f"Workload: prompt {_values(measured, 'prompt_tokens')} tokens, {_values(measured, 'gen_tokens')} "
         "generated "

@@ -13,6 +13,8 @@ from bench.report.plots import pareto_plot
 from bench.report.sections import Column, frame_table, sort_configs
 from bench.report.users import USER_DECODE
 
+TITLE = "Pareto fronts"  # the section's heading (tests read the report's sections through it)
+
 
 def _verdict(configs: pd.DataFrame, front: str, dominated: str) -> pd.Series:
     """'front', 'dominated by <setup> on <device>', or '–' when an axis was not measured."""
@@ -29,7 +31,7 @@ def _verdict(configs: pd.DataFrame, front: str, dominated: str) -> pd.Series:
 def build(analysis: Analysis) -> list[Block]:
     data = analysis.data
     configs = data.configs
-    blocks: list[Block] = [Heading(2, "Pareto fronts")]
+    blocks: list[Block] = [Heading(2, TITLE)]
     if configs.empty:
         return blocks + [Paragraph.of("Nothing was measured successfully.")]
     metric = data.quality_metric

@@ -14,6 +14,8 @@ from bench.report.economics import device_cost_table, missing_power
 from bench.report.sections import Column, frame_table
 from bench.report.users import USER_DECODE
 
+TITLE = "Recommendations"  # the section's heading (tests read the report's sections through it)
+
 
 def _constraints(analysis: Analysis) -> list[Block]:
     declared = analysis.recommendation.constraints
@@ -127,7 +129,7 @@ def _option_columns(frame: pd.DataFrame, metric: str | None) -> list[Column]:
 
 def build(analysis: Analysis) -> list[Block]:
     data, choice = analysis.data, analysis.recommendation
-    blocks: list[Block] = [Heading(2, "Recommendations")]
+    blocks: list[Block] = [Heading(2, TITLE)]
     if data.configs.empty:
         return blocks + [Paragraph.of("Nothing was measured successfully, so there is nothing to recommend.")]
     blocks += _constraints(analysis)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -75,14 +75,19 @@ def _synthetic_quantization_reason(quantization: str) -> str:
 
 
 def _plan_memory(
-    cells: list[Cell], suite: Suite, fingerprint: Fingerprint, model_file: Path | None = None
+    cells: list[Cell],
+    suite: Suite,
+    fingerprint: Fingerprint,
+    model_file: Path | None = None,
+    synthetic_ids: Collection[str] = frozenset(),
 ) -> dict[str, Any]:
     from bench.runners.llamacpp.memory_plan import file_memory, plan_memory
-    from bench.runners.llamacpp.synthetic_plan import synthetic_cells, synthetic_memory
+    from bench.runners.llamacpp.synthetic_plan import synthetic_memory
 
     if model_file is not None:
         return file_memory(cells, model_file, suite, fingerprint)
-    synthetic, real = synthetic_cells(suite, cells, needs_derivation)
+    synthetic = [cell for cell in cells if cell.cell_id in synthetic_ids]
+    real = [cell for cell in cells if cell.cell_id not in synthetic_ids]
     return {
         **plan_memory(suite, real, fingerprint, needs_derivation),
         **synthetic_memory(suite, synthetic, fingerprint),

@@ -13,16 +13,14 @@ from typing import TYPE_CHECKING
 from bench.errors import BenchError
 from bench.models.catalog import TransformerShape
 from bench.models.synthetic_gguf import tensor_plan
-from bench.models.weights import choose_weights, synthetic_quantization, synthetic_shape
+from bench.models.weights import synthetic_quantization, synthetic_shape
 from bench.runners.llamacpp.memory_plan import CellEstimator, ShapeSource
 from bench.runners.llamacpp.shapes import SWA_PERIOD_BY_ARCH, ModelShape, is_expert_tensor
 from bench.runners.memory import CellMemory, device_budget
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from bench.hardware import Fingerprint
-    from bench.suite import Cell, ModelSpec, Suite
+    from bench.suite import Cell, Suite
 
 _LAYER = re.compile(r"^blk\.(\d+)\.")
 
@@ -67,20 +65,6 @@ def model_shape(shape: TransformerShape, quantization: str) -> ModelShape:
         n_expert_used=shape.n_expert_used,
         expert_params=experts,
     )
-
-
-def synthetic_cells(
-    suite: Suite, cells: Sequence[Cell], derives: Callable[[ModelSpec, str], bool]
-) -> tuple[list[Cell], list[Cell]]:
-    """(cells on synthetic weights, the others), as bench.models.weights chooses them on this machine."""
-    chosen: dict[tuple[str, str], bool] = {}
-    synthetic, real = [], []
-    for cell in cells:
-        key = (cell.model_id, cell.quantization)
-        if key not in chosen:
-            chosen[key] = choose_weights(suite.model(cell.model_id), cell.quantization, derives).synthetic
-        (synthetic if chosen[key] else real).append(cell)
-    return synthetic, real
 
 
 def synthetic_memory(suite: Suite, cells: Sequence[Cell], fingerprint: Fingerprint) -> dict[str, CellMemory]:
