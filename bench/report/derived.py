@@ -151,9 +151,12 @@ def noisy(frame: pd.DataFrame) -> pd.Series:
     return _text_column(frame, "system_warnings").str.strip().ne("")
 
 
+NOISE_MARK = " ⚑"  # a figure measured while the machine reported noise (system_warnings)
+
+
 def noise_mark(frame: pd.DataFrame) -> pd.Series:
     """' ⚑' on noisy rows, followed by how busy other processes kept the machine while the cell ran where the
     row recorded it (' ⚑ 48% busy': background_cpu_pct), so a reader can judge the figure; '' elsewhere."""
     busy = _column(frame, "background_cpu_pct")
     load = busy.map(lambda pct: "" if pd.isna(pct) else f" {pct:.0f}% busy")
-    return pd.Series(" ⚑", index=frame.index).str.cat(load).where(noisy(frame), "")
+    return pd.Series(NOISE_MARK, index=frame.index).str.cat(load).where(noisy(frame), "")

@@ -9,9 +9,10 @@ import pandas as pd
 from bench.report import format as fmt
 from bench.report.analysis import Analysis
 from bench.report.answer_time import answer_times, thinking_budgets
+from bench.report.derived import NOISE_MARK
 from bench.report.document import Block, Code, Heading, Paragraph
 from bench.report.sections import Column, frame_table, sort_configs
-from bench.report.sections.capacity import NOISE_MARK, setup_label_columns
+from bench.report.sections.capacity import setup_label_columns
 
 TITLE = "Time to answer"  # the section's heading (tests read the report's sections through it)
 

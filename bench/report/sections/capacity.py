@@ -8,13 +8,12 @@ import pandas as pd
 from bench.report import format as fmt
 from bench.report.analysis import Analysis
 from bench.report.capacity import describe_slo
+from bench.report.derived import NOISE_MARK
 from bench.report.document import Block, Code, Heading, Inline, Paragraph
 from bench.report.knobs import knob_label
 from bench.report.sections import Column, frame_table, sort_configs
 
 TITLE = "Capacity"  # the section's heading (tests read the report's sections through it)
-
-NOISE_MARK = " ⚑"
 
 
 def setup_label_columns(frame: pd.DataFrame, varying: list[str]) -> list[Column]:
