@@ -83,6 +83,20 @@ def test_not_a_results_file(tmp_path: Path) -> None:
         read_results([tmp_path / "missing.csv"])
 
 
+def test_a_file_that_is_not_utf8_or_empty_gets_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "r.csv"
+    ResultsWriter(path).append(_row("a"))
+    path.write_bytes(path.read_bytes().replace(b"Q4_0", b"Q4\xff0"))  # a byte no UTF-8 text holds, in a row
+    with pytest.raises(BenchError, match=r"cannot read results file .*r\.csv: 'utf-8' codec"):
+        read_results([path])
+    path.write_bytes(b"\xffsuite,model_id,status\n")  # ... and in the header
+    with pytest.raises(BenchError, match=r"cannot read results file .*r\.csv"):
+        read_results([path])
+    path.write_bytes(b" \n\n")
+    with pytest.raises(BenchError, match="empty file"):
+        read_results([path])
+
+
 def test_writer_refuses_a_file_with_other_columns(tmp_path: Path) -> None:
     path = tmp_path / "r.csv"
     path.write_text("suite,model_id,status\ns,m,ok\n")

@@ -147,20 +147,27 @@ _NUMERIC_TYPES = {name: field.annotation for name, field in ResultRow.model_fiel
 def _read_one(path: Path, skip: Collection[str] = frozenset()) -> pd.DataFrame:
     try:
         data = path.read_bytes()
-        text = data.decode("utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
         raise BenchError(f"cannot read results file {path}: {exc}") from None
-    if not text or text.isspace():  # not strip(): that copies a large file
+    if not data or data.isspace():  # not strip(): that copies a large file
         raise BenchError(f"{path}: empty file, expected a bench results CSV with a header line")
-    end = text.find("\n")
-    header = next(csv.reader(io.StringIO(text[: end if end >= 0 else None])))  # the first line only: no copy
+    end = data.find(b"\n")
+    try:  # the first line only: the whole file is decoded only where the careful path needs it
+        first_line = data[: end if end >= 0 else None].decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BenchError(f"cannot read results file {path}: {exc}") from None
+    header = next(csv.reader(io.StringIO(first_line)))
     missing = [c for c in ("suite", "model_id", "status") if c not in header]
     if missing:
         raise BenchError(f"{path}:1: not a bench results CSV: header lacks {', '.join(missing)}")
-    fast = _parse_fast(text, header, data, skip)
+    fast = _parse_fast(header, data, skip)
     if fast is not None:  # joined, not inserted: the parser's frame holds a block per column
         fast = _read_legacy_software(fast)
         return pd.concat([fast, pd.Series(str(path), index=fast.index, name="source_file", dtype=object)], axis=1)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BenchError(f"cannot read results file {path}: {exc}") from None
     # The careful path: record by record, so a bad file gets an error naming its line.
     records: list[list[str]] = []
     record_lines: list[int] = []  # physical line where each record starts (quoted fields may span lines)
@@ -214,13 +221,10 @@ def _read_legacy_software(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([kept, pd.DataFrame(mapped, index=frame.index)], axis=1)
 
 
-def _field_counts_match(text: str, width: int) -> bool:
+def _field_counts_match(raw: bytes, width: int) -> bool:
     """Every non-blank record has `width` fields. Vectorized over the bytes: a comma or newline separates
     only outside quotes, i.e. after an even number of quote characters (an escaped quote is doubled)."""
-    if '"' not in text:  # the usual file: one record per line, every comma a separator
-        lines = [line for line in text.split("\n") if line not in ("", "\r")]
-        return all(count == width - 1 for count in map(str.count, lines, [","] * len(lines)))
-    data = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
+    data = np.frombuffer(raw, dtype=np.uint8)
     quotes = np.flatnonzero(data == ord('"'))
     if quotes.size % 2:
         return False
@@ -238,11 +242,11 @@ def _field_counts_match(text: str, width: int) -> bool:
     return bool((counts[~blank] + 1 == width).all())
 
 
-def _parse_fast(text: str, header: list[str], data: bytes, skip: Collection[str] = frozenset()) -> pd.DataFrame | None:
+def _parse_fast(header: list[str], data: bytes, skip: Collection[str] = frozenset()) -> pd.DataFrame | None:
     """pandas' C parser, numbers parsed as it reads: ~10x faster on long histories. None when it cannot
     vouch for the file (a bad field count or value, or a layout it cannot check): then the careful path runs."""
     numeric = {c for c in header if c in _NUMERIC_TYPES and _is_numeric(_NUMERIC_TYPES[c])}
-    if len(set(header)) != len(header) or not _field_counts_match(text, len(header)):
+    if len(set(header)) != len(header) or not _field_counts_match(data, len(header)):
         return None  # pandas would pad a short record silently
     try:  # every empty cell is missing, as the careful path reads it (NaN here: no per-cell pass afterwards)
         frame = pd.read_csv(
@@ -252,7 +256,7 @@ def _parse_fast(text: str, header: list[str], data: bytes, skip: Collection[str]
             na_values={c: [""] for c in header},
             usecols=[c for c in header if c not in skip],
         )
-    except (ValueError, pd.errors.ParserError):  # too many fields, or text in a number column
+    except (ValueError, pd.errors.ParserError):  # too many fields, text in a number column, or not UTF-8
         return None
     kept = [c for c in header if c not in skip]
     if list(frame.columns) != kept:
