@@ -101,6 +101,25 @@ def test_roofline_at_n_sequences_counts_one_weight_read_per_step() -> None:
     )
 
 
+def test_roofline_reads_the_kv_at_the_context_the_decode_had() -> None:
+    """Decode follows the prompt: the KV read per step is at decode_context_tokens + gen / 2 (older rows: depth)."""
+    frame = pd.DataFrame(
+        {
+            "model_file_bytes": [1e8, 1e8],
+            "tied_embeddings": [True, True],
+            "kv_cache_bytes": [4096 * 1000.0] * 2,
+            "n_ctx": [4096, 4096],
+            "depth": [1024, 1024],
+            "decode_context_tokens": [1024 + 512, np.nan],
+            "gen_tokens": [128, 128],
+            "parallel": [1, 1],
+            "bandwidth_gbs": [10.0, 10.0],
+            "decode_tok_s_mean": [50.0, 50.0],
+        }
+    )
+    assert roofline(frame)["bytes_per_step"].tolist() == pytest.approx([1e8 + 1000 * 1600, 1e8 + 1000 * 1088])
+
+
 def _two_runs(folder: Path, tonight_status: str, stamped: bool = True) -> tuple[Path, Path]:
     """Last week: both cells ok. Tonight (a later file): the threads-1 cell failed (stamped or not), the other ok."""
     one, two = cells()

@@ -70,6 +70,14 @@ class _FixedColumns(BaseModel):
     itl_ms_p50_samples: str = ""  # per repetition: that repetition's token-latency percentile
     itl_ms_p90_samples: str = ""
     itl_ms_p99_samples: str = ""
+    # Each sequence's (user's) time to first token and time per output token, every repetition (repetition by
+    # repetition, sequence by sequence): with `parallel` N, N values per repetition. Burst capacity judges its
+    # SLO's percentile on these (bench.report.slo_check). Blank in rows written before they were kept.
+    ttft_ms_per_seq_samples: str = ""
+    tpot_ms_per_seq_samples: str = ""
+    # Tokens each sequence held in its KV cache when its decode started: depth + prompt_tokens (decode follows
+    # the prompt, as llama-batched-bench). Blank in rows written before: those decoded at `depth`.
+    decode_context_tokens: int | None = None
     # bench's timed interval vs llama.cpp's own eval time for the same calls, in percent
     prefill_overhead_pct: float | None = None
     decode_overhead_pct: float | None = None
