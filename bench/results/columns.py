@@ -135,6 +135,9 @@ class _FixedColumns(BaseModel):
     est_kv_bytes: int | None = None
     est_compute_bytes: int | None = None
     est_total_bytes: int | None = None
+    # KV bytes one more context position adds (a sliding-window layer with a window-sized cache, swa_full false,
+    # adds none): what "largest context that fits" grows by. Blank in older rows: est_kv_bytes / n_ctx then.
+    est_kv_bytes_per_token: float | None = None
     est_device_free_bytes: int | None = None
     # CPU: measured by bench.hardware.bandwidth's read probe (bytes read per second); CUDA: NVML's theoretical peak
     mem_bandwidth_gbs: float | None = None

@@ -45,7 +45,8 @@ def decode_context_tokens(cell: Cell) -> int:
 def per_sequence_context(tokens: Tokens, sequences: int | np.ndarray) -> Tokens:
     """One sequence's share of a KV cache that `sequences` sequences (`parallel`) fill together, in whole
     CONTEXT_ROUND blocks: every "largest context" bench shows (the plan, the report's What fits, the
-    recommendations' min_context) is what one user gets, not the whole cache."""
+    recommendations' min_context) is what one user gets, not the whole cache (a backend's memory planner
+    answers per sequence: bench.runners.llamacpp.memory.max_context and max_context_for_row)."""
     return tokens // sequences // CONTEXT_ROUND * CONTEXT_ROUND  # type: ignore[no-any-return]
 
 
