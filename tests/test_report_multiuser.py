@@ -17,7 +17,7 @@ import pytest
 
 from bench.hardware import stable_fingerprint
 from bench.report.build import load_report_data
-from bench.report.derived import roofline
+from bench.report.derived import decode_context, roofline
 from bench.report.markdown import render_markdown
 from bench.report.sections import summary
 from bench.results import ResultRow, read_results
@@ -99,6 +99,13 @@ def test_roofline_at_n_sequences_counts_one_weight_read_per_step() -> None:
         bound["roofline_pct"].iloc[1] == pytest.approx(100 * 163.5 / (4 * 343.7))
         and 11 < bound["roofline_pct"].iloc[1] < 13
     )
+
+
+def test_an_old_csv_reads_as_decoded_at_its_depth() -> None:
+    """tests/fixtures/compat/old-main.csv predates decode_context_tokens: its rows decoded at `depth`."""
+    old = read_results([Path(__file__).parent / "fixtures" / "compat" / "old-main.csv"])
+    assert old["decode_context_tokens"].isna().all()
+    assert decode_context(old).tolist() == old["depth"].astype(float).tolist()
 
 
 def test_roofline_reads_the_kv_at_the_context_the_decode_had() -> None:
