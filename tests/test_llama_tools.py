@@ -72,30 +72,37 @@ def test_agreement_rule_fails_on_a_systematic_difference() -> None:
 
 
 def test_single_sequence_agrees_with_llama_bench(smollm2_path: Path) -> None:
+    """bench decodes after the prompt, so its decode is llama-bench's tg with the prompt as depth."""
     need_tool("llama-bench")
+    prompt, gen = 256, 64
     pp, tg = interleaved_ratios(
-        lambda: bench_once(smollm2_path, THREADS, 0, 256, 64),
-        lambda: (llama_bench_once(smollm2_path, THREADS, 0, 256, 0), llama_bench_once(smollm2_path, THREADS, 0, 0, 64)),
+        lambda: bench_once(smollm2_path, THREADS, 0, prompt, gen)[:2],
+        lambda: (
+            llama_bench_once(smollm2_path, THREADS, 0, prompt, 0),
+            llama_bench_once(smollm2_path, THREADS, prompt, 0, gen),
+        ),
     )
     print(f"\nbench / llama-bench, {ROUNDS} interleaved rounds")
-    problems = [agreement("pp256", pp), agreement("tg64", tg)]
+    problems = [agreement(f"pp{prompt}", pp), agreement(f"tg{gen} @ d{prompt}", tg)]
     assert not any(problems), problems
 
 
 @pytest.mark.parametrize("parallel", [1, 4, 8])
 def test_concurrent_sequences_agree_with_llama_batched_bench(smollm2_path: Path, parallel: int) -> None:
-    """S_PP and S_TG of llama-batched-bench. It decodes right after the prompts (positions prompt..prompt+gen),
-    so bench's decode figure comes from the cell at depth = prompt, its prefill figure from depth 0."""
+    """S_PP against bench's prefill (all users), S_TG / N against bench's per-user decode, from one cell at
+    depth 0 each: both decode right after the prompts (positions prompt..prompt+gen), with no compensation."""
     need_tool("llama-batched-bench")
     prompt, gen = 128, 32
 
     def ours() -> tuple[float, float]:
-        return (
-            bench_once(smollm2_path, THREADS, 0, prompt, gen, parallel)[0],
-            bench_once(smollm2_path, THREADS, prompt, prompt, gen, parallel)[1],
-        )
+        speeds = bench_once(smollm2_path, THREADS, 0, prompt, gen, parallel)
+        return speeds.prefill, speeds.decode_per_user
 
-    pp, tg = interleaved_ratios(ours, lambda: batched_bench_once(smollm2_path, THREADS, prompt, gen, parallel))
+    def theirs() -> tuple[float, float]:
+        s_pp, s_tg = batched_bench_once(smollm2_path, THREADS, prompt, gen, parallel)
+        return s_pp, s_tg / parallel
+
+    pp, tg = interleaved_ratios(ours, theirs)
     print(f"\nbench / llama-batched-bench at {parallel} sequences, {ROUNDS} interleaved rounds")
-    problems = [agreement("S_PP", pp), agreement("S_TG", tg)]
+    problems = [agreement("S_PP", pp), agreement("S_TG / N vs per user", tg)]
     assert not any(problems), problems

@@ -59,7 +59,7 @@ def test_single_sequence_under_load_agrees_with_llama_bench(
             lambda: bench_once(smollm2_path, threads, 0, PROMPT, GEN, repetitions=reps),
             lambda: (
                 llama_bench_once(smollm2_path, threads, 0, PROMPT, 0, reps),
-                llama_bench_once(smollm2_path, threads, 0, 0, GEN, reps),
+                llama_bench_once(smollm2_path, threads, PROMPT, 0, GEN, reps),
             ),
             protocol["rounds"],
         )

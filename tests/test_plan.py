@@ -209,14 +209,15 @@ def test_time_from_the_model_is_flops_for_prefill_and_bytes_for_decode() -> None
     depth, prompt = 1024, 512
     fill_flops = depth * 2 * 7e9 + 1e6 * depth**2 / 2  # the depth, filled once per cell
     prompt_flops = prompt * 2 * 7e9 + 1e6 * ((depth + prompt) ** 2 - depth**2) / 2  # each repetition's prompt
-    decode_bytes = 128 * (4 * GIB + GIB / 4 / 2048 * (1024 + 64))  # weights + the KV so far, per token
+    # weights + the KV so far, per token: decode follows the prompt, at depth + prompt + half the generated tokens
+    decode_bytes = 128 * (4 * GIB + GIB / 4 / 2048 * (1024 + 512 + 64))
     repetition = prompt_flops / (4 * 50e9) + decode_bytes / (50e9 * DECODE_BANDWIDTH_SHARE)
     load = WORKER_START_S + 4 * GIB / LOAD_BYTES_PER_S
     assert times[cell.cell_id].seconds == pytest.approx(fill_flops / (4 * 50e9) + 4 * repetition + load)
     assert times[cell.cell_id].basis == "model"
     pair = fixture_cell(parallel=2)  # two sequences: two fills and prompts; each step reads both KV caches
     times = estimate_cell_times([PlannedCell(pair, memory=fixture_memory())], rates={"cpu": rate})
-    decode_bytes = 128 * (4 * GIB + 2 * GIB / 4 / 2048 * (1024 + 64))
+    decode_bytes = 128 * (4 * GIB + 2 * GIB / 4 / 2048 * (1024 + 512 + 64))
     repetition = 2 * prompt_flops / (4 * 50e9) + decode_bytes / (50e9 * DECODE_BANDWIDTH_SHARE)
     assert times[pair.cell_id].seconds == pytest.approx(2 * fill_flops / (4 * 50e9) + 4 * repetition + load)
 

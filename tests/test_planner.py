@@ -234,6 +234,42 @@ def test_largest_context_from_a_result_row() -> None:
     assert tokens is not None and tokens > max_context_for_row(row)[0]
 
 
+def test_what_fits_per_sequence_follows_swa_full_and_parallel_in_plan_and_report(gemma3_path: Path) -> None:
+    """One answer to "what fits per sequence", from bench plan's search and from a result row's estimate alike:
+    Gemma 3 with windowed sliding-window layers (swa_full false) fits several times the context of a full cache;
+    4 sequences each get about a quarter; and a row carrying the planner's estimate of that setup answers the
+    same as the plan, within one 256-token block per sequence."""
+    shape = shape_from_gguf(gemma3_path)
+    budget = Budget(ram_bytes=2 * 2**30, vram_bytes=None, source="test")
+    windowed = max_context(shape, budget, swa_full=False)
+    full = max_context(shape, budget, swa_full=True)
+    assert windowed is not None and full is not None and windowed > 3 * full
+    four = max_context(shape, budget, swa_full=False, parallel=4)
+    assert four is not None and 0.2 * windowed < four < 0.3 * windowed
+    for swa_full, parallel, planned in ((False, 1, windowed), (True, 1, full), (False, 4, four)):
+        cell = cpu_cell("llamacpp", "source", model_id="gemma3", depth=4096, swa_full=swa_full, parallel=parallel)
+        estimate = estimate_cell(cell, shape)
+        fits_budget = {
+            "device_kind": "cpu",
+            "n_gpu_layers": 0,
+            "ram_total_bytes": budget.ram_bytes,
+            "n_ctx": estimate.n_ctx,
+            "est_total_bytes": estimate.total_bytes,
+            "est_kv_bytes": estimate.kv_bytes,
+            "est_kv_bytes_per_token": estimate.kv_bytes_per_token,
+            "n_ubatch": cell.n_ubatch,
+            "flash_attn": cell.flash_attn,
+            "swa_full": swa_full,
+            "parallel": parallel,
+        }
+        tokens, basis = max_context_for_row(fits_budget)
+        assert basis == "estimated" and tokens == pytest.approx(planned, abs=256), (swa_full, parallel)
+    # A row from before est_kv_bytes_per_token: every cached position counted as growing, so a windowed model's
+    # fit is under-stated, never over-stated.
+    old_row = {k: v for k, v in fits_budget.items() if k != "est_kv_bytes_per_token"}
+    assert (max_context_for_row(old_row)[0] or 0) < four
+
+
 def test_bench_plan_estimates_the_consumer_suite_without_gpu_or_hub(tmp_path: Path) -> None:
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(tmp_path / "hf"), COLUMNS="260", PYTHONPATH=str(ROOT))
     result = subprocess.run(

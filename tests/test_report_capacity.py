@@ -205,7 +205,27 @@ def test_the_slo_is_judged_on_its_percentile_not_the_mean() -> None:
     only_means = setup_rows({1: (100, 50)}).assign(ttft_ms_samples="", itl_ms_p99=np.nan)
     unknown = capacity_table(only_means, None, SLO, keep_all=False).iloc[0]
     assert unknown["capacity"] == 0 and "TTFT p99 unknown" in unknown["limit"]
-    assert "time per token p99 unknown (no itl_ms_p99 column)" in unknown["limit"]
+    assert "time per token p99 unknown (no per-user samples, no tpot_ms_p99 or itl_ms_p99)" in unknown["limit"]
+
+
+def test_each_users_samples_decide_not_the_repetitions_or_the_steps() -> None:
+    """16 users in 3 repetitions: 48 per-user figures. Every decode step took 50 ms (20 tok/s per user, step p99
+    met), but the users whose prompts were done first waited for the rest of the prefill before their second
+    token: their time per output token (MLPerf's per-request TPOT) is 160 ms, and the p99 over the 48 is what is
+    judged. Their TTFTs, all under the whole prefill's 2,100 ms, decide TTFT: 16 users meet 2,000 ms at p99."""
+    rows = setup_rows({1: (100, 50), 4: (400, 40), 16: (2100, 20)})
+    ttft = ";".join(["1200"] * 46 + ["1900", "1950"])
+    tpot = ";".join(["50"] * 40 + ["160"] * 8)
+    at_16 = rows["parallel"] == 16
+    rows.loc[at_16, "ttft_ms_per_seq_samples"] = ttft
+    rows.loc[at_16, "tpot_ms_per_seq_samples"] = tpot
+    result = capacity_table(rows, None, SLO, keep_all=False).iloc[0]
+    assert result["capacity"] == 4
+    assert result["limit"] == "time per token p99 160.0 ms > 100.0 ms (6.2 tok/s per user < 10) at 16 users"
+    rows.loc[at_16, "tpot_ms_per_seq_samples"] = ";".join(["50"] * 48)
+    result = capacity_table(rows, None, SLO, keep_all=False).iloc[0]
+    # numpy's linear percentile: rank 0.99 × 47 = 46.53, between the 1,900 and the 1,950
+    assert result["capacity"] == 16 and result["ttft_pct_at_capacity"] == pytest.approx(1900 + 0.53 * 50)
 
 
 def test_a_larger_n_that_failed_or_did_not_fit_breaks_the_capacity_with_its_reason() -> None:
@@ -267,6 +287,23 @@ def test_time_to_answer_marks_extrapolation_and_a_single_depth() -> None:
     assert two["beyond_4096"] == 0 and two["beyond_16384"] == 512 + 16384 - 8192 and two["depth_count"] == 2
     assert one["depth_count"] == 1 and one["seconds_4096"] == pytest.approx(4096 / 20)
     assert thinking_budgets(None) == [4096, 16384]
+
+
+def test_time_to_answer_places_each_speed_at_the_context_its_decode_started() -> None:
+    """A row that decoded after its prompt (decode_context_tokens = depth + prompt) is placed there; an older
+    row without the column decoded at its depth."""
+    new = pd.concat(
+        [
+            setup_rows({1: (100, 100)}, depth=0, decode_context_tokens=512),
+            setup_rows({1: (100, 50)}, depth=8192, decode_context_tokens=8192 + 512),
+        ],
+        ignore_index=True,
+    )
+    row = answer_times(new, [4096], keep_all=False).iloc[0]
+    assert row["depths"] == "512, 8,704" and not row["starts_below"]
+    assert row["seconds_4096"] == pytest.approx(time_to_generate([512, 8704], [100, 50], 512, 4096)[0])
+    old = new.drop(columns="decode_context_tokens")
+    assert answer_times(old, [4096], keep_all=False).iloc[0]["depths"] == "0, 8,192"
 
 
 def test_html_report_has_both_sections(tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ import pytest
 
 from bench.hardware import stable_fingerprint
 from bench.report.build import load_report_data
-from bench.report.derived import roofline
+from bench.report.derived import decode_context, roofline
 from bench.report.markdown import render_markdown
 from bench.report.sections import summary
 from bench.results import ResultRow, read_results
@@ -25,7 +25,7 @@ from bench.results.select import newest_rows
 from bench.run import build_row
 from bench.run.host import RowOut
 from bench.run.stamp import with_finished_stamp
-from tests.test_compare import cells, row, run_compare, write
+from tests.test_compare import STEADY_DECODE, cells, row, run_compare, write
 from tests.test_hardware import make_fp
 
 FIXTURES = Path(__file__).parent / "fixtures" / "report"
@@ -101,6 +101,32 @@ def test_roofline_at_n_sequences_counts_one_weight_read_per_step() -> None:
     )
 
 
+def test_an_old_csv_reads_as_decoded_at_its_depth() -> None:
+    """tests/fixtures/compat/old-main.csv predates decode_context_tokens: its rows decoded at `depth`."""
+    old = read_results([Path(__file__).parent / "fixtures" / "compat" / "old-main.csv"])
+    assert old["decode_context_tokens"].isna().all()
+    assert decode_context(old).tolist() == old["depth"].astype(float).tolist()
+
+
+def test_roofline_reads_the_kv_at_the_context_the_decode_had() -> None:
+    """Decode follows the prompt: the KV read per step is at decode_context_tokens + gen / 2 (older rows: depth)."""
+    frame = pd.DataFrame(
+        {
+            "model_file_bytes": [1e8, 1e8],
+            "tied_embeddings": [True, True],
+            "kv_cache_bytes": [4096 * 1000.0] * 2,
+            "n_ctx": [4096, 4096],
+            "depth": [1024, 1024],
+            "decode_context_tokens": [1024 + 512, np.nan],
+            "gen_tokens": [128, 128],
+            "parallel": [1, 1],
+            "bandwidth_gbs": [10.0, 10.0],
+            "decode_tok_s_mean": [50.0, 50.0],
+        }
+    )
+    assert roofline(frame)["bytes_per_step"].tolist() == pytest.approx([1e8 + 1000 * 1600, 1e8 + 1000 * 1088])
+
+
 def _two_runs(folder: Path, tonight_status: str, stamped: bool = True) -> tuple[Path, Path]:
     """Last week: both cells ok. Tonight (a later file): the threads-1 cell failed (stamped or not), the other ok."""
     one, two = cells()
@@ -138,9 +164,19 @@ def test_a_cell_that_failed_tonight_is_shown_failed_not_last_weeks_figures(tmp_p
 
 def test_export_and_trend_drop_the_cell_that_failed_tonight(tmp_path: Path) -> None:
     from bench.compare.export import measured_rows
+    from bench.compare.trend import write_trend
 
     last_week, tonight = _two_runs(tmp_path / "runs", "failed")
     assert len(measured_rows([tmp_path / "runs"])) == 1  # the failed cell's old figures are not exported
+    # The trend keeps last week's point in the plot but does not call it the latest: the latest run (placed at
+    # its start, 00:06) failed.
+    trend = write_trend(tmp_path / "runs", tmp_path / "trend" / "trend.md", metrics=("decode_tok_s",)).markdown
+    text = trend.read_text()
+    failed_cell = text.split("### ")[1]  # cells in file order: the threads-1 cell, which failed tonight
+    assert "**Latest run (2025-01-08 00:06 UTC): failed: worker died: SIGSEGV.**" in failed_cell
+    assert "| decode_tok_s | 1 | 100.0 | failed | – | 100.0 |" in failed_cell
+    ok_cell = text.split("### ")[2]
+    assert "Latest run" not in ok_cell and "| decode_tok_s | 2 | 100.0 | 100.0 | +0.0% | 100.0 |" in ok_cell
 
 
 def test_compare_fails_on_a_cell_missing_or_skipped_tonight(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -159,6 +195,24 @@ def test_compare_fails_on_a_cell_missing_or_skipped_tonight(tmp_path: Path, caps
     assert code == 1 and "not measured: was ok, now skipped: model file gone" in out
     assert json.loads((tmp_path / "c.json").read_text())["exit_code"] == 1
     assert run_compare(capsys, str(base), str(skipped), "--allow-missing")[0] == 0
+
+
+def test_compare_does_not_judge_decode_measured_at_another_context(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A baseline from before decode followed the prompt (decode_context_tokens blank: it decoded at depth)
+    against tonight's (depth + prompt): decode is slower for the longer context, not for a regression, so the
+    decode figures are noted, not tested; prefill still is. The same context on both sides is tested."""
+    one, _ = cells()
+    context = one.depth + one.prompt_tokens
+    slower = [0.8 * v for v in STEADY_DECODE]
+    base = write(tmp_path / "base.csv", [row(one)])
+    tonight = write(tmp_path / "now.csv", [row(one, decode=slower, decode_context_tokens=context)])
+    code, out, _ = run_compare(capsys, str(base), str(tonight))
+    assert code == 0 and "decode figures not compared: decoded after depth" in out and f"after {context} now" in out
+    base_new = write(tmp_path / "base-new.csv", [row(one, decode_context_tokens=context)])
+    code, out, _ = run_compare(capsys, str(base_new), str(tonight))
+    assert code == 1 and "decode_tok_s" in out
 
 
 def test_the_gpu_model_is_part_of_the_machine_key() -> None:

@@ -40,6 +40,16 @@ def _text(row: Row, column: str) -> str:
     return str(clean(row.get(column)) or "")
 
 
+def _input_text(row: Row, column: str) -> str:
+    """A same-input column's value as text, a whole number without '.0' (a column holding blanks reads as float)."""
+    value = clean(row.get(column))
+    if value is None:
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return str(value)
+
+
 def _row_unstable(row: Row) -> bool:
     flagged = clean(row.get("unstable"))
     if flagged is not None and bool(flagged):
@@ -75,7 +85,7 @@ def side_from_rows(key: CellKey, rows: list[Row]) -> CellSide:
         values={name: statistics.fmean(found) for name, found in run_values.items()},
         run_values=run_values,
         samples=samples,
-        inputs={m.same_input: _text(reference, m.same_input) for m in METRICS if m.same_input and ok},
+        inputs={m.same_input: _input_text(reference, m.same_input) for m in METRICS if m.same_input and ok},
         software={column: _text(reference, column) for column in SOFTWARE_COLUMNS},
         system_warnings=[w for r in rows if (w := _text(r, "system_warnings"))],
     )

@@ -26,7 +26,8 @@ class Metric:
     bigger_is_better: bool
     samples: str | None = None  # per-repetition values of this same metric; None: one value per run
     spread: str | None = None  # standard deviation across repetitions, where the CSV has one
-    same_input: str | None = None  # column that must match on both sides (quality is measured on a text)
+    same_input: str | None = None  # column that must match on both sides (quality is measured on a text, decode
+    # at a context)
     min_abs_change: float = 0.0  # a smaller change is no change (KLD near 0 has huge relative changes)
 
     @property
@@ -41,20 +42,46 @@ class Metric:
         return format_value(value, self.unit)
 
 
+# Decode figures are compared only between rows that decoded at the same context: rows written before decode
+# followed the prompt decoded at `depth` (their column is blank), newer ones at depth + prompt.
+DECODE_CONTEXT = "decode_context_tokens"
+
 METRICS: tuple[Metric, ...] = (
     Metric("prefill_tok_s", "prefill_tok_s_mean", "tok/s", True, "prefill_tok_s_samples", "prefill_tok_s_std"),
-    Metric("decode_tok_s", "decode_tok_s_mean", "tok/s", True, "decode_tok_s_samples", "decode_tok_s_std"),
+    Metric(
+        "decode_tok_s",
+        "decode_tok_s_mean",
+        "tok/s",
+        True,
+        "decode_tok_s_samples",
+        "decode_tok_s_std",
+        same_input=DECODE_CONTEXT,
+    ),
     # What each of the cell's `parallel` users gets: aggregate / sequences. Its noise is the aggregate's
     # per-repetition samples: a cell's sequence count is part of its cell_id, so both sides divide by the same N
     # and the t statistic is the aggregate's.
-    Metric("decode_tok_s_per_seq", "decode_tok_s_per_seq_mean", "tok/s", True, "decode_tok_s_samples"),
+    Metric(
+        "decode_tok_s_per_seq",
+        "decode_tok_s_per_seq_mean",
+        "tok/s",
+        True,
+        "decode_tok_s_samples",
+        same_input=DECODE_CONTEXT,
+    ),
     Metric("ttft_ms", "ttft_ms_mean", "ms", False, "ttft_ms_samples"),
-    Metric("itl_ms_p50", "itl_ms_p50", "ms", False, "itl_ms_p50_samples"),
-    Metric("itl_ms_p90", "itl_ms_p90", "ms", False, "itl_ms_p90_samples"),
-    Metric("itl_ms_p99", "itl_ms_p99", "ms", False, "itl_ms_p99_samples"),
+    Metric("itl_ms_p50", "itl_ms_p50", "ms", False, "itl_ms_p50_samples", same_input=DECODE_CONTEXT),
+    Metric("itl_ms_p90", "itl_ms_p90", "ms", False, "itl_ms_p90_samples", same_input=DECODE_CONTEXT),
+    Metric("itl_ms_p99", "itl_ms_p99", "ms", False, "itl_ms_p99_samples", same_input=DECODE_CONTEXT),
     Metric("peak_rss_bytes", "peak_rss_bytes", "bytes", False),
     Metric("peak_vram_bytes", "peak_vram_bytes", "bytes", False),
-    Metric("energy_j_per_token", "energy_j_per_decode_token", "J/token", False, "energy_j_per_decode_token_samples"),
+    Metric(
+        "energy_j_per_token",
+        "energy_j_per_decode_token",
+        "J/token",
+        False,
+        "energy_j_per_decode_token_samples",
+        same_input=DECODE_CONTEXT,
+    ),
     Metric("ppl", "ppl", "", False, same_input="eval_text_sha256"),
     Metric("kld_mean", "kld_mean", "nats", False, same_input="eval_text_sha256", min_abs_change=1e-3),
     Metric("task_accuracy_pct", "task_accuracy_pct", "%", True, same_input="task_sha256"),

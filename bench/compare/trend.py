@@ -4,7 +4,8 @@ DIR is a history folder (`bench run --history DIR` writes DIR/<host>/<UTC time>.
 result CSVs. A series is one cell on one machine (the matching keys of bench.results.select); its points
 are the runs (a file is a run; its newest row of the cell counts), placed at the time the run started;
 error bars are the standard deviation across repetitions where the row has one; unstable points (spread
-over bench.stats.UNSTABLE_CV_PCT) are drawn as red crosses.
+over bench.stats.UNSTABLE_CV_PCT) are drawn as red crosses. A cell whose latest run did not measure it (failed,
+timed out, skipped) says so, and its "latest" column names that outcome, not an older run's figure.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from matplotlib.figure import Figure
 
 from bench.compare.metrics import METRICS, METRICS_BY_NAME, Metric, format_value
 from bench.errors import BenchError
-from bench.report.document import Block, Code, Heading, Image, Inline, Paragraph, Table
+from bench.report.document import Block, Code, Heading, Image, Inline, Paragraph, Strong, Table
 from bench.report.markdown import render_markdown
 from bench.results import read_results
 from bench.results.select import CELL_KEY, MACHINE_KEY, newest_rows, row_label, run_started
@@ -39,13 +40,12 @@ def _safe_name(text: str) -> str:
 
 
 def measured_runs(directory: Path, host: str | None = None) -> pd.DataFrame:
-    """Per run, the newest ok row of each cell, with a `run_time` (the run's start), oldest run first."""
+    """Per run, the newest row of each cell (any status), with a `run_time` (the run's start), oldest run first."""
     frame = read_results([directory])
     frame = newest_rows(frame.assign(run_time=run_started(frame)), per=("source_file",))
-    frame = frame[frame["status"] == "ok"]
     if host is not None:
         frame = frame[frame["host"] == host]
-    if frame.empty:
+    if not (frame["status"] == "ok").any():
         where = f" for host {host}" if host else ""
         raise BenchError(
             f"{directory}: no ok result rows{where} to plot (expected result CSVs, e.g. from `bench run --history DIR`)"
@@ -83,7 +83,8 @@ def plot_metric(series: pd.DataFrame, metric: Metric, title: str) -> bytes:
     return buffer.getvalue()
 
 
-def _summary_row(metric: Metric, values: pd.Series) -> list[Inline]:
+def _summary_row(metric: Metric, values: pd.Series, latest_outcome: str = "") -> list[Inline]:
+    """`latest_outcome`: the latest run's status when it did not measure the cell (then no figure is latest)."""
     latest, first = values.iloc[-1], values.iloc[0]
     best = values.max() if metric.bigger_is_better else values.min()
     previous = (
@@ -93,16 +94,19 @@ def _summary_row(metric: Metric, values: pd.Series) -> list[Inline]:
         metric.name,
         str(len(values)),
         format_value(first, metric.unit),
-        format_value(latest, metric.unit),
-        previous,
+        latest_outcome or format_value(latest, metric.unit),
+        "–" if latest_outcome else previous,
         format_value(best, metric.unit),
     ]
 
 
 def _cell_blocks(series: pd.DataFrame, host: str, metrics: list[Metric]) -> list[Block]:
-    """One cell on one machine: when, a summary table and a plot per measured metric."""
+    """One cell on one machine: when, its latest run's outcome when that did not measure it, a summary table and a
+    plot per measured metric (from the runs that measured it)."""
     series = series.drop_duplicates("run_time", keep="last")
     cell_id, label = str(series[CELL_KEY].iloc[-1]), row_label(series.iloc[-1])
+    last = series.iloc[-1]
+    outcome = "" if last["status"] == "ok" else str(last["status"])
     when = f"{series['run_time'].iloc[0]:%Y-%m-%d %H:%M} to {series['run_time'].iloc[-1]:%Y-%m-%d %H:%M} UTC"
     blocks: list[Block] = [
         Heading(3, label),
@@ -110,13 +114,22 @@ def _cell_blocks(series: pd.DataFrame, host: str, metrics: list[Metric]) -> list
             "cell ", Code(cell_id), f", {len(series)} runs, {when}, machine ", Code(str(series[MACHINE_KEY].iloc[-1]))
         ),
     ]
+    if outcome:
+        reason = "" if pd.isna(last["reason"]) or not str(last["reason"]) else f": {last['reason']}"
+        blocks.append(
+            Paragraph.of(
+                Strong(f"Latest run ({last['run_time']:%Y-%m-%d %H:%M} UTC): {outcome}{reason}."),
+                " The figures below are from the runs that measured it.",
+            )
+        )
+    series = series[series["status"] == "ok"]
     rows, images = [], []
     for metric in metrics:
         present = series[series[metric.column].notna()]
         if present.empty:
             continue
         filename = f"{_safe_name(host)}/{_safe_name(cell_id)}-{metric.name}.png"
-        rows.append(_summary_row(metric, present[metric.column].astype(float)))
+        rows.append(_summary_row(metric, present[metric.column].astype(float), outcome))
         images.append(Image(filename, metric.name, plot_metric(present, metric, f"{label} on {host}")))
     if rows:
         blocks += [Table(SUMMARY_HEADERS, rows, [False] + [True] * 5), *images]

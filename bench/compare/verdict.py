@@ -9,7 +9,7 @@ import pandas as pd
 
 from bench.compare import notes
 from bench.compare.matching import MATCH_RULE, no_match_reason, sides_from_frame
-from bench.compare.metrics import METRICS_BY_NAME, MIN_HISTORY_RUNS, Metric
+from bench.compare.metrics import DECODE_CONTEXT, METRICS_BY_NAME, MIN_HISTORY_RUNS, Metric
 from bench.compare.model import (
     EXIT_CANNOT_COMPARE,
     EXIT_OK,
@@ -124,13 +124,15 @@ def compare_cell(base: CellSide, cur: CellSide, options: CompareOptions) -> Cell
         result.notes.append(f"no results on either side ({base.status} -> {cur.status})")
         return result
     tested_samples: set[str] = set()  # a metric derived from another's samples is that metric's test again
+    noted: set[str] = set()  # one note per input that differs, not one per metric it keeps from the test
     for name in options.metrics:
         metric = METRICS_BY_NAME[name]
         if metric.samples is not None and metric.samples in tested_samples:
             continue
         if metric.same_input and base.inputs.get(metric.same_input) != cur.inputs.get(metric.same_input):
-            if metric.name in base.values and metric.name in cur.values:
-                result.notes.append(f"{metric.name} not compared: measured on different input ({metric.same_input})")
+            if metric.name in base.values and metric.name in cur.values and metric.same_input not in noted:
+                result.notes.append(_different_input_note(metric.name, metric.same_input, base, cur))
+                noted.add(metric.same_input)
             continue
         change = compare_metric(metric, base, cur, options.threshold_for(name))
         if change is not None:
@@ -142,6 +144,13 @@ def compare_cell(base: CellSide, cur: CellSide, options: CompareOptions) -> Cell
             "quiet the machine (see `bench hw`) or raise workload.repetitions"
         )
     return result
+
+
+def _different_input_note(name: str, column: str, base: CellSide, cur: CellSide) -> str:
+    if column != DECODE_CONTEXT:
+        return f"{name} not compared: measured on different input ({column})"
+    before, now = (side.inputs.get(column) or "depth (an older bench: prompt dropped first)" for side in (base, cur))
+    return f"decode figures not compared: decoded after {before} cached tokens in the baseline, after {now} now"
 
 
 def compare_sides(

@@ -12,8 +12,9 @@ From past results (the newest `ok` row with the same cell_id; rows from this mac
 any, else from any machine): the measured prefill and decode tok/s and load_s.
 
 Otherwise from the model, with the memory planner's estimate of the cell (no estimate, no time):
-* decode is memory-bound: each generated token reads the weights on the cell's device and the KV cache so far,
-  at DECODE_BANDWIDTH_SHARE of the device's memory bandwidth;
+* decode is memory-bound: each generated token reads the weights on the cell's device and the KV cache so far
+  (decode follows the prompt: depth + prompt + the tokens generated before it), at DECODE_BANDWIDTH_SHARE of the
+  device's memory bandwidth;
 * prefill (the depth fill too) is compute-bound: 2 FLOPs per parameter per token, plus attention over the
   positions before it, at the device's FLOP rate (a CPU's: per core × threads);
 * bandwidth: one the caller measured (bench run probes RAM), else the suite's devices[].memory_bandwidth_gbs,
@@ -30,6 +31,7 @@ from typing import TYPE_CHECKING
 
 from bench.hardware import Fingerprint
 from bench.plan.planned import PlannedCell
+from bench.runners.base import decode_context_tokens
 from bench.runners.memory import CellMemory
 from bench.suite import Cell, Suite
 
@@ -171,9 +173,10 @@ def _modelled_seconds(cell: Cell, memory: CellMemory | None, rate: DeviceRate) -
     prompt_flops = n_seq * (prompt * dense + attention * ((depth + prompt) ** 2 - depth**2) / 2)
     kv_per_position = estimate.kv_bytes / estimate.n_ctx if estimate.n_ctx else 0.0
     # A decode step reads the weights once (a mixture of experts: its used experts' share, as if the
-    # sequences of a step chose the same experts) and every sequence's KV cache so far.
+    # sequences of a step chose the same experts) and every sequence's KV cache so far: on average the context
+    # decode starts at (after the prompt) plus half the generated tokens.
     weights_read = estimate.weights_bytes * model.active_share
-    bytes_read = gen * (weights_read + n_seq * kv_per_position * (depth + gen / 2))
+    bytes_read = gen * (weights_read + n_seq * kv_per_position * (decode_context_tokens(cell) + gen / 2))
     flops = rate.flops_for(cell.threads)
     repetition = prompt_flops / flops + bytes_read / (rate.bandwidth_gbs * 1e9 * DECODE_BANDWIDTH_SHARE)
     return fill_flops / flops + _repetitions(cell) * repetition, estimate.weights_bytes / LOAD_BYTES_PER_S

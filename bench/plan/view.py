@@ -13,7 +13,6 @@ from rich.text import Text
 
 from bench.plan.planned import PlannedCell
 from bench.plan.time_estimate import CellTime, duration_text
-from bench.runners.base import per_sequence_context
 from bench.runners.memory import GIB, CellMemory, gib
 from bench.suite import Cell
 from bench.suite.knobs import config_name, memory_knobs
@@ -239,8 +238,8 @@ def context_table(planned: Sequence[PlannedCell], notes: Footnotes) -> Table | N
         cell, memory = item.cell, item.memory
         assert memory is not None and memory.estimate is not None and memory.model is not None
         estimate, model, budget = memory.estimate, memory.model, memory.budget
-        total = memory.largest_context()
-        largest = None if total is None else per_sequence_context(total, cell.setting("parallel"))
+        largest = memory.largest_context()  # per sequence, at the setup's `parallel` (the planner's max_context)
+        total = None if largest is None else largest * cell.setting("parallel")
         usable = min(largest, model.n_ctx_train) if largest is not None and model.n_ctx_train else largest
         available = budget.on(estimate.where) if budget else None
         memory_text = (

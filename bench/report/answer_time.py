@@ -1,9 +1,11 @@
 """Time to answer: how long a setup takes to generate a reasoning trace of each thinking budget after the prompt.
 
-From one user's decode speed (parallel 1 rows) at each measured depth, bench.stats.time_to_generate integrates
-the time per token over the context positions the trace occupies, [prompt, prompt + budget], interpolating
-linearly between measured depths and extending the nearest segment beyond them. Each result says how far it
-reaches past the deepest measured depth, and whether only one depth was measured (its speed held constant).
+From one user's decode speed (parallel 1 rows), placed at the context each row's decode started at
+(bench.report.derived.decode_context: depth + prompt; the depth in rows written before decode followed the
+prompt), bench.stats.time_to_generate integrates the time per token over the context positions the trace
+occupies, [prompt, prompt + budget], interpolating linearly between measured contexts and extending the nearest
+segment beyond them. Each result says how far it reaches past the deepest measured context, and whether only one
+was measured (its speed held constant).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import pandas as pd
 
 from bench.report import format as fmt
 from bench.report.capacity import setup_columns
-from bench.report.derived import noisy
+from bench.report.derived import decode_context, noisy
 from bench.report.users import sequences
 from bench.results import select
 from bench.stats import time_to_generate
@@ -47,9 +49,9 @@ def _one_setup(depths: np.ndarray, speeds: np.ndarray, start: float, budgets: li
 
 def answer_times(measured: pd.DataFrame, budgets: list[int], keep_all: bool) -> pd.DataFrame:
     """One row per setup (bench.report.capacity.setup_columns without depth) measured with one sequence:
-    its identity columns, depths ('0, 16,384'), depth_count, deepest, starts_below (the prompt ends before
-    the shallowest measured depth), noisy, and per budget B seconds_B and beyond_B (tokens past the deepest
-    measured depth; 0 when inside)."""
+    its identity columns, depths ('512, 16,896': the contexts its decodes started at), depth_count, deepest,
+    starts_below (the prompt ends before the shallowest measured context), noisy, and per budget B seconds_B and
+    beyond_B (tokens past the deepest measured context; 0 when inside)."""
     rows = select.newest_rows(measured).drop(columns=[select.CELL_KEY, select.MACHINE_KEY]) if keep_all else measured
     rows = rows[sequences(rows) == 1]
     if rows.empty:
@@ -57,7 +59,7 @@ def answer_times(measured: pd.DataFrame, budgets: list[int], keep_all: bool) -> 
     keys = [c for c in setup_columns() if c != "depth"]
     rows = rows.assign(
         _setup=rows.groupby(keys, dropna=False, sort=True).ngroup(),
-        _depth=fmt.as_float(rows["depth"]),
+        _depth=decode_context(rows),
         _decode=fmt.as_float(rows["decode_tok_s_mean"]),
         _noisy=noisy(rows),
     )

@@ -16,7 +16,6 @@ import pandas as pd
 
 from bench.errors import BenchError
 from bench.report import format as fmt
-from bench.runners.base import per_sequence_context
 from bench.runners.registry import BACKENDS
 from bench.suite.knobs import memory_knobs
 
@@ -69,8 +68,8 @@ def model_context(frame: pd.DataFrame) -> pd.Series:
 
 
 def add_context_fits(configs: pd.DataFrame) -> pd.DataFrame:
-    """Columns max_context (what memory allows one sequence: the planner's whole cache shared by the row's
-    `parallel` sequences; tokens, NaN unknown), context_basis, model_context (what the model supports) and
+    """Columns max_context (what memory allows one sequence: the backend's answer per sequence at the row's
+    `parallel`, following its memory knobs, e.g. swa_full; tokens, NaN unknown), context_basis, model_context (what the model supports) and
     usable_context (the smaller of the two)."""
     out = configs.copy()
     out["max_context"] = np.nan
@@ -85,8 +84,7 @@ def add_context_fits(configs: pd.DataFrame) -> pd.DataFrame:
         bases = np.empty(setup_no.max() + 1, dtype=object)
         tokens[setup_no[first]] = [a[0] for a in answers]
         bases[setup_no[first]] = [a[1] for a in answers]
-        sequences = fmt.as_float(out["parallel"]).fillna(1).to_numpy() if "parallel" in out else 1
-        out["max_context"] = per_sequence_context(tokens[setup_no], sequences)
+        out["max_context"] = tokens[setup_no]
         out["context_basis"] = bases[setup_no]
     out["usable_context"] = out["max_context"].where(~(out["max_context"] > out["model_context"]), out["model_context"])
     return out

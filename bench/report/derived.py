@@ -87,6 +87,13 @@ def weights_read_per_token(frame: pd.DataFrame) -> pd.Series:
     return read * active_share
 
 
+def decode_context(frame: pd.DataFrame) -> pd.Series:
+    """Tokens each sequence had cached when its decode started: `decode_context_tokens` (depth + prompt: decode
+    follows the prompt), or the depth in rows written before that column (their decode ran at `depth`, the
+    prompt dropped from the cache first)."""
+    return _column(frame, "decode_context_tokens").fillna(_column(frame, "depth").fillna(0))
+
+
 def kv_bytes_per_token(frame: pd.DataFrame) -> pd.Series:
     """KV cache bytes one context position takes: the backend's measured KV buffer, else the planner's estimate,
     over the context it was sized for. NaN when the row has neither."""
@@ -98,9 +105,10 @@ def kv_bytes_per_token(frame: pd.DataFrame) -> pd.Series:
 
 def roofline(frame: pd.DataFrame) -> pd.DataFrame:
     """The decode roofline. One decode step reads the weights once and each sequence's KV cache (at the mean
-    position of the decode), and yields one token per sequence: with N sequences the bound on all users' tok/s
-    is N × bandwidth / bytes per step, so a row at N sequences is compared with N tokens per weight read."""
-    position = _column(frame, "depth").fillna(0) + _column(frame, "gen_tokens").fillna(0) / 2
+    position of the decode: the context it started at, decode_context, plus half the generated tokens), and
+    yields one token per sequence: with N sequences the bound on all users' tok/s is N × bandwidth / bytes per
+    step, so a row at N sequences is compared with N tokens per weight read."""
+    position = decode_context(frame) + _column(frame, "gen_tokens").fillna(0) / 2
     n_seq = sequences(frame)
     bytes_per_step = weights_read_per_token(frame) + kv_bytes_per_token(frame) * position * n_seq
     bound = n_seq * frame["bandwidth_gbs"] * 1e9 / bytes_per_step

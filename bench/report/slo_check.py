@@ -1,13 +1,17 @@
 """Whether one measured row serves its users at the SLO, judged as the SLO is defined: on a percentile.
 
-MLPerf's limits are 99th percentiles of each request's time to first token and time per output token, so a row
-is judged on the same percentile (`slo.percentile`, 99 unless the suite says otherwise), never on a mean:
-- time to first token: the percentile of the row's `ttft_ms_samples` (one per repetition: every user of a
-  burst gets its first token when the batched prefill ends, so that is each user's TTFT);
-- time per output token: the row's `itl_ms_p{P}`, the percentile over every decode step of every repetition
-  (one step yields the next token of every sequence, so a step's time is each user's time per token).
-A figure the row does not carry (results written before the samples were kept) is named as unknown and the
-row does not meet the SLO: a percentile is never replaced by a mean. Whole columns at a time.
+MLPerf's limits are 99th percentiles, over requests, of each request's time to first token and time per output
+token, so a row is judged on the same percentile (`slo.percentile`, 99 unless the suite says otherwise) of each
+user's figures, never on a mean:
+- time to first token: the percentile of `ttft_ms_per_seq_samples`, every sequence's TTFT in every repetition
+  (a sequence's first token comes when the prefill batch holding its last prompt token is done);
+- time per output token: the percentile of `tpot_ms_per_seq_samples`, every sequence's (last token - first
+  token) / (output tokens - 1) in every repetition.
+Rows written before those samples were kept fall back to what they carry, each at least as strict: TTFT to the
+repetitions' `ttft_ms_samples` (the whole batched prefill: the last user's first token), time per output token to
+`tpot_ms_p{P}` (a served row's percentile over requests), else `itl_ms_p{P}` (the percentile over every decode
+step). A figure the row does not carry at all is named as unknown and the row does not meet the SLO: a
+percentile is never replaced by a mean. Whole columns at a time.
 """
 
 from __future__ import annotations
@@ -31,12 +35,18 @@ def _column(frame: pd.DataFrame, name: str) -> pd.Series:
     return fmt.as_float(frame[name]) if name in frame else pd.Series(np.nan, index=frame.index)
 
 
+def _samples(frame: pd.DataFrame, name: str) -> pd.Series:
+    return frame[name] if name in frame else pd.Series("", index=frame.index)
+
+
 def slo_figures(rows: pd.DataFrame, slo: Slo) -> pd.DataFrame:
-    """Per row: ttft_pct_ms (the SLO's percentile of TTFT), tpot_pct_ms (of time per output token) and
-    user_tok_s_pct (1000 / tpot_pct_ms: the per-user speed that percentile of tokens reaches)."""
-    samples = rows["ttft_ms_samples"] if "ttft_ms_samples" in rows else pd.Series("", index=rows.index)
-    ttft = sample_percentile(samples, slo.percentile)
-    tpot = _column(rows, f"itl_ms_p{slo.percentile}")
+    """Per row: ttft_pct_ms (the SLO's percentile of each user's TTFT), tpot_pct_ms (of each user's time per
+    output token) and user_tok_s_pct (1000 / tpot_pct_ms: the per-user speed that percentile of users reaches)."""
+    pct = slo.percentile
+    ttft = sample_percentile(_samples(rows, "ttft_ms_per_seq_samples"), pct)
+    ttft = ttft.fillna(sample_percentile(_samples(rows, "ttft_ms_samples"), pct))
+    tpot = sample_percentile(_samples(rows, "tpot_ms_per_seq_samples"), pct)
+    tpot = tpot.fillna(_column(rows, f"tpot_ms_p{pct}")).fillna(_column(rows, f"itl_ms_p{pct}"))
     return pd.DataFrame(
         {"ttft_pct_ms": ttft, "tpot_pct_ms": tpot, "user_tok_s_pct": 1000.0 / tpot.where(tpot > 0)},
         index=rows.index,
@@ -73,7 +83,7 @@ def slo_failure(figures: pd.DataFrame, slo: Slo) -> pd.Series:
             + f" ms > {max_tpot:,.1f} ms ("
             + fmt.fixed(user)
             + f" tok/s per user < {min_user:g})"
-        ).where(tpot.notna(), f"time per token {p} unknown (no itl_ms_{p} column)")
+        ).where(tpot.notna(), f"time per token {p} unknown (no per-user samples, no tpot_ms_{p} or itl_ms_{p})")
         parts.append(text.where(~(tpot <= max_tpot * (1 + 1e-9)), ""))  # 1e-9: 1000 / 10 is 100 ms exactly
     return _joined(parts, figures.index)
 

@@ -70,6 +70,14 @@ class _FixedColumns(BaseModel):
     itl_ms_p50_samples: str = ""  # per repetition: that repetition's token-latency percentile
     itl_ms_p90_samples: str = ""
     itl_ms_p99_samples: str = ""
+    # Each sequence's (user's) time to first token and time per output token, every repetition (repetition by
+    # repetition, sequence by sequence): with `parallel` N, N values per repetition. Burst capacity judges its
+    # SLO's percentile on these (bench.report.slo_check). Blank in rows written before they were kept.
+    ttft_ms_per_seq_samples: str = ""
+    tpot_ms_per_seq_samples: str = ""
+    # Tokens each sequence held in its KV cache when its decode started: depth + prompt_tokens (decode follows
+    # the prompt, as llama-batched-bench). Blank in rows written before: those decoded at `depth`.
+    decode_context_tokens: int | None = None
     # bench's timed interval vs llama.cpp's own eval time for the same calls, in percent
     prefill_overhead_pct: float | None = None
     decode_overhead_pct: float | None = None
@@ -127,6 +135,9 @@ class _FixedColumns(BaseModel):
     est_kv_bytes: int | None = None
     est_compute_bytes: int | None = None
     est_total_bytes: int | None = None
+    # KV bytes one more context position adds (a sliding-window layer with a window-sized cache, swa_full false,
+    # adds none): what "largest context that fits" grows by. Blank in older rows: est_kv_bytes / n_ctx then.
+    est_kv_bytes_per_token: float | None = None
     est_device_free_bytes: int | None = None
     # CPU: measured by bench.hardware.bandwidth's read probe (bytes read per second); CUDA: NVML's theoretical peak
     mem_bandwidth_gbs: float | None = None

@@ -35,10 +35,18 @@ def context_size(cell: Cell, per_sequence: bool = False) -> int:
     return -(-needed // CONTEXT_ROUND) * CONTEXT_ROUND
 
 
+def decode_context_tokens(cell: Cell) -> int:
+    """Tokens each sequence holds in its KV cache when its decode starts: its depth and its prompt (decode
+    continues after the prompt, as llama-batched-bench decodes at pp + i). Rows written before this was so
+    decoded at `depth`: bench.results reads their missing `decode_context_tokens` as the depth."""
+    return cell.depth + cell.prompt_tokens
+
+
 def per_sequence_context(tokens: Tokens, sequences: int | np.ndarray) -> Tokens:
     """One sequence's share of a KV cache that `sequences` sequences (`parallel`) fill together, in whole
     CONTEXT_ROUND blocks: every "largest context" bench shows (the plan, the report's What fits, the
-    recommendations' min_context) is what one user gets, not the whole cache."""
+    recommendations' min_context) is what one user gets, not the whole cache (a backend's memory planner
+    answers per sequence: bench.runners.llamacpp.memory.max_context and max_context_for_row)."""
     return tokens // sequences // CONTEXT_ROUND * CONTEXT_ROUND  # type: ignore[no-any-return]
 
 
@@ -58,6 +66,9 @@ class Repetition:
     # The engine's own account of the same timed calls (llama.cpp's perf counters), when it keeps one.
     engine_prefill_s: float | None = None
     engine_decode_s: float | None = None
+    # Per sequence: seconds from the prefill's start until its last prompt token was processed (its first token
+    # can be sampled then); empty: every sequence at the prefill's end.
+    ready_s: list[float] = field(default_factory=list)
 
 
 class EnergyMeter(Protocol):
@@ -123,6 +134,12 @@ class SpeedEngine(Engine):
         """Process prompt tokens[s] after sequence s's cache (shape [sequences, n]), batched across sequences;
         seconds until the device is done."""
 
+    def prefill_ready_s(self) -> list[float] | None:
+        """Per sequence, seconds from the start of the last prefill until the batch holding that sequence's last
+        prompt token was done (its first token is available then); None: every sequence at the prefill's end
+        (one forward pass for all of them)."""
+        return None
+
     @abc.abstractmethod
     def decode(self, tokens: np.ndarray) -> list[float]:
         """Decode steps (shape [steps, sequences]): each step one token for every sequence; seconds per step,
@@ -172,13 +189,15 @@ def measure_cell(
 ) -> tuple[list[Repetition], list[Repetition]]:
     """Warm-ups, then repetitions, of: back to `depth` cached tokens (untimed), timed prefill, timed decode.
 
-    Prefill is measured after `depth` cached tokens; decode too starts at `depth` (the prompt is dropped
-    from the cache first), as llama-bench's pp and tg tests at `-d depth`. The depth is filled once per cell,
-    as llama-bench fills it once per test: each later repetition drops what the previous one added (an engine
-    that cannot drop positions, e.g. a static torch cache, is filled again). The first generated token comes
-    from the prefill's last logits, so time to first token is the prefill time. With `parallel` N, N
-    sequences (each with its own depth) are prefilled together and decoded together one token each per
-    step, as llama-batched-bench measures. Returns (warmups, measured).
+    Prefill is measured after `depth` cached tokens, as llama-bench's pp at `-d depth`. Decode continues after
+    the prompt, at `depth + prompt_tokens` (decode_context_tokens), as llama-batched-bench decodes at pp + i and
+    a user's answer follows its prompt; a single sequence's decode therefore matches llama-bench's tg at
+    `-d depth+prompt`. The depth is filled once per cell, as llama-bench fills it once per test: each later
+    repetition drops what the previous one added (an engine that cannot drop positions, e.g. a static torch
+    cache, is filled again). The first generated token comes from the prefill's last logits, so a sequence's
+    time to first token is the prefill up to the batch holding its last prompt token (prefill_ready_s). With
+    `parallel` N, N sequences (each with its own depth) are prefilled together and decoded together one token
+    each per step, as llama-batched-bench measures. Returns (warmups, measured).
     """
     rng = np.random.default_rng(seed)
     n_vocab = engine.n_vocab()
@@ -197,8 +216,7 @@ def measure_cell(
         before = engine.engine_seconds()
         prefill_s = engine.prefill(prompt)
         engine_prefill_s = _engine_delta(engine, before, 0)
-        if not engine.truncate(cell.depth):
-            engine.reset(depth_tokens)
+        ready_s = engine.prefill_ready_s() or [prefill_s] * n_seq
         if energy is not None:
             energy.mark()
         before = engine.engine_seconds()
@@ -206,7 +224,7 @@ def measure_cell(
         engine_decode_s = _engine_delta(engine, before, 1)
         decode_j = energy.energy_j_since_mark() if energy is not None else None
         (warmups if index < cell.warmup else measured).append(
-            Repetition(prefill_s, decode_s, decode_j, engine_prefill_s, engine_decode_s)
+            Repetition(prefill_s, decode_s, decode_j, engine_prefill_s, engine_decode_s, list(ready_s))
         )
     engine.on_measured_end()
     return warmups, measured
@@ -231,11 +249,26 @@ def short_energy_windows(window_s: list[float]) -> str:
     )
 
 
+def per_sequence_latencies(repetition: Repetition, n_seq: int) -> tuple[list[float], list[float]]:
+    """Each sequence's (time to first token, time per output token) in ms, as MLPerf defines them per request:
+    TTFT when the prefill batch holding its last prompt token is done; TPOT = (its last token - its first
+    token) / (output tokens - 1), i.e. the rest of the prefill after its first token plus every decode step,
+    over the decode steps (the first token comes from the prefill)."""
+    ready = repetition.ready_s or [repetition.prefill_s] * n_seq
+    decode_s = sum(repetition.decode_token_s)
+    steps = len(repetition.decode_token_s)
+    ttft = [1000.0 * r for r in ready]
+    tpot = [1000.0 * (repetition.prefill_s - r + decode_s) / steps for r in ready] if steps else []
+    return ttft, tpot
+
+
 def repetition_fields(cell: Cell, warmups: list[Repetition], measured: list[Repetition]) -> dict[str, Any]:
     """Row fields from the repetitions (pure: no backend involved). With `parallel` N the tok/s figures are
-    aggregates over the N sequences; decode_tok_s_per_seq is what each user sees; TTFT is the last
-    sequence's (every prompt is in the one batched prefill); ITL percentiles are decode-step latencies."""
+    aggregates over the N sequences; decode_tok_s_per_seq is what each user sees; ttft_ms_* is the whole
+    batched prefill (the last sequence's first token); *_per_seq_samples hold each sequence's TTFT and time per
+    output token of every repetition (per_sequence_latencies); ITL percentiles are decode-step latencies."""
     n_seq = cell.setting("parallel")
+    per_seq = [per_sequence_latencies(r, n_seq) for r in measured]
     prefill = [n_seq * cell.prompt_tokens / r.prefill_s for r in measured]
     decode = [n_seq * len(r.decode_token_s) / sum(r.decode_token_s) for r in measured]
     ttft_ms = [1000.0 * r.prefill_s for r in measured]
@@ -278,6 +311,9 @@ def repetition_fields(cell: Cell, warmups: list[Repetition], measured: list[Repe
         "prefill_tok_s_samples": samples_to_text(prefill),
         "decode_tok_s_samples": samples_to_text(decode),
         "ttft_ms_samples": samples_to_text(ttft_ms),
+        "ttft_ms_per_seq_samples": samples_to_text(t for ttft_seq, _ in per_seq for t in ttft_seq),
+        "tpot_ms_per_seq_samples": samples_to_text(t for _, tpot_seq in per_seq for t in tpot_seq),
+        "decode_context_tokens": decode_context_tokens(cell),
         **{f"itl_ms_p{pct}_samples": samples_to_text(values) for pct, values in per_rep_itl.items()},
         "prefill_overhead_pct": _overhead_pct([r.prefill_s for r in measured], [r.engine_prefill_s for r in measured]),
         "decode_overhead_pct": _overhead_pct(
@@ -293,8 +329,8 @@ def repetition_fields(cell: Cell, warmups: list[Repetition], measured: list[Repe
 def measure_fields(engine: Engine, cell: Cell, energy: EnergyMeter | None = None) -> dict[str, Any]:
     """A cell's speed fields from either kind of engine: a CellEngine measures itself; a SpeedEngine's steps are
     timed by measure_cell."""
-    if isinstance(engine, CellEngine):
-        return engine.measure(cell, energy)
+    if isinstance(engine, CellEngine):  # a served request's answer follows its prompt too
+        return {"decode_context_tokens": decode_context_tokens(cell), **engine.measure(cell, energy)}
     if not isinstance(engine, SpeedEngine):
         raise TypeError(f"{type(engine).__name__} is neither a SpeedEngine nor a CellEngine")
     warmups, measured = measure_cell(engine, cell, energy=energy)

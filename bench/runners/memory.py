@@ -34,6 +34,9 @@ class MemoryEstimate:
     compute_ram: int
     compute_vram: int
     basis: str = ""
+    # KV bytes one more context position adds on the limiting memory (`where`): a sliding-window layer that keeps
+    # a window-sized cache adds none. None: the planner does not say (then kv_bytes / n_ctx).
+    kv_bytes_per_token: float | None = None
 
     @property
     def where(self) -> str:
@@ -154,8 +157,8 @@ class CellMemory:
     model: ModelFacts | None = None
     note: str = ""  # why there is no estimate
     fetch: str = ""  # the model file is not on this machine yet: what `bench run` will have to get
-    # The largest context this setup fits with full batches (computed on demand: a search over contexts);
-    # None where the planner cannot say.
+    # What fits per sequence: the largest context each of the setup's `parallel` sequences can hold with full
+    # batches (computed on demand: a search over contexts); None where the planner cannot say.
     context_limit: Callable[[], int | None] | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -174,6 +177,7 @@ class CellMemory:
             "est_kv_bytes": estimate.kv_bytes,
             "est_compute_bytes": estimate.compute_bytes,
             "est_total_bytes": estimate.total_bytes,
+            "est_kv_bytes_per_token": estimate.kv_bytes_per_token,
             "est_device_free_bytes": self.budget.on(estimate.where) if self.budget else None,
             "n_active_params": self.model.n_active_params if self.model else None,
         }

@@ -53,6 +53,7 @@ class RecordingEngine(SpeedEngine):
     def __init__(self, model_path: Path, load_cell: Cell) -> None:
         self.calls: list[tuple[str, int]] = []
         self.position = 0
+        self.decode_starts: list[int] = []  # the cached positions each decode started after
         self.own = [0.0, 0.0]
 
     def load(self) -> LoadInfo:
@@ -86,6 +87,7 @@ class RecordingEngine(SpeedEngine):
 
     def decode(self, tokens: np.ndarray) -> list[float]:
         self.calls.append(("decode", tokens.shape))
+        self.decode_starts.append(self.position)
         self.position += len(tokens)
         self.own[1] += DECODE_S * len(tokens)
         return [DECODE_S] * len(tokens)
@@ -99,11 +101,14 @@ def test_protocol_keeps_depth_fill_warmups_and_truncation_off_the_clock() -> Non
     engine = RecordingEngine(Path("x"), cell)
     warmups, measured = measure_cell(engine, cell)
     assert len(warmups) == 2 and len(measured) == 3
-    per_rep = [("prefill", (1, 24)), ("truncate", 16), ("decode", (6, 1))]
+    per_rep = [("prefill", (1, 24)), ("decode", (6, 1))]
     # The depth is filled once (as llama-bench fills it once per test); every later repetition first drops
-    # what the previous one added: back to depth, prompt, back to depth, generate.
+    # what the previous one added: back to depth, prompt, then generate after the prompt (no truncation
+    # between: decode runs at depth + prompt, as llama-batched-bench's TG at pp + i).
     assert engine.calls == [("reset", (1, 16)), *per_rep, *[("truncate", 16), *per_rep] * 4]
+    assert engine.decode_starts == [16 + 24] * 5
     row = repetition_fields(cell, warmups, measured)
+    assert row["decode_context_tokens"] == 16 + 24
     # Only the timed calls count: 24 tokens in 0.25 s, 6 tokens at 10 ms each — not the 7 s fills.
     assert row["prefill_tok_s_mean"] == pytest.approx(24 / PREFILL_S)
     assert row["decode_tok_s_mean"] == pytest.approx(1 / DECODE_S)
@@ -128,8 +133,9 @@ def test_an_engine_that_cannot_drop_positions_is_filled_again_each_repetition() 
     cell = _cell("llamacpp", "Q4_1")
     engine = StaticCacheEngine(Path("x"), cell)
     measure_cell(engine, cell)
-    assert [name for name, _ in engine.calls].count("reset") == 2 * 5  # before the prompt and before decode
-    assert engine.calls[:3] == [("reset", (1, 16)), ("prefill", (1, 24)), ("truncate", 16)]
+    assert [name for name, _ in engine.calls].count("reset") == 5  # before each prompt; decode follows it
+    assert engine.calls[:3] == [("reset", (1, 16)), ("prefill", (1, 24)), ("decode", (6, 1))]
+    assert engine.decode_starts == [16 + 24] * 5
 
 
 def test_parallel_sequences_are_prefilled_and_decoded_together() -> None:
@@ -138,12 +144,40 @@ def test_parallel_sequences_are_prefilled_and_decoded_together() -> None:
     cell = _cell("llamacpp", "Q4_1", parallel=4)
     engine = RecordingEngine(Path("x"), cell)
     warmups, measured = measure_cell(engine, cell)
-    assert engine.calls[:4] == [("reset", (4, 16)), ("prefill", (4, 24)), ("truncate", 16), ("decode", (6, 4))]
+    assert engine.calls[:3] == [("reset", (4, 16)), ("prefill", (4, 24)), ("decode", (6, 4))]
     row = repetition_fields(cell, warmups, measured)
     assert row["prefill_tok_s_mean"] == pytest.approx(4 * 24 / PREFILL_S)
     assert row["decode_tok_s_mean"] == pytest.approx(4 / DECODE_S)
     assert row["decode_tok_s_per_seq_mean"] == pytest.approx(1 / DECODE_S)
     assert row["ttft_ms_mean"] == pytest.approx(1000 * PREFILL_S)
+    # An engine that prefills every prompt in one pass: each user's first token comes at the prefill's end.
+    ttft = [float(v) for v in row["ttft_ms_per_seq_samples"].split(";")]
+    assert ttft == pytest.approx([1000 * PREFILL_S] * 4 * 3)
+
+
+class ChunkedPrefillEngine(RecordingEngine):
+    """Prefills the flattened prompts in chunks: sequence s's first token is ready when its chunk is done."""
+
+    READY_S = [0.05, 0.05, 0.15, PREFILL_S]
+
+    def prefill_ready_s(self) -> list[float] | None:
+        return self.READY_S
+
+
+def test_each_users_ttft_and_time_per_output_token_are_kept_per_repetition() -> None:
+    """MLPerf's per-request figures: TTFT when the user's last prompt token was processed; TPOT = (last token -
+    first token) / (output tokens - 1): the rest of the prefill after its first token, then the decode steps."""
+    cell = _cell("llamacpp", "Q4_1", parallel=4)
+    warmups, measured = measure_cell(ChunkedPrefillEngine(Path("x"), cell), cell)
+    row = repetition_fields(cell, warmups, measured)
+    ttft = [float(v) for v in row["ttft_ms_per_seq_samples"].split(";")]
+    tpot = [float(v) for v in row["tpot_ms_per_seq_samples"].split(";")]
+    assert ttft == pytest.approx([1000 * r for r in ChunkedPrefillEngine.READY_S] * 3)
+    steps = cell.gen_tokens
+    expected = [1000 * (PREFILL_S - r + steps * DECODE_S) / steps for r in ChunkedPrefillEngine.READY_S]
+    assert tpot == pytest.approx(expected * 3)
+    assert tpot[3] == pytest.approx(1000 * DECODE_S)  # the last user's first token ends the prefill
+    assert row["ttft_ms_mean"] == pytest.approx(1000 * PREFILL_S)  # the whole prefill, as before
 
 
 def test_a_speed_only_backend_is_legal_and_declines_quality() -> None:
@@ -173,7 +207,8 @@ class WholeCellEngine(CellEngine):
 def test_a_cell_engine_measures_the_whole_cell_itself() -> None:
     cell = _cell("llamacpp", "Q4_1")
     engine = WholeCellEngine(Path("x"), cell)
-    assert measure_fields(engine, cell) == {"decode_tok_s_mean": 42.0, "warnings": ""}
+    fields = {"decode_tok_s_mean": 42.0, "warnings": "", "decode_context_tokens": cell.depth + cell.prompt_tokens}
+    assert measure_fields(engine, cell) == fields
     assert engine.measured == [cell.cell_id]  # measured once, by the engine, not by measure_cell
 
 

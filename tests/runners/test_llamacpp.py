@@ -82,6 +82,20 @@ def test_deep_context_decodes_slower(runner: LlamaCppRunner) -> None:
     assert speeds[1024] < speeds[0], speeds
 
 
+def test_each_sequences_first_token_is_ready_when_its_prefill_chunk_is_done(runner: LlamaCppRunner) -> None:
+    """Two sequences of 48 prompt tokens in n_batch 64 chunks: sequence 0's last token (entry 47) is in the
+    first chunk, sequence 1's (entry 95) in the second, so the first user's TTFT is the first chunk's time and
+    the second's the whole prefill; the decode then continues after the prompt (position depth + prompt)."""
+    cell = _cell(16, prompt=48, gen=4, reps=2).model_copy(update={"parallel": 2, "n_batch": 64})
+    runner.start_context(cell)
+    warmups, measured = measure_cell(runner, cell)
+    for rep in measured:
+        assert len(rep.ready_s) == 2 and 0 < rep.ready_s[0] < rep.ready_s[1] == pytest.approx(rep.prefill_s)
+    assert runner._pos == 16 + 48 + 4  # no truncation between prefill and decode
+    row = repetition_fields(cell, warmups, measured)
+    assert len(row["ttft_ms_per_seq_samples"].split(";")) == 2 * 2 and row["decode_context_tokens"] == 16 + 48
+
+
 def test_logits_are_deterministic_and_shaped(runner: LlamaCppRunner) -> None:
     cell = _cell(0)
     runner.open_context(256, cell, logits_all=True)

@@ -20,19 +20,19 @@ BEYOND_MARK = " ↗"
 
 
 def _notes(table: pd.DataFrame, budgets: list[int]) -> pd.Series:
-    """Per row: one depth measured, starting before the shallowest depth, and how far each budget reaches past
-    the deepest measured depth. Whole columns at a time."""
+    """Per row: one decode context measured, starting before the shallowest, and how far each budget reaches past
+    the deepest measured one. Whole columns at a time."""
     empty = pd.Series("", index=table.index, dtype=object)
     one_depth = table["depth_count"] == 1
-    first = empty.where(~one_depth, "one depth measured (" + table["depths"] + "): its speed held at every depth")
+    first = empty.where(~one_depth, "one context measured (" + table["depths"] + "): its speed held at every context")
     below = table["starts_below"].astype(bool) & ~one_depth
-    first = first.where(~below, "the prompt ends before the shallowest measured depth: extended below it")
+    first = first.where(~below, "the prompt ends before the shallowest measured context: extended below it")
     beyond = empty
     for budget in budgets:
         past = (table[f"beyond_{budget}"] > 0) & ~one_depth
         text = f"{fmt.tokens(budget)} reaches " + fmt.integer(table[f"beyond_{budget}"]) + " tokens past it"
         beyond = beyond.where(~past, beyond + np.where(beyond != "", ", ", "") + text)
-    deepest = "deepest measured depth " + fmt.integer(table["deepest"]) + ": "
+    deepest = "deepest measured context " + fmt.integer(table["deepest"]) + ": "
     beyond = (deepest + beyond + " (extrapolated)").where(beyond != "", "")
     return first + np.where((first != "") & (beyond != ""), "; ", "") + beyond
 
@@ -41,7 +41,7 @@ def answer_columns(table: pd.DataFrame, budgets: list[int], varying: list[str]) 
     columns = [
         *setup_label_columns(table, varying),
         Column("prompt (tok)", fmt.integer(table["prompt_tokens"]), True),
-        Column("depths measured (tok)", table["depths"], True),
+        Column("decode contexts measured (tok)", table["depths"], True),
     ]
     noisy = table["noisy"].astype(bool)
     for budget in budgets:
@@ -68,8 +68,9 @@ def build(analysis: Analysis) -> list[Block]:
             + " tokens after the prompt (",
             source,
             Code("thinking_budgets"),
-            "), from one sequence's decode speed at each measured depth, interpolated between depths. "
-            f"{BEYOND_MARK.strip()} the trace runs past the deepest measured depth and the speed there is "
+            "), from one sequence's decode speed at each context its decode was measured at (depth + prompt: "
+            "decode follows the prompt; older rows: the depth), interpolated between them. "
+            f"{BEYOND_MARK.strip()} the trace runs past the deepest measured context and the speed there is "
             f"extrapolated (the notes say by how much);{NOISE_MARK} a figure measured while the machine reported "
             "noise. Prompt processing is not included (see TTFT).",
         )

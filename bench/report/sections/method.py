@@ -97,8 +97,9 @@ def build(analysis: Analysis) -> list[Block]:
         workload,
         Paragraph.of(
             "Prefill tok/s = prompt tokens / time to process them after the depth's cached tokens; decode "
-            "tok/s = generated tokens / time of the one-token steps starting at that depth; TTFT = the "
-            "prefill's time (the first token is sampled from the prefill's last logits); inter-token latency "
+            "tok/s = generated tokens / time of the one-token steps that follow the prompt (at depth + prompt "
+            "cached tokens, as llama-batched-bench decodes; rows from an older bench decoded at the depth); TTFT = "
+            "the prefill's time (the first token is sampled from the prefill's last logits); inter-token latency "
             "percentiles over every decode step of every repetition; the device is synchronized before each "
             "clock stop. Random token ids, as llama-bench uses."
         ),
@@ -121,7 +122,8 @@ def build(analysis: Analysis) -> list[Block]:
         Paragraph.of(
             "Decode efficiency: roofline tok/s (all users) = N × bandwidth / bytes read per decode step, where "
             "a step of N sequences reads the weights once and each sequence's KV cache: bytes per step ≈ weights "
-            "+ N × KV cache bytes per token × (depth + generated tokens / 2). The weights exclude the "
+            "+ N × KV cache bytes per token × (depth + prompt + generated tokens / 2; older rows: depth + "
+            "generated tokens / 2). The weights exclude the "
             "token-embedding table (a decode step reads one row of it) unless the output head is that table "
             "(tied embeddings); rows from a bench that did not record this count the whole table. KV bytes per "
             "token are the backend's measured KV buffer (else the planner's estimate) over its context; "
@@ -139,9 +141,11 @@ def build(analysis: Analysis) -> list[Block]:
         Paragraph.of(
             "Capacity (burst): a setup (every setting but the number of concurrent sequences) at one depth meets "
             "the SLO with N sequences, all arriving together on an already cached depth, when the SLO's "
-            "percentile (p99 unless the suite says otherwise) of the TTFT over the repetitions is at most "
-            "max_ttft_ms and that percentile of the time per output token over every decode step is at most "
-            "1000 / min_user_tok_s ms; a row without those samples does not meet it. A larger N that failed, "
+            "percentile (p99 unless the suite says otherwise) of each user's TTFT over the users and repetitions "
+            "is at most max_ttft_ms and that percentile of each user's time per output token ((last token − first "
+            "token) / (output tokens − 1)) is at most 1000 / min_user_tok_s ms (older rows without per-user "
+            "samples: the whole prefill's TTFT and the time of every decode step); a row without those samples "
+            "does not meet it. A larger N that failed, "
             "timed out or was skipped breaks it. Its capacity is the largest measured N such that it and every "
             "smaller measured N meet the SLO (a measurement where 4 fail and 16 pass counts 1). Cost at capacity "
             "is the cost formula above at the aggregate rates of those N users; the most-users pick takes each "
@@ -149,8 +153,9 @@ def build(analysis: Analysis) -> list[Block]:
         ),
         Paragraph.of(
             "Time to answer: the seconds to generate a thinking budget of B tokens after a prompt of P tokens, "
-            "∫ dt over context positions P … P + B of the time per token, which is interpolated linearly in depth "
-            "between the one-sequence decode speeds (1 / tok/s) at the measured depths and extended along the "
+            "∫ dt over context positions P … P + B of the time per token, which is interpolated linearly in context "
+            "between the one-sequence decode speeds (1 / tok/s) at the contexts their decodes started at (depth "
+            "+ prompt; older rows: depth) and extended along the "
             "nearest segment beyond them (held constant when one depth was measured)."
         ),
         Paragraph.of(

@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from bench.errors import BenchError
-from bench.runners.base import CONTEXT_ROUND, context_size
+from bench.runners.base import CONTEXT_ROUND, context_size, per_sequence_context
 from bench.runners.llamacpp.shapes import ModelShape, weights_for
 from bench.runners.memory import MIB, WORKER_PROCESS_BYTES, Budget, MemoryEstimate, fits
 from bench.suite import KNOBS, Cell
@@ -75,10 +75,15 @@ def kv_bytes_per_cell(shape: ModelShape, kv_cache_type: str, layers: range | Non
     )
 
 
+def _windowed(shape: ModelShape, layer: int, swa_full: bool) -> bool:
+    """The layer keeps a window-sized cache: a sliding-window layer, unless swa_full asks for the full context."""
+    return not swa_full and bool(shape.swa_layers) and bool(shape.swa_layers[layer]) and bool(shape.sliding_window)
+
+
 def _kv_cells(shape: ModelShape, layer: int, n_ctx: int, n_ubatch: int, swa_full: bool, n_seq: int) -> int:
     """Cells of one layer's cache. A windowed sliding-window layer keeps each sequence's window (the unified
     cache holds all n_seq of them) plus one ubatch, padded: llama_kv_cache_iswa's size_swa."""
-    if swa_full or not shape.swa_layers or not shape.swa_layers[layer] or not shape.sliding_window:
+    if not _windowed(shape, layer, swa_full):
         return n_ctx
     window = -(-(shape.sliding_window * n_seq + n_ubatch) // SWA_PAD) * SWA_PAD
     return min(n_ctx, window)
@@ -148,11 +153,16 @@ def estimate_memory(
         shape.n_kv_heads[i] * width * element * _kv_cells(shape, i, n_ctx, n_ubatch, swa_full, max(1, n_seq))
         for i in range(shape.n_layers)
     ]
+    # What one more position adds: the layers whose cache spans the whole context (not a window-sized one).
+    growth = [
+        shape.n_kv_heads[i] * width * element * (not _windowed(shape, i, swa_full)) for i in range(shape.n_layers)
+    ]
     weights_vram = sum(weights.layers[first_gpu:])
     weights_vram += weights.output + weights.output_copy if output_on_gpu else 0
     weights_ram = sum(weights.layers[:first_gpu]) + weights.input + (0 if output_on_gpu else weights.output)
     kv_vram = int(sum(kv_per_layer[first_gpu:]))
     kv_ram = int(sum(kv_per_layer)) - kv_vram
+    growth_vram = float(sum(growth[first_gpu:]))
     loader_residue = shape.header_bytes
     if repack and exact_file and shape.repack_bytes:
         loader_residue += sum(shape.repack_bytes[:first_gpu])
@@ -175,6 +185,7 @@ def estimate_memory(
         compute_ram=compute_ram,
         compute_vram=compute_vram,
         basis=shape.basis,
+        kv_bytes_per_token=growth_vram if weights_vram or kv_vram else float(sum(growth)) - growth_vram,
     )
 
 
@@ -213,17 +224,23 @@ def max_context(
     flash_attn: str = DEFAULT_FLASH_ATTN,
     n_gpu_layers: int | None = 0,
     device_kind: str = "cpu",
+    swa_full: bool = DEFAULT_SWA_FULL,
+    parallel: int = 1,
 ) -> int | None:
-    """The largest context (a multiple of 256, at most 1M) that fits the budget with full batches; 0 if
-    none does, None when the budget is unknown."""
+    """What fits per sequence: the largest context one of `parallel` sequences can hold (a multiple of 256, at
+    most 1M) when all of them share one cache of parallel × that many cells, with full batches, sliding-window
+    layers sized as swa_full says (a window per sequence when false); 0 if none does, None when the budget is
+    unknown. `bench plan`'s largest context; the report's What fits and min_context ask max_context_for_row,
+    the same question from a result row's estimate."""
     where_known = budget.vram_bytes if device_kind == "cuda" and n_gpu_layers else budget.ram_bytes
     if where_known is None:
         return None
+    sequences = max(1, parallel)
 
-    def ok(n_ctx: int) -> bool:
+    def ok(per_sequence: int) -> bool:
         estimate = estimate_memory(
             shape,
-            n_ctx=n_ctx,
+            n_ctx=per_sequence * sequences,
             batch_tokens=n_ubatch,
             n_ubatch=n_ubatch,
             kv_cache_type=kv_cache_type,
@@ -231,6 +248,8 @@ def max_context(
             n_gpu_layers=n_gpu_layers,
             device_kind=device_kind,
             quantization=quantization,
+            swa_full=swa_full,
+            n_seq=sequences,
         )
         return fits(estimate, budget)
 
@@ -260,11 +279,16 @@ def _number(row: Mapping[str, Any], key: str) -> float | None:
 
 
 def max_context_for_row(row: Mapping[str, Any]) -> tuple[int | None, str]:
-    """The largest context that fits the row's device (its total memory), from the row's estimate.
+    """What fits per sequence on the row's device (its total memory), from the row's estimate: the largest
+    context its KV cache can hold, shared by the row's `parallel` sequences (per_sequence_context), as
+    max_context answers for `bench plan`. The report's What fits and min_context read it.
 
-    est_total_bytes − est_kv_bytes is what does not grow with the context; est_kv_bytes / n_ctx is what
-    each token adds (exact for sliding-window and partly offloaded models). Rows without an estimate fall
-    back to the model's shape columns and file size. A row's blank knob (an old CSV) reads as its default.
+    What each more position adds is est_kv_bytes_per_token, the planner's own figure: it follows swa_full (a
+    sliding-window layer with a window-sized cache adds nothing) and partial offload. Rows written before it
+    use est_kv_bytes / n_ctx, exact only when every layer's cache spans the context (no sliding window, or
+    swa_full true); it over-counts a windowed model's growth, so those rows under-state what fits. What does not
+    grow is the rest of est_total_bytes (windowed caches included). Rows without an estimate fall back to the
+    model's shape columns and file size. A row's blank knob (an old CSV) reads as its default.
     """
     kind = str(row.get("device_kind") or "cpu")
     ngl = _number(row, "n_gpu_layers")
@@ -279,8 +303,9 @@ def max_context_for_row(row: Mapping[str, Any]) -> tuple[int | None, str]:
     attention_per_token = -(-n_ubatch // KQ_MASK_PAD) * KQ_MASK_PAD * 2 if flash else (n_heads + 1) * n_ubatch * 4
     total, kv, n_ctx = _number(row, "est_total_bytes"), _number(row, "est_kv_bytes"), _number(row, "n_ctx")
     if total is not None and kv is not None and n_ctx:
-        per_token = kv / n_ctx
-        fixed = total - kv - attention_per_token * n_ctx
+        per_token = _number(row, "est_kv_bytes_per_token")
+        per_token = kv / n_ctx if per_token is None else per_token
+        fixed = total - per_token * n_ctx - attention_per_token * n_ctx
     else:
         shape_columns = [_number(row, k) for k in ("n_layers", "n_kv_heads", "head_dim")]
         weights = _number(row, "est_weights_bytes") or _number(row, "model_file_bytes")
@@ -297,5 +322,6 @@ def max_context_for_row(row: Mapping[str, Any]) -> tuple[int | None, str]:
     per_token += attention_per_token
     if per_token <= 0:
         return None, "the row's KV estimate is zero"
-    tokens = int((capacity - fixed) // per_token) // CONTEXT_ROUND * CONTEXT_ROUND
-    return max(0, min(tokens, MAX_CONTEXT)), "estimated"
+    sequences = int(_number(row, "parallel") or 1)
+    tokens = per_sequence_context(max(0, int((capacity - fixed) // per_token)), sequences)
+    return min(tokens, MAX_CONTEXT), "estimated"

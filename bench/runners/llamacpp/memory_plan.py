@@ -99,7 +99,7 @@ class ShapeFinder:
 # What an estimate depends on besides the shape, the context and the batch (estimate_cell's arguments) ...
 _ESTIMATE_KNOBS = ("n_ubatch", "kv_cache_type", "flash_attn", "n_gpu_layers", "repack", "parallel", "swa_full")
 # ... and what the largest context depends on besides the shape and the budget (max_context's arguments).
-_CONTEXT_KNOBS = ("n_ubatch", "kv_cache_type", "flash_attn", "n_gpu_layers")
+_CONTEXT_KNOBS = ("n_ubatch", "kv_cache_type", "flash_attn", "n_gpu_layers", "swa_full", "parallel")
 
 
 class CellEstimator:

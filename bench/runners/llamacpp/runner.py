@@ -87,6 +87,7 @@ class LlamaCppRunner(SpeedEngine):
         self.n_ctx = 0
         self.n_batch = 512
         self._pos = 0
+        self._ready_s: list[float] = []
         self._log = _log_capture()
 
     # ------------------------------------------------------------ load
@@ -259,6 +260,7 @@ class LlamaCppRunner(SpeedEngine):
         llama_cpp = _llama()
         total = tokens.size
         elapsed = 0.0
+        done_s = []  # when each n_batch chunk of the flattened [sequences, n] prompts was done
         for first in range(0, total, self.n_batch):
             # Batches are filled off the clock; only llama_decode + synchronize are timed.
             self._fill_rows(tokens, self._pos, first, min(self.n_batch, total - first))
@@ -266,8 +268,15 @@ class LlamaCppRunner(SpeedEngine):
             self._decode_batch()
             llama_cpp.llama_synchronize(self.ctx)
             elapsed += time.perf_counter() - start
-        self._pos += tokens.shape[1]
+            done_s.append(elapsed)
+        n = tokens.shape[1]
+        # Sequence s's last prompt token is entry s*n + n - 1: its logits exist once that entry's chunk is done.
+        self._ready_s = [done_s[(s * n + n - 1) // self.n_batch] for s in range(tokens.shape[0])] if n else []
+        self._pos += n
         return elapsed
+
+    def prefill_ready_s(self) -> list[float] | None:
+        return self._ready_s or None
 
     def decode(self, tokens: np.ndarray) -> list[float]:
         llama_cpp = _llama()
