@@ -49,7 +49,7 @@ def test_client_figures_are_the_servers_plus_http(smollm2_path: Path, parallel: 
         row = engine.measure(cell)
     finally:
         engine.close()
-    assert row["request_errors"] == 0 and row["requests_measured"] == 2 * parallel
+    assert row["request_errors"] == 0 and row["requests_measured"] == 2 * parallel, row["warnings"]
     assert row["answer_tokens_mean"] == 16 and row["reasoning_tokens_mean"] == 0  # held to gen_tokens
     # The client's clock contains the server's: TTFT >= prompt_ms, time per token ~ predicted_per_token_ms
     assert row["http_overhead_ttft_ms"] >= 0
