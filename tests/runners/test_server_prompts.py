@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from bench.errors import BenchError
-from bench.runners.server.runner import ServerEngine
+from bench.runners.server.runner import ServerEngine, server_settings
 from bench.runners.server.tokens import GgufTokenizer
 from tests.conftest import cpu_cell
 from tests.runners.fake_openai_server import FakeServer
@@ -104,3 +104,12 @@ def test_completions_turns_concatenate_prompts_and_answers(fake: FakeServer) -> 
     _measure(fake.url, turns=2, repetitions=2, endpoint="completions")
     first, second = (b["prompt"] for b in fake.behaviour.bodies)
     assert second.startswith(first + "<think>") and "</think>" in second  # raw text: what the server sent
+
+
+def test_a_slot_holds_a_whole_conversation() -> None:
+    one = server_settings(Path("m.gguf"), cpu_cell("server", "Q4_1", prompt_tokens=100, gen_tokens=50, parallel=2))
+    three = server_settings(
+        Path("m.gguf"), cpu_cell("server", "Q4_1", prompt_tokens=100, gen_tokens=50, parallel=2, turns=3)
+    )
+    # per slot: the turns' prompts, answers and template tokens (64 each), rounded up to 256; two slots
+    assert (one.context, three.context) == (2 * 256, 2 * 768)

@@ -41,7 +41,8 @@ def _api_key(variable: str) -> str:
 
 def server_settings(model_path: Path, cell: Cell) -> ServerSettings:
     slots = cell.setting("parallel")
-    per_slot = cell.depth + cell.prompt_tokens + cell.gen_tokens + TEMPLATE_TOKENS
+    # A conversation of `turns` requests holds every turn's prompt, answer and template tokens at its last.
+    per_slot = cell.depth + cell.setting("turns") * (cell.prompt_tokens + cell.gen_tokens + TEMPLATE_TOKENS)
     per_slot = -(-per_slot // CONTEXT_ROUND) * CONTEXT_ROUND
     return ServerSettings(
         model_path=model_path,
