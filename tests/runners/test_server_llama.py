@@ -28,12 +28,20 @@ pytestmark = [
 ]
 
 
-def _servers_of(model: Path) -> list[psutil.Process]:
+def _servers_of(model: Path, root: int) -> list[psutil.Process]:
+    """The llama-servers of `model` that process `root` started (directly or through its workers): other
+    sessions on a shared machine may serve the same file."""
+    try:
+        descendants = psutil.Process(root).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
     found = []
-    for process in psutil.process_iter(["name", "cmdline"]):
-        cmdline = process.info.get("cmdline") or []
-        if process.info.get("name") == "llama-server" and str(model) in cmdline:
-            found.append(process)
+    for process in descendants:
+        try:
+            if process.name() == "llama-server" and str(model) in process.cmdline():
+                found.append(process)
+        except psutil.NoSuchProcess:
+            continue
     return found
 
 
@@ -99,7 +107,7 @@ def test_killed_server_fails_the_cell_and_the_next_gets_a_fresh_one(smollm2_path
         assert engine.measure(short)["request_errors"] == 0
     finally:
         engine.close()
-    assert not _servers_of(smollm2_path)
+    assert not _servers_of(smollm2_path, os.getpid())
 
 
 def _run(suite: Path, out: Path) -> subprocess.Popen[str]:
@@ -121,15 +129,15 @@ def test_ctrl_c_leaves_no_server_process(smollm2_path: Path, write_suite, tmp_pa
     )
     bench = _run(suite, tmp_path / "out.csv")
     deadline = time.monotonic() + 120
-    while not _servers_of(smollm2_path) and time.monotonic() < deadline and bench.poll() is None:
+    while not _servers_of(smollm2_path, bench.pid) and time.monotonic() < deadline and bench.poll() is None:
         time.sleep(0.2)
-    servers = _servers_of(smollm2_path)
+    servers = _servers_of(smollm2_path, bench.pid)
     assert servers, bench.communicate()
     time.sleep(1.0)  # requests in flight
     bench.send_signal(signal.SIGINT)
     assert bench.wait(60) == 130
-    psutil.wait_procs(servers, timeout=10)
-    assert not _servers_of(smollm2_path)
+    gone, alive = psutil.wait_procs(servers, timeout=10)
+    assert not alive and len(gone) == len(servers)  # bench's own servers, each ended
 
 
 def test_bench_run_measures_engine_and_server_side_by_side(tmp_path: Path) -> None:
