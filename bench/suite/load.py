@@ -189,6 +189,12 @@ def _check_backends(suite: Suite, catalog: QuantCatalog, where: _Where) -> None:
     for index, backend in enumerate(suite.backends):
         if backend not in catalog:
             raise where.error(("backends", index), f"unknown backend {backend!r}; known: {', '.join(catalog)}")
+    for name in suite.blocks:  # a backend's block names the backend it configures
+        if name not in suite.backends:
+            raise where.error(
+                (name,),
+                f"`{name}:` configures backend {name}, which backends does not name ({', '.join(suite.backends)})",
+            )
     if isinstance(suite.quantizations, dict):
         for backend in suite.quantizations:
             if backend not in catalog:

@@ -27,7 +27,7 @@ URL = "http://127.0.0.1:8080/v1"
 
 
 def _suite(**sections: str):  # noqa: ANN202
-    text = quick_suite_yaml(backends="backends: [llamacpp, server]", **sections)
+    text = quick_suite_yaml(**{"backends": "backends: [llamacpp, server]", **sections})
     return parse_suite(text, Path("suite.yaml"), quantization_catalog())
 
 
@@ -65,6 +65,13 @@ def test_a_wrong_block_is_named_with_file_line_and_field(block: str, line: str, 
     text = raised.value.message
     assert "suite.yaml:" in text and line in text and message in text
     assert "secret" not in text  # a password written in the URL is not echoed back
+
+
+def test_a_block_for_a_backend_the_suite_does_not_measure_is_refused() -> None:
+    with pytest.raises(
+        BenchError, match=r"field `server`: `server:` configures backend server, which backends does not"
+    ):
+        _suite(backends="backends: [llamacpp]", server=f"server: {{url: '{URL}'}}")
 
 
 def test_the_blocks_knobs_are_said_in_the_block_only() -> None:
