@@ -1,7 +1,7 @@
 """Which cells can run on this machine, and why the others cannot (checked without downloading anything).
 
 A cell is skipped when its backend is not installed, its device is absent or unusable (the backend registry
-says which), its device cannot run its quantization (a backend's probe), its model reference can never resolve (a
+says which), its backend cannot run its settings here (a tool they need is not built), its device cannot run its quantization (a backend's probe), its model reference can never resolve (a
 malformed or escaping reference: bench.models.check_reference), or it would use synthetic weights (its file is
 not here and the suite says `fallback: synthetic`, or the model is synthetic) its backend cannot build.
 """
@@ -37,7 +37,7 @@ def plan_cells(suite: Suite, fingerprint: Fingerprint, cells: Sequence[Cell] | N
             key = (cell.backend, cell.device_kind, cell.device_index)
             if key not in devices:
                 devices[key] = device_reason(fingerprint, *key)
-            reason = devices[key] or model_reason
+            reason = devices[key] or _cell_reason(cell) or model_reason
         reasons.append(reason)
         choices.append(choice)
     quantization = _quantization_reasons([c for c, r in zip(cells, reasons, strict=True) if not r])
@@ -49,6 +49,11 @@ def plan_cells(suite: Suite, fingerprint: Fingerprint, cells: Sequence[Cell] | N
         )
         for cell, reason, choice in zip(cells, reasons, choices, strict=True)
     ]
+
+
+def _cell_reason(cell: Cell) -> str:
+    check = BACKENDS[cell.backend].cell_reason
+    return check(cell) if check is not None else ""
 
 
 def _weights_and_problem(

@@ -106,7 +106,9 @@ def capacity_table(
     rows = rows.sort_values(["setup_no", "n"], kind="stable").drop_duplicates(["setup_no", "n"], keep="last")
     served = (rows["failure"] == "").astype(int).groupby(rows["setup_no"]).cummin().astype(bool)
     by_setup = rows.groupby("setup_no", sort=True)
-    identity = [c for c in rows.columns if c in (*keys, "device", "device_kind", "bits_per_weight", "usd_per_hour")]
+    identity = [
+        c for c in rows.columns if c in (*keys, "device", "device_kind", "bits_per_weight", "usd_per_hour", "served_by")
+    ]
     out = rows[rows["status"] == "ok"].drop_duplicates("setup_no").set_index("setup_no")[identity].sort_index()
     out["measured_n"] = fmt.integer(rows["n"]).groupby(rows["setup_no"]).agg(", ".join)
     # Whole rows (drop_duplicates), not groupby.first/last: those take each column's first non-missing value.

@@ -115,6 +115,15 @@ def _label_text(values: pd.Series) -> pd.Series:
     return fmt.text(values).fillna("").astype(str)
 
 
+ENGINE = "engine"  # what served a row measured inside bench's own process (no server between user and engine)
+
+
+def served_by(frame: pd.DataFrame) -> pd.Series:
+    """What answered each row's requests: a server's name (llama-server, vLLM, host:port) or `engine`."""
+    names = _label_text(frame["served_by"]) if "served_by" in frame else pd.Series("", index=frame.index)
+    return names.replace("", ENGINE)
+
+
 def device_labels(frame: pd.DataFrame) -> pd.Series:
     host = _label_text(frame["host"]).replace("", "unknown host")
     return host + " / " + _label_text(frame["device_id"])

@@ -107,13 +107,16 @@ class _FixedColumns(BaseModel):
     requests_measured: int | None = None
     request_errors: int | None = None  # HTTP errors (429, 5xx), refused or broken connections, timeouts, bad streams
     requests_truncated: int | None = None  # finish reason `length` while the model was free to stop (blank: held)
+    cached_prompt_tokens_mean: float | None = None  # prompt tokens the server reused from its cache, as it says
     reasoning_tokens_mean: float | None = None
     answer_tokens_mean: float | None = None
     server_prompt_ms_p50: float | None = None  # the server's own per-request timings (llama-server's `timings`)
     server_predicted_per_token_ms_p50: float | None = None
     http_overhead_ttft_ms: float | None = None  # median of client TTFT minus the server's prompt_ms
     http_overhead_tpot_ms: float | None = None  # median of client time per token minus the server's
-    server_url: str = ""  # where the requests went (credentials never written)
+    # what answered the requests: blank for bench's in-process engine; llama-server (bench started it), or a
+    # server a suite's block names, by its own name (vLLM, Ollama) or its host:port; its URL is the server_url knob
+    served_by: str = ""
     server_version: str = ""  # the server's own word: /props, /version or /api/version
     server_models: str = ""  # its /v1/models ids, ';'-separated
 

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from bench.errors import BenchError
 from bench.hardware import Fingerprint, detect
 from bench.runners.spec import BackendSpec
+from bench.suite.blocks import register_block
 from bench.suite.knobs import KNOBS, register, share
 from bench.suite.schema import SOURCE_QUANT
 
@@ -35,7 +36,7 @@ BACKENDS: dict[str, BackendSpec] = {}
 
 
 def register_backend(spec: BackendSpec) -> BackendSpec:
-    """Add a backend and its knobs (each knob taken by this backend only)."""
+    """Add a backend, its knobs (each knob taken by this backend only) and its suite block."""
     if spec.name in BACKENDS:
         raise BenchError(f"backend {spec.name!r} is registered twice")
     for knob in spec.knobs:
@@ -44,6 +45,11 @@ def register_backend(spec: BackendSpec) -> BackendSpec:
         if name not in KNOBS:
             raise BenchError(f"backend {spec.name!r} shares knob {name!r}, which no backend registered before it")
         share(name, spec.name)
+    if spec.suite_block is not None:
+        foreign = [k for k in spec.suite_block.knobs.values() if k not in {knob.name for knob in spec.knobs}]
+        if foreign:
+            raise BenchError(f"backend {spec.name!r}: its suite block sets knobs it does not declare: {foreign}")
+        register_block(spec.name, spec.suite_block)
     BACKENDS[spec.name] = spec
     return spec
 

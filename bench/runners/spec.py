@@ -10,13 +10,14 @@ from typing import TYPE_CHECKING, Any
 
 from bench.hardware.fingerprint import BackendSoftware
 from bench.hardware.probe import dist_version
+from bench.suite.blocks import SuiteBlock
 from bench.suite.knobs import Knob
 
 if TYPE_CHECKING:
     from bench.hardware import Fingerprint
     from bench.models import ResolvedModel
     from bench.models.catalog import TransformerShape
-    from bench.suite import ModelSpec, Suite
+    from bench.suite import Cell, ModelSpec, Suite
 
 
 def _no_derivation(model: ModelSpec, quantization: str) -> bool:
@@ -53,6 +54,9 @@ class BackendSpec:
     synthesize: Callable[[TransformerShape, str, Callable[[str], None] | None], ResolvedModel] | None = None
     # Why synthetic weights cannot be had at a quantization ('' when they can): checked by the plan.
     synthetic_quantization_reason: Callable[[str], str] = _any_quantization
+    # Why it cannot run one cell here that only the cell's settings tell ('' when it can), e.g. a tool the
+    # settings need that is not built; checked by the plan after the device.
+    cell_reason: Callable[[Cell], str] | None = None
     # Quantizations a device cannot run: (kind, index, quantizations) -> {quantization: reason or ''}.
     quantization_reasons: Callable[[str, int, list[str]], dict[str, str]] | None = None
     # The memory planner: (cells, suite, fingerprint, model file or None, ids of the cells the plan put on
@@ -65,6 +69,9 @@ class BackendSpec:
     # Knobs another backend declares that this one takes too, with the same meaning (e.g. an engine's settings
     # that a server of that engine is started with): registered before, so this backend loads after it.
     shares_knobs: tuple[str, ...] = ()
+    # Its block in a suite (`<name>: {...}` at the top level): the model that validates it and the knob of its
+    # own each field sets (the registry registers it; bench.suite.blocks). None: the backend has no block.
+    suite_block: SuiteBlock | None = None
     # Its software-version probe (backend name -> what is installed); None: the package's distribution version.
     probe_software: Callable[[str], BackendSoftware] | None = None
 

@@ -9,6 +9,7 @@ import yaml
 from pydantic import ValidationError
 
 from bench.errors import BenchError
+from bench.suite.blocks import SECRET_INPUT, block_of_knob
 from bench.suite.knobs import KNOBS
 from bench.suite.schema import ModelCheck, QuantCatalog, Suite, SyntheticConfig, as_list
 
@@ -16,8 +17,9 @@ WORKLOAD_AXES = ("prompt_tokens", "depth")
 
 
 def axes() -> tuple[str, ...]:
-    """The names usable in include/exclude/--only: the matrix's axes."""
-    return ("model", "quantization", "backend", "device", *KNOBS, *WORKLOAD_AXES)
+    """The names usable in include/exclude/--only: the matrix's axes (a knob a backend's block sets is said
+    once, in the block)."""
+    return ("model", "quantization", "backend", "device", *_writable(), *WORKLOAD_AXES)
 
 
 class LineIndex:
@@ -78,7 +80,9 @@ def _validation_message(path: Path, error: ValidationError, lines: LineIndex) ->
         if item["type"] == "extra_forbidden":
             msg = f"unknown key {loc[-1]!r}"
         got = item.get("input")
-        skip = item["type"] in ("extra_forbidden", "missing") or isinstance(got, dict | list)
+        skip = item["type"] in ("extra_forbidden", "missing", "unknown_key", SECRET_INPUT) or isinstance(
+            got, dict | list
+        )
         parts.append(f"{where}: field `{format_loc(loc)}`: {msg}{'' if skip else f' (got {got!r})'}")
     return "invalid suite:\n  " + "\n  ".join(parts)
 
@@ -154,10 +158,20 @@ def _check_values(name: str, values: Any, loc: tuple[Any, ...], where: _Where) -
             raise where.error(item_loc, f"{problem} (got {raw!r}); {name}: {knob.help}")
 
 
+def _writable() -> list[str]:
+    return [name for name in KNOBS if block_of_knob(name) is None]
+
+
 def _check_knobs(suite: Suite, where: _Where) -> None:
     for name, values in suite.knobs.items():
         if name not in KNOBS:
-            raise where.error(("knobs", name), f"unknown knob {name!r}; known: {', '.join(KNOBS)}")
+            raise where.error(("knobs", name), f"unknown knob {name!r}; known: {', '.join(_writable())}")
+        owner = block_of_knob(name)
+        if owner is not None:
+            block, field = owner
+            raise where.error(
+                ("knobs", name), f"{name} is set in the suite's `{block}:` block: write `{block}: {{{field}: ...}}`"
+            )
         _check_values(name, values, ("knobs", name), where)
     per_device = [k.name for k in KNOBS.values() if k.per_device]
     for index, device in enumerate(suite.devices):
@@ -175,6 +189,12 @@ def _check_backends(suite: Suite, catalog: QuantCatalog, where: _Where) -> None:
     for index, backend in enumerate(suite.backends):
         if backend not in catalog:
             raise where.error(("backends", index), f"unknown backend {backend!r}; known: {', '.join(catalog)}")
+    for name in suite.blocks:  # a backend's block names the backend it configures
+        if name not in suite.backends:
+            raise where.error(
+                (name,),
+                f"`{name}:` configures backend {name}, which backends does not name ({', '.join(suite.backends)})",
+            )
     if isinstance(suite.quantizations, dict):
         for backend in suite.quantizations:
             if backend not in catalog:

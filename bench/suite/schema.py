@@ -1,7 +1,9 @@
 """The suite schema: pydantic models for what a suite file may say.
 
 Backend knobs are not fields here: `knobs:` and a device's overrides are checked against the knob registry
-(bench.suite.knobs) when the suite is loaded, with file and line (bench.suite.load).
+(bench.suite.knobs) when the suite is loaded, with file and line (bench.suite.load). Nor are backends' own blocks
+(a top-level block named after a backend): each is validated by the model its backend registered
+(bench.suite.blocks) and kept in `Suite.blocks`.
 """
 
 from __future__ import annotations
@@ -9,8 +11,18 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ModelWrapValidatorHandler,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from bench.suite.blocks import BLOCKS, block_of_knob
 from bench.suite.knobs import KNOBS
 
 SOURCE_QUANT = "source"  # the model file as given, no requantization
@@ -253,8 +265,39 @@ class Suite(StrictModel):
     slo: Slo = Field(default_factory=lambda: Slo(preset="mlperf-llama3.1-8b-server"))
     # Generated-token budgets for the report's "time to answer" (a reasoning model thinks this long).
     thinking_budgets: list[int] = Field(default_factory=lambda: [4096, 16384])
+    # Backends' own blocks by name (`server: {url: ...}` in the file), each validated by its registered model.
+    blocks: dict[str, Any] = Field(default_factory=dict)
 
     _listify = field_validator("backends", "thinking_budgets", mode="before")(as_list)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _backend_blocks(cls, data: Any, handler: ModelWrapValidatorHandler[Suite]) -> Suite:
+        """Take each registered block out of the file's top level and validate it by its model; every problem,
+        the block's and the rest's, is reported at once with its location (the block's name first)."""
+        if not isinstance(data, dict):
+            return handler(data)
+        errors: list[InitErrorDetails] = []
+        if "blocks" in data:  # the field is filled from the named blocks, never written
+            errors.append(_unknown_key(("blocks",), data["blocks"], "a backend's block is written by its name"))
+        blocks: dict[str, Any] = {}
+        for name, block in BLOCKS.items():
+            if name not in data:
+                continue
+            try:
+                blocks[name] = block.model.model_validate(data[name])
+            except ValidationError as exc:
+                errors += [_block_error(name, block.model, item) for item in exc.errors()]
+        rest = {k: v for k, v in data.items() if k not in BLOCKS and k != "blocks"}
+        try:
+            suite = handler({**rest, "blocks": blocks})
+        except ValidationError as exc:
+            if not errors:
+                raise
+            errors = [*_details(exc), *errors]
+        if errors:
+            raise ValidationError.from_exception_data(cls.__name__, errors)
+        return suite
 
     @field_validator("models")
     @classmethod
@@ -280,7 +323,13 @@ class Suite(StrictModel):
         return self
 
     def knob_values(self, name: str) -> list[Any]:
-        """The suite's values of one knob (parsed), or the knob's default."""
+        """The suite's values of one knob (parsed): its block's field when a backend's block sets it, else
+        `knobs:`, else the knob's default."""
+        owner = block_of_knob(name)
+        if owner is not None:
+            block = self.blocks.get(owner[0])
+            value = getattr(block, owner[1]) if block is not None else None
+            return [KNOBS[name].default if value is None else KNOBS[name].parsed(value)]
         if name not in self.knobs:
             return [KNOBS[name].default]
         return [KNOBS[name].parsed(v) for v in as_list(self.knobs[name])]
@@ -298,6 +347,25 @@ class Suite(StrictModel):
 
     def device(self, device_id: str) -> DeviceSpec:
         return next(d for d in self.devices if d.id == device_id)
+
+
+def _unknown_key(loc: tuple[str | int, ...], value: Any, allowed: str) -> InitErrorDetails:
+    message = f"unknown key {loc[-1]!r}; {allowed}"
+    return {"type": PydanticCustomError("unknown_key", message), "loc": loc, "input": value}
+
+
+def _block_error(name: str, model: type[BaseModel], item: Any) -> InitErrorDetails:
+    """One of a block's errors, located under the block's name; an unknown key lists the block's fields."""
+    loc = (name, *item["loc"])
+    if item["type"] == "extra_forbidden":
+        return _unknown_key(loc, item["input"], f"`{name}:` takes {', '.join(model.model_fields)}")
+    return {"type": PydanticCustomError(item["type"], item["msg"]), "loc": loc, "input": item["input"]}
+
+
+def _details(exc: ValidationError) -> list[InitErrorDetails]:
+    return [
+        {"type": PydanticCustomError(e["type"], e["msg"]), "loc": e["loc"], "input": e["input"]} for e in exc.errors()
+    ]
 
 
 def _reject_duplicates(values: list[str], what: str) -> None:

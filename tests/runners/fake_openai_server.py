@@ -25,7 +25,9 @@ class Behaviour:
     finish: str = "length"
     fail_every: int = 0  # every n-th completion request gets `fail_status`
     fail_status: int = 503
+    tokenize: bool = True  # offers llama-server's /tokenize and /apply-template (False: a plain OpenAI server)
     seen_headers: list[dict[str, str]] = field(default_factory=list)
+    bodies: list[dict[str, Any]] = field(default_factory=list)  # every completion request's JSON, as received
     requests: int = 0
 
 
@@ -66,6 +68,9 @@ class _Handler(BaseHTTPRequestHandler):
         b = self.behaviour
         b.seen_headers.append(dict(self.headers))
         request = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+        if self.path in ("/tokenize", "/apply-template") and not b.tokenize:
+            self._json(404, {"error": "not found"})
+            return
         if self.path == "/tokenize":  # one token per whitespace-separated word
             self._json(200, {"tokens": list(range(len(str(request.get("content", "")).split())))})
             return
@@ -75,8 +80,11 @@ class _Handler(BaseHTTPRequestHandler):
         with self.lock:
             b.requests += 1
             number = b.requests
+            b.bodies.append(request)
         if b.fail_every and number % b.fail_every == 0:
-            self._json(b.fail_status, {"error": {"message": f"fake {b.fail_status}"}})
+            # Echoes the request's credentials, as a careless server may: bench must scrub them from what it writes.
+            echo = self.headers.get("Authorization", "")
+            self._json(b.fail_status, {"error": {"message": f"fake {b.fail_status}", "echo": echo}})
             return
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")

@@ -32,7 +32,8 @@ def _measure(url: str, **knobs: Any) -> dict[str, Any]:
     engine = ServerEngine(Path("unused.gguf"), cell)
     try:
         info = engine.load()
-        assert info.extra["server_models"] == "fake-model" and info.extra["server_version"] == "fake 1.0"
+        assert info.extra["server_models"] == "fake-model" and info.extra["server_version"] == "vLLM fake 1.0"
+        assert info.extra["served_by"] == "vLLM"  # the name its version endpoint (/version) stands for
         engine.start_context(cell)
         return engine.measure(cell)
     finally:
@@ -68,11 +69,12 @@ def test_held_lengths_leave_truncation_blank(fake: FakeServer) -> None:
     assert "output length not held" not in row["warnings"]  # 7 tokens >= gen_tokens 4
 
 
-def test_http_errors_are_counted_per_request(fake: FakeServer) -> None:
-    fake.behaviour.fail_every, fake.behaviour.fail_status = 3, 429
+@pytest.mark.parametrize("status", [429, 503])
+def test_http_errors_are_counted_per_request(fake: FakeServer, status: int) -> None:
+    fake.behaviour.fail_every, fake.behaviour.fail_status = 3, status
     row = _measure(fake.url, repetitions=5, warmup=1)
     assert row["requests_measured"] == 5 and row["request_errors"] == 2  # requests 3 and 6 of 6
-    assert "HTTP 429" in row["warnings"]
+    assert f"HTTP {status}" in row["warnings"]
 
 
 def test_every_request_failing_fails_the_cell(fake: FakeServer) -> None:
@@ -125,6 +127,7 @@ def test_api_key_is_sent_and_never_written(fake: FakeServer, monkeypatch: pytest
     fake.behaviour.fail_every, fake.behaviour.fail_status = 2, 401
     row = _measure(fake.url, server_api_key_env="BENCH_TEST_KEY")
     assert any(h.get("Authorization") == f"Bearer {secret}" for h in fake.behaviour.seen_headers)
+    assert "HTTP 401" in row["warnings"] and "<api key>" in row["warnings"]  # the fake echoed it: scrubbed
     assert secret not in repr(row)
 
 
@@ -136,14 +139,16 @@ def test_missing_api_key_variable_is_named() -> None:
 def test_bench_run_against_a_url_never_writes_the_api_key(
     fake: FakeServer, write_suite, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:  # noqa: ANN001
-    """`bench run` of a suite naming a server_url: rows, report, log and terminal output are grepped for the key."""
+    """`bench run` of a suite naming a server (its `server:` block): rows, report, log and terminal output are
+    grepped for the key."""
     secret = "sk-test-9f7e-never-written"
     monkeypatch.setenv("BENCH_TEST_KEY", secret)
     fake.behaviour.fail_every, fake.behaviour.fail_status = 2, 401
     suite = write_suite(
         quick_suite_yaml(
             backends="backends: [server]",
-            knobs=f"knobs: {{server_url: ['{fake.url}'], server_api_key_env: [BENCH_TEST_KEY], endpoint: [completions]}}",
+            server=f"server: {{url: '{fake.url}', api_key_env: BENCH_TEST_KEY}}",
+            knobs="knobs: {endpoint: [completions]}",
             workload="workload: {prompt_tokens: [16], gen_tokens: 4, depths: [0], repetitions: 3, warmup: 0}",
         )
     )
@@ -158,6 +163,7 @@ def test_bench_run_against_a_url_never_writes_the_api_key(
     rows = read_results([out])
     assert rows["status"].tolist() == ["ok"] and rows["request_errors"].iloc[0] >= 1
     assert rows["server_url"].iloc[0] == fake.url and "HTTP 401" in rows["warnings"].iloc[0]
+    assert rows["served_by"].iloc[0] == "vLLM" and rows["server_api_key_env"].iloc[0] == "BENCH_TEST_KEY"
     assert any(h.get("Authorization") == f"Bearer {secret}" for h in fake.behaviour.seen_headers)
     written = [done.stdout, done.stderr, *(p.read_text(errors="replace") for p in tmp_path.rglob("*") if p.is_file())]
     assert not [text for text in written if secret in text]

@@ -8,6 +8,7 @@ import pandas as pd
 from bench.report import format as fmt
 from bench.report.analysis import Analysis
 from bench.report.capacity import describe_slo
+from bench.report.data import served_by
 from bench.report.derived import NOISE_MARK
 from bench.report.document import Block, Code, Heading, Inline, Paragraph
 from bench.report.knobs import knob_label
@@ -17,7 +18,7 @@ TITLE = "Capacity"  # the section's heading (tests read the report's sections th
 
 
 def setup_label_columns(frame: pd.DataFrame, varying: list[str]) -> list[Column]:
-    """Device, model, quantization, backend (when several), the other knobs that vary (without `parallel`), and
+    """Device, model, quantization, backend and what served it (when several backends), the other knobs that vary (without `parallel`), and
     the workload when it varies: what tells the setups of a capacity or time-to-answer table apart."""
     columns = [
         Column("device", fmt.text(frame["device"])),
@@ -26,6 +27,7 @@ def setup_label_columns(frame: pd.DataFrame, varying: list[str]) -> list[Column]
     ]
     if frame["backend"].nunique() > 1:
         columns.append(Column("backend", fmt.text(frame["backend"])))
+        columns.append(Column("served by", served_by(frame)))
     settings = knob_label(frame, [k for k in varying if k != "parallel" and k in frame])
     if (settings != "").any():
         columns.append(Column("settings", settings))

@@ -16,6 +16,7 @@ from bench.report import format as fmt
 from bench.report import knobs as knob_columns
 from bench.report.analysis import Analysis
 from bench.report.baseline import loss_label, lower_bound_note
+from bench.report.data import served_by
 from bench.report.derived import noise_mark, unstable
 from bench.report.document import Block, Code, Heading, Paragraph
 from bench.report.sections import Column, frame_table, present, sort_configs
@@ -123,6 +124,7 @@ def device_table(
         columns.append(Column("finished (UTC)", texts.text("finished_utc").iloc[rows]))
     if show_backend:
         columns.append(Column("backend", texts.text("backend").iloc[rows]))
+        columns.append(Column("served by", served_by(frame).iloc[rows]))
     columns += _knob_columns(texts, rows, knobs)
     if frame["prompt_tokens"].iloc[rows].nunique() > 1 or frame["gen_tokens"].iloc[rows].nunique() > 1:
         columns += [

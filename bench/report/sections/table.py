@@ -49,12 +49,12 @@ def present(frame: pd.DataFrame, column: str) -> bool:
 
 
 def sort_configs(frame: pd.DataFrame, first: Sequence[str] = ()) -> pd.DataFrame:
-    """Stable, readable order: (first...), model, higher precision first, quant, backend, knobs, workload (the
-    ones `frame` has: a capacity table has no `parallel` column)."""
-    keys = [*first, "model_id", "_bits", "quantization", "backend", *knobs.knob_names(), *WORKLOAD_COLUMNS]
-    keys = [k for k in keys if k in frame or k == "_bits"]
-    if "depth" in frame:
-        keys.append("depth")
+    """Stable, readable order: (first...), model, higher precision first, quant, knobs, workload, depth, backend
+    (the ones `frame` has: a capacity table has no `parallel` column). The backend last: rows of two backends with
+    the same model, quantization and `parallel` (an engine and a server of it) sit side by side; a knob only one
+    backend takes is blank for the other, and blanks sort last."""
+    keys = [*first, "model_id", "_bits", "quantization", *knobs.knob_names(), *WORKLOAD_COLUMNS]
+    keys = [k for k in keys if k in frame or k == "_bits"] + (["depth"] if "depth" in frame else []) + ["backend"]
     # Sort the key columns alone, then take the rows once: a wide frame is copied once, not twice.
     keyed = pd.DataFrame({k: frame[k] for k in keys if k != "_bits"}).reset_index(drop=True)
     keyed["_bits"] = -fmt.as_float(frame["bits_per_weight"]).to_numpy()

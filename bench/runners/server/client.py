@@ -10,6 +10,7 @@ import asyncio
 import time
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx2
 
@@ -124,16 +125,22 @@ def post_json(endpoint: Endpoint, path: str, body: dict[str, Any], client: httpx
     return response.json()
 
 
-def server_version(endpoint: Endpoint) -> str:
-    """The server's own version where it says one: llama-server's /props, vLLM's /version, Ollama's /api/version."""
-    props = get_json(endpoint, "/props", from_root=True)
-    if isinstance(props, dict) and props.get("build_info"):
-        return f"llama-server {props['build_info']}"
-    for path in ("/version", "/api/version"):
+# A server's version endpoint (beside /v1 at its root), the JSON key holding the version, and whose it is.
+VERSION_ENDPOINTS = (
+    ("/props", "build_info", "llama-server"),
+    ("/version", "version", "vLLM"),
+    ("/api/version", "version", "Ollama"),
+)
+
+
+def server_identity(endpoint: Endpoint) -> tuple[str, str]:
+    """(name, version) as the server says them: llama-server's /props, vLLM's /version, Ollama's /api/version;
+    a server with none of them is named by its host and port, with no version."""
+    for path, key, name in VERSION_ENDPOINTS:
         found = get_json(endpoint, path, from_root=True)
-        if isinstance(found, dict) and found.get("version"):
-            return str(found["version"])
-    return ""
+        if isinstance(found, dict) and found.get(key):
+            return name, str(found[key])
+    return urlsplit(endpoint.base_url).netloc, ""
 
 
 def served_models(endpoint: Endpoint) -> list[str]:

@@ -4,7 +4,7 @@ ITL, every inter-token gap); tok/s figures per round are all users' output token
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from bench.results import samples_to_text
@@ -46,6 +46,20 @@ def _overheads(ok: Sequence[RequestRecord]) -> dict[str, float | None]:
         "http_overhead_ttft_ms": _median(ttft),
         "http_overhead_tpot_ms": _median(per_token),
     }
+
+
+def _cached_tokens(record: RequestRecord) -> int | None:
+    """Prompt tokens the server took from its cache: `usage.prompt_tokens_details.cached_tokens` (OpenAI, vLLM),
+    else llama-server's `timings.cache_n`; None when it says neither."""
+    details = record.usage.get("prompt_tokens_details")
+    if isinstance(details, dict) and details.get("cached_tokens") is not None:
+        return int(details["cached_tokens"])
+    cache_n = record.server_timings.get("cache_n")
+    return int(cache_n) if cache_n is not None else None
+
+
+def _known(values: Iterable[int | None]) -> list[float]:
+    return [float(v) for v in values if v is not None]
 
 
 def _warnings(measured: Sequence[RequestRecord], gen_tokens: int, ignore_eos: bool) -> list[str]:
@@ -111,6 +125,9 @@ def request_fields(
         "requests_measured": len(measured),
         "request_errors": len(measured) - len(ok),
         "requests_truncated": None if ignore_eos else sum(r.finish_reason == "length" for r in ok),
+        "cached_prompt_tokens_mean": summarize(cached).mean
+        if (cached := _known(_cached_tokens(r) for r in ok))
+        else None,
         "reasoning_tokens_mean": summarize([r.reasoning_tokens for r in ok]).mean if ok else None,
         "answer_tokens_mean": summarize([r.answer_tokens for r in ok]).mean if ok else None,
         "unstable": bool(decode and decode.unstable),

@@ -1,5 +1,5 @@
 """The server backend's engine: a llama-server it starts (per load group, restarted when a cell needs other
-settings) or a server at `server_url`, measured by N closed-loop users streaming requests."""
+settings) or the server a suite's `server:` block names, measured by N closed-loop users streaming requests."""
 
 from __future__ import annotations
 
@@ -13,13 +13,14 @@ from typing import Any
 from bench.errors import BenchError
 from bench.hardware import resolve_threads
 from bench.runners.base import CONTEXT_ROUND, CellEngine, EnergyMeter, LoadInfo
-from bench.runners.server.client import Endpoint, served_models, served_parameters, server_version, stream_request
+from bench.runners.server.client import Endpoint, served_models, served_parameters, server_identity, stream_request
 from bench.runners.server.fields import request_fields
 from bench.runners.server.load import ClosedLoop
 from bench.runners.server.process import LlamaServer, ServerSettings
-from bench.runners.server.shapes import PromptMaker, request_body
-from bench.runners.server.software import INSTALL_HINT, llama_server_path
+from bench.runners.server.shapes import PromptMaker, Turn, request_body
+from bench.runners.server.software import llama_server_path, missing_server_reason
 from bench.runners.server.stream import RequestRecord
+from bench.runners.server.tokens import TokenCounter
 from bench.suite import Cell
 
 TEMPLATE_TOKENS = 64  # a chat template's own tokens per request, on top of the prompt (room in each slot)
@@ -32,13 +33,16 @@ def _api_key(variable: str) -> str:
         return ""
     key = os.environ.get(variable, "")
     if not key:
-        raise BenchError(f"knob server_api_key_env: the environment variable {variable} is not set (or empty)")
+        raise BenchError(
+            f"server: {{api_key_env: {variable}}}: the environment variable {variable} is not set (or empty)"
+        )
     return key
 
 
 def server_settings(model_path: Path, cell: Cell) -> ServerSettings:
     slots = cell.setting("parallel")
-    per_slot = cell.depth + cell.prompt_tokens + cell.gen_tokens + TEMPLATE_TOKENS
+    # A conversation of `turns` requests holds every turn's prompt, answer and template tokens at its last.
+    per_slot = cell.depth + cell.setting("turns") * (cell.prompt_tokens + cell.gen_tokens + TEMPLATE_TOKENS)
     per_slot = -(-per_slot // CONTEXT_ROUND) * CONTEXT_ROUND
     return ServerSettings(
         model_path=model_path,
@@ -73,7 +77,7 @@ class ServerEngine(CellEngine):
     def _start(self, cell: Cell) -> None:
         binary = llama_server_path()
         if binary is None:
-            raise BenchError(f"llama-server is not built: {INSTALL_HINT}")
+            raise BenchError(missing_server_reason())
         self._stop()
         self.server = LlamaServer(binary, server_settings(self.model_path, cell), START_TIMEOUT_S)
 
@@ -83,10 +87,12 @@ class ServerEngine(CellEngine):
             self.server = None
 
     def _describe(self) -> dict[str, Any]:
+        """The row's description of the server (its URL is the cell's server_url: blank for the embedded one)."""
         models = served_models(self.endpoint)
+        name, version = server_identity(self.endpoint)
         return {
-            "server_url": self.endpoint.base_url,
-            "server_version": server_version(self.endpoint),
+            "served_by": name if self.url else "llama-server",
+            "server_version": f"{name} {version}" if version else "",
             "server_models": ";".join(models),
             "_model": self.model_name or (models[0] if models else ""),
         }
@@ -128,7 +134,14 @@ class ServerEngine(CellEngine):
         chat = cell.setting("endpoint") == "chat"
         ignore_eos = bool(cell.setting("ignore_eos"))
         users = cell.setting("parallel")
-        maker = PromptMaker(self.endpoint, chat, seed=zlib.crc32(cell.cell_id.encode()))
+        shared = int(cell.setting("shared_prefix_tokens"))
+        if shared >= cell.prompt_tokens:
+            raise BenchError(
+                f"shared_prefix_tokens {shared} must be less than prompt_tokens {cell.prompt_tokens} "
+                "(the prefix is part of each prompt, which needs tokens of its own)"
+            )
+        counter = TokenCounter(self.endpoint, self.model_path if self.model_path.is_file() else None)
+        maker = PromptMaker(counter, chat, seed=zlib.crc32(cell.cell_id.encode()), shared_prefix_tokens=shared)
         requests = cell.warmup + cell.repetitions
         try:
             prompts = {
@@ -161,19 +174,21 @@ class ServerEngine(CellEngine):
     ) -> list[RequestRecord]:
         endpoint = self.endpoint
         path = PATHS["chat" if chat else "completions"]
+        turns = int(cell.setting("turns"))
+        conversations: dict[int, tuple[Turn, ...]] = {}  # each user's conversation so far
         async with endpoint.client(loop.users) as client:
 
             async def send(user: int, index: int, warmup: bool) -> RequestRecord:
+                history = conversations.get(user, ()) if index % turns else ()
+                prompt = prompts[(user, index)]
                 body = request_body(
-                    chat,
-                    self.described.get("_model", ""),
-                    prompts[(user, index)],
-                    cell.gen_tokens,
-                    ignore_eos,
-                    seed=index,
+                    chat, self.described.get("_model", ""), prompt, cell.gen_tokens, ignore_eos, index, history
                 )
                 record = RequestRecord(user, index, warmup, cell.prompt_tokens)
-                return await stream_request(client, endpoint, path, body, record, loop.request_timeout_s)
+                record = await stream_request(client, endpoint, path, body, record, loop.request_timeout_s)
+                # A failed turn ends its conversation: the next request starts a new one.
+                conversations[user] = (*history, Turn(prompt, record.answer_text)) if record.ok else ()
+                return record
 
             return await loop.run(send)
 

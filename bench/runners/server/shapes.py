@@ -1,9 +1,11 @@
 """Requests of exact lengths: prompts of `prompt_tokens` tokens in the server's own tokens, distinct per request.
 
 Each prompt starts with its own request number and continues with words drawn (seeded) from bench's evaluation
-text, so no two requests share a prefix a prompt cache could reuse. Its length is counted with the server's
-/tokenize (after /apply-template for chat, so the template's tokens count too) and cut or grown to the target;
-a server without /tokenize gets prompts of about the right length and a row warning says so.
+text, so no two requests share a prefix a prompt cache could reuse, unless the cell asks for one: then every
+prompt begins with the same `shared_prefix_tokens` tokens (the prefix's own words, the same for every request of
+the cell) and its distinct part follows. Lengths are counted as the server counts them (bench.runners.server.tokens:
+its /tokenize, else the model's tokenizer from its GGUF) and cut or grown to the target; where neither can count,
+prompts have about the right length and a row warning says so.
 """
 
 from __future__ import annotations
@@ -12,10 +14,9 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
-import httpx2
 import numpy as np
 
-from bench.runners.server.client import Endpoint, describe_client, post_json
+from bench.runners.server.tokens import GGUF, TokenCounter
 
 FIT_ROUNDS = 16  # bisection steps over the words (2^16 words: more than any prompt), pad steps past the target
 WORDS_PER_TOKEN = 0.75  # English words per token, for the first guess and servers without /tokenize
@@ -31,76 +32,100 @@ def _words() -> list[str]:
 class PromptMaker:
     """Builds exact-length prompts for one server; `warnings` says where it could not hold a length."""
 
-    endpoint: Endpoint
+    counter: TokenCounter
     chat: bool
     seed: int
+    shared_prefix_tokens: int = 0
     warnings: list[str] = field(default_factory=list)
     _vocabulary: list[str] = field(default_factory=_words)
-    _counts: bool = True
-    _client: httpx2.Client | None = None
+    _prefix: str | None = None
 
     def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
+        self.counter.close()
 
-    def _count(self, text: str) -> int | None:
-        """Tokens the server sees for this user text (its chat template included), None without /tokenize."""
-        content = text
-        if self._client is None:
-            self._client = describe_client(self.endpoint)
-        if self.chat:
-            applied = post_json(
-                self.endpoint, "/apply-template", {"messages": [{"role": "user", "content": text}]}, self._client
-            )
-            if not isinstance(applied, dict) or "prompt" not in applied:
-                return None
-            content = applied["prompt"]
-        tokens = post_json(
-            self.endpoint, "/tokenize", {"content": content, "add_special": True, "parse_special": True}, self._client
-        )
-        if not isinstance(tokens, dict) or not isinstance(tokens.get("tokens"), list):
-            return None
-        return len(tokens["tokens"])
+    def _warn(self, warning: str) -> None:
+        if warning not in self.warnings:
+            self.warnings.append(warning)
 
-    def prompt(self, number: int, prompt_tokens: int) -> str:
-        rng = np.random.default_rng([self.seed, number])
-        words = [f"Request {number}:"] + [str(w) for w in rng.choice(self._vocabulary, size=4 * prompt_tokens + 8)]
-        if not self._counts:
-            return " ".join(words[: max(1, int(prompt_tokens * WORDS_PER_TOKEN))])
-        # The most whole words that stay within the target (bisection: the count grows with the words; a word may
-        # be several tokens), then one-token pads up to it exactly.
+    def _count(self, text: str, chat: bool) -> int | None:
+        counted = self.counter.count(text, chat)
+        if counted is None:
+            self._warn("prompt lengths not verified: neither the server (/tokenize) nor the model's GGUF can count")
+        elif self.counter.source == GGUF:
+            self._warn(f"prompt lengths counted with {GGUF}")
+        return counted
+
+    def _fit(self, head: str, head_tokens: int, words: list[str], tokens: int, chat: bool) -> str:
+        """`head` (of `head_tokens` tokens) followed by as many of `words` as keep it within `tokens`, then one-token
+        pads up to it exactly."""
+
+        def joined(n: int) -> str:
+            return " ".join([head, *words[:n]]) if head else " ".join(words[:n])
+
+        # The most words that stay within the target (bisection: the count grows with the words; a word may be
+        # several tokens), then pads.
         low, high, best = 1, len(words), (1, 0)
         for _ in range(FIT_ROUNDS):
             if low > high:
                 break
             middle = (low + high) // 2
-            counted = self._count(" ".join(words[:middle]))
+            counted = self._count(joined(middle), chat)
             if counted is None:
-                self._counts = False
-                self.warnings.append("prompt lengths not verified: the server has no /tokenize (about right by words)")
-                return " ".join(words[: max(1, int(prompt_tokens * WORDS_PER_TOKEN))])
-            if counted <= prompt_tokens:
+                return joined(max(1, int((tokens - head_tokens) * WORDS_PER_TOKEN)))
+            if counted <= tokens:
                 best, low = (middle, counted), middle + 1
             else:
                 high = middle - 1
         n_words, counted = best
-        text = " ".join(words[:n_words])
-        counted = counted or self._count(text) or 0  # even one word is over: the template alone may be
-        for _ in range(max(0, prompt_tokens - counted) + FIT_ROUNDS):
-            if counted >= prompt_tokens:
+        text = joined(n_words)
+        counted = counted or self._count(text, chat) or 0  # even one word is over: the template alone may be
+        for _ in range(max(0, tokens - counted) + FIT_ROUNDS):
+            if counted >= tokens:
                 break
             padded = text + PAD
-            counted, text = self._count(padded) or counted + 1, padded
-        if counted != prompt_tokens:
-            self.warnings.append(
-                f"a prompt of {prompt_tokens} tokens has {counted} (the chat template's own tokens, or a word that would not split)"
+            counted, text = self._count(padded, chat) or counted + 1, padded
+        if counted != tokens:
+            self._warn(
+                f"a prompt of {tokens} tokens has {counted} (the chat template's own tokens, or a word that would not split)"
             )
         return text
 
+    def prefix(self) -> str:
+        """The cell's shared prefix: `shared_prefix_tokens` tokens of raw text ('' without one)."""
+        if self._prefix is None:
+            self._prefix = ""
+            if self.shared_prefix_tokens:
+                rng = np.random.default_rng([self.seed, 2**31])  # apart from every request's own stream
+                words = [str(w) for w in rng.choice(self._vocabulary, size=4 * self.shared_prefix_tokens + 8)]
+                self._prefix = self._fit("", 0, words, self.shared_prefix_tokens, chat=False)
+        return self._prefix
 
-def request_body(chat: bool, model: str, prompt: str, gen_tokens: int, ignore_eos: bool, seed: int) -> dict[str, Any]:
-    """The JSON of one streamed request. ignore_eos/min_tokens hold the output to gen_tokens where a server takes
-    them (llama-server, vLLM); `usage` in the stream gives the server's own token counts."""
+    def prompt(self, number: int, prompt_tokens: int) -> str:
+        rng = np.random.default_rng([self.seed, number])
+        own = [f"Request {number}:"] + [str(w) for w in rng.choice(self._vocabulary, size=4 * prompt_tokens + 8)]
+        return self._fit(self.prefix(), self.shared_prefix_tokens, own, prompt_tokens, self.chat)
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One earlier exchange of a conversation, resent with the next request."""
+
+    prompt: str
+    answer: str
+
+
+def request_body(
+    chat: bool,
+    model: str,
+    prompt: str,
+    gen_tokens: int,
+    ignore_eos: bool,
+    seed: int,
+    history: tuple[Turn, ...] = (),
+) -> dict[str, Any]:
+    """The JSON of one streamed request: `history` (the conversation so far) before the prompt. ignore_eos and
+    min_tokens hold the output to gen_tokens where a server takes them (llama-server, vLLM); `usage` in the stream
+    gives the server's own token counts."""
     body: dict[str, Any] = {
         "model": model,
         "max_tokens": gen_tokens,
@@ -110,9 +135,16 @@ def request_body(chat: bool, model: str, prompt: str, gen_tokens: int, ignore_eo
         "seed": seed,
     }
     if chat:
-        body["messages"] = [{"role": "user", "content": prompt}]
+        body["messages"] = [
+            *(
+                {"role": role, "content": text}
+                for t in history
+                for role, text in (("user", t.prompt), ("assistant", t.answer))
+            ),
+            {"role": "user", "content": prompt},
+        ]
     else:
-        body["prompt"] = prompt
+        body["prompt"] = "\n\n".join([*(t.prompt + t.answer for t in history), prompt])
     if ignore_eos:
         body["ignore_eos"] = True
         body["min_tokens"] = gen_tokens

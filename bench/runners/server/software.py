@@ -10,7 +10,11 @@ from pathlib import Path
 from bench.hardware import BackendSoftware
 
 SERVER_ENV = "BENCH_LLAMA_SERVER"  # a llama-server binary to use instead of the one scripts/build_llama_tools.sh built
-INSTALL_HINT = "run scripts/build_llama_tools.sh (builds llama-server once, offline, into the tools cache)"
+INSTALL_HINT = (
+    "build it once with scripts/build_llama_tools.sh (offline, from the llama.cpp source llama-cpp-python vendors, "
+    "into ~/.cache/bench/llama-tools/build/bin), set BENCH_LLAMA_SERVER=/path/to/llama-server, or measure a server "
+    "already running: `server: {url: ...}` in the suite"
+)
 
 
 def tools_bin() -> Path:
@@ -28,6 +32,14 @@ def llama_server_path() -> Path | None:
         return built
     found = shutil.which("llama-server")
     return Path(found) if found else None
+
+
+def missing_server_reason() -> str:
+    """Why there is no llama-server to start ('' when there is one), with how to get one."""
+    configured = os.environ.get(SERVER_ENV)
+    if configured and not Path(configured).is_file():
+        return f"{SERVER_ENV}={configured} is not a file: point it at a llama-server binary, or unset it"
+    return "" if llama_server_path() is not None else f"llama-server is not built: {INSTALL_HINT}"
 
 
 def server_version(binary: Path) -> tuple[str, str]:

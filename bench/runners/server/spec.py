@@ -1,7 +1,7 @@
 """The server backend as the rest of bench sees it (bench.runners.registry).
 
 It measures a server over HTTP: llama-server, which bench starts per load group from the cell's GGUF file and
-settings (its knobs are llama.cpp's, shared), or any OpenAI-compatible URL a suite names (`server_url`).
+settings (its knobs are llama.cpp's, shared), or any OpenAI-compatible URL a suite names (its `server:` block).
 """
 
 from __future__ import annotations
@@ -10,12 +10,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bench.runners.server import knobs
-from bench.runners.server.software import INSTALL_HINT, llama_server_path, probe_llama_server
+from bench.runners.server.software import INSTALL_HINT, llama_server_path, missing_server_reason, probe_llama_server
 from bench.runners.spec import BackendSpec
 from bench.suite.schema import SOURCE_QUANT
 
 if TYPE_CHECKING:
     from bench.hardware import Fingerprint
+    from bench.suite import Cell
 
 NAME = "server"
 # llama.cpp's settings a llama-server is started with: the same knobs, the same meaning, as the llamacpp backend's.
@@ -31,12 +32,18 @@ def _gguf_quantizations() -> tuple[str, ...]:
 
 
 def _device_reason(fingerprint: Fingerprint, kind: str, index: int) -> str:
-    if kind != "cuda":
+    return ""  # a server the suite names runs wherever it runs; the embedded one is checked per cell
+
+
+def _cell_reason(cell: Cell) -> str:
+    """The embedded llama-server (no `server:` block) must be built, with CUDA for a GPU cell."""
+    if cell.setting("server_url"):
         return ""
+    missing = missing_server_reason()
+    if missing:
+        return missing
     binary = llama_server_path()
-    if binary is None:
-        return f"llama-server is not built: {INSTALL_HINT}"
-    if not any(binary.parent.glob("libggml-cuda*")):
+    if cell.device_kind == "cuda" and binary is not None and not any(binary.parent.glob("libggml-cuda*")):
         return f"llama-server at {binary} was built without CUDA (no libggml-cuda next to it): rebuild it with CUDA"
     return ""
 
@@ -62,9 +69,11 @@ SPEC = BackendSpec(
     gives_logits=False,
     device_kinds=("cpu", "cuda"),
     device_reason=_device_reason,
+    cell_reason=_cell_reason,
     check_model_file=_check_gguf,
     model_fields=_model_fields,
     knobs=knobs.KNOBS,
     shares_knobs=SHARED_KNOBS,
+    suite_block=knobs.BLOCK,
     probe_software=probe_llama_server,
 )

@@ -68,6 +68,11 @@ class RequestRecord:
         return start
 
     @property
+    def answer_text(self) -> str:
+        """What the server sent as the answer's text (`content` / `text`; reasoning split out is left out)."""
+        return "".join(piece.text for piece in self.pieces if not piece.reasoning)
+
+    @property
     def answer_ttft_s(self) -> float | None:
         """Time to the first answer token (after any reasoning)."""
         start = self._answer_start()
