@@ -30,6 +30,7 @@ class RunOptions:
     quiet: bool = False
     history: Path | None = None
     force: bool = False
+    sustain_s: float | None = None  # --sustain: replaces the suite's workload.sustain_s
 
 
 @dataclass
@@ -78,6 +79,12 @@ def check_resume_suite(path: Path, suite_name: str) -> None:
 
 def load_run_suite(suite_path: Path, options: RunOptions) -> Suite:
     suite = load_suite(suite_path, quantization_catalog(), synthetic_model_problems)
+    if options.sustain_s is not None:
+        if options.sustain_s < 0:
+            raise BenchError(f"--sustain {options.sustain_s:g}: expected seconds >= 0 (0: no sustained mode)")
+        suite = suite.model_copy(
+            update={"workload": suite.workload.model_copy(update={"sustain_s": options.sustain_s})}
+        )
     if options.resume and not options.resume.exists():
         raise BenchError(f"--resume {options.resume}: file not found (start a run with --output instead)")
     if options.resume:

@@ -133,6 +133,9 @@ class Workload(StrictModel):
     depths: list[int] = Field(default_factory=lambda: [0])
     repetitions: int = Field(default=5, ge=1)
     warmup: int = Field(default=1, ge=0)
+    # Sustained mode: keep decoding this long after the repetitions, speed and machine state per window.
+    sustain_s: float = Field(default=0, ge=0, le=24 * 3600)
+    sustain_window_s: float = Field(default=10, gt=0)
 
     _listify = field_validator("prompt_tokens", "depths", mode="before")(as_list)
 
