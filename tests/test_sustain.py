@@ -15,7 +15,7 @@ import pytest
 from bench.hardware import nvml, sensors
 from bench.hardware.energy import CounterMeter
 from bench.hardware.sensors import RaplCounter, rapl_domains
-from bench.hardware.state import CPU_THROTTLE, MachineState, StateReader
+from bench.hardware.state import CPU_THROTTLE, MachineState, StateReader, sensor_inventory
 from bench.runners import cell_energy as cell_energy_module
 from bench.runners.base import SpeedEngine, measure_cell, repetition_fields
 from bench.runners.cell_energy import cell_energy, energy_fields
@@ -268,7 +268,7 @@ def test_cpu_sustained_mode_without_sensors_still_records_windows(tmp_path: Path
     """A SpeedEngine through decode_chunks, on a machine with no sensors (these VMs)."""
     clock = Clock()
     package = Package(tmp_path / "unused", clock, 0)
-    cell = cpu_cell("fake", "Q4_0", gen_tokens=20, sustain_s=6, sustain_window_s=2)  # chunks of 16 + 4 steps
+    cell = cpu_cell("fake", "Q4_0", gen_tokens=20, sustain_s=6, sustain_window_s=2)  # 0.1 s steps: a chunk each
     fields = sustained_fields(decode_chunks(FakeCpuEngine(package), cell), cell, "fake", root=tmp_path, clock=clock)
     assert fields["sustain_tok_s_samples"] == "10;10;10" and fields["sustain_ratio"] == pytest.approx(1.0)
     missing = fields["sustain_sensors"]
@@ -279,3 +279,19 @@ def test_cpu_sustained_mode_without_sensors_still_records_windows(tmp_path: Path
 def test_an_engine_without_sustain_chunks_says_so() -> None:
     fields = sustained_fields(None, cpu_cell("server", "Q4_0", sustain_s=5), "server")
     assert fields == {"sustain_sensors": "sustained mode: not available: the server engine has no sustain_chunks"}
+
+
+def test_bench_hw_lists_each_sensor_readable_or_why_not(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    rapl_zone(tmp_path, "intel-rapl:0", "package-0", 5)
+    write(tmp_path / "class/hwmon/hwmon0/temp1_input", 45_000)
+    monkeypatch.setattr(nvml, "pynvml", ThrottlingNvml(fake_gpu(sm_mhz=1980, mem_mhz=3201, temp_c=70)))
+    inventory = dict(sensor_inventory(tmp_path))
+    assert inventory["CPU energy (RAPL)"] == "package-0 (intel-rapl:0)"
+    assert inventory["CPU temperature (hwmon, thermal zones)"] == "45 °C"
+    assert inventory["CPU frequency (cpufreq)"].startswith("not available: no cpufreq")
+    assert inventory["cuda:0 SM clock (NVML)"] == "readable"
+    monkeypatch.setattr(nvml, "pynvml", None)
+    assert dict(sensor_inventory(tmp_path))[
+        "GPU clocks, temperature, power, energy, throttle reasons (NVML)"
+    ].startswith("NVML not available")

@@ -6,7 +6,7 @@ caches), nvml (every NVML call), bandwidth (the memory-bandwidth probe), noise (
 """
 
 from bench.hardware.cpu import last_level_cache_bytes, physical_cores, resolve_threads, usable_cores
-from bench.hardware.display import format_fingerprint
+from bench.hardware.display import format_fingerprint, format_sensors
 from bench.hardware.fingerprint import (
     ROW_FIELDS,
     STABLE_HARDWARE_COLUMNS,
@@ -32,6 +32,7 @@ __all__ = [
     "SystemWarning",
     "detect",
     "format_fingerprint",
+    "format_sensors",
     "last_level_cache_bytes",
     "physical_cores",
     "resolve_threads",

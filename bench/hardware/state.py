@@ -109,3 +109,35 @@ class StateReader:
     def missing_text(self) -> str:
         """Every sensor that could not be read, with why: 'CPU temperature: not available: ...; ...'."""
         return "; ".join(f"{name}: {why}" for name, why in self.missing.items())
+
+
+def sensor_inventory(root: Path = SYSFS) -> list[tuple[str, str]]:
+    """Each sensor bench reads, with its reading now or "not available: <why>" (`bench hw` lists them)."""
+    domains, why = sensors.rapl_domains(root)
+    energy = ", ".join(f"{d.name} ({d.energy_file.parent.name})" for d in domains) or why
+    found = [("CPU energy (RAPL)", energy)]
+    for name, reading, unit in (
+        ("CPU frequency (cpufreq)", sensors.cpu_frequency_mhz(root), "MHz"),
+        ("CPU temperature (hwmon, thermal zones)", sensors.cpu_temperature(root), "°C"),
+        ("fans (hwmon)", sensors.fan_rpm(root), "RPM"),
+        ("CPU thermal throttle count", sensors.cpu_throttle_count(root), "since boot"),
+    ):
+        found.append((name, reading.why if reading.value is None else f"{reading.value:.0f} {unit}"))
+    with nvml.session() as reason:
+        handles = [] if reason else nvml.visible_handles()
+        if reason:
+            found.append(("GPU clocks, temperature, power, energy, throttle reasons (NVML)", reason))
+        for index, handle in enumerate(handles):
+            values = {
+                "SM clock": nvml.clock_mhz(handle, "sm"),
+                "memory clock": nvml.clock_mhz(handle, "mem"),
+                "temperature": nvml.temperature_c(handle),
+                "power": nvml.power_w(handle),
+                "energy counter": nvml.energy_mj(handle),
+                "clock-event reasons": nvml.clock_event_reasons(handle),
+            }
+            for name, value in values.items():
+                found.append(
+                    (f"cuda:{index} {name} (NVML)", "not available: NVML gave none" if value is None else "readable")
+                )
+    return found

@@ -25,7 +25,8 @@ from bench.results import samples_to_text
 from bench.suite import Cell
 
 THROTTLE_DROP = 0.05  # a window this much slower than burst counts as throttled
-CHUNK_STEPS = 16  # decode steps per engine call: short, so a window ends close to its length
+CHUNK_SHARE = 0.05  # a decode call lasts about this share of a window
+MAX_CHUNK_STEPS = 64
 MAX_WALL_FACTOR = 2.0  # the mode stops after this × sustain_s + MAX_WALL_EXTRA_S of wall time, whatever happens
 MAX_WALL_EXTRA_S = 30.0
 _ROUNDING = 1e-9  # step times summed in floats: ten 0.1 s steps make a 1 s window
@@ -50,19 +51,24 @@ class Window:
 
 
 def decode_chunks(engine: Decoder, cell: Cell, seed: int = 4321) -> Chunks:
-    """Endless decoding from the cell's depth: chunks of CHUNK_STEPS steps, back to `depth` (untimed) each time
-    the cell's gen_tokens are used up, so the context never outgrows what the cell sized."""
+    """Endless decoding from the cell's depth, back to `depth` (untimed) each time the cell's gen_tokens are
+    used up, so the context never outgrows what the cell sized. A chunk lasts about CHUNK_SHARE of a window
+    (from the last step's time, at most MAX_CHUNK_STEPS steps), so windows end close to their length on a
+    slow machine and a fast one is not slowed by a call per token."""
     rng = np.random.default_rng(seed)
     n_seq = cell.setting("parallel")
     depth_tokens = rng.integers(0, engine.n_vocab(), size=(n_seq, cell.depth), dtype=np.int32)
+    step_s = math.inf
     while True:
         if not engine.truncate(cell.depth):
             engine.reset(depth_tokens)
         used = 0
         while used < cell.gen_tokens:
-            steps = min(CHUNK_STEPS, cell.gen_tokens - used)
+            wanted = max(1, min(MAX_CHUNK_STEPS, int(CHUNK_SHARE * cell.sustain_window_s / step_s)))
+            steps = min(wanted, cell.gen_tokens - used)
             tokens = rng.integers(0, engine.n_vocab(), size=(steps, n_seq), dtype=np.int32)
             seconds = engine.decode(tokens)
+            step_s = max(seconds[-1], 1e-6)
             used += steps
             yield steps * n_seq, sum(seconds)
 
