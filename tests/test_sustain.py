@@ -295,3 +295,30 @@ def test_bench_hw_lists_each_sensor_readable_or_why_not(tmp_path: Path, monkeypa
     assert dict(sensor_inventory(tmp_path))[
         "GPU clocks, temperature, power, energy, throttle reasons (NVML)"
     ].startswith("NVML not available")
+
+
+def test_gpu_idle_power_from_the_nvml_counter(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A GPU cell keeps the worker's sampler as its meter; idle comes from the board's counter, once per worker."""
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.setattr(cell_energy_module, "_IDLE_W", {})
+    gpu = fake_gpu()
+    fake = ThrottlingNvml(gpu)
+    monkeypatch.setattr(nvml, "pynvml", fake)
+    clock = Clock()
+
+    def rest(seconds: float) -> None:  # 60 W at rest
+        clock.t += seconds
+        gpu["energy_mj"] += int(60 * seconds * 1000)
+
+    sampler = type("Sampler", (), {"source": "nvml_board"})()
+    cell = cpu_cell("fake", "Q4_0", device_id="h200", device_kind="cuda")
+    energy = cell_energy(cell, sampler, sleep=rest, clock=clock)
+    assert energy.meter is sampler and energy.source == "nvml_board" and energy.idle_w == pytest.approx(60.0)
+    assert fake.refs == 0
+    again = cell_energy(cell, sampler, sleep=lambda s: pytest.fail("idle is taken once per worker"), clock=clock)
+    assert again.idle_w == pytest.approx(60.0)
+    # 2 repetitions at 2.0 and 3.5 J per token, decoding 40 and 20 tok/s: net = J - 60 W / (tok/s)
+    speed = {"energy_j_per_decode_token_samples": "2.0;3.5", "decode_tok_s_samples": "40;20"}
+    fields = energy_fields(energy, speed)
+    assert fields["energy_net_j_per_decode_token"] == pytest.approx(((2.0 - 1.5) + (3.5 - 3.0)) / 2)
+    assert "avg_power_w" not in fields  # the worker's sampler reports it

@@ -37,8 +37,8 @@ def _sustained(measured: pd.DataFrame, varying: list[str]) -> list[Block]:
         Column("ran (s)", fmt.fixed(rows["sustain_s"], 0), True),
         Column("burst (tok/s)", fmt.fixed(rows["sustain_burst_tok_s"]), True),
         Column("sustained (tok/s)", fmt.fixed(rows["sustain_tok_s"]), True),
-        Column("sustained / burst", fmt.fixed(rows["sustain_ratio"], 3), True),
-        Column("5 % below burst", throttle_text(rows["sustain_throttle_s"]), True),
+        Column("sustained / burst (×)", fmt.fixed(rows["sustain_ratio"], 3), True),
+        Column("5 % below burst", throttle_text(rows["sustain_throttle_s"])),
         Column("throttle reasons", fmt.text(rows["sustain_throttle_reasons"])),
         Column("sensors not read", fmt.text(rows["sustain_sensors"])),
     ]
@@ -74,15 +74,15 @@ def _energy(measured: pd.DataFrame, varying: list[str], analysis: Analysis) -> l
         Column("source", fmt.text(rows["energy_source"]).replace("", "not recorded (older bench)")),
         Column("power (W)", fmt.fixed(rows["avg_power_w"], 1), True),
         Column("idle (W)", fmt.fixed(rows["idle_power_w"], 1), True),
-        Column("J/tok", fmt.fixed(rows["energy_j_per_decode_token"], 4), True),
-        Column("J/tok net of idle", fmt.fixed(rows["energy_net_j_per_decode_token"], 4), True),
+        Column("energy (J/tok)", fmt.fixed(rows["energy_j_per_decode_token"], 4), True),
+        Column("net of idle (J/tok)", fmt.fixed(rows["energy_net_j_per_decode_token"], 4), True),
     ]
     for budget in budgets:
         label = fmt.tokens(budget)
-        columns.append(Column(f"J per {label} answer", fmt.fixed(answers[f"j_{budget}"], 1), True))
-        columns.append(Column(f"net J per {label} answer", fmt.fixed(answers[f"net_j_{budget}"], 1), True))
+        columns.append(Column(f"{label} answer (J)", fmt.fixed(answers[f"j_{budget}"], 1), True))
+        columns.append(Column(f"{label} answer, net (J)", fmt.fixed(answers[f"net_j_{budget}"], 1), True))
         if answers[f"usd_{budget}"].notna().any():
-            columns.append(Column(f"$ per {label} answer", fmt.fixed(answers[f"usd_{budget}"], 5), True))
+            columns.append(Column(f"{label} answer ($)", fmt.fixed(answers[f"usd_{budget}"], 5), True))
     note = Paragraph.of(
         "Energy of the decode phase, from the counter named in source: nvml_board is the whole GPU board "
         "(GPU, its memory, power delivery); rapl_package the CPU package (cores, caches, memory controller), "
