@@ -5,6 +5,7 @@ GPU that throttles halfway through a sustained run."""
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,16 +13,18 @@ from typing import Any
 import numpy as np
 import pytest
 
+from bench.errors import BenchError
 from bench.hardware import nvml, sensors
 from bench.hardware.energy import CounterMeter
 from bench.hardware.sensors import RaplCounter, rapl_domains
 from bench.hardware.state import CPU_THROTTLE, MachineState, StateReader, sensor_inventory
+from bench.run.local import RunOptions, load_run_suite
 from bench.runners import cell_energy as cell_energy_module
 from bench.runners.base import SpeedEngine, measure_cell, repetition_fields
 from bench.runners.cell_energy import cell_energy, energy_fields
 from bench.runners.sustain import Window, decode_chunks, summarize_windows, sustained_fields
 from bench.suite import Cell
-from tests.conftest import cpu_cell
+from tests.conftest import cpu_cell, quick_suite_yaml
 from tests.test_hardware import FakeNvml, fake_gpu
 
 MAX_UJ = 50_000_000  # a 50 J counter range, so a test wraps it quickly
@@ -322,3 +325,15 @@ def test_gpu_idle_power_from_the_nvml_counter(monkeypatch: pytest.MonkeyPatch) -
     fields = energy_fields(energy, speed)
     assert fields["energy_net_j_per_decode_token"] == pytest.approx(((2.0 - 1.5) + (3.5 - 3.0)) / 2)
     assert "avg_power_w" not in fields  # the worker's sampler reports it
+
+
+def test_sustain_settings_are_checked(tmp_path: Path) -> None:
+    suite = tmp_path / "s.yaml"
+    suite.write_text(quick_suite_yaml(workload="workload: {prompt_tokens: [8], gen_tokens: 4, sustain_window_s: 10}"))
+    assert load_run_suite(suite, RunOptions(sustain_s=30)).workload.sustain_s == 30
+    for seconds, expected in ((5, "shorter than one sustain_window_s (10 s)"), (-1, "greater than or equal to 0")):
+        with pytest.raises(BenchError, match=re.escape(expected)):
+            load_run_suite(suite, RunOptions(sustain_s=seconds))
+    suite.write_text(quick_suite_yaml(workload="workload: {prompt_tokens: [8], gen_tokens: 4, sustain_s: 3}"))
+    with pytest.raises(BenchError, match="sustain_s"):
+        load_run_suite(suite, RunOptions())

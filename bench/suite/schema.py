@@ -153,6 +153,15 @@ class Workload(StrictModel):
             raise ValueError("depths must be a non-empty list of integers >= 0")
         return values
 
+    @model_validator(mode="after")
+    def _a_window_fits(self) -> Workload:
+        if 0 < self.sustain_s < self.sustain_window_s:
+            raise ValueError(
+                f"sustain_s ({self.sustain_s:g} s) is shorter than one sustain_window_s ({self.sustain_window_s:g} s): "
+                "give a longer sustain_s or a shorter window"
+            )
+        return self
+
 
 class Limits(StrictModel):
     cell_timeout_s: float = Field(default=900, gt=0)
