@@ -26,7 +26,7 @@ from bench.suite import Cell
 
 THROTTLE_DROP = 0.05  # a window this much slower than burst counts as throttled
 CHUNK_SHARE = 0.05  # a decode call lasts about this share of a window
-MAX_CHUNK_STEPS = 64
+MAX_CHUNK_STEPS = 16  # bounds a window's overshoot when the machine slows down suddenly
 MAX_WALL_FACTOR = 2.0  # the mode stops after this × sustain_s + MAX_WALL_EXTRA_S of wall time, whatever happens
 MAX_WALL_EXTRA_S = 30.0
 _ROUNDING = 1e-9  # step times summed in floats: ten 0.1 s steps make a 1 s window
@@ -53,7 +53,7 @@ class Window:
 def decode_chunks(engine: Decoder, cell: Cell, seed: int = 4321) -> Chunks:
     """Endless decoding from the cell's depth, back to `depth` (untimed) each time the cell's gen_tokens are
     used up, so the context never outgrows what the cell sized. A chunk lasts about CHUNK_SHARE of a window
-    (from the last step's time, at most MAX_CHUNK_STEPS steps), so windows end close to their length on a
+    (from the last chunk's slowest step, at most MAX_CHUNK_STEPS steps), so windows end close to their length on a
     slow machine and a fast one is not slowed by a call per token."""
     rng = np.random.default_rng(seed)
     n_seq = cell.setting("parallel")
@@ -68,7 +68,7 @@ def decode_chunks(engine: Decoder, cell: Cell, seed: int = 4321) -> Chunks:
             steps = min(wanted, cell.gen_tokens - used)
             tokens = rng.integers(0, engine.n_vocab(), size=(steps, n_seq), dtype=np.int32)
             seconds = engine.decode(tokens)
-            step_s = max(seconds[-1], 1e-6)
+            step_s = max(max(seconds), 1e-6)  # the slowest step: a chunk errs short, not long
             used += steps
             yield steps * n_seq, sum(seconds)
 
