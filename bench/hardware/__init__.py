@@ -2,7 +2,9 @@
 
 fingerprint (what a row records, the stable machine id), machine (detect), cpu (brand, flags, usable cores,
 caches), nvml (every NVML call), bandwidth (the memory-bandwidth probe), noise (system warnings), sampler
-(GpuSampler), display (the `bench hw` table). A backend's software is probed by its own spec.
+(GpuSampler), sensors (sysfs: RAPL, hwmon, thermal zones, cpufreq), energy (one interface over NVML and RAPL,
+idle power), state (a device's clocks, temperature, power and throttle reasons), display (the `bench hw`
+tables). A backend's software is probed by its own spec.
 """
 
 from bench.hardware.cpu import last_level_cache_bytes, physical_cores, resolve_threads, usable_cores
