@@ -2,7 +2,9 @@
 record the speed per window with the machine's state at each window's end (bench.hardware.state).
 
 Windows are cut on decode time (the sum of the engine's timed steps, as decode_tok_s is), so cache truncation
-between chunks does not dilute the speed; a wall-clock bound (MAX_WALL_FACTOR) ends the mode regardless.
+between chunks does not dilute the speed: sustain_s / sustain_window_s windows, each ending at the first decode
+call past its length (so the mode runs a little over sustain_s); a wall-clock bound (MAX_WALL_FACTOR) ends it
+regardless.
 Burst is the first window's speed, sustained the median of the last third; the time to throttle is the end of
 the first window more than THROTTLE_DROP below burst.
 """
@@ -74,20 +76,20 @@ def decode_chunks(engine: Decoder, cell: Cell, seed: int = 4321) -> Chunks:
 
 
 def run_windows(chunks: Chunks, reader: StateReader, sustain_s: float, window_s: float) -> list[Window]:
-    """Decode from `chunks` until sustain_s of decode time (bounded in wall time), a Window per window_s."""
+    """sustain_s / window_s windows (rounded, at least one), each ending at the first chunk past window_s of
+    decode time; the wall-clock bound may end the mode sooner, with the windows completed by then."""
     windows: list[Window] = []
+    wanted = max(1, round(sustain_s / window_s))
     deadline = time.monotonic() + MAX_WALL_FACTOR * sustain_s + MAX_WALL_EXTRA_S
     elapsed = window_tokens = window_time = 0.0
     for tokens, seconds in chunks:
         elapsed += seconds
         window_tokens += tokens
         window_time += seconds
-        last = elapsed >= sustain_s - _ROUNDING or time.monotonic() > deadline
-        # A short tail (under half a window) is left out: its speed is a few chunks', not a window's.
-        if window_time >= window_s - _ROUNDING or (last and window_time >= window_s / 2):
+        if window_time >= window_s - _ROUNDING:
             windows.append(Window(elapsed, window_tokens / window_time, reader.read()))
             window_tokens = window_time = 0.0
-        if last:
+        if len(windows) >= wanted or time.monotonic() > deadline:
             break
     return windows
 
