@@ -337,3 +337,16 @@ def test_sustain_settings_are_checked(tmp_path: Path) -> None:
     suite.write_text(quick_suite_yaml(workload="workload: {prompt_tokens: [8], gen_tokens: 4, sustain_s: 3}"))
     with pytest.raises(BenchError, match="sustain_s"):
         load_run_suite(suite, RunOptions())
+
+
+def test_a_failing_engine_keeps_the_windows_it_made(tmp_path: Path) -> None:
+    def chunks() -> Iterator[tuple[int, float]]:
+        yield from [(10, 1.0)] * 3
+        raise RuntimeError("llama_decode returned 1")
+
+    cell = cpu_cell("fake", "Q4_0", sustain_s=10, sustain_window_s=1)
+    fields = sustained_fields(chunks(), cell, "fake", root=tmp_path)
+    assert fields["sustain_tok_s_samples"] == "10;10;10"
+    assert fields["sustain_sensors"].startswith(
+        "sustained mode stopped after 3 of 10 windows: RuntimeError: llama_decode returned 1; power: not available"
+    )

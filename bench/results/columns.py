@@ -154,7 +154,7 @@ class _FixedColumns(BaseModel):
     sustain_temp_c_samples: str = ""  # per window, the device's temperature at its end (nan: no reading)
     sustain_clock_mhz_samples: str = ""  # GPU SM clock or CPU mean frequency
     sustain_power_w_samples: str = ""  # the energy counter over the window
-    sustain_sensors: str = ""  # the sensors that could not be read: 'name: not available: why; ...'
+    sustain_sensors: str = ""  # sensors not read ('name: not available: why; ...'), and why the mode stopped early
 
     # --- model metadata (GGUF header)
     arch: str = ""

@@ -75,23 +75,32 @@ def decode_chunks(engine: Decoder, cell: Cell, seed: int = 4321) -> Chunks:
             yield steps * n_seq, sum(seconds)
 
 
-def run_windows(chunks: Chunks, reader: StateReader, sustain_s: float, window_s: float) -> list[Window]:
+def run_windows(chunks: Chunks, reader: StateReader, sustain_s: float, window_s: float) -> tuple[list[Window], str]:
     """sustain_s / window_s windows (rounded, at least one), each ending at the first chunk past window_s of
-    decode time; the wall-clock bound may end the mode sooner, with the windows completed by then."""
+    decode time, and "" or why the mode stopped sooner (the wall-clock bound, or the engine failing: the
+    windows completed by then are kept, and so are the cell's measured repetitions)."""
     windows: list[Window] = []
     wanted = max(1, round(sustain_s / window_s))
     deadline = time.monotonic() + MAX_WALL_FACTOR * sustain_s + MAX_WALL_EXTRA_S
     elapsed = window_tokens = window_time = 0.0
-    for tokens, seconds in chunks:
-        elapsed += seconds
-        window_tokens += tokens
-        window_time += seconds
-        if window_time >= window_s - _ROUNDING:
-            windows.append(Window(elapsed, window_tokens / window_time, reader.read()))
-            window_tokens = window_time = 0.0
-        if len(windows) >= wanted or time.monotonic() > deadline:
-            break
-    return windows
+    try:
+        for tokens, seconds in chunks:
+            elapsed += seconds
+            window_tokens += tokens
+            window_time += seconds
+            if window_time >= window_s - _ROUNDING:
+                windows.append(Window(elapsed, window_tokens / window_time, reader.read()))
+                window_tokens = window_time = 0.0
+            if len(windows) >= wanted:
+                return windows, ""
+            if time.monotonic() > deadline:
+                return (
+                    windows,
+                    f"sustained mode stopped at its wall-clock bound after {len(windows)} of {wanted} windows",
+                )
+    except Exception as exc:  # noqa: BLE001 - a failing sustained mode must not lose the measured repetitions
+        return windows, f"sustained mode stopped after {len(windows)} of {wanted} windows: {type(exc).__name__}: {exc}"
+    return windows, f"sustained mode stopped after {len(windows)} of {wanted} windows: the engine stopped decoding"
 
 
 def _series(values: list[float | None]) -> str:
@@ -154,5 +163,6 @@ def sustained_fields(
     if chunks is None:
         return {"sustain_sensors": f"sustained mode: not available: the {backend} engine has no sustain_chunks"}
     with StateReader(cell.device_kind, cell.device_index, root, clock) as reader:
-        windows = run_windows(chunks, reader, cell.sustain_s, cell.sustain_window_s)
-    return {**summarize_windows(windows), "sustain_sensors": reader.missing_text()}
+        windows, stopped = run_windows(chunks, reader, cell.sustain_s, cell.sustain_window_s)
+    notes = "; ".join(note for note in (stopped, reader.missing_text()) if note)
+    return {**summarize_windows(windows), "sustain_sensors": notes}
