@@ -8,6 +8,7 @@ import pandas as pd
 from bench.report import format as fmt
 from bench.report.analysis import Analysis
 from bench.report.answer_time import thinking_budgets
+from bench.report.derived import NOISE_MARK, noise_mark
 from bench.report.document import Block, Code, Heading, Paragraph
 from bench.report.plots import sustained_plot
 from bench.report.sections import Column, frame_table, sort_configs
@@ -37,7 +38,7 @@ def _sustained(measured: pd.DataFrame, varying: list[str]) -> list[Block]:
         Column("ran (s)", fmt.fixed(rows["sustain_s"], 0), True),
         Column("burst (tok/s)", fmt.fixed(rows["sustain_burst_tok_s"]), True),
         Column("sustained (tok/s)", fmt.fixed(rows["sustain_tok_s"]), True),
-        Column("sustained / burst (×)", fmt.fixed(rows["sustain_ratio"], 3), True),
+        Column("sustained / burst (×)", fmt.fixed(rows["sustain_ratio"], 3) + noise_mark(rows), True),
         Column("5 % below burst", throttle_text(rows["sustain_throttle_s"])),
         Column("throttle reasons", fmt.text(rows["sustain_throttle_reasons"])),
         Column("sensors not read", fmt.text(rows["sustain_sensors"])),
@@ -51,7 +52,9 @@ def _sustained(measured: pd.DataFrame, varying: list[str]) -> list[Block]:
             "sustained the median of the last third; a ratio under 1 is speed lost once the machine warmed up "
             "(a CPU at its boost clock, a GPU at its power or thermal limit). The time is when a window first "
             "fell 5 % below burst; the reasons are the throttle reasons the device reported in any window (NVML's "
-            "clock-event reasons; a CPU's thermal-throttle count rising).",
+            "clock-event reasons; a CPU's thermal-throttle count rising)."
+            f"{NOISE_MARK} marks a cell measured while the machine reported noise, with how busy other processes "
+            "kept it: a ratio then measures them as much as heat.",
         ),
         frame_table(columns),
     ]
