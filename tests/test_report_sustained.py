@@ -56,7 +56,10 @@ def test_section_tables_burst_sustained_and_energy_per_answer(rows_csv: Path) ->
     analysis = load_report_data([rows_csv], suite_path=FIXTURES / "capacity.yaml")
     text = render_markdown(sustained.build(analysis), "plots")
     assert text.startswith(f"## {sustained.TITLE}")
-    assert "| t2 | 0 | 60 | 100.0 | 80.0 | 0.800 ⚑ 48% busy | after 30 s | CPU thermal throttle | fan: not available: " in text
+    assert (
+        "| t2 | 0 | 60 | 100.0 | 80.0 | 0.800 ⚑ 48% busy | after 30 s | CPU thermal throttle | fan: not available: "
+        in text
+    )
     assert "](plots/sustained.png)" in text
     # 4K answer = 4,096 tokens x 0.5 J gross, x 0.3 J net
     assert "| rapl_package | 25.0 | 10.0 | 0.5000 | 0.3000 | 2,048.0 | 1,228.8 |" in text
