@@ -526,7 +526,7 @@ def test_gpu_warnings(quick: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(nvml, "pynvml", fake_nvml)
     warnings = {w.name: w for w in hardware.system_warnings() if w.name.startswith("gpu_")}
     assert set(warnings) == {"gpu_throttle", "gpu_busy", "gpu_persistence"}
-    assert "hardware thermal slowdown" in warnings["gpu_throttle"].message
+    assert "HW thermal slowdown" in warnings["gpu_throttle"].message
     assert "1 other process" in warnings["gpu_busy"].message and "pid 999999, 2048 MiB" in warnings["gpu_busy"].message
     assert warnings["gpu_persistence"].fix == "sudo nvidia-smi -pm 1"
     assert "cuda:0 (NVIDIA H200)" in warnings["gpu_persistence"].message

@@ -1,4 +1,4 @@
-"""`bench hw`: this machine's fingerprint and the system warnings that would disturb a measurement."""
+"""`bench hw`: this machine's fingerprint, the system warnings that would disturb a measurement, and its sensors."""
 
 from __future__ import annotations
 
@@ -8,11 +8,12 @@ from bench.cli._console import EXIT_OK, out
 
 
 def cmd_hw(args: argparse.Namespace) -> int:
-    from bench.hardware import format_fingerprint, system_warnings
+    from bench.hardware import format_fingerprint, format_sensors, system_warnings
     from bench.runners.registry import detect_machine
 
     fingerprint = detect_machine()
     out.print(format_fingerprint(fingerprint, system_warnings(fingerprint)))
+    out.print(format_sensors())
     return EXIT_OK
 
 

@@ -14,6 +14,7 @@ from bench.hardware import SystemWarning
 from bench.plan import PlannedCell, estimate_cell_seconds
 from bench.run import RunEvents
 from bench.run.rows import RowOut
+from bench.runners.sustain import sustained_summary
 from bench.suite import Cell
 
 
@@ -93,6 +94,8 @@ class RunProgress:
             if self.started_at is not None and row.status != "skipped":
                 self.done[cell_id] = time.monotonic() - self.started_at
         self.progress.update(self.task, advance=1, eta=self._eta())
+        if sustained := sustained_summary(row.fields):  # printed even when quiet: it is a result, not progress
+            self.console.print(f"{escape(row.cell.label)}: {escape(sustained)}", soft_wrap=True)
 
     def _eta(self) -> str:
         return format_duration(remaining_seconds(self.estimates, self.done, self.pending))

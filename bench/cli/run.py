@@ -28,7 +28,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         quiet=args.quiet,
         history=Path(args.history) if args.history else None,
         force=args.force,
+        sustain_s=args.sustain,
     )
+    if args.sustain is not None and args.fleet:
+        raise BenchError("--sustain is not sent to a fleet's hosts: set workload.sustain_s in the suite instead")
     if args.hosts and not args.fleet:
         raise BenchError("--hosts names machines of a fleet run: add --fleet ADDRESS")
     display = RunProgress(console, args.quiet, Path(args.suite).stem)
@@ -105,6 +108,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--history", metavar="DIR", help="write to DIR/<host>/<UTC time>.csv")
     run.add_argument("--report", metavar="FILE", help="also write a report of this run to FILE (.md, or .html)")
     run.add_argument("--force", action="store_true", help="run cells the memory planner says will not fit")
+    run.add_argument(
+        "--sustain",
+        type=float,
+        metavar="SECONDS",
+        help="keep each cell decoding this long after its repetitions, speed per window (workload.sustain_s)",
+    )
     run.add_argument(
         "--fleet",
         nargs="?",

@@ -2,11 +2,13 @@
 
 fingerprint (what a row records, the stable machine id), machine (detect), cpu (brand, flags, usable cores,
 caches), nvml (every NVML call), bandwidth (the memory-bandwidth probe), noise (system warnings), sampler
-(GpuSampler), display (the `bench hw` table). A backend's software is probed by its own spec.
+(GpuSampler), sensors (sysfs: RAPL, hwmon, thermal zones, cpufreq), energy (one interface over NVML and RAPL,
+idle power), state (a device's clocks, temperature, power and throttle reasons), display (the `bench hw`
+tables). A backend's software is probed by its own spec.
 """
 
 from bench.hardware.cpu import last_level_cache_bytes, physical_cores, resolve_threads, usable_cores
-from bench.hardware.display import format_fingerprint
+from bench.hardware.display import format_fingerprint, format_sensors
 from bench.hardware.fingerprint import (
     ROW_FIELDS,
     STABLE_HARDWARE_COLUMNS,
@@ -32,6 +34,7 @@ __all__ = [
     "SystemWarning",
     "detect",
     "format_fingerprint",
+    "format_sensors",
     "last_level_cache_bytes",
     "physical_cores",
     "resolve_threads",

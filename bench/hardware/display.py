@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from bench.hardware.fingerprint import BackendSoftware, Fingerprint, GpuInfo
 from bench.hardware.noise import SystemWarning, system_warnings
+from bench.hardware.state import sensor_inventory
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -69,4 +70,17 @@ def format_fingerprint(fp: Fingerprint, warnings: list[SystemWarning] | None = N
         table.add_row(Text(f"warning: {warning.name}", style="yellow"), Text(f"{warning.message}\nfix: {warning.fix}"))
     if not warnings:
         table.add_row("warnings", Text("none"))
+    return table
+
+
+def format_sensors(inventory: list[tuple[str, str]] | None = None) -> Table:
+    """The sensors bench reads for energy and the sustained mode: a reading, or why it is not available."""
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(title="sensors (energy, sustained mode)", show_header=False)
+    table.add_column("sensor", style="bold", no_wrap=True)
+    table.add_column("reading")
+    for name, status in sensor_inventory() if inventory is None else inventory:
+        table.add_row(name, Text(status, style="yellow" if "not available" in status else ""))
     return table

@@ -25,15 +25,6 @@ HOT_CELSIUS = 85.0  # used when a sensor reports no (or a nonsensical) "high" th
 LOW_RAM_FRACTION = 0.10
 SWAP_USED_BYTES = 256 * 2**20
 
-# NVML clock-event reason bits that mean "slowed by heat or power" (nvml.h, nvmlClocksEventReason*).
-_GPU_SLOWDOWN_REASONS: dict[int, str] = {
-    0x04: "software power cap",
-    0x08: "hardware slowdown",
-    0x20: "software thermal slowdown",
-    0x40: "hardware thermal slowdown",
-    0x80: "hardware power brake",
-}
-
 
 @dataclass(frozen=True)
 class SystemWarning:
@@ -170,7 +161,7 @@ def _swap_warnings() -> list[SystemWarning]:
 
 def _gpu_slowdown_warning(handle: Any, label: str) -> SystemWarning | None:
     mask = nvml.clock_event_reasons(handle)
-    active = [text for bit, text in _GPU_SLOWDOWN_REASONS.items() if mask and mask & bit]
+    active = nvml.clock_event_names(mask)
     if not active:
         return None
     return SystemWarning(

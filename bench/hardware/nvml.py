@@ -185,3 +185,37 @@ def clock_event_reasons(handle: Any) -> int | None:
         if mask is not None:
             return int(mask)
     return None
+
+
+# nvmlClocksEventReason* bits (nvml.h; stable across driver versions), named as bench reports them.
+CLOCK_EVENT_NAMES: dict[int, str] = {
+    0x001: "GPU idle",
+    0x002: "applications clocks setting",
+    0x004: "power cap",
+    0x008: "HW slowdown",
+    0x010: "sync boost",
+    0x020: "thermal slowdown",
+    0x040: "HW thermal slowdown",
+    0x080: "HW power brake slowdown",
+    0x100: "display clock setting",
+}
+SLOWDOWN_BITS = 0x004 | 0x008 | 0x020 | 0x040 | 0x080  # the reasons that mean "slowed by heat or power"
+
+
+def clock_event_names(mask: int | None, slowdown_only: bool = True) -> list[str]:
+    """The reasons a clock-event mask holds, in words (only heat and power ones unless slowdown_only=False)."""
+    if not mask:
+        return []
+    wanted = SLOWDOWN_BITS if slowdown_only else ~0
+    return [name for bit, name in CLOCK_EVENT_NAMES.items() if mask & bit & wanted]
+
+
+def clock_mhz(handle: Any, which: str) -> int | None:
+    """The current SM ("sm") or memory ("mem") clock in MHz."""
+    domain = getattr(pynvml, "NVML_CLOCK_SM" if which == "sm" else "NVML_CLOCK_MEM", None)
+    return None if domain is None else attempt(pynvml.nvmlDeviceGetClockInfo, handle, domain)
+
+
+def temperature_c(handle: Any) -> int | None:
+    sensor = getattr(pynvml, "NVML_TEMPERATURE_GPU", 0)
+    return attempt(pynvml.nvmlDeviceGetTemperature, handle, sensor)

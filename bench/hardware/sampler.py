@@ -9,6 +9,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from bench.hardware import nvml
+from bench.hardware.energy import NVML_POWER_SOURCE, NVML_SOURCE
 from bench.hardware.probe import attempt
 
 NVML_UPDATE_S = 0.1  # how often NVML's energy counter and power readings change (about)
@@ -43,6 +44,7 @@ class GpuSampler:
         self._peak_own: int | None = None  # from NVML's per-process list, once we appear in it
         self._peak_delta = 0  # device used minus baseline: the fallback
         self._has_energy_counter = False
+        self.source = ""  # what the energy figures come from (bench.hardware.energy); "" when there are none
         self._mark_t = 0.0
         self._mark_mj: int | None = None
         self._joules = 0.0  # power integrated since mark (fallback when there is no energy counter)
@@ -66,6 +68,7 @@ class GpuSampler:
             self.baseline_used_bytes = nvml.memory_used(handle) or 0
         self._has_energy_counter = nvml.energy_mj(handle) is not None
         self._handle = handle
+        self.source = NVML_SOURCE if self._has_energy_counter else NVML_POWER_SOURCE
         self._sample()
         self.mark()
         self._thread = threading.Thread(target=self._run, name=f"GpuSampler-cuda:{self.index}", daemon=True)

@@ -5,6 +5,7 @@ A cell costs what bench.runners.base.measure_cell does with it, plus its share o
 
     cell = (worker start + model load) / cells in its load group
            + depth fill (once per cell) + (warm-ups + repetitions) × (prompt prefill + generated tokens decoded)
+           + sustain_s (the sustained mode's decoding, when the workload asks for it)
 
 (with `parallel` N: N depth fills and prompts, and decode steps that make a token for each of N sequences).
 
@@ -156,7 +157,7 @@ def _measured_seconds(cell: Cell, past: _Measured) -> float:
     per repetition the prompts and the decode steps."""
     n_seq = _sequences(cell)
     repetition = cell.prompt_tokens / past.prefill_tok_s + cell.gen_tokens / past.decode_tok_s
-    return n_seq * (cell.depth / past.prefill_tok_s + _repetitions(cell) * repetition)
+    return n_seq * (cell.depth / past.prefill_tok_s + _repetitions(cell) * repetition) + cell.sustain_s
 
 
 def _modelled_seconds(cell: Cell, memory: CellMemory | None, rate: DeviceRate) -> tuple[float, float] | None:
@@ -179,7 +180,8 @@ def _modelled_seconds(cell: Cell, memory: CellMemory | None, rate: DeviceRate) -
     bytes_read = gen * (weights_read + n_seq * kv_per_position * (decode_context_tokens(cell) + gen / 2))
     flops = rate.flops_for(cell.threads)
     repetition = prompt_flops / flops + bytes_read / (rate.bandwidth_gbs * 1e9 * DECODE_BANDWIDTH_SHARE)
-    return fill_flops / flops + _repetitions(cell) * repetition, estimate.weights_bytes / LOAD_BYTES_PER_S
+    measuring = fill_flops / flops + _repetitions(cell) * repetition + cell.sustain_s
+    return measuring, estimate.weights_bytes / LOAD_BYTES_PER_S
 
 
 def estimate_cell_times(

@@ -21,13 +21,14 @@ from bench.report.sections import (
     pareto,
     recommendations,
     summary,
+    sustained,
 )
 
 __all__ = ["FORMATS", "SECTIONS", "Analysis", "analyse", "build_document", "load_report_data", "write_report"]
 
 FORMATS = ("md", "html")
 
-SECTIONS = (summary, devices, across, capacity, answer_time, pareto, fits, recommendations, method)
+SECTIONS = (summary, devices, across, capacity, answer_time, sustained, pareto, fits, recommendations, method)
 
 
 def build_document(analysis: Analysis) -> list[Block]:

@@ -33,6 +33,8 @@ MAX_LEGEND = 12  # devices named in a legend
 MAX_FRONT_LABELS = 8  # front points labelled per panel (each label is text to lay out and draw)
 PANEL_TICKS = 3  # tick intervals per Pareto panel axis (MaxNLocator's nbins)
 DPI = 100
+MAX_SUSTAINED_PANELS = 4  # devices in the sustained figure, one panel each (the table lists every row)
+MAX_SUSTAINED_LINES = 8  # setups drawn per panel
 UNSTABLE_LABEL = f"unstable (spread > {UNSTABLE_CV_PCT:g} % CV)"
 
 
@@ -260,6 +262,56 @@ def pareto_plot(
         suffix += f"; colours: {len(devices)} devices, see the table"
     figure.suptitle(f"{title}{suffix}\nfilled: on the front · hollow: dominated", fontsize=10)
     return Image(filename, title, _png(figure))
+
+
+def _series(text: object) -> np.ndarray:
+    return np.array(samples_from_text(text), dtype=float)
+
+
+def sustained_figure(rows: pd.DataFrame) -> Figure | None:
+    """One panel per device: decode tok/s per window (solid, left axis), temperature (dashed, right axis)."""
+    if rows.empty:
+        return None
+    devices = sorted(rows["device"].astype(str).unique())[:MAX_SUSTAINED_PANELS]
+    figure = Figure(figsize=(7.0, 2.9 * len(devices) + 0.9))
+    _margins(figure, left=0.8, bottom=0.6, top=0.6, right=0.8, hspace=0.55)
+    for panel, device in enumerate(devices, start=1):
+        members = rows[rows["device"].astype(str) == device].head(MAX_SUSTAINED_LINES)
+        colors = _colors(list(members["setup"].astype(str)))
+        axes = figure.add_subplot(len(devices), 1, panel)
+        temperature = axes.twinx()
+        any_temperature = False
+        for _, row in members.iterrows():
+            t, speed, temp = (
+                _series(row[c]) for c in ("sustain_t_s_samples", "sustain_tok_s_samples", "sustain_temp_c_samples")
+            )
+            color = colors[str(row["setup"])]
+            axes.plot(t, speed, color=color, linewidth=1.5, label=plot_text(row["setup"]))
+            if len(temp) == len(t) and not np.isnan(temp).all():
+                temperature.plot(t, temp, color=color, linewidth=1, linestyle="--")
+                any_temperature = True
+        axes.set_title(plot_text(device), fontsize=10, y=1.0)
+        axes.set_xlabel("decode time (s)", fontsize=8)
+        axes.set_ylabel("decode (tok/s)", fontsize=8)
+        axes.set_ylim(bottom=0)
+        axes.tick_params(labelsize=8)
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize=7, loc="lower left")
+        if any_temperature:
+            temperature.set_ylabel("temperature (°C), dashed", fontsize=8)
+            temperature.tick_params(labelsize=8)
+        else:
+            temperature.set_yticks([])
+            temperature.set_ylabel("no temperature sensor", fontsize=8)
+    figure.suptitle("Sustained decode speed over time", fontsize=10)
+    return figure
+
+
+def sustained_plot(rows: pd.DataFrame) -> Image | None:
+    figure = sustained_figure(rows)
+    if figure is None:
+        return None
+    return Image("sustained.png", "Decode speed and temperature over a sustained run, per device", _png(figure))
 
 
 def _spread_small_values(axes: object, values: pd.Series) -> None:

@@ -44,6 +44,8 @@ class _FixedColumns(BaseModel):
     depth: int | None = None
     repetitions: int | None = None
     warmup: int | None = None
+    sustain_s: float | None = None  # the sustained mode's length asked for (0: none) and its window
+    sustain_window_s: float | None = None
     threads_used: int | None = None  # what `threads` resolved to (0 = every usable core)
     started_utc: str = ""
     finished_utc: str = ""
@@ -146,10 +148,27 @@ class _FixedColumns(BaseModel):
     mem_bandwidth_gbs: float | None = None
     mem_bandwidth_source: str = ""  # cpu_read_probe | nvml_theoretical_peak: what mem_bandwidth_gbs is
 
-    # --- energy (NVML where the hardware reports it)
+    # --- energy (bench.hardware.energy: NVML's GPU board counter, or RAPL's CPU package [+ DRAM]), idle included
     energy_j_per_decode_token: float | None = None
     energy_j_per_decode_token_samples: str = ""
     avg_power_w: float | None = None
+    # nvml_board | nvml_board_power_samples | rapl_package | rapl_dram+package | "not available: <why>"
+    energy_source: str = ""
+    idle_power_w: float | None = None  # the device at rest before the group's first cell (same source)
+    energy_net_j_per_decode_token: float | None = None  # minus idle_power_w over the decode time
+
+    # --- sustained mode (workload.sustain_s): decoding kept up after the repetitions, per window of decode time
+    sustain_burst_tok_s: float | None = None  # the first window
+    sustain_tok_s: float | None = None  # the median of the last third of the windows
+    sustain_ratio: float | None = None  # sustained / burst
+    sustain_throttle_s: float | None = None  # decode seconds until a window first fell 5 % below burst; blank: never
+    sustain_throttle_reasons: str = ""  # throttle reasons seen in any window, in words, ';'-separated
+    sustain_t_s_samples: str = ""  # per window: its end, decode seconds since the sustained mode began
+    sustain_tok_s_samples: str = ""
+    sustain_temp_c_samples: str = ""  # per window, the device's temperature at its end (nan: no reading)
+    sustain_clock_mhz_samples: str = ""  # GPU SM clock or CPU mean frequency
+    sustain_power_w_samples: str = ""  # the energy counter over the window
+    sustain_sensors: str = ""  # sensors not read ('name: not available: why; ...'), and why the mode stopped early
 
     # --- model metadata (GGUF header)
     arch: str = ""

@@ -8,6 +8,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from bench.errors import BenchError
 from bench.execute.process import Interrupted
 from bench.hardware import Fingerprint, SystemWarning
@@ -18,7 +20,7 @@ from bench.run.host import HostRunner, load_groups
 from bench.run.paths import output_path
 from bench.run.rows import RowOut, RowSink, skipped_row
 from bench.runners.registry import detect_machine, quantization_catalog
-from bench.suite import Cell, Suite, load_suite
+from bench.suite import Cell, Suite, Workload, load_suite
 
 
 @dataclass
@@ -30,6 +32,7 @@ class RunOptions:
     quiet: bool = False
     history: Path | None = None
     force: bool = False
+    sustain_s: float | None = None  # --sustain: replaces the suite's workload.sustain_s
 
 
 @dataclass
@@ -78,6 +81,13 @@ def check_resume_suite(path: Path, suite_name: str) -> None:
 
 def load_run_suite(suite_path: Path, options: RunOptions) -> Suite:
     suite = load_suite(suite_path, quantization_catalog(), synthetic_model_problems)
+    if options.sustain_s is not None:
+        try:
+            workload = Workload.model_validate({**suite.workload.model_dump(), "sustain_s": options.sustain_s})
+        except ValidationError as exc:
+            problems = "; ".join(str(error["msg"]).removeprefix("Value error, ") for error in exc.errors())
+            raise BenchError(f"--sustain {options.sustain_s:g}: {problems}") from None
+        suite = suite.model_copy(update={"workload": workload})
     if options.resume and not options.resume.exists():
         raise BenchError(f"--resume {options.resume}: file not found (start a run with --output instead)")
     if options.resume:

@@ -20,6 +20,8 @@ import numpy as np
 
 from bench.hardware.sampler import MIN_ENERGY_WINDOW_S
 from bench.results import samples_to_text
+from bench.runners.cell_energy import cell_energy, energy_fields
+from bench.runners.sustain import Chunks, decode_chunks, sustained_fields
 from bench.stats import percentile, summarize
 from bench.suite import Cell
 
@@ -109,6 +111,11 @@ class CellEngine(Engine):
     @abc.abstractmethod
     def measure(self, cell: Cell, energy: EnergyMeter | None = None) -> dict[str, Any]:
         """Warm-ups then `cell.repetitions` measured rounds; the row's speed fields."""
+
+    def sustain_chunks(self, cell: Cell) -> Chunks | None:
+        """For the sustained mode (bench.runners.sustain): keep the cell's work going after `measure`, yielding
+        (tokens made, seconds) per step until the caller stops; None (default) where the engine cannot."""
+        return None
 
 
 class SpeedEngine(Engine):
@@ -328,10 +335,21 @@ def repetition_fields(cell: Cell, warmups: list[Repetition], measured: list[Repe
 
 def measure_fields(engine: Engine, cell: Cell, energy: EnergyMeter | None = None) -> dict[str, Any]:
     """A cell's speed fields from either kind of engine: a CellEngine measures itself; a SpeedEngine's steps are
-    timed by measure_cell."""
-    if isinstance(engine, CellEngine):  # a served request's answer follows its prompt too
-        return {"decode_context_tokens": decode_context_tokens(cell), **engine.measure(cell, energy)}
-    if not isinstance(engine, SpeedEngine):
+    timed by measure_cell. Then its energy fields (bench.runners.cell_energy: RAPL where a CPU cell has no GPU
+    sampler) and, with workload.sustain_s, the sustained mode (bench.runners.sustain)."""
+    # RAPL only where this process does the work: a CellEngine may measure a server on another machine.
+    meter = cell_energy(cell, energy, rapl=isinstance(engine, SpeedEngine))
+    if isinstance(engine, CellEngine):
+        # a served request's answer follows its prompt too
+        fields = {"decode_context_tokens": decode_context_tokens(cell), **engine.measure(cell, meter.meter)}
+        chunks = engine.sustain_chunks(cell) if cell.sustain_s else None
+    elif isinstance(engine, SpeedEngine):
+        warmups, measured = measure_cell(engine, cell, energy=meter.meter)
+        fields = repetition_fields(cell, warmups, measured)
+        chunks = decode_chunks(engine, cell)
+    else:
         raise TypeError(f"{type(engine).__name__} is neither a SpeedEngine nor a CellEngine")
-    warmups, measured = measure_cell(engine, cell, energy=energy)
-    return repetition_fields(cell, warmups, measured)
+    fields.update(energy_fields(meter, fields))
+    if cell.sustain_s:
+        fields.update(sustained_fields(chunks, cell, engine.backend))
+    return fields

@@ -84,6 +84,8 @@ class Cell(BaseModel):
     depth: int = 0
     repetitions: int = 5
     warmup: int = 1
+    sustain_s: float = 0  # sustained mode (bench.runners.sustain); not part of the identity, like repetitions
+    sustain_window_s: float = 10
     suite: str = ""  # where the cell came from; not part of its identity
     _id: str = PrivateAttr(default="")
 

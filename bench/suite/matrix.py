@@ -48,6 +48,8 @@ def _cells_for(suite: Suite, model: ModelSpec, quant: str, backend: str, device:
         "gen_tokens": suite.workload.gen_tokens,
         "repetitions": suite.workload.repetitions,
         "warmup": suite.workload.warmup,
+        "sustain_s": suite.workload.sustain_s,
+        "sustain_window_s": suite.workload.sustain_window_s,
     }
     return [
         Cell.model_validate({**base, **dict(zip(names, combo, strict=True))})

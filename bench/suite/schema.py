@@ -145,6 +145,9 @@ class Workload(StrictModel):
     depths: list[int] = Field(default_factory=lambda: [0])
     repetitions: int = Field(default=5, ge=1)
     warmup: int = Field(default=1, ge=0)
+    # Sustained mode: keep decoding this long after the repetitions, speed and machine state per window.
+    sustain_s: float = Field(default=0, ge=0, le=24 * 3600)
+    sustain_window_s: float = Field(default=10, gt=0)
 
     _listify = field_validator("prompt_tokens", "depths", mode="before")(as_list)
 
@@ -161,6 +164,15 @@ class Workload(StrictModel):
         if not values or any(v < 0 for v in values):
             raise ValueError("depths must be a non-empty list of integers >= 0")
         return values
+
+    @model_validator(mode="after")
+    def _a_window_fits(self) -> Workload:
+        if 0 < self.sustain_s < self.sustain_window_s:
+            raise ValueError(
+                f"sustain_s ({self.sustain_s:g} s) is shorter than one sustain_window_s ({self.sustain_window_s:g} s): "
+                "give a longer sustain_s or a shorter window"
+            )
+        return self
 
 
 class Limits(StrictModel):

@@ -6,6 +6,7 @@ A backend added to the registry without a tiny model here fails `test_every_back
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -207,9 +208,27 @@ class WholeCellEngine(CellEngine):
 def test_a_cell_engine_measures_the_whole_cell_itself() -> None:
     cell = _cell("llamacpp", "Q4_1")
     engine = WholeCellEngine(Path("x"), cell)
-    fields = {"decode_tok_s_mean": 42.0, "warnings": "", "decode_context_tokens": cell.depth + cell.prompt_tokens}
-    assert measure_fields(engine, cell) == fields
+    fields = measure_fields(engine, cell)
+    assert fields["decode_tok_s_mean"] == 42.0 and fields["warnings"] == ""
+    assert fields["decode_context_tokens"] == cell.depth + cell.prompt_tokens
     assert engine.measured == [cell.cell_id]  # measured once, by the engine, not by measure_cell
+    # Its work may run on another machine: RAPL here would measure the wrong one, and says so.
+    assert fields["energy_source"].startswith("not available: the work runs outside this process")
+    assert not any(name.startswith("sustain_") for name in fields)  # no sustained mode asked for
+
+
+class SustainingCellEngine(WholeCellEngine):
+    def sustain_chunks(self, cell: Cell) -> Iterator[tuple[int, float]]:
+        while True:
+            yield 10, 0.5  # 20 tok/s
+
+
+def test_a_cell_engine_with_sustain_chunks_gets_the_sustained_mode() -> None:
+    cell = _cell("llamacpp", "Q4_1").with_values(sustain_s=3, sustain_window_s=1)
+    fields = measure_fields(SustainingCellEngine(Path("x"), cell), cell)
+    assert fields["sustain_tok_s_samples"] == "20;20;20" and fields["sustain_ratio"] == 1.0
+    no_chunks = measure_fields(WholeCellEngine(Path("x"), cell), cell)
+    assert no_chunks["sustain_sensors"] == "sustained mode: not available: the fake engine has no sustain_chunks"
 
 
 def test_a_speed_engine_is_timed_by_measure_cell() -> None:
