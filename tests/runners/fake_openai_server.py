@@ -120,11 +120,15 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(b"data: [DONE]\n\n", 0)
 
 
+class _Listener(ThreadingHTTPServer):
+    request_queue_size = 256  # load tests connect many at once; the default backlog (5) drops SYNs (1 s retries)
+
+
 class FakeServer:
     def __init__(self) -> None:
         self.behaviour = Behaviour()
         handler = type("Handler", (_Handler,), {"behaviour": self.behaviour})
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.httpd = _Listener(("127.0.0.1", 0), handler)
         self.httpd.daemon_threads = True
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.thread.start()

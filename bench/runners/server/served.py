@@ -1,0 +1,162 @@
+"""A cell with a `load` profile: one load point (or a capacity search) measured against a running server.
+
+A sweep's points are separate cells of one load group, measured in order by one engine: points 3..K take
+their rates from the synchronous and throughput points measured before them (kept here); a point whose
+predecessors were measured elsewhere (another worker, a resumed run) measures them again first, unrecorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import zlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from bench.errors import BenchError
+from bench.runners.server.arrivals import LoadProfile, send_offsets, sweep_rates
+from bench.runners.server.capacity_search import RESOLUTION_FRACTION, Capacity, Limits, Probe, search_capacity
+from bench.runners.server.client import Endpoint, stream_request
+from bench.runners.server.loadpoint import PointBounds, load_point_fields
+from bench.runners.server.openloop import LoadRun, run_closed, run_open
+from bench.runners.server.shapes import PromptMaker, request_body
+from bench.runners.server.stream import RequestRecord
+from bench.suite import Cell
+from bench.suite.schema import SLO_PRESETS
+
+PATHS = {"chat": "/chat/completions", "completions": "/completions"}
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where and what one load point sends: the server, the model name it asks for, the request shape."""
+
+    endpoint: Endpoint
+    model: str
+    cell: Cell
+
+    @property
+    def chat(self) -> bool:
+        return bool(self.cell.setting("endpoint") == "chat")
+
+    @property
+    def requests(self) -> int:
+        return int(self.cell.setting("load_requests"))
+
+    @property
+    def duration_s(self) -> float:
+        return float(self.cell.setting("load_duration_s"))
+
+    @property
+    def seed(self) -> int:
+        return zlib.crc32(self.cell.cell_id.encode())
+
+
+def _prompts(target: Target) -> list[str]:
+    maker = PromptMaker(target.endpoint, target.chat, seed=target.seed)
+    try:
+        return [maker.prompt(number, target.cell.prompt_tokens) for number in range(target.requests)]
+    finally:
+        maker.close()
+
+
+async def _drive(target: Target, prompts: list[str], kind: str, amount: float) -> LoadRun:
+    """One load point: `kind` closed (amount = users) or throughput, rate, poisson (amount = requests/s)."""
+    cell = target.cell
+    ignore_eos = bool(cell.setting("ignore_eos"))
+    timeout_s = float(cell.setting("request_timeout_s"))
+    path = PATHS["chat" if target.chat else "completions"]
+    connections = int(amount) if kind == "closed" else target.requests
+
+    def make(number: int) -> RequestRecord:
+        return RequestRecord(user=number, index=number, warmup=False, prompt_tokens=cell.prompt_tokens)
+
+    async with target.endpoint.client(connections) as client:
+
+        async def send(record: RequestRecord) -> RequestRecord:
+            body = request_body(
+                target.chat, target.model, prompts[record.user], cell.gen_tokens, ignore_eos, seed=record.user
+            )
+            return await stream_request(client, target.endpoint, path, body, record, timeout_s)
+
+        if kind == "closed":
+            return await run_closed(int(amount), target.requests, target.duration_s, make, send)
+        offsets = send_offsets(kind, amount, target.requests, target.duration_s, target.seed)
+        return await run_open(list(offsets), target.duration_s, make, send)
+
+
+@dataclass
+class ServedLoad:
+    """Measures load points for one engine; remembers each sweep's synchronous and throughput rates."""
+
+    sweep_ends: dict[tuple[str, str], float] = field(default_factory=dict)  # (sweep, role) -> requests/s
+
+    def _point(self, target: Target, prompts: list[str], kind: str, amount: float) -> dict[str, Any]:
+        run = asyncio.run(_drive(target, prompts, kind, amount))
+        cell = target.cell
+        bounds = PointBounds(int(cell.setting("load_warmup_pct")), int(cell.setting("load_cooldown_pct")))
+        rate = amount if kind in ("rate", "poisson") else None
+        return load_point_fields(run, bounds, cell.gen_tokens, bool(cell.setting("ignore_eos")), rate)
+
+    def _sweep_end(self, target: Target, prompts: list[str], profile: LoadProfile, role: str) -> float:
+        """A sweep's synchronous or throughput rate: this engine's measurement of that point, or a new one."""
+        key = (target.cell.with_values(load=f"sweep:{profile.value:g}").cell_id, role)
+        if key not in self.sweep_ends:
+            self._sweep_role(target, prompts, profile, role)
+        return self.sweep_ends[key]
+
+    def _sweep_role(self, target: Target, prompts: list[str], profile: LoadProfile, role: str) -> dict[str, Any]:
+        fields = self._point(target, prompts, *(("closed", 1) if role == "synchronous" else ("throughput", 0)))
+        key = (target.cell.with_values(load=f"sweep:{profile.value:g}").cell_id, role)
+        self.sweep_ends[key] = fields.get("request_throughput_rps") or 0.0
+        return fields
+
+    def _sweep_point(self, target: Target, prompts: list[str], profile: LoadProfile) -> dict[str, Any]:
+        if profile.sweep_role != "rate":
+            return self._sweep_role(target, prompts, profile, profile.sweep_role)
+        low = self._sweep_end(target, prompts, profile, "synchronous")
+        high = self._sweep_end(target, prompts, profile, "throughput")
+        if not (low > 0 and high > 0):
+            raise BenchError(
+                f"sweep point {profile.point}: its rate lies between the synchronous ({low:.3g} requests/s) and "
+                f"throughput ({high:.3g} requests/s) points, and one of them measured no request"
+            )
+        return self._point(target, prompts, "rate", sweep_rates(low, high, int(profile.value))[profile.point - 3])
+
+    def _capacity(self, target: Target, prompts: list[str], profile: LoadProfile) -> dict[str, Any]:
+        ttft_ms, tpot_ms = SLO_PRESETS[profile.preset]
+        ceiling = self._point(target, prompts, "throughput", 0).get("request_throughput_rps")
+        if not ceiling:
+            raise BenchError("capacity: the throughput probe measured no request, so there is no rate to search")
+
+        def probe(rate: float) -> Probe:
+            fields = self._point(target, prompts, "poisson", rate)
+            errors = (fields.get("request_errors") or 0) + (fields.get("requests_incomplete") or 0)
+            return Probe(rate, fields.get("ttft_ms_p99"), fields.get("tpot_ms_p99"), errors, fields)
+
+        found = search_capacity(probe, ceiling, Limits(ttft_ms, tpot_ms), RESOLUTION_FRACTION * ceiling)
+        return capacity_fields(found)
+
+    def measure(self, target: Target, profile: LoadProfile) -> dict[str, Any]:
+        prompts = _prompts(target)
+        if profile.kind == "sweep":
+            return self._sweep_point(target, prompts, profile)
+        if profile.kind == "capacity":
+            return self._capacity(target, prompts, profile)
+        if profile.kind == "concurrency":
+            return self._point(target, prompts, "closed", profile.value)
+        return self._point(target, prompts, profile.kind, profile.value)
+
+
+def capacity_fields(found: Capacity) -> dict[str, Any]:
+    """The capacity row: the figures of the highest rate that met the SLO (blank when none did), and the
+    search's answer."""
+    fields = dict(found.met.fields) if found.met else {}
+    if found.met is None:
+        fields["warnings"] = f"no probed rate met the SLO; the lowest broke {found.binding}"
+    return {
+        **fields,
+        "capacity_rps": found.rate_rps,
+        "capacity_resolution_rps": found.resolution_rps,
+        "capacity_binding": found.binding,
+        "capacity_probes": found.probes_text(),
+    }
