@@ -15,6 +15,7 @@ import pytest
 from bench.errors import BenchError
 from bench.runners.registry import quantization_catalog
 from bench.runners.server.arrivals import profile_of, send_offsets, sweep_rates
+from bench.runners.server.capacity_search import MAX_PROBES, Limits, Probe, search_capacity
 from bench.runners.server.loadpoint import LAG_LIMIT_MS, PointBounds, client_check, split
 from bench.runners.server.openloop import CANCELLED, run_closed, run_open
 from bench.runners.server.runner import ServerEngine
@@ -194,3 +195,44 @@ def test_a_sweep_point_measured_alone_measures_its_ends_first(fake: FakeServer) 
     fake.behaviour.first_token_s, fake.behaviour.gap_s = 0.01, 0.002
     (row,) = _engine_rows(fake.url, ["sweep:3/3"], load_requests=6)
     assert row["load_rate_rps"] > 0 and fake.behaviour.requests == 18  # synchronous, throughput, then the point
+
+
+# --- capacity search
+
+
+def test_capacity_search_finds_a_known_rate_within_its_resolution() -> None:
+    # a server model whose p99 time per token is a known function of the arrival rate: 20 ms / (1 - rate / 10),
+    # i.e. 100 ms (the limit) at exactly 8 requests/s; TTFT stays well inside its limit
+    probed: list[float] = []
+
+    def probe(rate: float) -> Probe:
+        probed.append(rate)
+        return Probe(rate, 300.0, 20.0 / (1.0 - rate / 10.0))
+
+    found = search_capacity(probe, 9.5, Limits(2000.0, 100.0), resolution_rps=0.1)
+    assert found.rate_rps <= 8.0 < found.rate_rps + found.resolution_rps and found.resolution_rps <= 0.1
+    assert found.binding == "tpot" and found.met is not None and found.met.rate_rps == found.rate_rps
+    assert len(probed) == len(found.probes) <= MAX_PROBES  # bounded
+    assert found.probes_text().startswith("9.5:300.0/")
+
+
+def test_capacity_search_is_bounded_and_says_when_nothing_met() -> None:
+    found = search_capacity(lambda r: Probe(r, 5000.0, 10.0), 4.0, Limits(2000.0, 100.0), 1e-9, max_probes=4)
+    assert found.rate_rps == 0.0 and found.met is None and found.binding == "ttft" and len(found.probes) == 4
+    unmeasured = search_capacity(lambda r: Probe(r, None, None), 4.0, Limits(2000.0, 100.0), 1.0)
+    assert unmeasured.binding == "no ttft+no tpot" and unmeasured.rate_rps == 0.0
+    errors = search_capacity(lambda r: Probe(r, 10.0, 10.0, errors=1), 4.0, Limits(2000.0, 100.0), 1.0)
+    assert errors.binding == "errors"
+    floored = search_capacity(lambda r: Probe(r, 5000.0, 10.0), 4.0, Limits(2000.0, 100.0), 0.01, floor_rps=1.5)
+    assert [p.rate_rps for p in floored.probes] == [4.0, 2.0] and floored.resolution_rps == 2.0
+
+
+def test_capacity_on_a_fake_too_slow_for_the_slo_binds_tpot(fake: FakeServer) -> None:
+    fake.behaviour.first_token_s, fake.behaviour.gap_s = 0.01, 0.12  # 120 ms per token: over 100 ms at any rate
+    fake.behaviour.reasoning, fake.behaviour.answer = 1, 2
+    (row,) = _engine_rows(fake.url, ["capacity:mlperf-llama3.1-8b-server"], load_requests=8, load_duration_s=2)
+    assert row["capacity_rps"] == 0.0 and row["capacity_binding"] == "tpot"
+    assert "no probed rate met the SLO" in row["warnings"]
+    # no probe below 5 requests in 2 s: the bracket stops there and says so
+    assert all(float(p.split(":")[0]) >= 2.5 for p in row["capacity_probes"].split(";")[1:])
+    assert row["capacity_resolution_rps"] > 0

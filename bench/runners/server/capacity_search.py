@@ -3,8 +3,8 @@ output token meet an SLO, by bisection between measured rates.
 
 The ceiling is the server's throughput (every request at once): above it no rate is sustainable. The search
 probes the ceiling; if that fails, it bisects [0, ceiling] until the bracket (highest rate that met, lowest
-that failed) is no wider than `resolution_rps`, or `max_probes` probes were spent (the row then says the
-bracket it reached). Each probe is one bounded load point.
+that failed) is no wider than `resolution_rps`, `max_probes` probes were spent, or the next rate is below
+`floor_rps` (the row then says the bracket it reached). Each probe is one bounded load point.
 """
 
 from __future__ import annotations
@@ -37,14 +37,16 @@ class Probe:
 
     def broken(self, limits: Limits) -> str:
         """The limits this probe broke, e.g. 'ttft' or 'ttft+tpot' ('' when it met all); a probe without
-        figures (no request measured) or with failed requests breaks 'errors'."""
-        broke = []
-        if self.errors or self.ttft_p99_ms is None:
-            broke.append("errors")
-        if limits.ttft_ms is not None and self.ttft_p99_ms is not None and self.ttft_p99_ms > limits.ttft_ms:
-            broke.append("ttft")
-        if limits.tpot_ms is not None and self.tpot_p99_ms is not None and self.tpot_p99_ms > limits.tpot_ms:
-            broke.append("tpot")
+        figures breaks 'no ttft' / 'no tpot', one with failed or incomplete requests 'errors'."""
+        broke = ["errors"] if self.errors else []
+        for name, value, limit in (
+            ("ttft", self.ttft_p99_ms, limits.ttft_ms),
+            ("tpot", self.tpot_p99_ms, limits.tpot_ms),
+        ):
+            if limit is not None and value is None:
+                broke.append(f"no {name}")  # nothing measured proves the limit held
+            elif limit is not None and value is not None and value > limit:
+                broke.append(name)
         return "+".join(broke)
 
 
@@ -69,15 +71,17 @@ def search_capacity(
     limits: Limits,
     resolution_rps: float,
     max_probes: int = MAX_PROBES,
+    floor_rps: float = 0.0,
 ) -> Capacity:
-    """Bisection between the highest rate that met the limits and the lowest that broke them."""
+    """Bisection between the highest rate that met the limits and the lowest that broke them, never probing
+    below `floor_rps` (a bounded probe sends too few requests there to measure)."""
     if ceiling_rps <= 0 or resolution_rps <= 0:
         raise ValueError("the ceiling and the resolution must be > 0")
     probes = [probe(ceiling_rps)]
     if not probes[0].broken(limits):
         return Capacity(ceiling_rps, 0.0, "", probes, probes[0])
     low, high, met, binding = 0.0, ceiling_rps, None, probes[0].broken(limits)
-    while high - low > resolution_rps and len(probes) < max_probes:
+    while high - low > resolution_rps and len(probes) < max_probes and (low + high) / 2.0 >= floor_rps:
         result = probe((low + high) / 2.0)
         probes.append(result)
         broke = result.broken(limits)

@@ -23,6 +23,7 @@ from bench.runners.server.stream import RequestRecord
 from bench.suite import Cell
 from bench.suite.schema import SLO_PRESETS
 
+MIN_PROBE_REQUESTS = 5  # a capacity probe's rate must fit this many requests within load_duration_s
 PATHS = {"chat": "/chat/completions", "completions": "/completions"}
 
 
@@ -133,7 +134,10 @@ class ServedLoad:
             errors = (fields.get("request_errors") or 0) + (fields.get("requests_incomplete") or 0)
             return Probe(rate, fields.get("ttft_ms_p99"), fields.get("tpot_ms_p99"), errors, fields)
 
-        found = search_capacity(probe, ceiling, Limits(ttft_ms, tpot_ms), RESOLUTION_FRACTION * ceiling)
+        floor = MIN_PROBE_REQUESTS / target.duration_s  # fewer requests than this fit in a probe below it
+        found = search_capacity(
+            probe, ceiling, Limits(ttft_ms, tpot_ms), RESOLUTION_FRACTION * ceiling, floor_rps=floor
+        )
         return capacity_fields(found)
 
     def measure(self, target: Target, profile: LoadProfile) -> dict[str, Any]:
