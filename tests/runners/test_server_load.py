@@ -16,6 +16,7 @@ from bench.errors import BenchError
 from bench.runners.registry import quantization_catalog
 from bench.runners.server.arrivals import profile_of, send_offsets, sweep_rates
 from bench.runners.server.capacity_search import MAX_PROBES, Limits, Probe, search_capacity
+from bench.runners.server.lengths import DEEPSEEK_R1_MAX, DEEPSEEK_R1_MEAN, draw_lengths
 from bench.runners.server.loadpoint import LAG_LIMIT_MS, PointBounds, client_check, split
 from bench.runners.server.openloop import CANCELLED, run_closed, run_open
 from bench.runners.server.runner import ServerEngine
@@ -236,3 +237,32 @@ def test_capacity_on_a_fake_too_slow_for_the_slo_binds_tpot(fake: FakeServer) ->
     # no probe below 5 requests in 2 s: the bracket stops there and says so
     assert all(float(p.split(":")[0]) >= 2.5 for p in row["capacity_probes"].split(";")[1:])
     assert row["capacity_resolution_rps"] > 0
+
+
+# --- request lengths
+
+
+def test_lengths_from_distributions_are_bounded_and_repeat_per_seed() -> None:
+    uniform = draw_lengths("uniform:10:20", 64, 2000, seed=3)
+    assert min(uniform) == 10 and max(uniform) == 20 and uniform == draw_lengths("uniform:10:20", 64, 2000, seed=3)
+    assert draw_lengths("uniform:10:20", 15, 50, seed=3) == [min(v, 15) for v in uniform[:50]]  # cut at the budget
+    normal = np.array(draw_lengths("normal:100:10", 1000, 4000, seed=1))
+    assert abs(normal.mean() - 100) < 1.0 and abs(normal.std() - 10) < 1.0  # sd of the mean: 0.16
+    assert set(draw_lengths("empirical:5,50,500", 1000, 300, seed=2)) == {5, 50, 500}
+    assert draw_lengths("", 32, 3, seed=0) == [32, 32, 32]
+
+
+def test_the_deepseek_preset_has_mlperfs_mean_and_cap_scaled_by_the_budget() -> None:
+    full = np.array(draw_lengths("mlperf-deepseek-r1", DEEPSEEK_R1_MAX, 20000, seed=5))
+    # the cut at 32K takes ~0.5 % of the lognormal's mass: the mean stays within 3 % of 4,043 (sd of the mean ~1 %)
+    assert abs(full.mean() - DEEPSEEK_R1_MEAN) / DEEPSEEK_R1_MEAN < 0.03 and full.max() <= DEEPSEEK_R1_MAX
+    half = np.array(draw_lengths("mlperf-deepseek-r1", DEEPSEEK_R1_MAX // 2, 20000, seed=5))
+    assert abs(half.mean() - full.mean() / 2) < 2.0  # scaled by budget / 32K
+
+
+def test_length_specs_name_their_mistakes() -> None:
+    knob = KNOBS["output_lengths"]
+    assert knob.check("uniform:64:512") == "" and knob.check("mlperf-deepseek-r1") == ""
+    assert "LO <= HI" in knob.check("uniform:9:3")
+    assert "expected one of" in knob.check("gamma:2")
+    assert "numbers" in knob.check("empirical:a,b")

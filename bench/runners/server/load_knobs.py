@@ -4,6 +4,7 @@ bounds of one load point (registered with the backend's other knobs by its spec)
 from __future__ import annotations
 
 from bench.runners.server.arrivals import check_load, expand_load, parse_load, show_load
+from bench.runners.server.lengths import check_lengths
 from bench.suite.knobs import Knob
 
 KNOBS: tuple[Knob, ...] = (
@@ -56,5 +57,25 @@ KNOBS: tuple[Knob, ...] = (
         "cool-down %",
         "lc",
         minimum=0,
+    ),
+    Knob(
+        "prompt_lengths",
+        str,
+        "",
+        "a load point's prompt lengths: empty = prompt_tokens; uniform:LO:HI, normal:MEAN:SD, empirical:A,B,C "
+        "(each cut to [1, prompt_tokens])",
+        "prompt lengths",
+        "pl ",
+        validate=check_lengths,
+    ),
+    Knob(
+        "output_lengths",
+        str,
+        "",
+        "a load point's output lengths (max_tokens): empty = gen_tokens; uniform:LO:HI, normal:MEAN:SD, "
+        "empirical:A,B,C, mlperf-deepseek-r1 (MLPerf's mean 4,043 and cap 32K, scaled by gen_tokens / 32K)",
+        "output lengths",
+        "ol ",
+        validate=check_lengths,
     ),
 )

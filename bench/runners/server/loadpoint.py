@@ -82,8 +82,11 @@ def load_point_fields(
     # ones as the warm-up round.
     records = [replace(s.record, index=0, warmup=True) for s in warm if not s.incomplete]
     records += [replace(s.record, index=0, warmup=False) for s in measured]
-    prompt_tokens = measured[0].record.prompt_tokens if measured else 0
-    fields = request_fields(records, 1, prompt_tokens, gen_tokens, ignore_eos) if measured else {}
+    prompts = {s.record.prompt_tokens for s in measured}
+    fields = request_fields(records, 1, min(prompts), gen_tokens, ignore_eos) if measured else {}
+    if len(prompts) > 1:  # prefill tok/s = prompt / TTFT needs one prompt length; drawn lengths have many
+        fields.update({k: None for k in fields if k.startswith("prefill_tok_s_") and k != "prefill_tok_s_samples"})
+        fields["prefill_tok_s_samples"] = ""
     ok = [s for s in measured if s.record.ok]
     per_user = [1.0 / t for s in ok if (t := s.record.tpot_s)]
     client, client_warning = client_check(run)

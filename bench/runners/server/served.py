@@ -16,6 +16,7 @@ from bench.errors import BenchError
 from bench.runners.server.arrivals import LoadProfile, send_offsets, sweep_rates
 from bench.runners.server.capacity_search import RESOLUTION_FRACTION, Capacity, Limits, Probe, search_capacity
 from bench.runners.server.client import Endpoint, stream_request
+from bench.runners.server.lengths import draw_lengths
 from bench.runners.server.loadpoint import PointBounds, load_point_fields
 from bench.runners.server.openloop import LoadRun, run_closed, run_open
 from bench.runners.server.shapes import PromptMaker, request_body
@@ -51,11 +52,19 @@ class Target:
     def seed(self) -> int:
         return zlib.crc32(self.cell.cell_id.encode())
 
+    def prompt_lengths(self) -> list[int]:
+        spec = str(self.cell.setting("prompt_lengths"))
+        return draw_lengths(spec, self.cell.prompt_tokens, self.requests, self.seed)
+
+    def output_lengths(self) -> list[int]:
+        spec = str(self.cell.setting("output_lengths"))
+        return draw_lengths(spec, self.cell.gen_tokens, self.requests, self.seed + 1)
+
 
 def _prompts(target: Target) -> list[str]:
     maker = PromptMaker(target.endpoint, target.chat, seed=target.seed)
     try:
-        return [maker.prompt(number, target.cell.prompt_tokens) for number in range(target.requests)]
+        return [maker.prompt(number, length) for number, length in enumerate(target.prompt_lengths())]
     finally:
         maker.close()
 
@@ -67,15 +76,16 @@ async def _drive(target: Target, prompts: list[str], kind: str, amount: float) -
     timeout_s = float(cell.setting("request_timeout_s"))
     path = PATHS["chat" if target.chat else "completions"]
     connections = int(amount) if kind == "closed" else target.requests
+    prompt_lengths, output_lengths = target.prompt_lengths(), target.output_lengths()
 
     def make(number: int) -> RequestRecord:
-        return RequestRecord(user=number, index=number, warmup=False, prompt_tokens=cell.prompt_tokens)
+        return RequestRecord(user=number, index=number, warmup=False, prompt_tokens=prompt_lengths[number])
 
     async with target.endpoint.client(connections) as client:
 
         async def send(record: RequestRecord) -> RequestRecord:
             body = request_body(
-                target.chat, target.model, prompts[record.user], cell.gen_tokens, ignore_eos, seed=record.user
+                target.chat, target.model, prompts[record.user], output_lengths[record.user], ignore_eos, record.user
             )
             return await stream_request(client, target.endpoint, path, body, record, timeout_s)
 
@@ -96,7 +106,9 @@ class ServedLoad:
         cell = target.cell
         bounds = PointBounds(int(cell.setting("load_warmup_pct")), int(cell.setting("load_cooldown_pct")))
         rate = amount if kind in ("rate", "poisson") else None
-        return load_point_fields(run, bounds, cell.gen_tokens, bool(cell.setting("ignore_eos")), rate)
+        # Answers held to their own lengths: the check that none ended early uses the shortest target.
+        shortest = min(target.output_lengths())
+        return load_point_fields(run, bounds, shortest, bool(cell.setting("ignore_eos")), rate)
 
     def _sweep_end(self, target: Target, prompts: list[str], profile: LoadProfile, role: str) -> float:
         """A sweep's synchronous or throughput rate: this engine's measurement of that point, or a new one."""
