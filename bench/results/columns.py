@@ -112,6 +112,7 @@ class _FixedColumns(BaseModel):
     # the measured requests: sent after the warm-up, before the cool-down; incomplete ones counted apart.
     load_rate_rps: float | None = None  # the arrival rate the point's schedule offered (blank: closed loop, burst)
     load_span_s: float | None = None  # first measured send to last measured end: the window of the rates
+    e2e_ms_mean: float | None = None  # mean time a request spends, sent to last byte (users = rate x this)
     requests_sent: int | None = None
     requests_warmup: int | None = None  # the first sent, left out
     requests_cooldown: int | None = None  # the last sent, left out

@@ -102,6 +102,8 @@ def load_point_fields(
     fields.update(
         {
             "decode_tok_s_per_seq_mean": summarize(per_user).mean if per_user else None,
+            # a user's time in the system per request: with the arrival rate, Little's law gives users served
+            "e2e_ms_mean": 1000.0 * summarize([s.record.e2e_s for s in ok]).mean if ok else None,
             # per measured ok request, aligned with ttft_ms_samples (nan: one token, no time per token)
             "tpot_ms_samples": samples_to_text(
                 1000.0 * t if (t := s.record.tpot_s) is not None else math.nan
