@@ -98,3 +98,23 @@ def test_no_load_points_no_section() -> None:
     text = render_markdown(served.build(analysis), "plots")
     assert "No load profile was measured" in text and analysis.served.empty
     assert "Most requests/s" not in render_markdown(recommendations.build(analysis), "plots")
+
+
+def test_compare_gates_and_export_carries_served_figures(tmp_path: Path) -> None:
+    from bench.compare.export import github_action_benchmark_json, measured_rows
+    from bench.compare.model import CompareOptions
+    from bench.compare.verdict import compare_results
+
+    (tmp_path / "base").mkdir()
+    (tmp_path / "cur").mkdir()
+    base = _rows(tmp_path / "base")
+    frame = pd.read_csv(base, dtype=str, keep_default_na=False)
+    frame.loc[frame["load"] == "poisson:2", "ttft_ms_p99"] = "800"  # the 2/s point's tail doubled
+    current = tmp_path / "cur" / "served.csv"
+    frame.to_csv(current, index=False)
+    comparison = compare_results([base], [current], CompareOptions())
+    worse = [m for c in comparison.cells for m in c.changes if m.metric == "ttft_ms_p99" and m.worse]
+    assert len(worse) == 1 and worse[0].baseline == 400.0 and worse[0].current == 800.0
+    assert worse[0].beyond_threshold
+    entries = github_action_benchmark_json(measured_rows([base]), "bigger")
+    assert sum("request_throughput_rps" in e["name"] for e in entries) == len(POINTS)
