@@ -118,3 +118,15 @@ def test_compare_gates_and_export_carries_served_figures(tmp_path: Path) -> None
     assert worse[0].beyond_threshold
     entries = github_action_benchmark_json(measured_rows([base]), "bigger")
     assert sum("request_throughput_rps" in e["name"] for e in entries) == len(POINTS)
+
+
+def test_a_setup_where_no_point_meets_the_slo_says_none(tmp_path: Path) -> None:
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(
+        "name: t\nmodels: [{id: m, source: /nonexistent.gguf}]\nbackends: [server]\nslo: {max_ttft_ms: 100}\n"
+    )
+    analysis = load_report_data([_rows(tmp_path)], suite_path=suite)
+    (setup,) = analysis.served.to_dict("records")
+    assert math.isnan(setup["rate_rps"]) and math.isnan(setup["users"])
+    assert "none met" in render_markdown(served.build(analysis), "plots")
+    assert "Most requests/s at the SLO: none" in render_markdown(recommendations.build(analysis), "plots")

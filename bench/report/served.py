@@ -88,20 +88,15 @@ def served_points(measured: pd.DataFrame, knobs: list[str], slo: Slo) -> pd.Data
     return points.sort_values(["device", SETUP, "arrival_rps"], kind="stable")
 
 
-def _sustainable(group: pd.DataFrame) -> pd.Series:
-    """The setup's largest arrival rate meeting the SLO with every lower rate meeting it (NaN: the lowest did
-    not), and the point there."""
+def _sustainable(group: pd.DataFrame) -> pd.Series | None:
+    """The setup's point at its largest arrival rate meeting the SLO with every lower rate meeting it (None: the
+    lowest did not); a capacity search's row, placed at its capacity_rps, where that is larger."""
     ordered = group[group["capacity_rps"].isna()].sort_values("arrival_rps", kind="stable")
     prefix = ordered["meets_slo"].astype(bool).cummin()
-    searched = group[group["capacity_rps"].notna()]
     candidates = [ordered[prefix].iloc[-1]] if prefix.any() else []
-    candidates += [
-        row.assign(arrival_rps=row["capacity_rps"]) for _, row in searched.iterrows() if row["capacity_rps"] > 0
-    ]
-    if not candidates:
-        return pd.Series({"rate_rps": np.nan, "highest_rps": ordered["arrival_rps"].max(), "row": None})
-    best = max(candidates, key=lambda r: float(r["arrival_rps"]))
-    return pd.Series({"rate_rps": float(best["arrival_rps"]), "highest_rps": ordered["arrival_rps"].max(), "row": best})
+    searched = group[fmt.as_float(group["capacity_rps"]) > 0]
+    candidates += [row.copy() for _, row in searched.assign(arrival_rps=searched["capacity_rps"]).iterrows()]
+    return max(candidates, key=lambda r: float(r["arrival_rps"])) if candidates else None
 
 
 def served_capacity(points: pd.DataFrame, burst: pd.DataFrame, suite: Suite | None) -> pd.DataFrame:
@@ -113,23 +108,19 @@ def served_capacity(points: pd.DataFrame, burst: pd.DataFrame, suite: Suite | No
         return pd.DataFrame(columns=[*columns, "burst_users"])
     rows = []
     for (device, setup), group in points.groupby(["device", SETUP], sort=True):
-        found = _sustainable(group)
-        at = found["row"]
+        at = _sustainable(group)
+        rate = float(at["arrival_rps"]) if at is not None else np.nan
         rows.append(
             {
                 "device": device,
                 SETUP: setup,
-                "rate_rps": found["rate_rps"],
-                "goodput_rps": at["goodput_rps"] if at is not None else np.nan,
-                "output_tok_s": fmt.as_float(pd.Series([at["decode_tok_s_mean"]])).iloc[0]
-                if at is not None
-                else np.nan,
-                "users": found["rate_rps"] * float(at["e2e_ms_mean"]) / 1000.0 if at is not None else np.nan,
+                "rate_rps": rate,
+                "goodput_rps": float(at["goodput_rps"]) if at is not None else np.nan,
+                "output_tok_s": float(at["decode_tok_s_mean"]) if at is not None else np.nan,
+                "users": rate * float(at["e2e_ms_mean"]) / 1000.0 if at is not None else np.nan,
                 "points": len(group),
-                **{
-                    k: group[k].iloc[0]
-                    for k in ("host", "device_id", "avg_power_w", "model_id", "quantization", "backend")
-                },
+                **{k: group[k].iloc[0] for k in ("host", "device_id", "avg_power_w", "model_id", "quantization")},
+                "backend": group["backend"].iloc[0],
             }
         )
     table = pd.DataFrame(rows)
