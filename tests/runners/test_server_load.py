@@ -182,6 +182,13 @@ def test_a_poisson_point_on_the_fake_server(fake: FakeServer) -> None:
     assert len(row["tpot_ms_samples"].split(";")) == len(row["ttft_ms_samples"].split(";")) == 16
 
 
+def test_a_concurrency_point_is_a_closed_loop_of_its_users(fake: FakeServer) -> None:
+    fake.behaviour.first_token_s, fake.behaviour.gap_s = 0.01, 0.002
+    (row,) = _engine_rows(fake.url, ["concurrency:3"], load_requests=9)
+    assert row["requests_sent"] == 9 and row["requests_measured"] == 7 and row["load_rate_rps"] is None
+    assert row["request_errors"] == 0 and fake.behaviour.requests == 9
+
+
 def test_a_sweep_measures_synchronous_throughput_then_rates_between(fake: FakeServer) -> None:
     fake.behaviour.first_token_s, fake.behaviour.gap_s = 0.02, 0.005
     loads = [f"sweep:4/{p}" for p in (1, 2, 3, 4)]
