@@ -130,3 +130,18 @@ def test_a_setup_where_no_point_meets_the_slo_says_none(tmp_path: Path) -> None:
     assert math.isnan(setup["rate_rps"]) and math.isnan(setup["users"])
     assert "none met" in render_markdown(served.build(analysis), "plots")
     assert "Most requests/s at the SLO: none" in render_markdown(recommendations.build(analysis), "plots")
+
+
+def test_cost_per_million_tokens_at_the_sustainable_rate(tmp_path: Path) -> None:
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(
+        "name: t\nmodels: [{id: m, source: /nonexistent.gguf}]\nbackends: [server]\n"
+        "devices: [{id: gpu-a, kind: cuda}]\nslo: {max_ttft_ms: 2000, min_user_tok_s: 10}\n"
+        "costs: {gpu-a: {price_usd: 8766, amortization_years: 1, power_w: 0}}\n"  # $1 an hour
+    )
+    analysis = load_report_data([_rows(tmp_path)], suite_path=suite)
+    (setup,) = analysis.served.to_dict("records")
+    # $1/h over 190 output tok/s (the 2/s point) = 1 / (190 x 3600) x 1e6
+    assert setup["usd_per_mtok"] == pytest.approx(1e6 / (190 * 3600))
+    text = render_markdown(served.build(analysis), "plots")
+    assert "per 1M tok)" in text and "1.462" in text
