@@ -273,3 +273,17 @@ def test_length_specs_name_their_mistakes() -> None:
     assert "LO <= HI" in knob.check("uniform:9:3")
     assert "expected one of" in knob.check("gamma:2")
     assert "numbers" in knob.check("empirical:a,b")
+
+
+def test_the_reasoning_preset_leaves_the_model_free_to_stop(fake: FakeServer) -> None:
+    fake.behaviour.mode, fake.behaviour.finish = "think", "length"
+    fake.behaviour.first_token_s, fake.behaviour.gap_s = 0.01, 0.005
+    (row,) = _engine_rows(
+        fake.url, ["rate:20"], load_requests=10, output_lengths="reasoning", endpoint="completions", ignore_eos=True
+    )
+    # not held (ignore_eos is off for it), so answers cut at the budget are counted as truncated
+    assert row["requests_measured"] == 8 and row["requests_truncated"] == 8
+    assert row["reasoning_tokens_mean"] == 5 and row["answer_tokens_mean"] == 4
+    assert row["answer_ttft_ms_p50"] > row["ttft_ms_p50"]  # the thinking phase comes first
+    (held,) = _engine_rows(fake.url, ["rate:20"], load_requests=10, endpoint="completions")
+    assert held["requests_truncated"] is None  # held lengths: truncation is not a finding

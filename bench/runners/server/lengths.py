@@ -8,6 +8,9 @@
                           output tokens, cut at its maximum of 32,768, then scaled by budget / 32,768 (the budget
                           is gen_tokens). MLPerf states the mean and the cap; the lognormal's shape is bench's
                           assumption, not the dataset's own histogram.
+  reasoning               outputs only: the model is free to stop (no ignore_eos / min_tokens) within the budget,
+                          so a reasoning model thinks, then answers, then ends; answers cut at the budget count as
+                          truncated, and the time to the first answer token shows the thinking phase
 
 Every length is cut to [1, budget]: the budget (the workload's length) sizes the server's context.
 """
@@ -21,7 +24,8 @@ import numpy as np
 DEEPSEEK_R1_MEAN = 4043  # MLPerf Inference's DeepSeek-R1 reference: mean output tokens
 DEEPSEEK_R1_MAX = 32768  # and its maximum (max_tokens)
 DEEPSEEK_R1_SIGMA = 1.0
-KINDS = ("fixed", "uniform", "normal", "empirical", "mlperf-deepseek-r1")
+KINDS = ("fixed", "uniform", "normal", "empirical", "mlperf-deepseek-r1", "reasoning")
+FREE_TO_STOP = "reasoning"  # the preset whose answers are not held to a length
 
 
 def _numbers(text: str, sep: str) -> list[float]:
@@ -63,7 +67,7 @@ def check_lengths(value: Any) -> str:
 
 def draw_lengths(spec: str, budget: int, count: int, seed: int) -> list[int]:
     """`count` lengths of the distribution `spec`, each in [1, budget], the same for the same seed."""
-    if not spec or spec == "fixed":
+    if not spec or spec in ("fixed", FREE_TO_STOP):
         return [budget] * count
     kind, rest = _parts(spec)
     rng = np.random.default_rng(seed)

@@ -73,7 +73,8 @@ KNOBS: tuple[Knob, ...] = (
         str,
         "",
         "a load point's output lengths (max_tokens): empty = gen_tokens; uniform:LO:HI, normal:MEAN:SD, "
-        "empirical:A,B,C, mlperf-deepseek-r1 (MLPerf's mean 4,043 and cap 32K, scaled by gen_tokens / 32K)",
+        "empirical:A,B,C, mlperf-deepseek-r1 (MLPerf's mean 4,043 and cap 32K, scaled by gen_tokens / 32K), "
+        "reasoning (free to stop within gen_tokens: think, answer, end)",
         "output lengths",
         "ol ",
         validate=check_lengths,

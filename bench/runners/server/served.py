@@ -16,7 +16,7 @@ from bench.errors import BenchError
 from bench.runners.server.arrivals import LoadProfile, send_offsets, sweep_rates
 from bench.runners.server.capacity_search import RESOLUTION_FRACTION, Capacity, Limits, Probe, search_capacity
 from bench.runners.server.client import Endpoint, stream_request
-from bench.runners.server.lengths import draw_lengths
+from bench.runners.server.lengths import FREE_TO_STOP, draw_lengths
 from bench.runners.server.loadpoint import PointBounds, load_point_fields
 from bench.runners.server.openloop import LoadRun, run_closed, run_open
 from bench.runners.server.shapes import PromptMaker, request_body
@@ -56,6 +56,11 @@ class Target:
         spec = str(self.cell.setting("prompt_lengths"))
         return draw_lengths(spec, self.cell.prompt_tokens, self.requests, self.seed)
 
+    @property
+    def ignore_eos(self) -> bool:
+        """Answers held to their lengths, unless the `reasoning` preset leaves the model free to stop."""
+        return bool(self.cell.setting("ignore_eos")) and self.cell.setting("output_lengths") != FREE_TO_STOP
+
     def output_lengths(self) -> list[int]:
         spec = str(self.cell.setting("output_lengths"))
         return draw_lengths(spec, self.cell.gen_tokens, self.requests, self.seed + 1)
@@ -72,7 +77,7 @@ def _prompts(target: Target) -> list[str]:
 async def _drive(target: Target, prompts: list[str], kind: str, amount: float) -> LoadRun:
     """One load point: `kind` closed (amount = users) or throughput, rate, poisson (amount = requests/s)."""
     cell = target.cell
-    ignore_eos = bool(cell.setting("ignore_eos"))
+    ignore_eos = target.ignore_eos
     timeout_s = float(cell.setting("request_timeout_s"))
     path = PATHS["chat" if target.chat else "completions"]
     connections = int(amount) if kind == "closed" else target.requests
@@ -108,7 +113,7 @@ class ServedLoad:
         rate = amount if kind in ("rate", "poisson") else None
         # Answers held to their own lengths: the check that none ended early uses the shortest target.
         shortest = min(target.output_lengths())
-        return load_point_fields(run, bounds, shortest, bool(cell.setting("ignore_eos")), rate)
+        return load_point_fields(run, bounds, shortest, target.ignore_eos, rate)
 
     def _sweep_end(self, target: Target, prompts: list[str], profile: LoadProfile, role: str) -> float:
         """A sweep's synchronous or throughput rate: this engine's measurement of that point, or a new one."""
