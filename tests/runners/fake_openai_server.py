@@ -27,6 +27,7 @@ class Behaviour:
     fail_status: int = 503
     seen_headers: list[dict[str, str]] = field(default_factory=list)
     requests: int = 0
+    prompts: list[str] = field(default_factory=list)  # every completion request's prompt (the user message)
 
 
 def _chunk(delta: dict[str, Any] | None, text: str | None = None, finish: str | None = None) -> bytes:
@@ -75,6 +76,9 @@ class _Handler(BaseHTTPRequestHandler):
         with self.lock:
             b.requests += 1
             number = b.requests
+            b.prompts.append(
+                str(request["messages"][-1]["content"] if "messages" in request else request.get("prompt"))
+            )
         if b.fail_every and number % b.fail_every == 0:
             self._json(b.fail_status, {"error": {"message": f"fake {b.fail_status}"}})
             return

@@ -203,6 +203,7 @@ def test_a_sweep_point_measured_alone_measures_its_ends_first(fake: FakeServer) 
     fake.behaviour.first_token_s, fake.behaviour.gap_s = 0.01, 0.002
     (row,) = _engine_rows(fake.url, ["sweep:3/3"], load_requests=6)
     assert row["load_rate_rps"] > 0 and fake.behaviour.requests == 18  # synchronous, throughput, then the point
+    assert len(set(fake.behaviour.prompts)) == 18  # each load point its own prompts: no prompt-cache hits between
 
 
 # --- capacity search

@@ -66,10 +66,13 @@ class Target:
         return draw_lengths(spec, self.cell.gen_tokens, self.requests, self.seed + 1)
 
 
-def _prompts(target: Target) -> list[str]:
+def _prompts(target: Target, batch: int) -> list[str]:
+    """The prompts of one load point: `batch` numbers them apart from every other point this engine sent, so
+    no point hits the server's prompt cache with another's prompts (a capacity search's probes, a sweep's ends)."""
     maker = PromptMaker(target.endpoint, target.chat, seed=target.seed)
+    first = batch * target.requests
     try:
-        return [maker.prompt(number, length) for number, length in enumerate(target.prompt_lengths())]
+        return [maker.prompt(first + number, length) for number, length in enumerate(target.prompt_lengths())]
     finally:
         maker.close()
 
@@ -105,8 +108,11 @@ class ServedLoad:
     """Measures load points for one engine; remembers each sweep's synchronous and throughput rates."""
 
     sweep_ends: dict[tuple[str, str], float] = field(default_factory=dict)  # (sweep, role) -> requests/s
+    points: int = 0  # load points measured so far (numbers each one's prompts apart)
 
-    def _point(self, target: Target, prompts: list[str], kind: str, amount: float) -> dict[str, Any]:
+    def _point(self, target: Target, kind: str, amount: float) -> dict[str, Any]:
+        self.points += 1
+        prompts = _prompts(target, self.points)
         run = asyncio.run(_drive(target, prompts, kind, amount))
         cell = target.cell
         bounds = PointBounds(int(cell.setting("load_warmup_pct")), int(cell.setting("load_cooldown_pct")))
@@ -115,39 +121,39 @@ class ServedLoad:
         shortest = min(target.output_lengths())
         return load_point_fields(run, bounds, shortest, target.ignore_eos, rate)
 
-    def _sweep_end(self, target: Target, prompts: list[str], profile: LoadProfile, role: str) -> float:
+    def _sweep_end(self, target: Target, profile: LoadProfile, role: str) -> float:
         """A sweep's synchronous or throughput rate: this engine's measurement of that point, or a new one."""
         key = (target.cell.with_values(load=f"sweep:{profile.value:g}").cell_id, role)
         if key not in self.sweep_ends:
-            self._sweep_role(target, prompts, profile, role)
+            self._sweep_role(target, profile, role)
         return self.sweep_ends[key]
 
-    def _sweep_role(self, target: Target, prompts: list[str], profile: LoadProfile, role: str) -> dict[str, Any]:
-        fields = self._point(target, prompts, *(("closed", 1) if role == "synchronous" else ("throughput", 0)))
+    def _sweep_role(self, target: Target, profile: LoadProfile, role: str) -> dict[str, Any]:
+        fields = self._point(target, *(("closed", 1) if role == "synchronous" else ("throughput", 0)))
         key = (target.cell.with_values(load=f"sweep:{profile.value:g}").cell_id, role)
         self.sweep_ends[key] = fields.get("request_throughput_rps") or 0.0
         return fields
 
-    def _sweep_point(self, target: Target, prompts: list[str], profile: LoadProfile) -> dict[str, Any]:
+    def _sweep_point(self, target: Target, profile: LoadProfile) -> dict[str, Any]:
         if profile.sweep_role != "rate":
-            return self._sweep_role(target, prompts, profile, profile.sweep_role)
-        low = self._sweep_end(target, prompts, profile, "synchronous")
-        high = self._sweep_end(target, prompts, profile, "throughput")
+            return self._sweep_role(target, profile, profile.sweep_role)
+        low = self._sweep_end(target, profile, "synchronous")
+        high = self._sweep_end(target, profile, "throughput")
         if not (low > 0 and high > 0):
             raise BenchError(
                 f"sweep point {profile.point}: its rate lies between the synchronous ({low:.3g} requests/s) and "
                 f"throughput ({high:.3g} requests/s) points, and one of them measured no request"
             )
-        return self._point(target, prompts, "rate", sweep_rates(low, high, int(profile.value))[profile.point - 3])
+        return self._point(target, "rate", sweep_rates(low, high, int(profile.value))[profile.point - 3])
 
-    def _capacity(self, target: Target, prompts: list[str], profile: LoadProfile) -> dict[str, Any]:
+    def _capacity(self, target: Target, profile: LoadProfile) -> dict[str, Any]:
         ttft_ms, tpot_ms = SLO_PRESETS[profile.preset]
-        ceiling = self._point(target, prompts, "throughput", 0).get("request_throughput_rps")
+        ceiling = self._point(target, "throughput", 0).get("request_throughput_rps")
         if not ceiling:
             raise BenchError("capacity: the throughput probe measured no request, so there is no rate to search")
 
         def probe(rate: float) -> Probe:
-            fields = self._point(target, prompts, "poisson", rate)
+            fields = self._point(target, "poisson", rate)
             errors = (fields.get("request_errors") or 0) + (fields.get("requests_incomplete") or 0)
             return Probe(rate, fields.get("ttft_ms_p99"), fields.get("tpot_ms_p99"), errors, fields)
 
@@ -158,14 +164,13 @@ class ServedLoad:
         return capacity_fields(found)
 
     def measure(self, target: Target, profile: LoadProfile) -> dict[str, Any]:
-        prompts = _prompts(target)
         if profile.kind == "sweep":
-            return self._sweep_point(target, prompts, profile)
+            return self._sweep_point(target, profile)
         if profile.kind == "capacity":
-            return self._capacity(target, prompts, profile)
+            return self._capacity(target, profile)
         if profile.kind == "concurrency":
-            return self._point(target, prompts, "closed", profile.value)
-        return self._point(target, prompts, profile.kind, profile.value)
+            return self._point(target, "closed", profile.value)
+        return self._point(target, profile.kind, profile.value)
 
 
 def capacity_fields(found: Capacity) -> dict[str, Any]:
