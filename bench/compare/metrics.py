@@ -72,6 +72,11 @@ METRICS: tuple[Metric, ...] = (
     Metric("itl_ms_p50", "itl_ms_p50", "ms", False, "itl_ms_p50_samples", same_input=DECODE_CONTEXT),
     Metric("itl_ms_p90", "itl_ms_p90", "ms", False, "itl_ms_p90_samples", same_input=DECODE_CONTEXT),
     Metric("itl_ms_p99", "itl_ms_p99", "ms", False, "itl_ms_p99_samples", same_input=DECODE_CONTEXT),
+    # Served figures (a server backend's rows; one value per load point and run)
+    Metric("request_throughput_rps", "request_throughput_rps", "req/s", True),
+    Metric("ttft_ms_p99", "ttft_ms_p99", "ms", False),
+    Metric("tpot_ms_p99", "tpot_ms_p99", "ms", False),
+    Metric("capacity_rps", "capacity_rps", "req/s", True),
     Metric("peak_rss_bytes", "peak_rss_bytes", "bytes", False),
     Metric("peak_vram_bytes", "peak_vram_bytes", "bytes", False),
     Metric(

@@ -13,6 +13,7 @@ from bench.report.choose import Recommendation, most_users, recommend
 from bench.report.context import add_context_fits
 from bench.report.economics import add_costs
 from bench.report.frontier import fronts_by_group
+from bench.report.served import is_load_point, served_capacity, served_points
 from bench.report.synthetic import mark_synthetic_models
 from bench.report.users import USER_DECODE
 from bench.results import read_results
@@ -25,6 +26,8 @@ class Analysis:
     data: report_data.ReportData
     recommendation: Recommendation
     capacity: Capacity
+    served_points: pd.DataFrame  # load points (bench.report.served), empty when no `load` profile was measured
+    served: pd.DataFrame  # per setup: the largest sustainable rate at the SLO and what it gives
 
 
 def _add_fronts(configs: pd.DataFrame, metric: str | None) -> pd.DataFrame:
@@ -56,7 +59,9 @@ def analyse(frame: pd.DataFrame, keep_all: bool, suite: Suite | None) -> Analysi
     configs = add_context_fits(add_costs(configs, suite))
     configs = _add_fronts(configs, metric)
     loss_column = report_data.QUALITY_LOSS_COLUMN[metric] if metric else None
-    capacity = analyse_capacity(measured, suite, keep_all, rows)
+    # Burst capacity is `parallel` users arriving together: load points (requests over time) have their own.
+    capacity = analyse_capacity(measured[~is_load_point(measured)], suite, keep_all, rows)
+    points = served_points(measured, knobs, capacity.slo)
     slo_misses = slo_misses_per_config(measured, configs, capacity.slo)
     recommendation = recommend(configs, suite.constraints if suite else None, loss_column, slo_misses)
     recommendation.most_users = most_users(capacity.table, recommendation.table)
@@ -71,7 +76,13 @@ def analyse(frame: pd.DataFrame, keep_all: bool, suite: Suite | None) -> Analysi
         quality_metric=metric,
         knobs=knobs,
     )
-    return Analysis(data=data, recommendation=recommendation, capacity=capacity)
+    return Analysis(
+        data=data,
+        recommendation=recommendation,
+        capacity=capacity,
+        served_points=points,
+        served=served_capacity(points, capacity.table, suite),
+    )
 
 
 def load_report_data(results: list[Path], keep_all: bool = False, suite_path: Path | None = None) -> Analysis:

@@ -20,6 +20,7 @@ from bench.report.sections import (
     method,
     pareto,
     recommendations,
+    served,
     summary,
     sustained,
 )
@@ -28,7 +29,7 @@ __all__ = ["FORMATS", "SECTIONS", "Analysis", "analyse", "build_document", "load
 
 FORMATS = ("md", "html")
 
-SECTIONS = (summary, devices, across, capacity, answer_time, sustained, pareto, fits, recommendations, method)
+SECTIONS = (summary, devices, across, capacity, served, answer_time, sustained, pareto, fits, recommendations, method)
 
 
 def build_document(analysis: Analysis) -> list[Block]:

@@ -121,6 +121,28 @@ class _FixedColumns(BaseModel):
     served_by: str = ""
     server_version: str = ""  # the server's own word: /props, /version or /api/version
     server_models: str = ""  # its /v1/models ids, ';'-separated
+    # --- served load: one row per load point of the `load` knob (bench.runners.server.loadpoint). Figures over
+    # the measured requests: sent after the warm-up, before the cool-down; incomplete ones counted apart.
+    load_rate_rps: float | None = None  # the arrival rate the point's schedule offered (blank: closed loop, burst)
+    load_span_s: float | None = None  # first measured send to last measured end: the window of the rates
+    e2e_ms_mean: float | None = None  # mean time a request spends, sent to last byte (users = rate x this)
+    requests_sent: int | None = None
+    requests_warmup: int | None = None  # the first sent, left out
+    requests_cooldown: int | None = None  # the last sent, left out
+    requests_incomplete: int | None = None  # still running at the point's bound: cancelled, never measured
+    tpot_ms_samples: str = ""  # per measured request, aligned with ttft_ms_samples (goodput against any SLO)
+    queue_ms_p50: float | None = None  # TTFT minus the server's prompt_ms: waiting for a slot (and HTTP)
+    queue_ms_p90: float | None = None
+    queue_ms_p99: float | None = None
+    schedule_lag_ms_p50: float | None = None  # actual minus intended send time, every request sent
+    schedule_lag_ms_p90: float | None = None
+    schedule_lag_ms_p99: float | None = None
+    client_cpu_pct: float | None = None  # the load generator's CPU over the point, % of one core
+    client_limited: bool | None = None  # lag or client CPU past its limit: the client, not the server, limited
+    capacity_rps: float | None = None  # load capacity: the largest rate meeting the SLO preset's p99 limits
+    capacity_resolution_rps: float | None = None  # the bisection's final bracket: the true rate is below +this
+    capacity_binding: str = ""  # the limit the next rate up broke: ttft, tpot, errors (blank: none broke)
+    capacity_probes: str = ""  # every probe, 'rate:p99 ttft ms/p99 tpot ms', ';'-separated
 
     # --- memory
     model_file_bytes: int | None = None

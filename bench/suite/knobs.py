@@ -46,6 +46,12 @@ class Knob:
     extra_words: tuple[str, ...] = ()  # words a suite may write besides the type's values ("all")
     parse: Callable[[Any], Any] | None = None  # suite value -> stored value
     show: Callable[[Any], str] | None = None  # stored value -> text for tables
+    validate: Callable[[Any], str] | None = None  # stored value -> '' or what was expected (beyond its type)
+    expand: Callable[[Any], tuple[Any, ...]] | None = None  # one suite value -> the matrix points it stands for
+
+    def points(self, value: Any) -> tuple[Any, ...]:
+        """The stored values one (parsed) suite value puts on the axis: itself, or several (a load sweep)."""
+        return self.expand(value) if self.expand else (value,)
 
     def takes(self, backend: str) -> bool:
         return self.backends is None or backend in self.backends
@@ -71,7 +77,7 @@ class Knob:
             return f"expected an integer >= {self.minimum}"
         if self.type is str and not isinstance(value, str):
             return "expected text"
-        return ""
+        return self.validate(value) if self.validate else ""
 
 
 KNOBS: dict[str, Knob] = {}

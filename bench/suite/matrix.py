@@ -59,7 +59,10 @@ def _cells_for(suite: Suite, model: ModelSpec, quant: str, backend: str, device:
 
 def _wanted(axis: str, value: Any) -> list[Any]:
     values = as_list(value)
-    return [KNOBS[axis].parsed(v) for v in values] if axis in KNOBS else values
+    if axis not in KNOBS:
+        return values
+    knob = KNOBS[axis]
+    return [point for v in values for point in knob.points(knob.parsed(v))]
 
 
 def matches(cell: Cell, entry: dict[str, Any]) -> bool:

@@ -344,7 +344,8 @@ class Suite(StrictModel):
             return [KNOBS[name].default if value is None else KNOBS[name].parsed(value)]
         if name not in self.knobs:
             return [KNOBS[name].default]
-        return [KNOBS[name].parsed(v) for v in as_list(self.knobs[name])]
+        knob = KNOBS[name]
+        return [point for v in as_list(self.knobs[name]) for point in knob.points(knob.parsed(v))]
 
     def is_model_file_quant(self, quant: str) -> bool:
         return any(quant in m.files or quant == m.source_quantization for m in self.models)

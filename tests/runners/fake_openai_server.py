@@ -29,6 +29,7 @@ class Behaviour:
     seen_headers: list[dict[str, str]] = field(default_factory=list)
     bodies: list[dict[str, Any]] = field(default_factory=list)  # every completion request's JSON, as received
     requests: int = 0
+    prompts: list[str] = field(default_factory=list)  # every completion request's prompt (the user message)
 
 
 def _chunk(delta: dict[str, Any] | None, text: str | None = None, finish: str | None = None) -> bytes:
@@ -81,6 +82,9 @@ class _Handler(BaseHTTPRequestHandler):
             b.requests += 1
             number = b.requests
             b.bodies.append(request)
+            b.prompts.append(
+                str(request["messages"][-1]["content"] if "messages" in request else request.get("prompt"))
+            )
         if b.fail_every and number % b.fail_every == 0:
             # Echoes the request's credentials, as a careless server may: bench must scrub them from what it writes.
             echo = self.headers.get("Authorization", "")
@@ -128,11 +132,15 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(b"data: [DONE]\n\n", 0)
 
 
+class _Listener(ThreadingHTTPServer):
+    request_queue_size = 256  # load tests connect many at once; the default backlog (5) drops SYNs (1 s retries)
+
+
 class FakeServer:
     def __init__(self) -> None:
         self.behaviour = Behaviour()
         handler = type("Handler", (_Handler,), {"behaviour": self.behaviour})
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.httpd = _Listener(("127.0.0.1", 0), handler)
         self.httpd.daemon_threads = True
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.thread.start()

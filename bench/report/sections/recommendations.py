@@ -12,6 +12,7 @@ from bench.report.data import QUALITY_LOSS_COLUMN
 from bench.report.document import Block, Bullets, Code, Heading, Inline, Paragraph, Strong
 from bench.report.economics import device_cost_table, missing_power
 from bench.report.sections import Column, frame_table
+from bench.report.sections.served import most_requests_paragraph
 from bench.report.users import USER_DECODE
 
 TITLE = "Recommendations"  # the section's heading (tests read the report's sections through it)
@@ -169,6 +170,7 @@ def build(analysis: Analysis) -> list[Block]:
                 "configuration that meets the constraints (see Capacity)."
             )
         )
+    blocks += most_requests_paragraph(analysis.served)
     metric = data.quality_metric
     if not choice.best_per_device.empty:
         per_device = choice.best_per_device

@@ -14,7 +14,7 @@ from bench.stats import percentile, summarize
 PERCENTILES = (50, 90, 99)
 
 
-def _percentiles(name: str, values_s: Sequence[float]) -> dict[str, float | None]:
+def ms_percentiles(name: str, values_s: Sequence[float]) -> dict[str, float | None]:
     values_ms = [1000.0 * v for v in values_s]
     return {f"{name}_p{p}": percentile(values_ms, p) if values_ms else None for p in PERCENTILES}
 
@@ -115,11 +115,11 @@ def request_fields(
         "ttft_ms_mean": 1000.0 * summarize(ttft).mean if ttft else None,
         "ttft_ms_median": 1000.0 * summarize(ttft).median if ttft else None,
         "ttft_ms_samples": samples_to_text(1000.0 * t for t in ttft),
-        **_percentiles("ttft_ms", ttft),
-        **_percentiles("answer_ttft_ms", [t for r in ok if (t := r.answer_ttft_s) is not None]),
-        **_percentiles("itl_ms", [g for r in ok for g in r.gaps_s]),
-        **_percentiles("tpot_ms", [t for r in ok if (t := r.tpot_s) is not None]),
-        **_percentiles("e2e_ms", [r.e2e_s for r in ok]),
+        **ms_percentiles("ttft_ms", ttft),
+        **ms_percentiles("answer_ttft_ms", [t for r in ok if (t := r.answer_ttft_s) is not None]),
+        **ms_percentiles("itl_ms", [g for r in ok for g in r.gaps_s]),
+        **ms_percentiles("tpot_ms", [t for r in ok if (t := r.tpot_s) is not None]),
+        **ms_percentiles("e2e_ms", [r.e2e_s for r in ok]),
         **_overheads(ok),
         "request_throughput_rps": len(ok) / span if span > 0 else None,
         "requests_measured": len(measured),

@@ -13,10 +13,12 @@ from typing import Any
 from bench.errors import BenchError
 from bench.hardware import resolve_threads
 from bench.runners.base import CONTEXT_ROUND, CellEngine, EnergyMeter, LoadInfo
+from bench.runners.server.arrivals import profile_of
 from bench.runners.server.client import Endpoint, served_models, served_parameters, server_identity, stream_request
 from bench.runners.server.fields import request_fields
 from bench.runners.server.load import ClosedLoop
 from bench.runners.server.process import LlamaServer, ServerSettings
+from bench.runners.server.served import ServedLoad, Target
 from bench.runners.server.shapes import PromptMaker, Turn, request_body
 from bench.runners.server.software import llama_server_path, missing_server_reason
 from bench.runners.server.stream import RequestRecord
@@ -68,6 +70,7 @@ class ServerEngine(CellEngine):
         self.load_cell = load_cell
         self.server: LlamaServer | None = None
         self.described: dict[str, Any] = {}
+        self.served = ServedLoad()
 
     @property
     def endpoint(self) -> Endpoint:
@@ -131,6 +134,14 @@ class ServerEngine(CellEngine):
                 f"workload depth {cell.depth}: the server backend measures fresh requests only (depth 0); "
                 "exclude depths > 0 for backend server (exclude: [{backend: server, depth: [...]}])"
             )
+        profile = profile_of(str(cell.setting("load") or ""))
+        if profile.kind:  # a load profile: one load point (bench.runners.server.served)
+            model_path = self.model_path if self.model_path.is_file() else None
+            target = Target(self.endpoint, self.described.get("_model", ""), cell, model_path)
+            fields = self.served.measure(target, profile)
+            if self.server is not None and self.server.exited() is not None:
+                raise self.server.failure("died during the load point")
+            return fields
         chat = cell.setting("endpoint") == "chat"
         ignore_eos = bool(cell.setting("ignore_eos"))
         users = cell.setting("parallel")

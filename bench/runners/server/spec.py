@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bench.runners.server import knobs
+from bench.runners.server import knobs, load_knobs
 from bench.runners.server.software import INSTALL_HINT, llama_server_path, missing_server_reason, probe_llama_server
 from bench.runners.spec import BackendSpec
 from bench.suite.schema import SOURCE_QUANT
@@ -72,7 +72,7 @@ SPEC = BackendSpec(
     cell_reason=_cell_reason,
     check_model_file=_check_gguf,
     model_fields=_model_fields,
-    knobs=knobs.KNOBS,
+    knobs=knobs.KNOBS + load_knobs.KNOBS,
     shares_knobs=SHARED_KNOBS,
     suite_block=knobs.BLOCK,
     probe_software=probe_llama_server,
