@@ -10,6 +10,7 @@ from pathlib import Path
 from bench.results import read_results
 from bench.runners.registry import quantization_catalog
 from bench.suite import Cell, cell_id_of
+from tests.conftest import cpu_cell
 
 REPO = Path(__file__).resolve().parents[1]
 BASE = dict(
@@ -127,3 +128,11 @@ def test_on_and_off_unquoted_are_flash_attention_values(tmp_path: Path) -> None:
         quantization_catalog(),
     )
     assert [c.flash_attn for c in expand(suite)] == ["auto", "on", "off"]
+
+
+def test_cells_that_differ_in_a_knob_have_different_labels() -> None:
+    """Progress lines and compare name cells by label: 1 and 4 sequences (or two load points) must not read
+    the same."""
+    one = cpu_cell("llamacpp", "Q4_1", threads=2)
+    four = one.with_values(parallel=4)
+    assert one.label != four.label and "np4" in four.label and "np" not in one.label

@@ -134,9 +134,16 @@ class Cell(BaseModel):
 
     @property
     def label(self) -> str:
-        # The per-device knobs (threads, GPU layers) name a cell; one forced on CPU says nothing there.
-        varying = [n for n, k in KNOBS.items() if k.per_device and (k.cpu_value is None or self.device_kind != "cpu")]
-        config = config_name(self.knobs(), varying)
+        # The per-device knobs (threads, GPU layers) name a cell (one forced on CPU says nothing there), and so
+        # does any other knob away from its default: 4 sequences, a load point, a KV type.
+        values = self.knobs()
+        varying = [
+            n
+            for n, k in KNOBS.items()
+            if (k.per_device and (k.cpu_value is None or self.device_kind != "cpu"))
+            or (not k.per_device and values.get(n) not in (None, "", k.default))
+        ]
+        config = config_name(values, varying)
         return (
             f"{self.model_id} {self.quantization} {self.backend}/{self.device_id} {config} "
             f"pp{self.prompt_tokens} tg{self.gen_tokens} @d{self.depth}"
