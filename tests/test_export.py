@@ -194,7 +194,9 @@ def test_export_takes_the_newest_row_across_a_driver_update(tmp_path: Path) -> N
 
 def test_per_user_decode_and_parallel_are_exported(tmp_path: Path) -> None:
     one, four = parallel_cells()
-    rows = [row(c, decode_tok_s_per_seq_mean=100.0 / c.parallel) for c in (one, four)]
+    rows = [
+        row(c, decode_tok_s_per_seq_mean=100.0 / c.parallel, decode_context_tokens=c.prompt_tokens) for c in (one, four)
+    ]
     results_csv = write(tmp_path / "r.csv", rows)
     bigger, benchmark = tmp_path / "bigger.json", tmp_path / "bench.json"
     args = ["export", str(results_csv), "--format"]
@@ -207,3 +209,5 @@ def test_per_user_decode_and_parallel_are_exported(tmp_path: Path) -> None:
     exported = json.loads(benchmark.read_text())["benchmarks"]
     assert {b["params"]["parallel"] for b in exported} == {1, 4}
     assert {b["extra_info"]["decode_tok_s_per_seq_mean"] for b in exported} == {25.0, 100.0}
+    # where each decode ran (after the prompt): a series that spans the change of protocol can be told apart
+    assert {b["extra_info"]["decode_context_tokens"] for b in exported} == {one.prompt_tokens}

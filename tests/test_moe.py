@@ -55,7 +55,8 @@ def test_the_time_estimate_computes_and_reads_the_active_experts_only(qwen3_moe:
     assert estimate is not None and model is not None and model.n_active_params is not None
     prompt_flops = 512 * 2 * model.n_active_params + model.attention_flops_per_position * 512**2 / 2
     kv_per_position = estimate.kv_bytes / estimate.n_ctx
-    decode_bytes = 128 * (estimate.weights_bytes * model.active_share + kv_per_position * 128 / 2)
+    # the KV read at the decode's mean context: after the 512-token prompt, plus half the generated tokens
+    decode_bytes = 128 * (estimate.weights_bytes * model.active_share + kv_per_position * (512 + 128 / 2))
     repetition = prompt_flops / (4 * 50e9) + decode_bytes / (50e9 * DECODE_BANDWIDTH_SHARE)
     load = WORKER_START_S + estimate.weights_bytes / LOAD_BYTES_PER_S  # loading reads every expert
     assert time.seconds == pytest.approx(cell.repetitions * repetition + load)

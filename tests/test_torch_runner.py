@@ -130,9 +130,8 @@ def test_runner_contract_on_tiny_model(tiny_model: Path) -> None:
     prefill = [float(v) for v in row["prefill_tok_s_samples"].split(";")]
     assert ttft == pytest.approx([1000 * cell.prompt_tokens / p for p in prefill], rel=1e-4)
     # KV cache: 2 layers x 2 KV heads x 16 dims x (K, V) x 4 bytes per position, at its longest: depth + prompt
-    # (the first token comes from the prompt's logits; decoding restarts at the depth).
-    assert runner.memory_fields()["kv_cache_bytes"] == 2 * 2 * 16 * 2 * 4 * (8 + 16)
-    # truncate crops the cache to the depth, so decode continues right after it.
+    # + generated tokens (decode follows the prompt; truncate crops back to the depth before each prompt).
+    assert runner.memory_fields()["kv_cache_bytes"] == 2 * 2 * 16 * 2 * 4 * (8 + 16 + cell.gen_tokens)
     runner.reset(np.arange(8, dtype=np.int32)[None])
     runner.prefill(np.arange(4, dtype=np.int32)[None])
     assert runner.truncate(8) and runner.cache.get_seq_length() == 8
@@ -414,6 +413,7 @@ def test_parallel_sequences_use_the_batch_dimension(tiny_model: Path) -> None:
     runner.start_context(cell)
     row = repetition_fields(cell, *measure_cell(runner, cell))
     assert row["decode_tok_s_per_seq_mean"] == pytest.approx(row["decode_tok_s_mean"] / 3)
-    # 3 sequences x (depth 4 + prompt 8) positions x 2 layers x 2 KV heads x 16 dims x (K, V) x 4 bytes.
-    assert runner.memory_fields()["kv_cache_bytes"] == 3 * (4 + 8) * 2 * 2 * 16 * 2 * 4
+    # 3 sequences x (depth 4 + prompt 8 + 3 generated: decode follows the prompt) positions x 2 layers x 2 KV
+    # heads x 16 dims x (K, V) x 4 bytes.
+    assert runner.memory_fields()["kv_cache_bytes"] == 3 * (4 + 8 + 3) * 2 * 2 * 16 * 2 * 4
     runner.close()

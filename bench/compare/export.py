@@ -28,7 +28,7 @@ from typing import Any
 import pandas as pd
 
 from bench import __version__
-from bench.compare.metrics import METRICS, METRICS_BY_NAME, Metric
+from bench.compare.metrics import DECODE_CONTEXT, METRICS, METRICS_BY_NAME, Metric
 from bench.errors import BenchError
 from bench.results import read_results, samples_from_text
 from bench.results.select import MACHINE_KEY, clean, newest_rows, row_label
@@ -123,7 +123,7 @@ def _extra_info(row: pd.Series, phase: str) -> dict[str, Any]:
         value = _clean(row.get(metric.column))
         if value is not None:
             info[metric.column] = value
-    for column in ("unstable", "warnings", "model_file", "started_utc"):
+    for column in ("unstable", "warnings", "model_file", "started_utc", DECODE_CONTEXT):  # where decode ran
         value = _clean(row.get(column))
         if value not in (None, ""):
             info[column] = value

@@ -40,7 +40,8 @@ def context_size(cell: Cell, per_sequence: bool = False) -> int:
 def decode_context_tokens(cell: Cell) -> int:
     """Tokens each sequence holds in its KV cache when its decode starts: its depth and its prompt (decode
     continues after the prompt, as llama-batched-bench decodes at pp + i). Rows written before this was so
-    decoded at `depth`: bench.results reads their missing `decode_context_tokens` as the depth."""
+    decoded at `depth`: the report reads their blank `decode_context_tokens` as the depth
+    (bench.report.derived.decode_context), and compare does not test decode across the two."""
     return cell.depth + cell.prompt_tokens
 
 
