@@ -12,8 +12,12 @@ What GuideLLM measures (guidellm 0.8.1, schemas/base/request_stats.py, backends/
   - ITL: (last token - first token) / (output tokens - 1), a per-request mean: bench's `tpot_ms`, not bench's
     `itl_ms` (which is every single gap);
   - time per output token: (last token - request_start) / output tokens, TTFT included;
-  - output tok/s and requests/s: events inside the measured window over the window's length (warm-up
-    requests excluded).
+  - output tok/s and requests/s: events inside its measured window over the window's length.
+Its window and warm-up cut requests in ways that leave 2 or 3 of 4 in a short run, so the figures here come
+from its per-request records in the report (each with GuideLLM's own TTFT and ITL): the first
+`warmup_requests` by start time are left out, as bench's warm-ups, and output tok/s and requests/s are the rest's
+tokens and count over their span (first start to last end), as bench's request_throughput_rps. Its own windowed
+figures are kept beside them (`window_*`).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -33,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from filelock import FileLock  # noqa: E402
 
 from bench.models.references import cache_dir  # noqa: E402
+from bench.stats import percentile  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 GUIDELLM_VENV = ROOT / ".venv-guidellm"
@@ -107,10 +113,9 @@ class Load:
     kind: Literal["concurrent", "constant", "poisson"]
     value: float
 
-    def profile(self, warmup_requests: int) -> dict[str, Any]:
+    def profile(self) -> dict[str, Any]:
         size = {"streams": int(self.value)} if self.kind == "concurrent" else {"rate": self.value}
-        warmup = {"value": warmup_requests, "mode": "requests"} if warmup_requests else 0
-        return {"kind": self.kind, **size, "warmup": warmup}
+        return {"kind": self.kind, **size}
 
 
 @dataclass(frozen=True)
@@ -133,32 +138,40 @@ class GuideLLMFigures:
     ttft_ms_p99: float
     itl_ms_median: float  # per request (last - first token) / (tokens - 1): bench's tpot_ms
     time_per_output_token_ms_median: float  # per request (last token - start) / tokens: TTFT included
-    output_tok_s: float
+    output_tok_s: float  # output tokens over the requests' span
     request_rps: float
     requests: int
     prompt_tokens_median: float
     output_tokens_median: float
+    window_output_tok_s: float  # GuideLLM's own, over its measured window
+    window_request_rps: float
 
 
-def _summary(metrics: dict[str, Any], name: str) -> dict[str, Any]:
-    return metrics[name]["successful"]
-
-
-def parse_report(path: Path) -> GuideLLMFigures:
-    """The figures of the first benchmark in a GuideLLM JSON report."""
+def parse_report(path: Path, warmup_requests: int = 0) -> GuideLLMFigures:
+    """The figures of the first benchmark in a GuideLLM JSON report, less its first `warmup_requests`."""
     benchmark = json.loads(path.read_text(encoding="utf-8"))["benchmarks"][0]
+    done = benchmark["requests"]["successful"]
+    if benchmark["requests"]["errored"] or len(done) <= warmup_requests:
+        raise RuntimeError(
+            f"guidellm: {len(done)} requests succeeded, {len(benchmark['requests']['errored'])} failed; "
+            f"first error: {(benchmark['requests']['errored'] or [{}])[0].get('info', {}).get('error')}"
+        )
+    kept = sorted(done, key=lambda r: r["request_start_time"])[warmup_requests:]
+    span = max(r["request_end_time"] for r in kept) - min(r["request_start_time"] for r in kept)
+    ttft = [float(r["time_to_first_token_ms"]) for r in kept]
     metrics = benchmark["metrics"]
-    ttft = _summary(metrics, "time_to_first_token_ms")
     return GuideLLMFigures(
-        ttft_ms_median=float(ttft["median"]),
-        ttft_ms_p99=float(ttft["percentiles"]["p99"]),
-        itl_ms_median=float(_summary(metrics, "inter_token_latency_ms")["median"]),
-        time_per_output_token_ms_median=float(_summary(metrics, "time_per_output_token_ms")["median"]),
-        output_tok_s=float(_summary(metrics, "output_tokens_per_second")["mean"]),
-        request_rps=float(_summary(metrics, "requests_per_second")["mean"]),
-        requests=int(_summary(metrics, "output_token_count")["count"]),
-        prompt_tokens_median=float(_summary(metrics, "prompt_token_count")["median"]),
-        output_tokens_median=float(_summary(metrics, "output_token_count")["median"]),
+        ttft_ms_median=statistics.median(ttft),
+        ttft_ms_p99=percentile(ttft, 99),
+        itl_ms_median=statistics.median(float(r["inter_token_latency_ms"]) for r in kept),
+        time_per_output_token_ms_median=statistics.median(float(r["time_per_output_token_ms"]) for r in kept),
+        output_tok_s=sum(int(r["output_tokens"]) for r in kept) / span,
+        request_rps=len(kept) / span,
+        requests=len(kept),
+        prompt_tokens_median=statistics.median(int(r["prompt_tokens"]) for r in kept),
+        output_tokens_median=statistics.median(int(r["output_tokens"]) for r in kept),
+        window_output_tok_s=float(metrics["output_tokens_per_second"]["successful"]["mean"]),
+        window_request_rps=float(metrics["requests_per_second"]["successful"]["mean"]),
     )
 
 
@@ -181,7 +194,7 @@ def command(url: str, tokenizer: Path, load: Load, shape: Shape, report: Path, s
         str(python.parent / "guidellm"),
         "run",
         "--backend", json.dumps(backend),
-        "--profile", json.dumps(load.profile(shape.warmup_requests)),
+        "--profile", json.dumps(load.profile()),
         *[arg for c in constraints for arg in ("--constraint", json.dumps(c))],
         "--tokenizer", json.dumps({"kind": "huggingface_auto", "model": str(tokenizer)}),
         "--data", json.dumps(data),
@@ -206,7 +219,7 @@ def run_guidellm(url: str, tokenizer: Path, load: Load, shape: Shape, seed: int 
         )
         if done.returncode != 0 or not report.is_file():
             raise RuntimeError(f"guidellm exited with {done.returncode}: {(done.stderr or done.stdout)[-2000:]}")
-        return parse_report(report)
+        return parse_report(report, shape.warmup_requests)
 
 
 if __name__ == "__main__":
