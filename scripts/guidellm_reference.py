@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -209,16 +210,24 @@ def run_guidellm(url: str, tokenizer: Path, load: Load, shape: Shape, seed: int 
     with tempfile.TemporaryDirectory(prefix="guidellm-") as scratch:
         report = Path(scratch) / "report.json"
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "NO_PROXY": "127.0.0.1,localhost"}
-        done = subprocess.run(
+        # Its own process group: a timeout or Ctrl-C ends GuideLLM's worker processes too, not just its main one.
+        with subprocess.Popen(
             command(url, tokenizer, load, shape, report, seed),
-            capture_output=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
             env=env,
             cwd=scratch,
-            timeout=shape.max_seconds + RUN_MARGIN_S,
-        )
-        if done.returncode != 0 or not report.is_file():
-            raise RuntimeError(f"guidellm exited with {done.returncode}: {(done.stderr or done.stdout)[-2000:]}")
+            process_group=0,
+        ) as process:
+            try:
+                out, err = process.communicate(timeout=shape.max_seconds + RUN_MARGIN_S)
+            except BaseException:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+                raise
+        if process.returncode != 0 or not report.is_file():
+            raise RuntimeError(f"guidellm exited with {process.returncode}: {(err or out)[-2000:]}")
         return parse_report(report, shape.warmup_requests)
 
 

@@ -1,12 +1,12 @@
 """The server backend agrees with GuideLLM (PyPI, scripts/guidellm_reference.py) against one llama-server on
-SmolLM2 (2 threads): the same closed-loop concurrency, the same request shapes (raw completions of exact prompt
-and output token counts, greedy), rounds interleaved (bench, GuideLLM, GuideLLM, bench, ...), the median ratio
-per figure held to the agreement rule of tests/test_llama_tools.py.
+SmolLM2 (1 thread, see SERVER_THREADS): the same closed-loop concurrency, the same request shapes (raw
+completions of exact prompt and output token counts, greedy), rounds interleaved (bench, GuideLLM, GuideLLM,
+bench, ...), the median ratio per figure held to the agreement rule of tests/test_llama_tools.py.
 
 Like for like (what GuideLLM measures is in scripts/guidellm_reference.py): TTFT median vs its TTFT median; the
 per-request time per output token after the first (bench's tpot_ms) vs its ITL, which is that same per-request
-mean; output tok/s and requests/s over the measured requests vs its measured window. `make test` installs
-GuideLLM (scripts/install_guidellm.sh) and sets BENCH_REQUIRE_LLAMA_TOOLS=1, so there these tests run.
+mean; output tok/s and requests/s vs its measured requests' tokens and count over their span. `make test`
+installs GuideLLM (scripts/install_guidellm.sh) and sets BENCH_REQUIRE_LLAMA_TOOLS=1, so there these tests run.
 """
 
 from __future__ import annotations
@@ -49,7 +49,6 @@ OUTPUT_TOKENS = 32
 REQUESTS = {1: 4, 4: 8}  # measured requests per side and round, after one warm-up per user
 RAW = ("TTFT p50", "time per output token p50", "output tok/s", "requests/s")
 RELATIVE = (
-    "TTFT p50 / server prompt time",
     "time per output token p50 / server's",
     "output tok/s x server time per token",
 )
@@ -116,21 +115,21 @@ def _server_counters(engine: ServerEngine) -> dict[str, float]:
 
 
 def _with_server_times(engine: ServerEngine, run: Callable[[], tuple[float, ...]]) -> tuple[float, ...]:
-    """`run`'s (TTFT ms, per-token ms, output tok/s, requests/s), then TTFT, per-token time and tok/s relative to
-    what llama-server itself spent meanwhile (its prompt time per request, its time per generated token)."""
+    """`run`'s (TTFT ms, per-token ms, output tok/s, requests/s), then its per-token time and tok/s relative to
+    llama-server's own time per generated token meanwhile. (Not TTFT: the server's prompt time per slot depends
+    on how arrivals batch, which is the load pattern, not the measurement.)"""
     before = _server_counters(engine)
     ttft, per_token, tok_s, rps = run()
     after = _server_counters(engine)
-    spent = {name: after[name] - before[name] for name in after}
-    prompt_ms = 1000.0 * spent["prompt_seconds_total"] / (spent["prompt_tokens_total"] / PROMPT_TOKENS)
-    token_ms = 1000.0 * spent["tokens_predicted_seconds_total"] / spent["tokens_predicted_total"]
-    return ttft, per_token, tok_s, rps, ttft / prompt_ms, per_token / token_ms, tok_s * token_ms
+    token_ms = 1000.0 * (after["tokens_predicted_seconds_total"] - before["tokens_predicted_seconds_total"])
+    token_ms /= after["tokens_predicted_total"] - before["tokens_predicted_total"]
+    return ttft, per_token, tok_s, rps, per_token / token_ms, tok_s * token_ms
 
 
 @pytest.mark.parametrize("parallel", [1, 4])
 def test_server_figures_agree_with_guidellm(smollm2_path: Path, guidellm_tokenizer: Path, parallel: int) -> None:
-    """Raw ratios drift with the shared machine's load between two runs; the asserted ones divide each tool's
-    figure by llama-server's own time during that tool's run, which takes the server's speed out."""
+    """The ratios drift with a shared machine's load between two runs: the per-token figures are also shown
+    relative to llama-server's own time per token during each tool's run, which takes the server's speed out."""
     cell = _cell(parallel)
     requests = REQUESTS[parallel]
     shape = Shape(PROMPT_TOKENS, OUTPUT_TOKENS, requests, warmup_requests=parallel, max_seconds=300)
@@ -152,11 +151,11 @@ def test_server_figures_agree_with_guidellm(smollm2_path: Path, guidellm_tokeniz
         ratios = interleaved_ratios(
             lambda: _with_server_times(engine, ours), lambda: _with_server_times(engine, theirs)
         )
-    print(f"\nbench / GuideLLM at {parallel} concurrent users, {len(ratios[0])} interleaved rounds; raw:")
-    for name, values in zip(RAW, ratios, strict=False):
+    print(f"\nbench / GuideLLM at {parallel} concurrent users, {len(ratios[0])} interleaved rounds")
+    problems = [agreement(name, values) for name, values in zip(RAW, ratios, strict=False)]
+    print("(shown, not held) relative to llama-server's own time per token in each run:")
+    for name, values in zip(RELATIVE, ratios[len(RAW) :], strict=True):
         agreement(name, values)
-    print("relative to llama-server's own time in each run:")
-    problems = [agreement(name, values) for name, values in zip(RELATIVE, ratios[len(RAW) :], strict=True)]
     assert not any(problems), problems
     # The client's TTFT contains the server's own prompt time (llama-server's `timings`).
     assert min(overheads) >= 0, overheads
