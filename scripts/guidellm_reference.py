@@ -17,7 +17,9 @@ Its window and warm-up cut requests in ways that leave 2 or 3 of 4 in a short ru
 from its per-request records in the report (each with GuideLLM's own TTFT and ITL): the first
 `warmup_requests` by start time are left out, as bench's warm-ups, and output tok/s and requests/s are the rest's
 tokens and count over their span (first start to last end), as bench's request_throughput_rps. Its own windowed
-figures are kept beside them (`window_*`).
+figures are kept beside them (`window_*`). At a constant or Poisson rate GuideLLM cancels what is still in
+flight when its request count is reached: `requests` counts the successful ones only (a smoke run of 6 at
+2 requests/s kept 5).
 """
 
 from __future__ import annotations
