@@ -52,6 +52,9 @@ def test_reasoning_content_then_content(fake: FakeServer) -> None:
     assert row["requests_truncated"] == 4  # every answer cut at max_tokens while free to stop: counted
     assert row["decode_tok_s_mean"] > row["decode_tok_s_per_seq_mean"] > 0 and row["request_throughput_rps"] > 0
     assert len(row["decode_tok_s_samples"].split(";")) == 2  # one aggregate figure per measured round
+    # each measured request is one user's turn: 2 users x 2 rounds samples for the SLO's percentile
+    ttft, tpot = (list(map(float, row[f"{n}_ms_per_seq_samples"].split(";"))) for n in ("ttft", "tpot"))
+    assert len(ttft) == len(tpot) == 4 and min(ttft) >= 50 and min(tpot) >= 20  # sleeps: lower bounds
 
 
 def test_think_tags_in_raw_text(fake: FakeServer) -> None:

@@ -115,6 +115,10 @@ def request_fields(
         "ttft_ms_mean": 1000.0 * summarize(ttft).mean if ttft else None,
         "ttft_ms_median": 1000.0 * summarize(ttft).median if ttft else None,
         "ttft_ms_samples": samples_to_text(1000.0 * t for t in ttft),
+        # each request is one user's turn: the samples the SLO's percentile is judged on (as the engine's per
+        # sequence and repetition)
+        "ttft_ms_per_seq_samples": samples_to_text(1000.0 * t for t in ttft),
+        "tpot_ms_per_seq_samples": samples_to_text(1000.0 * t for r in ok if (t := r.tpot_s) is not None),
         **ms_percentiles("ttft_ms", ttft),
         **ms_percentiles("answer_ttft_ms", [t for r in ok if (t := r.answer_ttft_s) is not None]),
         **ms_percentiles("itl_ms", [g for r in ok for g in r.gaps_s]),
