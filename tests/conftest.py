@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
@@ -12,6 +13,12 @@ import pytest
 
 if TYPE_CHECKING:
     from bench.suite import Cell
+
+# A test run started in the background by a shell without job control (`make test &` in a script) ignores
+# SIGINT, and every process it starts would inherit that: the Ctrl-C tests' `bench run` would never see their
+# SIGINT. A handler (not SIG_IGN) is reset to the default in each child, so the children get Ctrl-C back.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 EVAL_TEXT = Path(__file__).resolve().parents[1] / "bench" / "data" / "eval_text.txt"
 

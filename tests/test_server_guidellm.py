@@ -22,6 +22,7 @@ import pytest
 from bench.runners.server.client import post_json
 from bench.runners.server.runner import ServerEngine
 from bench.runners.server.shapes import PromptMaker
+from bench.runners.server.tokens import TokenCounter
 from scripts.guidellm_reference import (
     GUIDELLM_VENV,
     INSTALL_HINT,
@@ -92,7 +93,7 @@ def _cell(parallel: int) -> Cell:
 def test_guidellm_tokenizer_counts_as_the_server(smollm2_path: Path, guidellm_tokenizer: Path) -> None:
     """The tokenizer derived from the GGUF for GuideLLM counts every text as llama-server's /tokenize does."""
     with _engine(smollm2_path, 1) as engine:
-        maker = PromptMaker(engine.endpoint, chat=False, seed=7)
+        maker = PromptMaker(TokenCounter(engine.endpoint), chat=False, seed=7)
         try:
             texts = [maker.prompt(n, tokens) for n, tokens in enumerate((16, 64, 128, 300))]
         finally:
