@@ -13,6 +13,7 @@ import pytest
 
 from bench.errors import BenchError
 from bench.results import read_results
+from bench.runners.base import measure_fields
 from bench.runners.server.runner import ServerEngine
 from bench.runners.server.stream import RequestRecord, StreamReader
 from tests.conftest import cpu_cell, quick_suite_yaml
@@ -170,3 +171,24 @@ def test_bench_run_against_a_url_never_writes_the_api_key(
     assert any(h.get("Authorization") == f"Bearer {secret}" for h in fake.behaviour.seen_headers)
     written = [done.stdout, done.stderr, *(p.read_text(errors="replace") for p in tmp_path.rglob("*") if p.is_file())]
     assert not [text for text in written if secret in text]
+
+
+def test_sustained_mode_keeps_the_users_sending(fake: FakeServer, tmp_path: Path) -> None:
+    """workload.sustain_s on a server cell: its users keep sending rounds of requests after the measured ones;
+    each window's speed is output tokens over the rounds' time, and every prompt is new (no prompt-cache hits)."""
+    fake.behaviour.first_token_s, fake.behaviour.gap_s = 0.02, 0.01
+    cell = cpu_cell(
+        "server", "source", server_url=fake.url, repetitions=1, warmup=0, prompt_tokens=16, parallel=2
+    ).with_values(sustain_s=1.0, sustain_window_s=0.25)
+    engine = ServerEngine(Path("unused.gguf"), cell)
+    try:
+        engine.load()
+        engine.start_context(cell)
+        row = measure_fields(engine, cell)
+    finally:
+        engine.close()
+    speeds = [float(v) for v in row["sustain_tok_s_samples"].split(";")]
+    # 2 users x 7 tokens per round, a round about 0.02 + 6 x 0.01 s: at most 2 x 7 / 0.08 = 175 tok/s
+    assert len(speeds) == 4 and all(0 < v <= 175 for v in speeds), row["sustain_tok_s_samples"]
+    assert row["sustain_burst_tok_s"] == pytest.approx(speeds[0], rel=1e-6) and row["sustain_ratio"] > 0
+    assert len(fake.behaviour.prompts) == len(set(fake.behaviour.prompts)) > 2 + 4  # measured + sustained, all new

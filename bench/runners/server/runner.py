@@ -7,6 +7,7 @@ import asyncio
 import os
 import time
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -202,6 +203,38 @@ class ServerEngine(CellEngine):
                 return record
 
             return await loop.run(send)
+
+    def sustain_chunks(self, cell: Cell) -> Iterator[tuple[int, float]] | None:
+        """The sustained mode (bench.runners.sustain) for a closed-loop cell: its users keep sending requests of
+        the cell's shape, a round at a time (one request per user, sent together); each chunk is a round's output
+        tokens and wall seconds. Prompts stay distinct from every measured one, so the prompt cache gives nothing.
+        A load-profile cell has no sustained mode (its load point is bounded by its own duration)."""
+        if profile_of(str(cell.setting("load") or "")).kind:
+            return None
+        return self._sustain_rounds(cell)
+
+    def _sustain_rounds(self, cell: Cell) -> Iterator[tuple[int, float]]:
+        chat = cell.setting("endpoint") == "chat"
+        ignore_eos = bool(cell.setting("ignore_eos"))
+        users = cell.setting("parallel")
+        counter = TokenCounter(self.endpoint, self.model_path if self.model_path.is_file() else None)
+        seed = zlib.crc32(f"sustain {cell.cell_id}".encode())
+        maker = PromptMaker(counter, chat, seed=seed, shared_prefix_tokens=int(cell.setting("shared_prefix_tokens")))
+        loop = ClosedLoop(users, 0, 1, float(cell.setting("request_timeout_s")))
+        number = 0
+        try:
+            while True:
+                prompts = {(u, 0): maker.prompt(number + u, cell.prompt_tokens) for u in range(users)}
+                number += users
+                records = asyncio.run(self._run(loop, cell, prompts, chat, ignore_eos))
+                ok = [r for r in records if r.ok]
+                if self.server is not None and self.server.exited() is not None:
+                    raise self.server.failure("died during the sustained mode")
+                if not ok:
+                    raise BenchError(f"sustained mode: every request of a round failed; first: {records[0].error}")
+                yield sum(r.output_tokens for r in ok), max(r.end_s for r in ok) - min(r.sent_s for r in ok)
+        finally:
+            maker.close()
 
     def close(self) -> None:
         self._stop()
