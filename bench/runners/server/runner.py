@@ -28,6 +28,7 @@ from bench.suite import Cell
 
 TEMPLATE_TOKENS = 64  # a chat template's own tokens per request, on top of the prompt (room in each slot)
 START_TIMEOUT_S = 300.0
+EXIT_GRACE_S = 2.0  # after failed requests, how long a dying embedded server gets to be seen as exited
 PATHS = {"chat": "/chat/completions", "completions": "/completions"}
 
 
@@ -171,7 +172,8 @@ class ServerEngine(CellEngine):
         if energy is not None:
             energy.mark()
         records = asyncio.run(self._run(loop, cell, prompts, chat, ignore_eos))
-        if self.server is not None and self.server.exited() is not None:
+        grace_s = EXIT_GRACE_S if any(not r.ok for r in records) else 0.0  # did failed requests mean a dead server?
+        if self.server is not None and self.server.exited(grace_s) is not None:
             failed = sum(not r.ok for r in records)
             raise self.server.failure(f"died during the cell ({failed} requests failed)")
         measured = [r for r in records if not r.warmup]
@@ -231,7 +233,8 @@ class ServerEngine(CellEngine):
                 self.prompts_made += users
                 records = asyncio.run(self._run(loop, cell, prompts, chat, ignore_eos))
                 ok = [r for r in records if r.ok]
-                if self.server is not None and self.server.exited() is not None:
+                grace_s = EXIT_GRACE_S if len(ok) < len(records) else 0.0
+                if self.server is not None and self.server.exited(grace_s) is not None:
                     raise self.server.failure("died during the sustained mode")
                 if not ok:
                     raise BenchError(f"sustained mode: every request of a round failed; first: {records[0].error}")
