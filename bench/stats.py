@@ -53,6 +53,27 @@ def percentile(values: Sequence[float], pct: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
+def goodput_rps(
+    ttft_ms: Sequence[float],
+    tpot_ms: Sequence[float],
+    span_s: float,
+    max_ttft_ms: float | None,
+    max_tpot_ms: float | None,
+) -> float:
+    """Requests meeting every SLO limit per second of a window: per request (the two sequences aligned) its TTFT
+    and its time per output token (NaN for a one-token answer: it meets that limit); a limit None is not
+    checked. NaN without a window or when the sequences are not aligned."""
+    if not span_s or not math.isfinite(span_s) or span_s <= 0 or len(ttft_ms) != len(tpot_ms):
+        return math.nan
+    ttft, tpot = np.asarray(ttft_ms, dtype=float), np.asarray(tpot_ms, dtype=float)
+    meets = np.ones(len(ttft), dtype=bool)
+    if max_ttft_ms is not None:
+        meets &= ttft <= max_ttft_ms
+    if max_tpot_ms is not None:
+        meets &= np.isnan(tpot) | (tpot <= max_tpot_ms)
+    return float(meets.sum()) / span_s
+
+
 def _scipy_stats() -> Any:
     """scipy.stats, imported on first use: it takes about 1.4 s to import (measured with -X importtime on the
     2-core dev machine), and every measurement worker imports this module for summarize() alone."""

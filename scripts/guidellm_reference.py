@@ -1,6 +1,7 @@
 """GuideLLM (PyPI), the independent serving benchmark bench's server figures are checked against: one run at a
 load profile against an OpenAI-compatible URL, its JSON report read into the figures bench also measures
-(tests/test_server_guidellm.py; the open-loop load tests reuse it with constant and Poisson rates).
+(tests/test_server_guidellm.py; tests/benchmarks/test_load_generator.py reads its schedule account at constant
+and Poisson rates: each request's targeted and actual start).
 
 GuideLLM lives in its own venv, .venv-guidellm (scripts/install_guidellm.sh): its pins clash with bench's. It
 needs a Hugging Face tokenizer to build prompts of exact token counts; with no hub at hand, the tokenizer is
@@ -150,9 +151,8 @@ class GuideLLMFigures:
     window_request_rps: float
 
 
-def parse_report(path: Path, warmup_requests: int = 0) -> GuideLLMFigures:
-    """The figures of the first benchmark in a GuideLLM JSON report, less its first `warmup_requests`."""
-    benchmark = json.loads(path.read_text(encoding="utf-8"))["benchmarks"][0]
+def figures(benchmark: dict[str, Any], warmup_requests: int = 0) -> GuideLLMFigures:
+    """A benchmark's figures (one of a GuideLLM JSON report's `benchmarks`), less its first `warmup_requests`."""
     done = benchmark["requests"]["successful"]
     if benchmark["requests"]["errored"] or len(done) <= warmup_requests:
         raise RuntimeError(
@@ -175,6 +175,33 @@ def parse_report(path: Path, warmup_requests: int = 0) -> GuideLLMFigures:
         output_tokens_median=statistics.median(int(r["output_tokens"]) for r in kept),
         window_output_tok_s=float(metrics["output_tokens_per_second"]["successful"]["mean"]),
         window_request_rps=float(metrics["requests_per_second"]["successful"]["mean"]),
+    )
+
+
+@dataclass(frozen=True)
+class ScheduleAccount:
+    """How a run kept its schedule, per request that started (seconds after the time its profile targeted),
+    with each successful request's ITL. GuideLLM 0.8.1's per-request `info.timings` (schemas/base/info.py):
+    `targeted_start` (the schedule's time), `resolve_start` (its worker began the request, before connecting:
+    the instant bench's `sent_s` is taken) and `request_start` (the request's headers start to be written;
+    request_start - targeted_start is its own `request_dispatch_delay`)."""
+
+    start_lag_s: list[float]  # resolve_start - targeted_start: like for like with bench's schedule lag
+    dispatch_delay_s: list[float]  # request_start - targeted_start: connecting and building the request included
+    itl_ms: list[float]  # per successful request, (last token - first token) / (tokens - 1)
+    failed: int  # errored and incomplete (cancelled at its bounds) requests
+
+
+def schedule_account(benchmark: dict[str, Any]) -> ScheduleAccount:
+    """The schedule lag and ITLs of a benchmark (one of a GuideLLM JSON report's `benchmarks`)."""
+    requests = benchmark["requests"]
+    started = [r["info"]["timings"] for kind in ("successful", "errored", "incomplete") for r in requests[kind]]
+    started = [t for t in started if t.get("targeted_start") is not None and t.get("resolve_start") is not None]
+    return ScheduleAccount(
+        start_lag_s=[max(0.0, t["resolve_start"] - t["targeted_start"]) for t in started],  # as bench's lag_s
+        dispatch_delay_s=[t["request_start"] - t["targeted_start"] for t in started if t.get("request_start")],
+        itl_ms=[float(r["inter_token_latency_ms"]) for r in requests["successful"] if r["inter_token_latency_ms"]],
+        failed=len(requests["errored"]) + len(requests["incomplete"]),
     )
 
 
@@ -208,7 +235,13 @@ def command(url: str, tokenizer: Path, load: Load, shape: Shape, report: Path, s
 
 
 def run_guidellm(url: str, tokenizer: Path, load: Load, shape: Shape, seed: int = 0) -> GuideLLMFigures:
-    """One bounded GuideLLM run (its request count and duration, plus a start-up margin) and its figures."""
+    """One bounded GuideLLM run and its figures."""
+    return figures(run_benchmark(url, tokenizer, load, shape, seed), shape.warmup_requests)
+
+
+def run_benchmark(url: str, tokenizer: Path, load: Load, shape: Shape, seed: int = 0) -> dict[str, Any]:
+    """One bounded GuideLLM run (its request count and duration, plus a start-up margin): its JSON report's
+    benchmark, per-request records included."""
     with tempfile.TemporaryDirectory(prefix="guidellm-") as scratch:
         report = Path(scratch) / "report.json"
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "NO_PROXY": "127.0.0.1,localhost"}
@@ -230,7 +263,7 @@ def run_guidellm(url: str, tokenizer: Path, load: Load, shape: Shape, seed: int 
                 raise
         if process.returncode != 0 or not report.is_file():
             raise RuntimeError(f"guidellm exited with {process.returncode}: {(err or out)[-2000:]}")
-        return parse_report(report, shape.warmup_requests)
+        return json.loads(report.read_text(encoding="utf-8"))["benchmarks"][0]
 
 
 if __name__ == "__main__":

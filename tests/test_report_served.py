@@ -82,6 +82,22 @@ def test_largest_sustainable_rate_users_and_section(analysis: Analysis) -> None:
     assert "Most requests/s at the SLO" in advice and "2.00 requests/s sustained" in advice
 
 
+def test_a_rows_own_goodput_is_read_and_older_rows_computed(tmp_path: Path) -> None:
+    """A row measured with goodput_rps (under its own slo_* limits) keeps it; a row from before has it computed
+    from its samples under the suite's slo (1.0/s here: 2 of 3 requests over 2 s)."""
+    path = _rows(tmp_path)
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    frame["goodput_rps"] = ["", "", "0.75", "", ""]  # the 2/s point's own figure; the others are older rows
+    frame.to_csv(path, index=False)
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(
+        "name: t\nmodels: [{id: m, source: /nonexistent.gguf}]\nbackends: [server]\n"
+        "slo: {max_ttft_ms: 2000, min_user_tok_s: 10}\n"
+    )
+    points = load_report_data([path], suite_path=suite).served_points
+    assert points["goodput_rps"].tolist() == pytest.approx([1.0, 1.0, 0.75, 1.0, 1.0])
+
+
 def test_curves_are_drawn_against_the_arrival_rate(analysis: Analysis) -> None:
     figure = served_figure(analysis.served_points, SLO)
     assert figure is not None

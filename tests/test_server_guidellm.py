@@ -11,6 +11,7 @@ installs GuideLLM (scripts/install_guidellm.sh) and sets BENCH_REQUIRE_LLAMA_TOO
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -143,8 +144,13 @@ def test_server_figures_agree_with_guidellm(smollm2_path: Path, guidellm_tokeniz
             overheads.append(row["http_overhead_ttft_ms"])
             return row["ttft_ms_p50"], row["tpot_ms_p50"], row["decode_tok_s_mean"], row["request_throughput_rps"]
 
+        seeds = itertools.count(1)
+
         def theirs() -> tuple[float, ...]:
-            figures = run_guidellm(engine.endpoint.base_url, guidellm_tokenizer, Load("concurrent", parallel), shape)
+            # A new seed each run: GuideLLM's prompts repeat for a seed, and llama-server would answer a repeated
+            # prompt from a slot's cache (bench's engine numbers every prompt it makes apart, likewise).
+            load = Load("concurrent", parallel)
+            figures = run_guidellm(engine.endpoint.base_url, guidellm_tokenizer, load, shape, seed=next(seeds))
             assert figures.requests == requests
             assert figures.prompt_tokens_median == PROMPT_TOKENS and figures.output_tokens_median == OUTPUT_TOKENS
             return figures.ttft_ms_median, figures.itl_ms_median, figures.output_tok_s, figures.request_rps

@@ -4,7 +4,8 @@ and whether it meets the SLO; per setup the largest sustainable rate and what it
     arrival rate   = the rate the point's schedule offered (load_rate_rps); a closed-loop or all-at-once point
                      has none and is placed at its measured request throughput (what arrived, in steady state)
     goodput        = measured requests meeting every SLO limit (TTFT <= max_ttft_ms and time per output token
-                     <= 1000 / min_user_tok_s, each request on its own) per second of the point's window
+                     <= 1000 / min_user_tok_s, each request on its own) per second of the point's window: the
+                     row's goodput_rps (under its slo_* limits), computed for rows from before it was kept
     meets the SLO  = TTFT and time per output token at the SLO's percentile within its limits, no failed or
                      incomplete request, and a client that kept its schedule (client_limited false)
     sustainable    = the largest arrival rate that meets it with every lower measured rate of the setup meeting
@@ -24,6 +25,7 @@ from bench.report import format as fmt
 from bench.report.economics import hourly_cost, usd_per_mtok
 from bench.report.knobs import knob_label
 from bench.results import samples_from_text
+from bench.stats import goodput_rps as stats_goodput
 from bench.suite import Slo, Suite
 
 LOAD = "load"  # the server backend's load-profile knob: rows with a value are load points
@@ -37,21 +39,11 @@ def is_load_point(frame: pd.DataFrame) -> pd.Series:
 
 
 def goodput_rps(ttft_ms: str, tpot_ms: str, span_s: float, slo: Slo) -> float:
-    """Requests meeting every limit of the SLO per second: per request, its TTFT and its time per output token
-    (samples aligned; a one-token answer has none and meets that limit); NaN without a window."""
-    if not span_s or not math.isfinite(span_s) or span_s <= 0:
-        return math.nan
-    ttft = np.array(samples_from_text(ttft_ms))
-    tpot = np.array(samples_from_text(tpot_ms))
-    if len(tpot) != len(ttft):
-        return math.nan  # not aligned (a row from before tpot_ms_samples): no per-request verdict
+    """Requests meeting every limit of the SLO per second (bench.stats.goodput_rps over the row's per-request
+    samples); NaN without a window or for a row from before tpot_ms_samples (not aligned)."""
     max_ttft, min_user = slo.limits()
-    meets = np.ones(len(ttft), dtype=bool)
-    if max_ttft is not None:
-        meets &= ttft <= max_ttft
-    if min_user is not None:
-        meets &= np.isnan(tpot) | (tpot <= 1000.0 / min_user)
-    return float(meets.sum()) / span_s
+    max_tpot = 1000.0 / min_user if min_user is not None else None
+    return stats_goodput(samples_from_text(ttft_ms), samples_from_text(tpot_ms), span_s, max_ttft, max_tpot)
 
 
 def _meets(points: pd.DataFrame, slo: Slo) -> pd.Series:
@@ -78,12 +70,20 @@ def served_points(measured: pd.DataFrame, knobs: list[str], slo: Slo) -> pd.Data
     points[SETUP] = (model + " " + knob_label(points, setting_knobs)).str.strip()
     offered = fmt.as_float(points["load_rate_rps"])
     points["arrival_rps"] = offered.fillna(fmt.as_float(points["request_throughput_rps"]))
-    points["goodput_rps"] = [
-        goodput_rps(t, p, s, slo)
-        for t, p, s in zip(
-            points["ttft_ms_samples"], points["tpot_ms_samples"], fmt.as_float(points["load_span_s"]), strict=True
+    # A row's own goodput_rps (measured under the limits in its slo_* columns) where it has one; computed from
+    # its samples under the suite's slo for a row from before it was kept.
+    stored = fmt.as_float(points["goodput_rps"]) if "goodput_rps" in points else pd.Series(np.nan, index=points.index)
+    computed = [
+        goodput_rps(t, p, s, slo) if math.isnan(g) else g
+        for t, p, s, g in zip(
+            points["ttft_ms_samples"],
+            points["tpot_ms_samples"],
+            fmt.as_float(points["load_span_s"]),
+            stored,
+            strict=True,
         )
     ]
+    points["goodput_rps"] = computed
     points["meets_slo"] = _meets(points, slo)
     return points.sort_values(["device", SETUP, "arrival_rps"], kind="stable")
 

@@ -131,6 +131,9 @@ class _FixedColumns(BaseModel):
     requests_cooldown: int | None = None  # the last sent, left out
     requests_incomplete: int | None = None  # still running at the point's bound: cancelled, never measured
     tpot_ms_samples: str = ""  # per measured request, aligned with ttft_ms_samples (goodput against any SLO)
+    # requests/s meeting every limit of the point's SLO (its slo_ttft_ms / slo_tpot_ms knobs), each request on
+    # its own, over load_span_s; blank in rows from before it was kept (the report computes it from the samples)
+    goodput_rps: float | None = None
     queue_ms_p50: float | None = None  # TTFT minus the server's prompt_ms: waiting for a slot (and HTTP)
     queue_ms_p90: float | None = None
     queue_ms_p99: float | None = None
@@ -139,7 +142,7 @@ class _FixedColumns(BaseModel):
     schedule_lag_ms_p99: float | None = None
     client_cpu_pct: float | None = None  # the load generator's CPU over the point, % of one core
     client_limited: bool | None = None  # lag or client CPU past its limit: the client, not the server, limited
-    capacity_rps: float | None = None  # load capacity: the largest rate meeting the SLO preset's p99 limits
+    capacity_rps: float | None = None  # load capacity: the largest rate meeting the SLO's limits at its percentile
     capacity_resolution_rps: float | None = None  # the bisection's final bracket: the true rate is below +this
     capacity_binding: str = ""  # the limit the next rate up broke: ttft, tpot, errors (blank: none broke)
     capacity_probes: str = ""  # every probe, 'rate:p99 ttft ms/p99 tpot ms', ';'-separated

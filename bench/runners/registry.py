@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from bench.errors import BenchError
 from bench.hardware import Fingerprint, detect
 from bench.runners.spec import BackendSpec
-from bench.suite.blocks import register_block
+from bench.suite.blocks import register_block, register_settings
 from bench.suite.knobs import KNOBS, register, share
 from bench.suite.schema import SOURCE_QUANT
 
@@ -50,6 +50,11 @@ def register_backend(spec: BackendSpec) -> BackendSpec:
         if foreign:
             raise BenchError(f"backend {spec.name!r}: its suite block sets knobs it does not declare: {foreign}")
         register_block(spec.name, spec.suite_block)
+    if spec.suite_settings is not None:
+        foreign = [k for k in spec.suite_settings.knobs if k not in {knob.name for knob in spec.knobs}]
+        if foreign:
+            raise BenchError(f"backend {spec.name!r}: it fills knobs from the suite it does not declare: {foreign}")
+        register_settings(spec.name, spec.suite_settings)
     BACKENDS[spec.name] = spec
     return spec
 

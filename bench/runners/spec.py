@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from bench.hardware.fingerprint import BackendSoftware
 from bench.hardware.probe import dist_version
-from bench.suite.blocks import SuiteBlock
+from bench.suite.blocks import SuiteBlock, SuiteSettings
 from bench.suite.knobs import Knob
 
 if TYPE_CHECKING:
@@ -72,6 +72,8 @@ class BackendSpec:
     # Its block in a suite (`<name>: {...}` at the top level): the model that validates it and the knob of its
     # own each field sets (the registry registers it; bench.suite.blocks). None: the backend has no block.
     suite_block: SuiteBlock | None = None
+    # Knobs of its own it fills per cell from the suite's own fields (bench.suite.blocks.SuiteSettings).
+    suite_settings: SuiteSettings | None = None
     # Its software-version probe (backend name -> what is installed); None: the package's distribution version.
     probe_software: Callable[[str], BackendSoftware] | None = None
 

@@ -5,12 +5,16 @@ backend registry registers it here before any suite is read. The suite schema va
 registered model without naming any backend; the matrix puts each field's value into the knob it sets, so a
 cell carries it to the worker, into its identity and into its row. Such a knob is said in the block only: the
 loader refuses it under `knobs:` and in include/exclude.
+
+A backend may also fill knobs of its cells from the suite's own fields (SuiteSettings: the server's SLO limits
+from `slo` for a cell with a load profile): the matrix calls its `fill` per cell; those knobs are never written.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -45,3 +49,27 @@ def block_of_knob(knob: str) -> tuple[str, str] | None:
             if knob_name == knob:
                 return name, field_name
     return None
+
+
+@dataclass(frozen=True)
+class SuiteSettings:
+    """Knobs a backend fills per cell from the suite's own fields: `source` the suite field they come from (named
+    in errors), `knobs` the knobs it sets, `fill` (suite, the cell's fields) -> their values ({}: none)."""
+
+    source: str
+    knobs: tuple[str, ...]
+    fill: Callable[[Any, Mapping[str, Any]], dict[str, Any]]
+
+
+SETTINGS: dict[str, SuiteSettings] = {}  # backend name -> the knobs it fills from the suite
+
+
+def register_settings(name: str, settings: SuiteSettings) -> None:
+    if name in SETTINGS:
+        raise ValueError(f"suite settings of {name!r} are declared twice")
+    SETTINGS[name] = settings
+
+
+def settings_source(knob: str) -> str | None:
+    """The suite field a backend fills this knob from, None when none does."""
+    return next((s.source for s in SETTINGS.values() if knob in s.knobs), None)

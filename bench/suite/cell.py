@@ -44,6 +44,8 @@ def normalise_knob(name: str, value: Any) -> Any:
         return value if isinstance(value, bool) else str(value).strip().lower() in ("true", "1", "yes")
     if knob.type is int:
         return int(float(value))
+    if knob.type is float:
+        return float(value)
     return str(value)
 
 

@@ -75,6 +75,8 @@ class Knob:
             return f"expected an integer{words}"
         if self.type is int and self.minimum is not None and value < self.minimum and value != self.parsed("all"):
             return f"expected an integer >= {self.minimum}"
+        if self.type is float and (isinstance(value, bool) or not isinstance(value, int | float)):
+            return "expected a number"
         if self.type is str and not isinstance(value, str):
             return "expected text"
         return self.validate(value) if self.validate else ""

@@ -9,7 +9,7 @@ import yaml
 from pydantic import ValidationError
 
 from bench.errors import BenchError
-from bench.suite.blocks import SECRET_INPUT, block_of_knob
+from bench.suite.blocks import SECRET_INPUT, block_of_knob, settings_source
 from bench.suite.knobs import KNOBS
 from bench.suite.schema import ModelCheck, QuantCatalog, Suite, SyntheticConfig, as_list
 
@@ -159,7 +159,7 @@ def _check_values(name: str, values: Any, loc: tuple[Any, ...], where: _Where) -
 
 
 def _writable() -> list[str]:
-    return [name for name in KNOBS if block_of_knob(name) is None]
+    return [name for name in KNOBS if block_of_knob(name) is None and settings_source(name) is None]
 
 
 def _check_knobs(suite: Suite, where: _Where) -> None:
@@ -172,6 +172,9 @@ def _check_knobs(suite: Suite, where: _Where) -> None:
             raise where.error(
                 ("knobs", name), f"{name} is set in the suite's `{block}:` block: write `{block}: {{{field}: ...}}`"
             )
+        source = settings_source(name)
+        if source is not None:
+            raise where.error(("knobs", name), f"{name} is filled from the suite's `{source}`: set it there")
         _check_values(name, values, ("knobs", name), where)
     per_device = [k.name for k in KNOBS.values() if k.per_device]
     for index, device in enumerate(suite.devices):

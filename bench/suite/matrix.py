@@ -7,6 +7,7 @@ import itertools
 from typing import Any
 
 from bench.errors import BenchError
+from bench.suite.blocks import SETTINGS
 from bench.suite.cell import AXIS_TO_FIELD, Cell
 from bench.suite.knobs import KNOBS
 from bench.suite.schema import SOURCE_QUANT, DeviceSpec, ModelSpec, Suite, as_list
@@ -86,13 +87,23 @@ def expand(suite: Suite) -> list[Cell]:
     kept = [c for c in full if not any(matches(c, e) for e in suite.exclude)]
     for entry in suite.include:
         kept.extend(_include_slice(suite, entry))
-    cells = list(dict.fromkeys(kept))  # dedupe, keep order
+    cells = list(dict.fromkeys(_settled(suite, c) for c in kept))  # dedupe, keep order
     if not cells:
         raise BenchError(
             f"suite {suite.name!r}: the matrix is empty after `exclude`; "
             "remove an exclude entry or add models/devices/quantizations"
         )
     return cells
+
+
+def _settled(suite: Suite, cell: Cell) -> Cell:
+    """The cell with the knobs its backend fills from the suite's own fields (after include's overrides, which
+    may change what they depend on)."""
+    settings = SETTINGS.get(cell.backend)
+    if settings is None:
+        return cell
+    filled = settings.fill(suite, cell.fields())
+    return cell.with_values(**filled) if filled else cell
 
 
 def _include_slice(suite: Suite, entry: dict[str, Any]) -> list[Cell]:

@@ -1,6 +1,7 @@
 """A loopback mock of an OpenAI streaming server that sends tokens at a fixed cadence, in its own process (so
 the load generator under test does not share its CPU time slice or its event loop). One asyncio loop serves
-every connection: `tokens` chat chunks `gap_s` apart (the first after one gap), then [DONE], then close."""
+every connection: `tokens` chat chunks `gap_s` apart (the first after one gap), then [DONE], then close; a GET
+(health, model list) gets one model's list."""
 
 from __future__ import annotations
 
@@ -10,6 +11,13 @@ import multiprocessing
 from multiprocessing.connection import Connection
 
 HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n"
+# Any GET (GuideLLM's /health and /v1/models before its run): one model, then close.
+MODELS = b'{"object": "list", "data": [{"id": "mock", "object": "model"}]}'
+GET_ANSWER = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n"
+    + f"Content-Length: {len(MODELS)}\r\n\r\n".encode()
+    + MODELS
+)
 
 
 def _chunk(text: str, finish: str | None = None) -> bytes:
@@ -25,6 +33,10 @@ async def _serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, tok
             0,
         )
         await reader.readexactly(length)
+        if head.startswith(b"GET "):
+            writer.write(GET_ANSWER)
+            await writer.drain()
+            return
         writer.write(HEAD)
         loop = asyncio.get_running_loop()
         start = loop.time()

@@ -1,21 +1,31 @@
-"""The load generator against a loopback mock streaming at a fixed cadence (prints figures; no timed assertion).
+"""The load generator against a loopback mock streaming at a fixed cadence, bench's and GuideLLM's side by side
+in one run (prints figures and their ratio; no timed assertion).
 
-Two figures, each the highest step that passes both accuracy limits:
-  - Poisson rate: requests/s, arrivals as a `poisson` load point sends them
+Two figures per tool, each the highest step of one ladder that passes both accuracy limits:
+  - Poisson rate: requests/s (bench: a `poisson` load point's arrivals; GuideLLM: its `poisson` profile)
   - concurrent streams: N requests due evenly over the first RAMP_S (shorter than one stream), so all N are
-    open together while the later ones are still being sent on schedule
-Limits: schedule lag p99 <= 5 ms (actual minus intended send time, bench.runners.server.loadpoint) and ITL error
-<= 1 ms (the median inter-token gap the client measured minus the mock's cadence; p99 of |gap - cadence| is
-printed beside it). Every step is bounded (STEP_S of arrivals, requests cancelled at 2 x STEP_S).
-
-GuideLLM's figures on the same mock come from scripts/guidellm_reference.py when it is there (another issue
-adds it); without it only bench's side is printed, and the test says so.
+    open together while the later ones are still being sent on schedule (GuideLLM: `constant` at (N-1)/RAMP_S,
+    N requests: the same schedule)
+Limits, the same definition on both sides:
+  - schedule lag p99 <= 5 ms: when the client began each request minus when its schedule wanted it (bench:
+    `sent_s` - intended, bench.runners.server.openloop; GuideLLM: `resolve_start` - `targeted_start`, both taken
+    before connecting, scripts/guidellm_reference.py ScheduleAccount). GuideLLM's own `request_dispatch_delay`
+    (to its first header write, connecting included) is printed beside it.
+  - ITL error <= 1 ms: the median over requests of each one's (last token - first token) / (tokens - 1), minus
+    the mock's cadence (GuideLLM keeps only that per-request mean; bench's p99 |gap - cadence| over every gap
+    is printed beside it).
+The ladders run interleaved (bench's step k, GuideLLM's step k, step k+1, ...), each tool stopping at its first
+failing step. Every step is bounded: bench's arrivals within STEP_S and requests cancelled at 2 x STEP_S;
+GuideLLM's max_requests and max_duration 2 x STEP_S (plus its start-up margin).
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,21 +33,49 @@ import pytest
 
 from bench.runners.server.arrivals import send_offsets
 from bench.runners.server.client import Endpoint, stream_request
-from bench.runners.server.loadpoint import client_check
 from bench.runners.server.openloop import LoadRun, run_open
 from bench.runners.server.shapes import request_body
 from bench.runners.server.stream import RequestRecord
+from bench.stats import percentile
+from scripts.guidellm_reference import (
+    INSTALL_HINT,
+    Load,
+    Shape,
+    guidellm_python,
+    run_benchmark,
+    schedule_account,
+    tokenizer_dir,
+)
 from tests.benchmarks.cadence_server import CadenceServer
 
-ROOT = Path(__file__).resolve().parents[2]
 CADENCE_S = 0.02  # the mock's inter-token gap
 TOKENS = 25  # per answer: a request streams for 0.5 s
+PROMPT_TOKENS = 16  # GuideLLM builds prompts of this length (the mock ignores them)
 STEP_S = 3.0  # arrivals per rate step
 RAMP_S = 0.25  # the streams step's arrivals: within half a stream's length
 LAG_LIMIT_MS = 5.0
 ITL_LIMIT_MS = 1.0
-RATES = (10, 20, 40, 80, 160, 320)
-STREAMS = (16, 32, 64, 128, 256, 512)
+RATES = (5, 10, 20, 40, 80, 160, 320)
+STREAMS = (4, 8, 16, 32, 64, 128, 256, 512)
+
+
+@dataclass(frozen=True)
+class Accuracy:
+    lag_p50_ms: float  # shown: where most requests were sent, beside the p99 the limit holds
+    lag_p99_ms: float
+    itl_error_ms: float
+    failed: int  # the mock answers every request: any failure is the client's
+    detail: str  # what only this tool shows
+
+    @property
+    def passed(self) -> bool:
+        return self.lag_p99_ms <= LAG_LIMIT_MS and self.itl_error_ms <= ITL_LIMIT_MS and self.failed == 0
+
+
+def _judge(lags_s: list[float], itls_ms: list[float], failed: int, detail: str) -> Accuracy:
+    lag = [1000.0 * percentile(lags_s, p) if lags_s else float("inf") for p in (50, 99)]
+    error = abs(statistics.median(itls_ms) - 1000.0 * CADENCE_S) if itls_ms else float("inf")
+    return Accuracy(*lag, error, failed, detail)
 
 
 async def _load(url: str, offsets: np.ndarray) -> LoadRun:
@@ -55,58 +93,98 @@ async def _load(url: str, offsets: np.ndarray) -> LoadRun:
         return await run_open(list(offsets), STEP_S, make, send)
 
 
-def _accuracy(run: LoadRun) -> tuple[float, float, float, int]:
-    """(lag p99 ms, ITL error ms (median gap - cadence), p99 |gap - cadence| ms, failed requests)."""
-    lag = client_check(run)[0]["schedule_lag_ms_p99"] or 0.0
-    print(f"    client CPU {run.client_cpu_pct or 0:.0f} % of a core over {run.wall_s:.1f} s", end="")
-    gaps = np.array([g for s in run.sent if s.record.ok for g in s.record.gaps_s])
-    failed = sum(not s.record.ok for s in run.sent)
-    if gaps.size == 0:
-        return lag, float("inf"), float("inf"), failed
-    error = abs(float(np.median(gaps)) - CADENCE_S) * 1000.0
-    return lag, error, float(np.percentile(np.abs(gaps - CADENCE_S), 99)) * 1000.0, failed
+def _bench(url: str, offsets: np.ndarray) -> Accuracy:
+    run = asyncio.run(_load(url, offsets))
+    ok = [s.record for s in run.sent if s.record.ok]
+    gaps = np.array([g for r in ok for g in r.gaps_s])
+    tail = float(np.percentile(np.abs(gaps - CADENCE_S), 99)) * 1000.0 if gaps.size else float("inf")
+    return _judge(
+        [s.lag_s for s in run.sent if s.record.sent_s],
+        [1000.0 * t for r in ok if (t := r.tpot_s) is not None],
+        len(run.sent) - len(ok),
+        f"p99 |gap - cadence| {tail:6.2f} ms, client CPU {run.client_cpu_pct or 0:3.0f} % of a core",
+    )
 
 
-def _steps(url: str, label: str, schedules: list[tuple[float, np.ndarray]]) -> tuple[float, int]:
-    """Runs the steps in order until one fails a limit: the highest passing step's value (0: none), and how many
-    requests of the first step failed (the mock answers every one: any failure is the client's)."""
-    best, first_failed = 0.0, -1
-    for value, offsets in schedules:
-        lag, error, tail, failed = _accuracy(asyncio.run(_load(url, offsets)))
-        first_failed = failed if first_failed < 0 else first_failed
-        passed = lag <= LAG_LIMIT_MS and error <= ITL_LIMIT_MS and failed == 0
-        print(
-            f"; {label} {value:>5g}: lag p99 {lag:7.2f} ms, ITL error {error:5.2f} ms (p99 |gap - cadence| "
-            f"{tail:6.2f} ms), failed {failed} -> {'ok' if passed else 'over a limit'}"
-        )
-        if not passed:
+def _guidellm(url: str, tokenizer: Path, load: Load, requests: int) -> Accuracy:
+    shape = Shape(PROMPT_TOKENS, TOKENS, requests, max_seconds=2 * STEP_S, endpoint="chat")
+    account = schedule_account(run_benchmark(url, tokenizer, load, shape, seed=1))
+    delay = 1000.0 * percentile(account.dispatch_delay_s, 99) if account.dispatch_delay_s else float("inf")
+    return _judge(account.start_lag_s, account.itl_ms, account.failed, f"its dispatch delay p99 {delay:7.2f} ms")
+
+
+Step = tuple[float, Callable[[], Accuracy], Callable[[], Accuracy] | None]
+
+
+def _ladder(label: str, steps: list[Step]) -> tuple[float, float | None, int]:
+    """Runs bench's and GuideLLM's step k one after the other, each tool until its first failing step: the
+    highest passing value of each (0: none; GuideLLM None: not run), and bench's failed requests at step 1."""
+    best: dict[str, float] = {"bench": 0.0, "GuideLLM": 0.0}
+    first_failed = -1
+    going = {"bench": True, "GuideLLM": steps[0][2] is not None}
+    for value, ours, theirs in steps:
+        for tool, measure in (("bench", ours), ("GuideLLM", theirs)):
+            if not going[tool] or measure is None:
+                continue
+            acc = measure()
+            first_failed = acc.failed if tool == "bench" and first_failed < 0 else first_failed
+            going[tool] = acc.passed
+            best[tool] = value if acc.passed else best[tool]
+            print(
+                f"  {label} {value:>4g} {tool:>8}: lag p50 {acc.lag_p50_ms:5.2f} / p99 {acc.lag_p99_ms:7.2f} ms, ITL error "
+                f"{acc.itl_error_ms:5.2f} ms, failed {acc.failed} ({acc.detail}) -> "
+                f"{'ok' if acc.passed else 'over a limit'}"
+            )
+        if not any(going.values()):
             break
-        best = value
-    return best, first_failed
+    return best["bench"], best["GuideLLM"] if steps[0][2] is not None else None, first_failed
 
 
-@pytest.mark.timeout(600)
-def test_load_generator_capacity(capsys: pytest.CaptureFixture[str]) -> None:
+def _side_by_side(label: str, ours: float, theirs: float | None) -> str:
+    if theirs is None:
+        return f"{label}: bench {ours:g}, GuideLLM not measured ({INSTALL_HINT})"
+    ratio = f"{ours / theirs:.2f}" if theirs else "n/a (GuideLLM passed no step)"
+    return f"{label}: bench {ours:g}, GuideLLM {theirs:g}, bench / GuideLLM {ratio}"
+
+
+@pytest.mark.timeout(1800)
+def test_load_generator_capacity(capsys: pytest.CaptureFixture[str], smollm2_path: Path) -> None:
+    # GuideLLM builds its prompts with a tokenizer: SmolLM2's, derived from the installed GGUF (no hub).
+    tokenizer = tokenizer_dir(smollm2_path) if guidellm_python() is not None else None
     with capsys.disabled():
         print(
-            f"\nload generator vs a loopback mock ({TOKENS} tokens every {CADENCE_S * 1000:g} ms; limits: lag p99 "
+            f"\nload generators vs a loopback mock ({TOKENS} tokens every {CADENCE_S * 1000:g} ms; limits: lag p99 "
             f"<= {LAG_LIMIT_MS:g} ms, ITL error <= {ITL_LIMIT_MS:g} ms; load average {os.getloadavg()[0]:.1f} on "
             f"{os.cpu_count()} CPUs)"
         )
         with CadenceServer(TOKENS, CADENCE_S) as url:
-            rate, rate_failed = _steps(
-                url, "poisson rate", [(r, send_offsets("poisson", r, int(r * STEP_S), STEP_S, seed=1)) for r in RATES]
+
+            def theirs(load: Load, requests: int) -> Callable[[], Accuracy] | None:
+                return None if tokenizer is None else lambda: _guidellm(url, tokenizer, load, requests)
+
+            rates = _ladder(
+                "poisson rate",
+                [
+                    (
+                        r,
+                        lambda r=r: _bench(url, send_offsets("poisson", r, int(r * STEP_S), STEP_S, seed=1)),
+                        theirs(Load("poisson", r), int(r * STEP_S)),
+                    )
+                    for r in RATES
+                ],
             )
-            streams, streams_failed = _steps(
-                url, "streams at once", [(n, np.linspace(0.0, RAMP_S, n)) for n in STREAMS]
+            streams = _ladder(
+                "streams",
+                [
+                    (
+                        n,
+                        lambda n=n: _bench(url, np.linspace(0.0, RAMP_S, n)),
+                        theirs(Load("constant", (n - 1) / RAMP_S), n),
+                    )
+                    for n in STREAMS
+                ],
             )
-        print(
-            f"bench: highest Poisson rate {rate:g} requests/s, most concurrent streams {streams:g} "
-            "(0: not even the first step kept both limits on this machine now)"
-        )
-        reference = ROOT / "scripts" / "guidellm_reference.py"
-        if reference.exists():
-            print(f"GuideLLM's side: run {reference.relative_to(ROOT)} against the same mock for its figures")
-        else:
-            print("GuideLLM's side: not measured (scripts/guidellm_reference.py is not in this tree)")
-    assert rate_failed == 0 and streams_failed == 0  # every request of the first steps streamed to its end
+        print(f"(load average {os.getloadavg()[0]:.1f} at the end; 0: not even the first step kept both limits)")
+        print(_side_by_side("highest Poisson rate (requests/s)", *rates[:2]))
+        print(_side_by_side("most concurrent streams", *streams[:2]))
+    assert rates[2] == 0 and streams[2] == 0  # every request of bench's first steps streamed to its end

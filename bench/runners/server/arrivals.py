@@ -9,6 +9,7 @@ A suite writes a profile as a mapping or as text; the knob stores one canonical 
   sweep: K          K points, as GuideLLM's sweep: synchronous (one request at a time: the lowest rate), throughput
                     (every request at once: the highest), then K-2 constant rates spread up to that highest
   capacity: PRESET  the largest rate meeting an SLO preset's p99 TTFT and TPOT, by bisection (capacity_search)
+  capacity          the same under the suite's `slo` (its limits at its percentile)
 
 A sweep is expanded into its points ("sweep:5/1" ... "sweep:5/5"), one cell and one row each.
 """
@@ -35,7 +36,7 @@ class LoadProfile:
     kind: str = ""
     value: float = 0.0  # users (concurrency), requests/s (rate, poisson), points (sweep)
     point: int = 0
-    preset: str = ""  # capacity: the SLO preset whose limits it searches under
+    preset: str = ""  # capacity: the SLO preset whose limits it searches under ('': the suite's slo)
 
     @property
     def sweep_role(self) -> str:
@@ -49,7 +50,7 @@ class LoadProfile:
         if not self.kind:
             return ""
         if self.kind == "capacity":
-            return f"capacity:{self.preset}"
+            return f"capacity:{self.preset}" if self.preset else "capacity"
         value = f"{self.value:g}"
         return f"sweep:{value}/{self.point}" if self.kind == "sweep" and self.point else f"{self.kind}:{value}"
 
@@ -66,16 +67,22 @@ def profile_of(stored: str) -> LoadProfile:
     """The profile of a canonical (or suite-written) text; raises ValueError saying what was expected."""
     if not stored:
         return LoadProfile()
+    if stored.strip().lower() == "capacity":
+        return LoadProfile("capacity")
     found = _TEXT.match(stored.lower())
     if not found or found.group(1) not in KINDS:
-        raise ValueError(f"expected one of {', '.join(KINDS)} with a value, e.g. 'poisson: 2'")
+        raise ValueError(
+            f"expected one of {', '.join(KINDS)} with a value, e.g. 'poisson: 2' (capacity alone: the suite's slo)"
+        )
     kind, raw, point = found.group(1), found.group(2), int(found.group(3) or 0)
     if kind == "capacity":
         # Imported here: this module is imported while bench.suite is still loading (the knob registry).
         from bench.suite.schema import SLO_PRESETS
 
         if raw not in SLO_PRESETS:
-            raise ValueError(f"capacity takes an SLO preset: one of {', '.join(SLO_PRESETS)}")
+            raise ValueError(
+                f"capacity takes an SLO preset: one of {', '.join(SLO_PRESETS)} (or none: the suite's slo)"
+            )
         return LoadProfile(kind, preset=raw)
     value = _number(raw)
     if value is None:
@@ -94,7 +101,7 @@ def parse_load(value: Any) -> Any:
     as given, for check_load to name."""
     if isinstance(value, dict) and len(value) == 1:
         ((kind, amount),) = value.items()
-        value = f"{kind}:{amount}"
+        value = str(kind) if amount is None else f"{kind}:{amount}"  # {capacity: null}: the suite's slo
     if not isinstance(value, str):
         return value
     try:
@@ -134,7 +141,7 @@ def show_load(value: Any) -> str:
         "concurrency": f"c{profile.value:g}",
         "rate": f"r{profile.value:g}/s",
         "poisson": f"poisson {profile.value:g}/s",
-        "capacity": f"capacity ({profile.preset})",
+        "capacity": f"capacity ({profile.preset or 'suite slo'})",
     }.get(profile.kind, profile.text)
 
 

@@ -1,5 +1,5 @@
-"""Capacity search (pure: the probes are a callable): the largest arrival rate whose p99 TTFT and p99 time per
-output token meet an SLO, by bisection between measured rates.
+"""Capacity search (pure: the probes are a callable): the largest arrival rate whose TTFT and time per output
+token at the SLO's percentile (p99 for MLPerf's presets) meet its limits, by bisection between measured rates.
 
 The ceiling is the server's throughput (every request at once): above it no rate is sustainable. The search
 probes the ceiling; if that fails, it bisects [0, ceiling] until the bracket (highest rate that met, lowest
@@ -19,7 +19,7 @@ MAX_PROBES = 10  # 1 ceiling probe + bisection steps (0.05 needs 5)
 
 @dataclass(frozen=True)
 class Limits:
-    """An SLO's p99 limits in ms (None: not limited)."""
+    """An SLO's limits in ms at its percentile (None: not limited)."""
 
     ttft_ms: float | None
     tpot_ms: float | None
@@ -27,11 +27,11 @@ class Limits:
 
 @dataclass
 class Probe:
-    """One measured rate: its p99 TTFT and TPOT (ms), its errors, and its row's fields."""
+    """One measured rate: its TTFT and TPOT (ms) at the SLO's percentile, its errors, and its row's fields."""
 
     rate_rps: float
-    ttft_p99_ms: float | None
-    tpot_p99_ms: float | None
+    ttft_ms: float | None
+    tpot_ms: float | None
     errors: int = 0
     fields: dict[str, Any] = field(default_factory=dict)
 
@@ -40,8 +40,8 @@ class Probe:
         figures breaks 'no ttft' / 'no tpot', one with failed or incomplete requests 'errors'."""
         broke = ["errors"] if self.errors else []
         for name, value, limit in (
-            ("ttft", self.ttft_p99_ms, limits.ttft_ms),
-            ("tpot", self.tpot_p99_ms, limits.tpot_ms),
+            ("ttft", self.ttft_ms, limits.ttft_ms),
+            ("tpot", self.tpot_ms, limits.tpot_ms),
         ):
             if limit is not None and value is None:
                 broke.append(f"no {name}")  # nothing measured proves the limit held
@@ -62,7 +62,7 @@ class Capacity:
         def ms(value: float | None) -> str:
             return "" if value is None else f"{value:.1f}"
 
-        return ";".join(f"{p.rate_rps:.4g}:{ms(p.ttft_p99_ms)}/{ms(p.tpot_p99_ms)}" for p in self.probes)
+        return ";".join(f"{p.rate_rps:.4g}:{ms(p.ttft_ms)}/{ms(p.tpot_ms)}" for p in self.probes)
 
 
 def search_capacity(

@@ -1,11 +1,19 @@
-"""The server backend's load knobs: the load profile (a matrix axis, bench.runners.server.arrivals) and the
-bounds of one load point (registered with the backend's other knobs by its spec)."""
+"""The server backend's load knobs: the load profile (a matrix axis, bench.runners.server.arrivals), the
+bounds of one load point (registered with the backend's other knobs by its spec), and the SLO limits a load
+point is judged by, filled from the suite's `slo` (SLO_SETTINGS: never written in `knobs:`)."""
 
 from __future__ import annotations
 
-from bench.runners.server.arrivals import check_load, expand_load, parse_load, show_load
+from collections.abc import Mapping
+from typing import Any
+
+from bench.runners.server.arrivals import check_load, expand_load, parse_load, profile_of, show_load
 from bench.runners.server.lengths import check_lengths
+from bench.suite.blocks import SuiteSettings
 from bench.suite.knobs import Knob
+from bench.suite.schema import SLO_PRESETS, Suite
+
+PRESET_PERCENTILE = 99  # MLPerf's limits are 99th percentiles
 
 KNOBS: tuple[Knob, ...] = (
     Knob(
@@ -79,4 +87,59 @@ KNOBS: tuple[Knob, ...] = (
         "ol ",
         validate=check_lengths,
     ),
+    Knob(
+        "slo_ttft_ms",
+        float,
+        0.0,
+        "filled from the suite's `slo` for a load point (a capacity preset's own): the TTFT limit, ms (0: none)",
+        "SLO TTFT (ms)",
+        "st",
+    ),
+    Knob(
+        "slo_tpot_ms",
+        float,
+        0.0,
+        "filled from the suite's `slo` for a load point (a capacity preset's own): the time per output token "
+        "limit, ms (0: none)",
+        "SLO TPOT (ms)",
+        "sp",
+    ),
+    Knob(
+        "slo_percentile",
+        int,
+        0,
+        "filled from the suite's `slo` for a load point: the percentile its limits hold at (0: no SLO)",
+        "SLO percentile",
+        "sq",
+    ),
 )
+
+
+SLO_KNOBS = ("slo_ttft_ms", "slo_tpot_ms", "slo_percentile")
+
+
+def preset_slo(load: str) -> dict[str, Any]:
+    """A capacity preset's limits as the slo_* knobs' values (MLPerf's p99 limits); {} when the load names
+    none (or cannot be read: the loader names a malformed profile)."""
+    try:
+        preset = profile_of(load).preset if load else ""
+    except ValueError:
+        return {}
+    if not preset:
+        return {}
+    ttft, tpot = SLO_PRESETS[preset]
+    return dict(zip(SLO_KNOBS, (float(ttft), float(tpot), PRESET_PERCENTILE), strict=True))
+
+
+def slo_knobs(suite: Suite, fields: Mapping[str, Any]) -> dict[str, Any]:
+    """A load point's SLO limits: a capacity preset's own, else the suite's `slo`; none for a cell without a
+    load profile (its id stays as it was)."""
+    load = str(fields.get("load") or "")
+    if not load:
+        return {}
+    ttft_ms, user_tok_s = suite.slo.limits()
+    tpot_ms = 1000.0 / user_tok_s if user_tok_s else 0.0
+    return preset_slo(load) or dict(zip(SLO_KNOBS, (float(ttft_ms or 0.0), tpot_ms, suite.slo.percentile), strict=True))
+
+
+SLO_SETTINGS = SuiteSettings("slo", SLO_KNOBS, slo_knobs)

@@ -14,9 +14,10 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from bench.results import samples_to_text
+from bench.runners.server.capacity_search import Limits
 from bench.runners.server.fields import ms_percentiles, request_fields
 from bench.runners.server.openloop import LoadRun, Sent
-from bench.stats import summarize
+from bench.stats import goodput_rps, summarize
 
 # The client is the bottleneck (a `client_limited` warning) past either: requests sent this late at p99, or its
 # event loop busy this much of one core (it can no longer wake on time).
@@ -72,10 +73,10 @@ def client_check(run: LoadRun) -> tuple[dict[str, Any], str]:
 
 
 def load_point_fields(
-    run: LoadRun, bounds: PointBounds, gen_tokens: int, ignore_eos: bool, rate_rps: float | None
+    run: LoadRun, bounds: PointBounds, gen_tokens: int, ignore_eos: bool, rate_rps: float | None, slo: Limits
 ) -> dict[str, Any]:
     """The row of one load point. rate_rps: the arrival rate its schedule offered (None: closed loop or all at
-    once)."""
+    once); slo: the limits its goodput_rps counts requests by (the cell's slo_* knobs)."""
     warm, measured, cool = split(run, bounds)
     incomplete = sum(s.incomplete for s in run.sent)
     # One window, not rounds: request_fields sees the measured requests as one round (index 0), the warm-up
@@ -92,6 +93,11 @@ def load_point_fields(
     client, client_warning = client_check(run)
     queue = [q for s in ok if (q := _queue_s(s)) is not None]
     span = max(s.record.end_s for s in measured) - min(s.record.sent_s for s in measured) if measured else None
+    timed = [s.record for s in ok if s.record.ttft_s is not None]
+    tpot_ms = [1000.0 * t if (t := r.tpot_s) is not None else math.nan for r in timed]
+    ttft_ms = [1000.0 * (r.ttft_s or 0.0) for r in timed]
+    goodput = goodput_rps(ttft_ms, tpot_ms, span or 0.0, slo.ttft_ms, slo.tpot_ms)
+    goodput = goodput if math.isfinite(goodput) else None  # no window: nothing to count over
     warnings = [fields.get("warnings", ""), client_warning]
     if not measured:
         warnings.append(
@@ -105,11 +111,8 @@ def load_point_fields(
             # a user's time in the system per request: with the arrival rate, Little's law gives users served
             "e2e_ms_mean": 1000.0 * summarize([s.record.e2e_s for s in ok]).mean if ok else None,
             # per measured ok request, aligned with ttft_ms_samples (nan: one token, no time per token)
-            "tpot_ms_samples": samples_to_text(
-                1000.0 * t if (t := s.record.tpot_s) is not None else math.nan
-                for s in ok
-                if s.record.ttft_s is not None
-            ),
+            "tpot_ms_samples": samples_to_text(tpot_ms),
+            "goodput_rps": goodput,
             **ms_percentiles("queue_ms", queue),
             **client,
             "load_rate_rps": rate_rps,

@@ -106,8 +106,14 @@ class LlamaServer:
             return ""
         return "\n".join(text.splitlines()[-lines:])
 
-    def exited(self) -> int | None:
-        """The exit code once the server has exited (negative: the signal), else None."""
+    def exited(self, grace_s: float = 0.0) -> int | None:
+        """The exit code once the server has exited (negative: the signal), else None. `grace_s`: how long to wait
+        for it (a killed server's connections close before the kernel reports its exit)."""
+        if grace_s > 0:
+            try:
+                return self.process.wait(timeout=grace_s)
+            except subprocess.TimeoutExpired:
+                return None
         return self.process.poll()
 
     def failure(self, what: str) -> BenchError:

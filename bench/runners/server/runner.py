@@ -28,6 +28,7 @@ from bench.suite import Cell
 
 TEMPLATE_TOKENS = 64  # a chat template's own tokens per request, on top of the prompt (room in each slot)
 START_TIMEOUT_S = 300.0
+EXIT_GRACE_S = 2.0  # after failed requests, how long a dying embedded server gets to be seen as exited
 PATHS = {"chat": "/chat/completions", "completions": "/completions"}
 
 
@@ -72,6 +73,9 @@ class ServerEngine(CellEngine):
         self.server: LlamaServer | None = None
         self.described: dict[str, Any] = {}
         self.served = ServedLoad()
+        # Prompts this engine has made: each request gets a new number, so a cell measured again (or its
+        # sustained mode) never resends a prompt the server may still hold in a slot's cache.
+        self.prompts_made = 0
 
     @property
     def endpoint(self) -> Endpoint:
@@ -157,17 +161,19 @@ class ServerEngine(CellEngine):
         requests = cell.warmup + cell.repetitions
         try:
             prompts = {
-                (u, i): maker.prompt(u * requests + i, cell.prompt_tokens)
+                (u, i): maker.prompt(self.prompts_made + u * requests + i, cell.prompt_tokens)
                 for u in range(users)
                 for i in range(requests)
             }
         finally:
             maker.close()
+        self.prompts_made += users * requests
         loop = ClosedLoop(users, cell.warmup, cell.repetitions, float(cell.setting("request_timeout_s")))
         if energy is not None:
             energy.mark()
         records = asyncio.run(self._run(loop, cell, prompts, chat, ignore_eos))
-        if self.server is not None and self.server.exited() is not None:
+        grace_s = EXIT_GRACE_S if any(not r.ok for r in records) else 0.0  # did failed requests mean a dead server?
+        if self.server is not None and self.server.exited(grace_s) is not None:
             failed = sum(not r.ok for r in records)
             raise self.server.failure(f"died during the cell ({failed} requests failed)")
         measured = [r for r in records if not r.warmup]
@@ -221,14 +227,14 @@ class ServerEngine(CellEngine):
         seed = zlib.crc32(f"sustain {cell.cell_id}".encode())
         maker = PromptMaker(counter, chat, seed=seed, shared_prefix_tokens=int(cell.setting("shared_prefix_tokens")))
         loop = ClosedLoop(users, 0, 1, float(cell.setting("request_timeout_s")))
-        number = 0
         try:
             while True:
-                prompts = {(u, 0): maker.prompt(number + u, cell.prompt_tokens) for u in range(users)}
-                number += users
+                prompts = {(u, 0): maker.prompt(self.prompts_made + u, cell.prompt_tokens) for u in range(users)}
+                self.prompts_made += users
                 records = asyncio.run(self._run(loop, cell, prompts, chat, ignore_eos))
                 ok = [r for r in records if r.ok]
-                if self.server is not None and self.server.exited() is not None:
+                grace_s = EXIT_GRACE_S if len(ok) < len(records) else 0.0
+                if self.server is not None and self.server.exited(grace_s) is not None:
                     raise self.server.failure("died during the sustained mode")
                 if not ok:
                     raise BenchError(f"sustained mode: every request of a round failed; first: {records[0].error}")

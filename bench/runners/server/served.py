@@ -18,13 +18,13 @@ from bench.runners.server.arrivals import LoadProfile, send_offsets, sweep_rates
 from bench.runners.server.capacity_search import RESOLUTION_FRACTION, Capacity, Limits, Probe, search_capacity
 from bench.runners.server.client import Endpoint, stream_request
 from bench.runners.server.lengths import FREE_TO_STOP, draw_lengths
+from bench.runners.server.load_knobs import SLO_KNOBS, preset_slo
 from bench.runners.server.loadpoint import PointBounds, load_point_fields
 from bench.runners.server.openloop import LoadRun, run_closed, run_open
 from bench.runners.server.shapes import PromptMaker, request_body
 from bench.runners.server.stream import RequestRecord
 from bench.runners.server.tokens import TokenCounter
 from bench.suite import Cell
-from bench.suite.schema import SLO_PRESETS
 
 MIN_PROBE_REQUESTS = 5  # a capacity probe's rate must fit this many requests within load_duration_s
 PATHS = {"chat": "/chat/completions", "completions": "/completions"}
@@ -54,6 +54,14 @@ class Target:
     @property
     def seed(self) -> int:
         return zlib.crc32(self.cell.cell_id.encode())
+
+    @property
+    def slo(self) -> tuple[Limits, int]:
+        """The SLO this point is judged by: a capacity preset's own, else its slo_* knobs (filled from the
+        suite's `slo`): its limits (None: not limited) and their percentile (0: the cell has none)."""
+        values = preset_slo(str(self.cell.setting("load"))) or {k: self.cell.setting(k) for k in SLO_KNOBS}
+        ttft, tpot, percentile = (values[k] or 0 for k in SLO_KNOBS)
+        return Limits(float(ttft) or None, float(tpot) or None), int(percentile)
 
     def prompt_lengths(self) -> list[int]:
         spec = str(self.cell.setting("prompt_lengths"))
@@ -126,7 +134,7 @@ class ServedLoad:
         rate = amount if kind in ("rate", "poisson") else None
         # Answers held to their own lengths: the check that none ended early uses the shortest target.
         shortest = min(target.output_lengths())
-        fields = load_point_fields(run, bounds, shortest, target.ignore_eos, rate)
+        fields = load_point_fields(run, bounds, shortest, target.ignore_eos, rate, target.slo[0])
         fields["warnings"] = "; ".join(w for w in (*warnings, fields.get("warnings") or "") if w)
         return fields
 
@@ -156,7 +164,12 @@ class ServedLoad:
         return self._point(target, "rate", sweep_rates(low, high, int(profile.value))[profile.point - 3])
 
     def _capacity(self, target: Target, profile: LoadProfile) -> dict[str, Any]:
-        ttft_ms, tpot_ms = SLO_PRESETS[profile.preset]
+        limits, percentile = target.slo
+        if not percentile or (limits.ttft_ms is None and limits.tpot_ms is None):
+            raise BenchError(
+                "capacity: this cell has no SLO to search under: give the suite an `slo` (max_ttft_ms, "
+                "min_user_tok_s or a preset) or the load a preset, e.g. {capacity: mlperf-llama3.1-8b-server}"
+            )
         ceiling = self._point(target, "throughput", 0).get("request_throughput_rps")
         if not ceiling:
             raise BenchError("capacity: the throughput probe measured no request, so there is no rate to search")
@@ -164,12 +177,12 @@ class ServedLoad:
         def probe(rate: float) -> Probe:
             fields = self._point(target, "poisson", rate)
             errors = (fields.get("request_errors") or 0) + (fields.get("requests_incomplete") or 0)
-            return Probe(rate, fields.get("ttft_ms_p99"), fields.get("tpot_ms_p99"), errors, fields)
+            return Probe(
+                rate, fields.get(f"ttft_ms_p{percentile}"), fields.get(f"tpot_ms_p{percentile}"), errors, fields
+            )
 
         floor = MIN_PROBE_REQUESTS / target.duration_s  # fewer requests than this fit in a probe below it
-        found = search_capacity(
-            probe, ceiling, Limits(ttft_ms, tpot_ms), RESOLUTION_FRACTION * ceiling, floor_rps=floor
-        )
+        found = search_capacity(probe, ceiling, limits, RESOLUTION_FRACTION * ceiling, floor_rps=floor)
         return capacity_fields(found)
 
     def measure(self, target: Target, profile: LoadProfile) -> dict[str, Any]:

@@ -75,5 +75,6 @@ SPEC = BackendSpec(
     knobs=knobs.KNOBS + load_knobs.KNOBS,
     shares_knobs=SHARED_KNOBS,
     suite_block=knobs.BLOCK,
+    suite_settings=load_knobs.SLO_SETTINGS,
     probe_software=probe_llama_server,
 )
