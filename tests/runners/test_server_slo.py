@@ -12,12 +12,11 @@ import pytest
 
 from bench.errors import BenchError
 from bench.runners.registry import quantization_catalog
-from bench.runners.server.runner import ServerEngine
 from bench.stats import goodput_rps
 from bench.suite import Cell, expand, load_suite
 from bench.suite.cell import cell_id_of
-from tests.conftest import cpu_cell
 from tests.runners.fake_openai_server import FakeServer
+from tests.runners.test_server_load import _engine_rows
 
 SUITE = "name: s\nmodels: [{id: m, source: /nonexistent.gguf}]\nbackends: [server]\n"
 
@@ -64,44 +63,29 @@ def test_slo_knobs_are_not_written_in_the_suite(tmp_path: Path) -> None:
         _cells(tmp_path, "exclude: [{slo_tpot_ms: 5}]\n")
 
 
-def _rows(url: str, loads: list[str], **knobs: Any) -> list[dict[str, Any]]:
-    settings: dict[str, Any] = {"server_url": url, "prompt_tokens": 8, **knobs}
-    cells = [cpu_cell("server", "source", load=load, **settings) for load in loads]
-    engine = ServerEngine(Path("unused.gguf"), cells[0])
-    try:
-        engine.load()
-        rows = []
-        for cell in cells:
-            engine.start_context(cell)
-            rows.append(engine.measure(cell))
-        return rows
-    finally:
-        engine.close()
-
-
 def test_capacity_without_a_preset_searches_under_the_cells_slo(fake: FakeServer) -> None:
     fake.behaviour.first_token_s, fake.behaviour.gap_s = 0.01, 0.03  # 30 ms per token at any rate
     slo = {"slo_ttft_ms": 2000.0, "slo_tpot_ms": 20.0, "slo_percentile": 50}  # p50 TPOT <= 20 ms: never met
-    (row,) = _rows(fake.url, ["capacity"], load_requests=8, load_duration_s=2, **slo)
+    (row,) = _engine_rows(fake.url, ["capacity"], load_requests=8, load_duration_s=2, **slo)
     assert row["capacity_rps"] == 0.0 and row["capacity_binding"] == "tpot"
     slo["slo_tpot_ms"] = 300.0  # 10x the gap: met at every rate, the ceiling probe meets it
-    (row,) = _rows(fake.url, ["capacity"], load_requests=8, load_duration_s=2, **slo)
+    (row,) = _engine_rows(fake.url, ["capacity"], load_requests=8, load_duration_s=2, **slo)
     assert row["capacity_rps"] > 0 and row["capacity_binding"] == "" and row["goodput_rps"] > 0
 
 
 def test_capacity_without_any_slo_is_a_clear_error(fake: FakeServer) -> None:
     with pytest.raises(BenchError, match=r"no SLO to search under: give the suite an `slo`"):
-        _rows(fake.url, ["capacity"], load_requests=8, load_duration_s=2)
+        _engine_rows(fake.url, ["capacity"], load_requests=8, load_duration_s=2)
 
 
 def test_a_load_point_row_carries_its_goodput(fake: FakeServer) -> None:
     fake.behaviour.first_token_s, fake.behaviour.gap_s = 0.02, 0.005
     loose = {"slo_ttft_ms": 10_000.0, "slo_tpot_ms": 1_000.0, "slo_percentile": 99}
-    (row,) = _rows(fake.url, ["poisson:20"], load_requests=20, load_duration_s=10, **loose)
+    (row,) = _engine_rows(fake.url, ["poisson:20"], load_requests=20, load_duration_s=10, **loose)
     # every measured request meets limits this loose: goodput is the measured requests over the window
     assert row["goodput_rps"] == pytest.approx(row["requests_measured"] / row["load_span_s"])
     tight = {**loose, "slo_ttft_ms": 1.0}  # no request's TTFT is under 1 ms (the fake waits 20 ms)
-    (row,) = _rows(fake.url, ["poisson:20"], load_requests=20, load_duration_s=10, **tight)
+    (row,) = _engine_rows(fake.url, ["poisson:20"], load_requests=20, load_duration_s=10, **tight)
     assert row["goodput_rps"] == 0.0
     # the same figure as the one function the report uses, from the row's own samples
     ttft = [float(v) for v in row["ttft_ms_samples"].split(";")]
