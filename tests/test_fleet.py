@@ -29,7 +29,7 @@ from bench.execute.protocol import MeasureJob  # noqa: E402
 from bench.results import read_results  # noqa: E402
 from bench.run.fleet import resumed_cells  # noqa: E402
 from bench.run.fleet_host import decode_message, encode_message, lost_reason  # noqa: E402
-from tests.conftest import quick_suite_yaml  # noqa: E402
+from tests.conftest import bench_cmd, quick_suite_yaml  # noqa: E402
 from tests.faults.inject import environment  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,10 +44,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind((LOOPBACK, 0))
         return int(sock.getsockname()[1])
-
-
-def bench_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "bench.cli", *args]
 
 
 def child_env(**extra: str) -> dict[str, str]:

@@ -6,7 +6,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from bench.plan import PlannedCell, parse_filters, parse_shard, plan_cells, sele
 from bench.results import read_results
 from bench.runners.registry import quantization_catalog
 from bench.suite import parse_suite
-from tests.conftest import GEMMA3_REF, SMOLLM2_REF, quick_suite_yaml
+from tests.conftest import GEMMA3_REF, SMOLLM2_REF, bench_cmd, quick_suite_yaml
 
 MODELS = f"""
 models:
@@ -78,10 +77,6 @@ def test_bad_shard_is_a_clear_error(write_suite, bad: str, capsys: pytest.Captur
     suite = write_suite(quick_suite_yaml())
     assert main(["run", str(suite), "--shard", bad, "--quiet"]) == 2
     assert f"--shard {bad!r}" in capsys.readouterr().err
-
-
-def bench_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "bench.cli", *args]
 
 
 def _wait_for_data_rows(path: Path, process: subprocess.Popen[str], deadline_s: float = 60) -> None:

@@ -10,7 +10,6 @@ import os
 import resource
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,14 +17,10 @@ import psutil
 import pytest
 
 from bench.results import read_results
-from tests.conftest import quick_suite_yaml
+from tests.conftest import bench_cmd, quick_suite_yaml
 from tests.faults.inject import environment
 
 WORKER_SIGNALS = {1: "SIGSEGV", 2: "SIGILL", 3: "SIGABRT", 4: "SIGKILL"}
-
-
-def bench_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "bench.cli", *args]
 
 
 def run_bench(*args: str, env: dict[str, str] | None = None, **kwargs) -> subprocess.CompletedProcess[str]:

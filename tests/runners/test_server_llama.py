@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -18,7 +17,7 @@ from bench.errors import BenchError
 from bench.results import read_results
 from bench.runners.server.runner import ServerEngine
 from bench.runners.server.software import llama_server_path
-from tests.conftest import cpu_cell, quick_suite_yaml
+from tests.conftest import bench_cmd, cpu_cell, quick_suite_yaml
 
 SUITE = Path(__file__).parents[2] / "suites" / "engine_vs_server.yaml"
 
@@ -112,7 +111,7 @@ def test_killed_server_fails_the_cell_and_the_next_gets_a_fresh_one(smollm2_path
 
 def _run(suite: Path, out: Path) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "bench.cli", "run", str(suite), "-o", str(out), "--quiet"],
+        bench_cmd("run", str(suite), "-o", str(out), "--quiet"),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -145,7 +144,7 @@ def test_bench_run_measures_engine_and_server_side_by_side(tmp_path: Path) -> No
     and one report shows them side by side."""
     out, report = tmp_path / "out.csv", tmp_path / "report.md"
     done = subprocess.run(
-        [sys.executable, "-m", "bench.cli", "run", str(SUITE), "-o", str(out), "--quiet", "--report", str(report)],
+        bench_cmd("run", str(SUITE), "-o", str(out), "--quiet", "--report", str(report)),
         capture_output=True,
         text=True,
         timeout=900,

@@ -4,14 +4,13 @@ one row per load point and a report with the Served capacity section and its cur
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from bench.results import read_results
 from bench.runners.server.software import llama_server_path
-from tests.conftest import quick_suite_yaml
+from tests.conftest import bench_cmd, quick_suite_yaml
 
 pytestmark = [
     pytest.mark.slow,
@@ -33,7 +32,7 @@ def test_bench_run_of_a_sweep_gives_its_points_and_the_served_section(
     )
     out, report = tmp_path / "out.csv", tmp_path / "report.md"
     done = subprocess.run(
-        [sys.executable, "-m", "bench.cli", "run", str(suite), "-o", str(out), "--quiet", "--report", str(report)],
+        bench_cmd("run", str(suite), "-o", str(out), "--quiet", "--report", str(report)),
         capture_output=True,
         text=True,
         timeout=900,
