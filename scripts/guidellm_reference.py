@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import signal
 import statistics
@@ -47,6 +48,11 @@ from bench.stats import percentile  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 GUIDELLM_VENV = ROOT / ".venv-guidellm"
 INSTALL_HINT = "run scripts/install_guidellm.sh (make test does)"
+# GuideLLM's default is up to 10 worker processes, each polling its queues: on this 2-core machine they took
+# most of a core beside the one-thread server and slowed it during GuideLLM's runs only (at a constant rate of
+# 1.4 requests/s its time per token doubled where bench's did not). One worker runs every stream in one event
+# loop, as bench's client does, so what differs between the two is what each measures.
+WORKER_PROCESSES = 1
 RUN_MARGIN_S = 120.0  # a run's wall-clock bound beyond its own duration: start-up (imports, worker processes)
 
 DERIVE_TOKENIZER = """
@@ -112,12 +118,15 @@ def count_tokens(tokenizer: Path, texts: list[str]) -> list[int]:
 
 @dataclass(frozen=True)
 class Load:
-    """A GuideLLM profile: `concurrent` streams (closed loop), or `constant` / `poisson` arrivals per second."""
+    """A GuideLLM profile: `concurrent` streams (closed loop), `constant` / `poisson` arrivals per second, or a
+    `sweep` of that many points (synchronous, throughput, then constant rates between: its SweepProfile)."""
 
-    kind: Literal["concurrent", "constant", "poisson"]
+    kind: Literal["concurrent", "constant", "poisson", "sweep"]
     value: float
 
     def profile(self) -> dict[str, Any]:
+        if self.kind == "sweep":
+            return {"kind": "sweep", "sweep_size": int(self.value)}
         size = {"streams": int(self.value)} if self.kind == "concurrent" else {"rate": self.value}
         return {"kind": self.kind, **size}
 
@@ -151,15 +160,44 @@ class GuideLLMFigures:
     window_request_rps: float
 
 
-def figures(benchmark: dict[str, Any], warmup_requests: int = 0) -> GuideLLMFigures:
-    """A benchmark's figures (one of a GuideLLM JSON report's `benchmarks`), less its first `warmup_requests`."""
+def _check(benchmark: dict[str, Any], needed: int) -> None:
     done = benchmark["requests"]["successful"]
-    if benchmark["requests"]["errored"] or len(done) <= warmup_requests:
+    if benchmark["requests"]["errored"] or len(done) < needed:
         raise RuntimeError(
             f"guidellm: {len(done)} requests succeeded, {len(benchmark['requests']['errored'])} failed; "
             f"first error: {(benchmark['requests']['errored'] or [{}])[0].get('info', {}).get('error')}"
         )
-    kept = sorted(done, key=lambda r: r["request_start_time"])[warmup_requests:]
+
+
+def figures(benchmark: dict[str, Any], warmup_requests: int = 0) -> GuideLLMFigures:
+    """A closed-loop benchmark's figures (one of a GuideLLM JSON report's `benchmarks`), less its first
+    `warmup_requests` by start time."""
+    _check(benchmark, warmup_requests + 1)
+    kept = sorted(benchmark["requests"]["successful"], key=lambda r: r["request_start_time"])[warmup_requests:]
+    return _figures_of(benchmark, kept)
+
+
+def point_figures(benchmark: dict[str, Any], warmup_pct: int, cooldown_pct: int) -> GuideLLMFigures:
+    """An open-loop benchmark's figures over the requests bench's load point would measure: every request
+    that started, in the order its schedule wanted them (`targeted_start`), less the first and last percentages
+    (rounded up, as bench.runners.server.loadpoint). GuideLLM cancels what is still running when its count is
+    reached; those fall in the cool-down, and one that does not fails the run."""
+    requests = benchmark["requests"]
+    started = [r for kind in ("successful", "errored", "incomplete") for r in requests[kind]]
+    started.sort(key=lambda r: r["info"]["timings"]["targeted_start"])
+    warm, cool = (math.ceil(len(started) * pct / 100) for pct in (warmup_pct, cooldown_pct))
+    kept = started[warm : len(started) - cool]
+    ok = {id(r) for r in requests["successful"]}
+    if not kept or any(id(r) not in ok for r in kept):
+        raise RuntimeError(
+            f"guidellm: of {len(started)} requests started, {sum(id(r) not in ok for r in kept)} of the "
+            f"{len(kept)} measured did not succeed (errored {len(requests['errored'])}, cancelled "
+            f"{len(requests['incomplete'])})"
+        )
+    return _figures_of(benchmark, kept)
+
+
+def _figures_of(benchmark: dict[str, Any], kept: list[dict[str, Any]]) -> GuideLLMFigures:
     span = max(r["request_end_time"] for r in kept) - min(r["request_start_time"] for r in kept)
     ttft = [float(r["time_to_first_token_ms"]) for r in kept]
     metrics = benchmark["metrics"]
@@ -242,9 +280,20 @@ def run_guidellm(url: str, tokenizer: Path, load: Load, shape: Shape, seed: int 
 def run_benchmark(url: str, tokenizer: Path, load: Load, shape: Shape, seed: int = 0) -> dict[str, Any]:
     """One bounded GuideLLM run (its request count and duration, plus a start-up margin): its JSON report's
     benchmark, per-request records included."""
+    return run_benchmarks(url, tokenizer, load, shape, seed)[0]
+
+
+def run_benchmarks(url: str, tokenizer: Path, load: Load, shape: Shape, seed: int = 0) -> list[dict[str, Any]]:
+    """One bounded GuideLLM run: its JSON report's benchmarks (a sweep has one per point, each bounded by the
+    shape's request count and duration)."""
     with tempfile.TemporaryDirectory(prefix="guidellm-") as scratch:
         report = Path(scratch) / "report.json"
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "NO_PROXY": "127.0.0.1,localhost"}
+        env = {
+            **os.environ,
+            "HF_HUB_OFFLINE": "1",
+            "NO_PROXY": "127.0.0.1,localhost",
+            "GUIDELLM__MAX_WORKER_PROCESSES": str(WORKER_PROCESSES),
+        }
         # Its own process group: a timeout or Ctrl-C ends GuideLLM's worker processes too, not just its main one.
         with subprocess.Popen(
             command(url, tokenizer, load, shape, report, seed),
@@ -263,7 +312,7 @@ def run_benchmark(url: str, tokenizer: Path, load: Load, shape: Shape, seed: int
                 raise
         if process.returncode != 0 or not report.is_file():
             raise RuntimeError(f"guidellm exited with {process.returncode}: {(err or out)[-2000:]}")
-        return json.loads(report.read_text(encoding="utf-8"))["benchmarks"][0]
+        return list(json.loads(report.read_text(encoding="utf-8"))["benchmarks"])
 
 
 if __name__ == "__main__":

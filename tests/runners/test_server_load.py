@@ -196,6 +196,9 @@ def test_a_sweep_measures_synchronous_throughput_then_rates_between(fake: FakeSe
     assert sync["load_rate_rps"] is None and burst["load_rate_rps"] is None
     low, high = sync["request_throughput_rps"], burst["request_throughput_rps"]
     assert high > low > 0  # the fake serves every request at once (a thread each)
+    # all sent at once, none is first or last: the burst counts every request over the span they all took
+    assert (burst["requests_warmup"], burst["requests_cooldown"], burst["requests_measured"]) == (0, 0, 12)
+    assert (sync["requests_warmup"], sync["requests_cooldown"]) == (2, 2)
     assert middle["load_rate_rps"] == pytest.approx((low + high) / 2) and top["load_rate_rps"] == pytest.approx(high)
 
 

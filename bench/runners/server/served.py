@@ -131,6 +131,10 @@ class ServedLoad:
         run = asyncio.run(_drive(target, prompts, kind, amount))
         cell = target.cell
         bounds = PointBounds(int(cell.setting("load_warmup_pct")), int(cell.setting("load_cooldown_pct")))
+        if kind == "throughput":
+            # Every request is sent at once, so none is first or last: leaving some out would count fewer
+            # requests over the span all of them took to serve, and put the ceiling below the synchronous rate.
+            bounds = PointBounds(0, 0)
         rate = amount if kind in ("rate", "poisson") else None
         # Answers held to their own lengths: the check that none ended early uses the shortest target.
         shortest = min(target.output_lengths())
