@@ -1,5 +1,6 @@
 """A fake OpenAI-compatible streaming server on 127.0.0.1, in a thread: the shapes of reply (reasoning split out,
-<think> in the text) and the faults (HTTP errors, a hung stream, a malformed line) the server backend must read."""
+<think> in the text), the faults (HTTP errors, a hung stream, a malformed line) the server backend must read, and
+a TTFT that grows with load by a known law (for the capacity search)."""
 
 from __future__ import annotations
 
@@ -26,6 +27,13 @@ class Behaviour:
     fail_every: int = 0  # every n-th completion request gets `fail_status`
     fail_status: int = 503
     tokenize: bool = True  # offers llama-server's /tokenize and /apply-template (False: a plain OpenAI server)
+    # A TTFT that is a known function of load (0: off): a completion request's first token waits first_token_s
+    # plus this per earlier request of its load point that arrived within recent_window_s before it. A window of
+    # arrivals, not of requests in flight, so the law does not depend on how long the replies take.
+    ttft_per_recent_s: float = 0.0
+    recent_window_s: float = 0.25
+    arrivals: dict[int, float] = field(default_factory=dict)  # request number -> arrival (time.monotonic)
+    ended: set[int] = field(default_factory=set)  # requests answered: their arrivals go when the next point begins
     seen_headers: list[dict[str, str]] = field(default_factory=list)
     bodies: list[dict[str, Any]] = field(default_factory=list)  # every completion request's JSON, as received
     requests: int = 0
@@ -81,6 +89,7 @@ class _Handler(BaseHTTPRequestHandler):
         with self.lock:
             b.requests += 1
             number = b.requests
+            recent = self._arrive(b, number, request.get("seed"))
             b.bodies.append(request)
             b.prompts.append(
                 str(request["messages"][-1]["content"] if "messages" in request else request.get("prompt"))
@@ -94,20 +103,37 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Connection", "close")
         self.end_headers()
-        self._stream(b, chat="messages" in request)
+        try:
+            self._stream(b, chat="messages" in request, first_token_s=b.first_token_s + b.ttft_per_recent_s * recent)
+        finally:
+            with self.lock:
+                b.ended.add(number)
+
+    @staticmethod
+    def _arrive(b: Behaviour, number: int, seed: Any) -> int:
+        """Records a completion request's arrival (under the lock); returns how many earlier requests of its
+        load point arrived within the window before it."""
+        now = time.monotonic()
+        if seed == 0:  # bench numbers each load point's requests from 0 (the body's seed): a new point begins,
+            for old in b.ended:  # and the earlier points' requests, all answered by then, stop counting
+                b.arrivals.pop(old, None)
+            b.ended.clear()
+        recent = sum(now - t < b.recent_window_s for t in b.arrivals.values())
+        b.arrivals[number] = now
+        return recent
 
     def _send(self, data: bytes, wait_s: float) -> None:
         time.sleep(wait_s)
         self.wfile.write(data)
         self.wfile.flush()
 
-    def _stream(self, b: Behaviour, chat: bool) -> None:
+    def _stream(self, b: Behaviour, chat: bool, first_token_s: float) -> None:
         def piece(text: str, reasoning: bool = False) -> bytes:
             if not chat:
                 return _chunk(None, text)
             return _chunk({"reasoning_content": text} if reasoning else {"content": text})
 
-        wait = b.first_token_s
+        wait = first_token_s
         if b.mode == "malformed":
             self._send(piece("ok"), wait)
             self._send(

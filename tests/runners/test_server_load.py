@@ -4,6 +4,7 @@ clean cancellation, and load points against the fake OpenAI server on loopback."
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,13 +16,15 @@ import pytest
 from bench.errors import BenchError
 from bench.runners.registry import quantization_catalog
 from bench.runners.server.arrivals import profile_of, send_offsets, sweep_rates
-from bench.runners.server.capacity_search import MAX_PROBES, Limits, Probe, search_capacity
+from bench.runners.server.capacity_search import MAX_PROBES, RESOLUTION_FRACTION, Limits, Probe, search_capacity
+from bench.runners.server.client import Endpoint
 from bench.runners.server.lengths import DEEPSEEK_R1_MAX, DEEPSEEK_R1_MEAN, draw_lengths
 from bench.runners.server.loadpoint import LAG_LIMIT_MS, PointBounds, client_check, split
 from bench.runners.server.openloop import CANCELLED, run_closed, run_open
 from bench.runners.server.runner import ServerEngine
+from bench.runners.server.served import Target
 from bench.runners.server.stream import Piece, RequestRecord
-from bench.suite import expand, load_suite
+from bench.suite import Cell, expand, load_suite
 from bench.suite.knobs import KNOBS
 from tests.conftest import cpu_cell
 from tests.runners.fake_openai_server import FakeServer
@@ -156,9 +159,14 @@ def test_warmup_and_cooldown_are_left_out_by_send_order() -> None:
 # --- load points against the fake server on loopback
 
 
-def _engine_rows(url: str, loads: list[str], **knobs: Any) -> list[dict[str, Any]]:
+def _load_cells(url: str, loads: list[str], **knobs: Any) -> list[Cell]:
     settings: dict[str, Any] = {"server_url": url, "prompt_tokens": 8, "load_duration_s": 10, **knobs}
-    cells = [cpu_cell("server", "source", load=load, **settings) for load in loads]
+    return [cpu_cell("server", "source", load=load, **settings) for load in loads]
+
+
+def _engine_rows(url: str, loads: list[str], **knobs: Any) -> list[dict[str, Any]]:
+    """The rows of `loads` measured by one engine against the server at `url` (cells as _load_cells makes them)."""
+    cells = _load_cells(url, loads, **knobs)
     engine = ServerEngine(Path("unused.gguf"), cells[0])
     try:
         engine.load()
@@ -248,6 +256,96 @@ def test_capacity_on_a_fake_too_slow_for_the_slo_binds_tpot(fake: FakeServer) ->
     # no probe below 5 requests in 2 s: the bracket stops there and says so
     assert all(float(p.split(":")[0]) >= 2.5 for p in row["capacity_probes"].split(";")[1:])
     assert row["capacity_resolution_rps"] > 0
+
+
+# The fake's law for the end-to-end search: TTFT = FIRST_S + PER_RECENT_S x (earlier arrivals of the load point within
+# WINDOW_S). Each probe sends REQUESTS, all measured; the SLO holds at the median, mid-step after STEPS arrivals.
+FIRST_S, PER_RECENT_S, WINDOW_S = 0.01, 0.15, 1.0
+REQUESTS, PERCENTILE, STEPS = 11, 50, 2  # the median of 11 is one request's figure (no interpolation)
+TTFT_LIMIT_MS = 1000.0 * (FIRST_S + PER_RECENT_S * (STEPS + 0.5))
+# Arrival jitter moves the law's steps: a pair of requests counts where its gap at the server < WINDOW_S, so a gap
+# off the schedule's by e moves that step's rate by e / WINDOW_S. 3 % covers 30 ms: on the shared 2-core machine
+# gaps are off by 2-12 ms, and the rarer stalls (40-900 ms) flip a probe only if they fall between the one pair at
+# the critical step while the probe's rate is within a few % of the known one. 3 % stays under the resolution (~5 %).
+JITTER = 0.03
+KNOWN_RPS = (3.8, 4.8)  # the known rates the test takes (see _cell_with_a_known_rate)
+
+
+def _law_count(seed: int, rate: float, duration_s: float) -> float:
+    """The law's count at the SLO's percentile for a Poisson probe: request i counts the j < i sent within
+    WINDOW_S before it (the engine's schedule for this seed and rate)."""
+    offsets = send_offsets("poisson", rate, REQUESTS, duration_s, seed)
+    counts = [int(np.sum(offsets[i] - offsets[:i] < WINDOW_S)) for i in range(len(offsets))]
+    return float(np.percentile(counts, PERCENTILE))
+
+
+def _known_capacity(seed: int, duration_s: float) -> float:
+    """The largest rate whose probe meets the law's limit. One seed gives every rate the same unit gaps scaled by
+    1 / rate, so a count changes only at a rate where a pair's unit gap equals WINDOW_S x rate, and only grows."""
+    unit = send_offsets("poisson", 1.0, REQUESTS, math.inf, seed)
+    steps = sorted({(unit[i] - unit[j]) / WINDOW_S for i in range(REQUESTS) for j in range(i)})
+    # met up to a step, broken just past it (the limit, in counts, is STEPS + 0.5)
+    return next(rate for rate in steps if _law_count(seed, rate * (1 + 1e-9), duration_s) > STEPS + 0.5)
+
+
+def _cell_with_a_known_rate(url: str, knobs: dict[str, Any]) -> tuple[str, int, float]:
+    """The first model name (m0, m1, ...) whose capacity cell's seed gives a known rate within KNOWN_RPS, with
+    every request sent at half that rate or more (so each probe's median is one request's figure): the name,
+    the seed and the known rate."""
+    for model in (f"m{k}" for k in range(100)):
+        (cell,) = _load_cells(url, ["capacity"], model_id=model, **knobs)
+        seed, duration_s = Target(Endpoint(url), "fake-model", cell).seed, cell.setting("load_duration_s")
+        known = _known_capacity(seed, duration_s)
+        if (
+            KNOWN_RPS[0] <= known <= KNOWN_RPS[1]
+            and len(send_offsets("poisson", known / 2, REQUESTS, duration_s, seed)) == REQUESTS
+        ):
+            return model, seed, known
+    raise AssertionError(f"no model name m0..m99 gives a known rate within {KNOWN_RPS}")
+
+
+def test_capacity_against_a_server_whose_ttft_is_a_known_law_of_load(fake: FakeServer) -> None:
+    """The whole search (throughput ceiling, bisection of seeded Poisson probes over HTTP, each probe's median
+    TTFT) against the fake with TTFT = 10 ms + 150 ms per earlier arrival of the probe within 1 s. Every probe of
+    one cell draws its gaps from one seed, scaled by 1 / rate, so the rate at which the median count passes
+    STEPS is known exactly (_known_capacity); the limit sits half a step (75 ms) above STEPS, so client overhead
+    cannot cross it. The search must bracket that rate: capacity <= known < capacity + resolution, within JITTER.
+    The cell's seed follows its id (the fake's port is in it): the test takes a model name whose known rate lies
+    in KNOWN_RPS, well inside the floor (0.5) and the ceiling (~7), above the first bisection (~3.5): every
+    probe sends its 11 requests in ~3 s or less."""
+    b = fake.behaviour
+    b.first_token_s, b.gap_s, b.reasoning, b.answer = FIRST_S, 0.002, 0, 3
+    b.ttft_per_recent_s, b.recent_window_s = PER_RECENT_S, WINDOW_S
+    knobs: dict[str, Any] = dict(
+        load_requests=REQUESTS,
+        load_duration_s=10,  # the probe floor: 5 requests in 10 s
+        load_warmup_pct=0,  # every request sent is measured
+        load_cooldown_pct=0,
+        slo_ttft_ms=TTFT_LIMIT_MS,
+        slo_tpot_ms=1000.0,  # 500 x the token gap: TTFT binds
+        slo_percentile=PERCENTILE,
+    )
+    model, seed, known = _cell_with_a_known_rate(fake.url, knobs)
+    (row,) = _engine_rows(fake.url, ["capacity"], model_id=model, **knobs)
+    found, resolution = row["capacity_rps"], row["capacity_resolution_rps"]
+    print(f"capacity {found:.4f} resolution {resolution:.4f} known {known:.4f} probes {row['capacity_probes']}")
+    assert row["capacity_binding"] == "ttft" and row["request_errors"] == 0 and row["requests_incomplete"] == 0
+    assert found <= known * (1 + JITTER) and known < (found + resolution) * (1 + JITTER)
+    probes = [
+        (float(rate), float(ms.split("/")[0])) for rate, ms in (p.split(":") for p in row["capacity_probes"].split(";"))
+    ]
+    ceiling_rps, ceiling_ttft = probes[0]
+    assert 0 < resolution <= RESOLUTION_FRACTION * ceiling_rps * 1.001  # rates in the text have 4 digits
+    # the law was in force: the probe at the ceiling took the law's TTFT at its rate (to within a step), above
+    # the limit, and the capacity's own probe was within it
+    law_ms = 1000.0 * (FIRST_S + PER_RECENT_S * _law_count(seed, ceiling_rps, float(knobs["load_duration_s"])))
+    assert TTFT_LIMIT_MS < law_ms and abs(ceiling_ttft - law_ms) < 1000.0 * PER_RECENT_S
+    assert row[f"ttft_ms_p{PERCENTILE}"] <= TTFT_LIMIT_MS
+    # the search's bracket is two measured probes: one at the capacity that met, one a resolution above that broke
+    assert any(rate == pytest.approx(found, rel=1e-3) and ttft <= TTFT_LIMIT_MS for rate, ttft in probes)
+    assert any(rate == pytest.approx(found + resolution, rel=1e-3) and ttft > TTFT_LIMIT_MS for rate, ttft in probes)
+    # one load point per probe, and the throughput point that set the ceiling
+    assert sum(body.get("seed") == 0 for body in b.bodies) == len(probes) + 1
 
 
 # --- request lengths
