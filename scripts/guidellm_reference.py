@@ -53,7 +53,8 @@ INSTALL_HINT = "run scripts/install_guidellm.sh (make test does)"
 # 1.4 requests/s its time per token doubled where bench's did not). One worker runs every stream in one event
 # loop, as bench's client does, so what differs between the two is what each measures.
 WORKER_PROCESSES = 1
-RUN_MARGIN_S = 120.0  # a run's wall-clock bound beyond its own duration: start-up (imports, worker processes)
+RUN_MARGIN_S = 120.0
+UNSCHEDULED_S = 3600.0  # a target this long before a run's first request began is no time of that run  # a run's wall-clock bound beyond its own duration: start-up (imports, worker processes)
 
 DERIVE_TOKENIZER = """
 import sys
@@ -228,18 +229,28 @@ class ScheduleAccount:
     dispatch_delay_s: list[float]  # request_start - targeted_start: connecting and building the request included
     itl_ms: list[float]  # per successful request, (last token - first token) / (tokens - 1)
     failed: int  # errored and incomplete (cancelled at its bounds) requests
+    unscheduled: int = 0  # requests whose target was no time of this run (see schedule_account): sent at once
 
 
 def schedule_account(benchmark: dict[str, Any]) -> ScheduleAccount:
-    """The schedule lag and ITLs of a benchmark (one of a GuideLLM JSON report's `benchmarks`)."""
+    """The schedule lag and ITLs of a benchmark (one of a GuideLLM JSON report's `benchmarks`).
+
+    GuideLLM 0.8.1's Poisson profile can lose its schedule: AsyncPoissonStrategy.init_processes_start sets the
+    start event (ThroughputStrategy's) before its shared offset, so a worker that wakes in between adds its gaps
+    to the offset's initial -1.0 and targets times near 1970, which are overdue at once: those requests go out
+    together. They are counted as `unscheduled`, apart from the lag of the requests that kept a real target."""
     requests = benchmark["requests"]
     started = [r["info"]["timings"] for kind in ("successful", "errored", "incomplete") for r in requests[kind]]
     started = [t for t in started if t.get("targeted_start") is not None and t.get("resolve_start") is not None]
+    began = min((t["resolve_start"] for t in started), default=0.0)
+    unscheduled = sum(t["targeted_start"] < began - UNSCHEDULED_S for t in started)
+    started = [t for t in started if t["targeted_start"] >= began - UNSCHEDULED_S]
     return ScheduleAccount(
         start_lag_s=[max(0.0, t["resolve_start"] - t["targeted_start"]) for t in started],  # as bench's lag_s
         dispatch_delay_s=[t["request_start"] - t["targeted_start"] for t in started if t.get("request_start")],
         itl_ms=[float(r["inter_token_latency_ms"]) for r in requests["successful"] if r["inter_token_latency_ms"]],
         failed=len(requests["errored"]) + len(requests["incomplete"]),
+        unscheduled=unscheduled,
     )
 
 

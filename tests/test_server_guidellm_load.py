@@ -25,7 +25,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pytest
 
-from scripts.guidellm_reference import Load, Shape, point_figures, run_benchmark, run_benchmarks
+from bench.runners.server.loadpoint import LAG_LIMIT_MS
+from bench.stats import percentile
+from scripts.guidellm_reference import (
+    Load,
+    Shape,
+    point_figures,
+    run_benchmark,
+    run_benchmarks,
+    schedule_account,
+)
 from tests.conftest import cpu_cell
 from tests.test_llama_tools import agreement, interleaved_ratios
 from tests.test_server_guidellm import _engine, guidellm_tokenizer  # noqa: F401 - the fixture, shared
@@ -96,6 +105,21 @@ def _sent_offsets(benchmark: dict[str, Any]) -> np.ndarray:
     return np.array(targeted) - targeted[0]
 
 
+def _guidellm_on_schedule(engine: ServerEngine, tokenizer: Path, load: Load, seed: int) -> dict[str, Any]:
+    """A GuideLLM run that kept its schedule (start lag p99 within bench's own client_limited limit, every
+    request with a target in the run), run once more if it did not: a run that sent late offered another load.
+    (GuideLLM 0.8.1's Poisson start race sends some requests at once: scripts/guidellm_reference.schedule_account;
+    one such round read TTFT 8x bench's on the same arrivals.)"""
+    for attempt in (1, 2):
+        benchmark = run_benchmark(engine.endpoint.base_url, tokenizer, load, _shape(), seed)
+        account = schedule_account(benchmark)
+        lag_ms = 1000.0 * percentile(account.start_lag_s, 99)
+        if lag_ms <= LAG_LIMIT_MS and not account.unscheduled:
+            return benchmark
+        print(f"GuideLLM run {attempt} at {load}: lag p99 {lag_ms:.0f} ms, {account.unscheduled} sent unscheduled")
+    raise AssertionError(f"GuideLLM did not keep its schedule twice (lag p99 {lag_ms:.0f} ms): the machine is busy")
+
+
 @pytest.mark.parametrize("kind", ["constant", "poisson"])
 def test_open_loop_figures_agree_with_guidellm(
     smollm2_path: Path,
@@ -119,7 +143,7 @@ def test_open_loop_figures_agree_with_guidellm(
 
         def theirs() -> tuple[float, ...]:
             seed = next(their_rounds)
-            benchmark = run_benchmark(engine.endpoint.base_url, guidellm_tokenizer, Load(kind, rate), _shape(), seed)
+            benchmark = _guidellm_on_schedule(engine, guidellm_tokenizer, Load(kind, rate), seed)
             if kind == "poisson":
                 sent = _sent_offsets(benchmark)
                 assert sent == pytest.approx(guidellm_poisson_offsets(rate, REQUESTS, seed)[: len(sent)], abs=1e-6)
