@@ -49,9 +49,8 @@ ROOT = Path(__file__).resolve().parents[1]
 GUIDELLM_VENV = ROOT / ".venv-guidellm"
 INSTALL_HINT = "run scripts/install_guidellm.sh (make test does)"
 # GuideLLM's default is up to 10 worker processes, each polling its queues: on this 2-core machine they took
-# most of a core beside the one-thread server and slowed it during GuideLLM's runs only (at a constant rate of
-# 1.4 requests/s its time per token doubled where bench's did not). One worker runs every stream in one event
-# loop, as bench's client does, so what differs between the two is what each measures.
+# about 90 % of a core during a rate sweep, beside the one-thread server they measured. One worker runs every
+# stream in one event loop, as bench's client does, so what differs between the two is what each measures.
 WORKER_PROCESSES = 1
 RUN_MARGIN_S = 120.0
 UNSCHEDULED_S = 3600.0  # a target this long before a run's first request began is no time of that run  # a run's wall-clock bound beyond its own duration: start-up (imports, worker processes)

@@ -113,7 +113,7 @@ def _guidellm_on_schedule(engine: ServerEngine, tokenizer: Path, load: Load, see
     for attempt in (1, 2):
         benchmark = run_benchmark(engine.endpoint.base_url, tokenizer, load, _shape(), seed)
         account = schedule_account(benchmark)
-        lag_ms = 1000.0 * percentile(account.start_lag_s, 99)
+        lag_ms = 1000.0 * percentile(account.start_lag_s, 99) if account.start_lag_s else float("inf")
         if lag_ms <= LAG_LIMIT_MS and not account.unscheduled:
             return benchmark
         print(f"GuideLLM run {attempt} at {load}: lag p99 {lag_ms:.0f} ms, {account.unscheduled} sent unscheduled")
