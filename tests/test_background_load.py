@@ -6,8 +6,13 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from bench.hardware.background import CpuSnapshot, background_cpu_pct, machine_cpus, snapshot
 from bench.hardware.noise import CPU_BUSY_PERCENT, SystemWarning, warnings_text
+
+# A busy loop (a CPU for ~2 s) that would slow whatever ran beside it.
+pytestmark = pytest.mark.timing
 
 
 def test_background_share_is_machine_busy_time_minus_our_own() -> None:

@@ -1,9 +1,12 @@
 """What CI and the nightly workflow rely on: the install script's build choice, the workflow's lint, the
-GPU-measured check, and `bench run`'s time-left estimate."""
+GPU-measured check, `bench run`'s time-left estimate, and `make test`'s split of the tests that measure speed from
+the others."""
 
 from __future__ import annotations
 
+import ast
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -89,3 +92,56 @@ def test_time_left_uses_estimates_scaled_by_what_measured_cells_took() -> None:
     assert remaining_seconds({}, {"a": 4.0, "b": 6.0}, ["c", "d"]) == pytest.approx(10.0)
     assert remaining_seconds({}, {}, ["c"]) is None and remaining_seconds(estimates, {}, []) == 0.0
     assert format_duration(3725) == "time left ~1h02m" and format_duration(95) == "time left ~1m35s"
+
+
+# What makes a test module a measurement: llama.cpp's tools and GuideLLM as references, agreement helpers, a
+# busy loop, pytest-benchmark's timer.
+REFERENCE_HARNESSES = {"tests.test_llama_tools", "scripts.llama_reference", "scripts.guidellm_reference"}
+BUSY_LOOP = re.compile(r"while [^\n]*:\s*pass\b")
+
+
+def measures_or_loads_the_machine(path: Path) -> bool:
+    """The module imports a reference harness, holds a busy loop's code or takes pytest-benchmark's fixture."""
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module in REFERENCE_HARNESSES:
+            return True
+        if isinstance(node, ast.Import) and any(alias.name in REFERENCE_HARNESSES for alias in node.names):
+            return True
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and BUSY_LOOP.search(node.value):
+            return True
+        if isinstance(node, ast.FunctionDef) and any(arg.arg == "benchmark" for arg in node.args.args):
+            return True
+    return False
+
+
+def collected(files: list[str], marker_expression: str) -> set[str]:
+    """The files that have a test pytest selects with `-m marker_expression`."""
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", "-m", marker_expression]
+        + files,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
+    assert done.returncode in (0, 5), done.stdout + done.stderr  # 5: every test deselected
+    return {line.split("::")[0] for line in done.stdout.splitlines() if "::" in line}
+
+
+def test_tests_that_measure_or_load_the_machine_run_alone() -> None:
+    """`make test` runs the `timing` tests alone, after the others run on two workers: a module that compares
+    speeds against a reference tool, times with pytest-benchmark or starts a busy loop is marked `timing`."""
+    files = sorted(
+        str(path.relative_to(ROOT))
+        for path in (ROOT / "tests").rglob("test_*.py")
+        if measures_or_loads_the_machine(path)
+    )
+    assert {
+        "tests/test_llama_tools.py",
+        "tests/test_llama_tools_load.py",
+        "tests/test_server_guidellm.py",
+        "tests/test_background_load.py",
+        "tests/benchmarks/test_plan_speed.py",
+    } <= set(files)  # the rules above still find these
+    assert collected(files, "not timing") == set(), "mark these pytest.mark.timing (pytestmark)"
+    assert collected(files, "timing") == set(files)

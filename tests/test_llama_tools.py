@@ -18,6 +18,8 @@ import pytest
 from bench.stats import median_ratio_interval
 from scripts.llama_reference import batched_bench_once, bench_once, llama_bench_once, tools_dir
 
+pytestmark = pytest.mark.timing  # interleaved speed ratios against llama.cpp's tools
+
 ROUNDS = 6  # with 6 rounds the median's distribution-free 95 % interval is [lowest, highest] round
 THREADS = 2
 TOLERANCE = 0.05  # the issue's agreement target (issue 12: llama-bench; issue 15: batched-bench)

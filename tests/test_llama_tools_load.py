@@ -21,6 +21,9 @@ import pytest
 from scripts.llama_reference import batched_bench_once, bench_once, llama_bench_once
 from tests.test_llama_tools import agreement, interleaved_ratios, need_tool
 
+# Speed ratios, and a busy loop that would slow whatever ran beside it.
+pytestmark = pytest.mark.timing
+
 LOADED_TOLERANCE = 0.10
 BUSY_LIMIT_S = 900  # the busy process ends by itself after this, whatever happens to the test
 PROMPT, GEN = 128, 64

@@ -7,6 +7,8 @@ import shutil
 import struct
 import subprocess
 import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pandas as pd
@@ -165,6 +167,47 @@ def test_local_model_file_never_downloads(tmp_path: Path) -> None:
     assert local_model_file("hf://no-such-org/no-such-repo/file.gguf") is None  # not cached: no network call
     with pytest.raises(ModelUnavailable, match="model file not found"):
         resolve(str(tmp_path / "absent.gguf"))
+
+
+# A package whose assemble() writes its file in place, as the gemma3 package's does; it fails when a second call
+# comes in while one is writing (two at once would write one file together, or read it half written).
+SPLIT_PACKAGE = """
+import time
+from pathlib import Path
+
+def assemble(target):
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    writing = target.with_name(target.name + ".writing")
+    writing.touch(exist_ok=False)  # FileExistsError: another assemble() is writing this file now
+    try:
+        if not target.exists():
+            time.sleep(0.5)  # copying the parts
+            target.write_bytes(b"whole")
+        return target
+    finally:
+        writing.unlink()
+"""
+
+
+def test_two_processes_assembling_one_packaged_model_take_turns(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    """bench holds a lock around a package's assemble(): two processes sharing the cache (two test workers, two
+    shells) never read or write a half-assembled file."""
+    package = tmp_path / "site" / "bench_test_split_model"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text(SPLIT_PACKAGE, encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    monkeypatch.setenv("BENCH_CACHE_DIR", str(tmp_path / "cache"))
+    start = threading.Barrier(2)
+
+    def resolve_together() -> Path:
+        start.wait()
+        return resolve("package:bench_test_split_model/model.gguf").path
+
+    with ThreadPoolExecutor(max_workers=2) as pool:  # flock locks one open file against another, threads too
+        paths = list(pool.map(lambda _: resolve_together(), range(2)))
+    assert paths[0] == paths[1] == tmp_path / "cache" / "assembled" / "bench_test_split_model" / "model.gguf"
+    assert paths[0].read_bytes() == b"whole"
 
 
 def test_an_offline_hf_reference_is_skipped_and_the_run_goes_on(tmp_path: Path) -> None:

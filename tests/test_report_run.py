@@ -34,6 +34,7 @@ def _numpy_read_gbs(buffer_bytes: int, passes: int = 3) -> float:
     return buffer.nbytes / best / 1e9
 
 
+@pytest.mark.timing  # two bandwidths (bytes over seconds) compared
 def test_bandwidth_probe_agrees_with_a_plain_numpy_read() -> None:
     """One probe thread against one thread of numpy summing a buffer of the same size (128 MiB: 4x the 32 MiB L3
     of the machine this was written on). Both count bytes moved per second; read and copy kernels differ (0.66x

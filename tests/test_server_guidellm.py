@@ -40,7 +40,7 @@ from tests.test_llama_tools import agreement, interleaved_ratios, missing, need_
 if TYPE_CHECKING:
     from bench.suite import Cell
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timing]
 
 # One server thread: at 2 on this 2-core machine the server's threads and the client's processes contend for the
 # cores, and a client's own CPU use (GuideLLM runs a process per stream) slows the server it measures; with one

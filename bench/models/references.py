@@ -88,10 +88,16 @@ def _resolve_package(reference: str) -> Path:
         return shipped
     assemble = getattr(module, "assemble", None)
     if callable(assemble):
-        # Packages that split a model across parts ship an assemble() that writes the whole file.
+        # Packages that split a model across parts ship an assemble() that writes the whole file, in place: the
+        # lock keeps a second process sharing the cache (another shell, a test worker) from writing it too, or
+        # reading it half written.
+        from filelock import FileLock
+
         target = cache_dir() / "assembled" / module_name / Path(filename).name
+        target.parent.mkdir(parents=True, exist_ok=True)
         try:
-            return Path(assemble(target))
+            with FileLock(str(target) + ".lock"):
+                return Path(assemble(target))
         except Exception as exc:  # the package's own error: report it as unavailable, don't crash the run
             raise ModelUnavailable(f"{reference}: {module_name}.assemble() failed: {exc}") from None
     raise ModelUnavailable(f"{reference}: package {module_name} has no file {filename!r}")

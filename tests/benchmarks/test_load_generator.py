@@ -48,6 +48,8 @@ from scripts.guidellm_reference import (
 )
 from tests.benchmarks.cadence_server import CadenceServer
 
+pytestmark = pytest.mark.timing
+
 CADENCE_S = 0.02  # the mock's inter-token gap
 TOKENS = 25  # per answer: a request streams for 0.5 s
 PROMPT_TOKENS = 16  # GuideLLM builds prompts of this length (the mock ignores them)

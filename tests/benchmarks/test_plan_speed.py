@@ -19,6 +19,8 @@ from bench.cli import main
 from bench.runners.registry import quantization_catalog
 from bench.suite import expand, parse_suite
 
+pytestmark = pytest.mark.timing
+
 ROOT = Path(__file__).resolve().parents[2]
 SUITE = """
 name: sweep-10k

@@ -21,6 +21,8 @@ import pytest
 from bench.report import write_report
 from bench.results import COLUMNS
 
+pytestmark = pytest.mark.timing
+
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "report"
 HOSTS, MODELS, QUANTS, THREADS, DEPTHS, NIGHTS = 20, 10, 5, 2, 2, 25
 QUANT_BITS = {"F16": 16.0, "Q8_0": 8.5, "Q6_K": 6.56, "Q4_K_M": 4.89, "Q2_K": 3.0}

@@ -28,6 +28,8 @@ import pytest
 
 from tests.synthetic_pairs import interleaved_speed, measure_rounds, median_ratio, validation_pairs
 
+pytestmark = pytest.mark.timing
+
 SPEED_ROUNDS = 8  # rounds of fresh copies (see tests/synthetic_pairs.py: page placement moves decode speed)
 REPETITIONS = 6  # alternating single repetitions of each model per round
 SYNTHESIZE = """

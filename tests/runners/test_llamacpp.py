@@ -48,6 +48,7 @@ def runner(smollm2_path: Path):
     runner.close()
 
 
+@pytest.mark.timing  # bench's clock against llama.cpp's timers, within 3 %
 def test_figures_are_what_llama_cpp_itself_timed(runner: LlamaCppRunner) -> None:
     cell = _cell(0)
     fields = runner.start_context(cell)
@@ -71,6 +72,7 @@ def test_figures_are_what_llama_cpp_itself_timed(runner: LlamaCppRunner) -> None
     assert len(row["warmup_decode_tok_s"].split(";")) == 1
 
 
+@pytest.mark.timing  # two decode speeds compared
 def test_deep_context_decodes_slower(runner: LlamaCppRunner) -> None:
     """Each decoded token attends over the whole cache, so decode at depth 1024 must be slower than at 0."""
     speeds = {}
@@ -106,6 +108,7 @@ def test_logits_are_deterministic_and_shaped(runner: LlamaCppRunner) -> None:
     assert (first == second).all()
 
 
+@pytest.mark.timing  # bench's clock against llama.cpp's timers, within 3 %
 @pytest.mark.parametrize("model_fixture", ["smollm2_path", "gemma3_path"])
 @pytest.mark.parametrize("depth", [0, 1024])
 def test_harness_overhead_against_llama_cpp_timers(

@@ -115,6 +115,7 @@ def _sender(work_s: float, block_s: float = 0.0) -> Any:
     return send
 
 
+@pytest.mark.timing  # an idle client's schedule lag against a blocking one's, measured back to back
 def test_lag_is_accounted_and_a_blocking_client_is_flagged() -> None:
     due = list(np.arange(10) * 0.01)
     idle = asyncio.run(run_open(due, 10.0, _record, _sender(0.005)))
@@ -197,6 +198,7 @@ def test_a_concurrency_point_is_a_closed_loop_of_its_users(fake: FakeServer) -> 
     assert row["request_errors"] == 0 and fake.behaviour.requests == 9
 
 
+@pytest.mark.timing  # two measured throughputs compared
 def test_a_sweep_measures_synchronous_throughput_then_rates_between(fake: FakeServer) -> None:
     fake.behaviour.first_token_s, fake.behaviour.gap_s = 0.02, 0.005
     loads = [f"sweep:4/{p}" for p in (1, 2, 3, 4)]

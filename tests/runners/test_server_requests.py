@@ -41,6 +41,7 @@ def _measure(url: str, **knobs: Any) -> dict[str, Any]:
         engine.close()
 
 
+@pytest.mark.timing  # elapsed times held under the fake's sleeps plus 40-150 ms
 def test_reasoning_content_then_content(fake: FakeServer) -> None:
     fake.behaviour.first_token_s, fake.behaviour.gap_s = 0.05, 0.02
     row = _measure(fake.url, ignore_eos=False, parallel=2)
@@ -58,6 +59,7 @@ def test_reasoning_content_then_content(fake: FakeServer) -> None:
     assert len(ttft) == len(tpot) == 4 and min(ttft) >= 50 and min(tpot) >= 20  # sleeps: lower bounds
 
 
+@pytest.mark.timing  # an elapsed time held under the fake's sleeps plus 150 ms
 def test_think_tags_in_raw_text(fake: FakeServer) -> None:
     fake.behaviour.mode, fake.behaviour.finish = "think", "stop"
     row = _measure(fake.url, endpoint="completions", ignore_eos=False)
@@ -87,6 +89,7 @@ def test_every_request_failing_fails_the_cell(fake: FakeServer) -> None:
         _measure(fake.url)
 
 
+@pytest.mark.timing  # the first token must arrive within the 1 s request timeout
 def test_hung_stream_times_out_per_request(fake: FakeServer) -> None:
     fake.behaviour.mode = "hang"
     with pytest.raises(BenchError, match=r"timed out after 1 s \(request_timeout_s\) with 1 tokens"):
