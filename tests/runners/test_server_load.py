@@ -306,6 +306,7 @@ def _cell_with_a_known_rate(url: str, knobs: dict[str, Any]) -> tuple[str, int, 
     raise AssertionError(f"no model name m0..m99 gives a known rate within {KNOWN_RPS}")
 
 
+@pytest.mark.timing  # a stall of a busy machine between two arrivals can flip a probe's verdict
 def test_capacity_against_a_server_whose_ttft_is_a_known_law_of_load(fake: FakeServer) -> None:
     """The whole search (throughput ceiling, bisection of seeded Poisson probes over HTTP, each probe's median
     TTFT) against the fake with TTFT = 10 ms + 150 ms per earlier arrival of the probe within 1 s. Every probe of
