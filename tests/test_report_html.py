@@ -129,3 +129,35 @@ def test_html_renders_in_headless_chromium(report_html: Path, tmp_path: Path) ->
 def test_screenshot_script_explains_a_missing_report(tmp_path: Path) -> None:
     done = subprocess.run(["bash", str(SCRIPT), str(tmp_path / "none.html")], capture_output=True, text=True)
     assert done.returncode == 2 and "not found" in done.stderr
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install -y chromium)")
+def test_served_capacity_and_its_curves_render_in_headless_chromium(tmp_path: Path) -> None:
+    """A report of load points (issue 25): its Served capacity section carries the three curves as an image
+    inside the page, and the browser draws them (the section alone, so the curves are in the screenshot: their
+    lines are matplotlib's first colour, which nothing else on the page uses)."""
+    from bench.report.sections import served
+    from tests.test_report_served import _rows
+
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(
+        "name: t\nmodels: [{id: m, source: /nonexistent.gguf}]\nbackends: [server]\n"
+        "slo: {max_ttft_ms: 2000, min_user_tok_s: 10}\n"
+    )
+    csv = _rows(tmp_path)
+    whole = write_report([csv], tmp_path / "served.html", fmt="html", suite_path=suite).read_text(encoding="utf-8")
+    alt = "TTFT, time per output token and throughput against the arrival rate"
+    section = whole.split('<h2 id="served-capacity">', 1)[1].split("<h2 ", 1)[0]
+    assert f'<img alt="{alt}" src="data:image/png;base64,' in section
+    page = tmp_path / "section.html"
+    page.write_text(render_html(served.build(load_report_data([csv], suite_path=suite)), "t"), encoding="utf-8")
+    shot = tmp_path / "shot.png"
+    done = subprocess.run(
+        ["bash", str(SCRIPT), str(page), str(shot), "1200,2000"], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    from matplotlib.image import imread
+
+    pixels = imread(shot)[..., :3]
+    first_colour = np.array([0x1F, 0x77, 0xB4]) / 255  # matplotlib's C0: the setup's curves
+    assert (np.abs(pixels - first_colour).max(axis=2) < 0.08).sum() > 500
