@@ -3,6 +3,7 @@
 #   BENCH_EXTRAS   extras to install (default: dev,models; add torch for the torch backend)
 #   CMAKE_ARGS     your own llama.cpp build flags (otherwise chosen from this CPU, see llama_cmake_args.py)
 #   BENCH_LLAMA_CUDA=1|0   force a CUDA build on or off (default: on when nvcc and an NVIDIA GPU are present)
+#   BENCH_BUILD_SERVER=1   also build llama-server (the server backend's embedded server) and llama.cpp's tools
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,4 +31,14 @@ if [ "$installed" != "$LLAMA_CPP_VERSION" ] || [ "$(cat "$stamp" 2>/dev/null)" !
   echo "$flags" > "$stamp"
 fi
 "${PIP[@]}" install -e ".[${EXTRAS}]"
+if [ "${BENCH_BUILD_SERVER:-}" = 1 ]; then
+  tools=${XDG_CACHE_HOME:-$HOME/.cache}/bench/llama-tools/build/bin
+  if [ -x "$tools/llama-server" ]; then
+    echo "llama-server already built: $tools/llama-server"
+  else
+    echo "building llama-server and llama.cpp's tools from the vendored source into $tools"
+    echo "(10-20 minutes on 2 cores, once; the build's progress follows)"
+    ./scripts/build_llama_tools.sh
+  fi
+fi
 echo "bench installed in .venv (extras: $EXTRAS). Try: .venv/bin/bench hw"

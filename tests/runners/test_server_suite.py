@@ -90,7 +90,9 @@ def test_plan_says_llama_server_is_not_built_and_how_to_build_it(monkeypatch: py
     monkeypatch.setenv("PATH", os.path.dirname(sys.executable))
     fingerprint = detect()
     planned = {p.cell.backend: p for p in plan_cells(_suite(), fingerprint)}
-    assert planned["server"].skip_reason.startswith("llama-server is not built: build it once with scripts/build_llama")
+    assert planned["server"].skip_reason.startswith(
+        "llama-server is not built: build it once with `BENCH_BUILD_SERVER=1 ./scripts/install.sh`"
+    )
     assert planned["llamacpp"].runnable
     named = {p.cell.backend: p for p in plan_cells(_suite(server=f"server: {{url: '{URL}'}}"), fingerprint)}
     assert named["server"].runnable  # a server the suite names needs no llama-server here

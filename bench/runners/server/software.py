@@ -11,9 +11,9 @@ from bench.hardware import BackendSoftware
 
 SERVER_ENV = "BENCH_LLAMA_SERVER"  # a llama-server binary to use instead of the one scripts/build_llama_tools.sh built
 INSTALL_HINT = (
-    "build it once with scripts/build_llama_tools.sh (offline, from the llama.cpp source llama-cpp-python vendors, "
-    "into ~/.cache/bench/llama-tools/build/bin), set BENCH_LLAMA_SERVER=/path/to/llama-server, or measure a server "
-    "already running: `server: {url: ...}` in the suite"
+    "build it once with `BENCH_BUILD_SERVER=1 ./scripts/install.sh` (or scripts/build_llama_tools.sh: offline, "
+    "from the llama.cpp source llama-cpp-python vendors, into ~/.cache/bench/llama-tools/build/bin), set "
+    "BENCH_LLAMA_SERVER=/path/to/llama-server, or measure a server already running: `server: {url: ...}` in the suite"
 )
 
 
