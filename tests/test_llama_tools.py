@@ -58,7 +58,9 @@ def interleaved_ratios(
     return per_figure
 
 
-def agreement(label: str, ratios: list[float], tolerance: float = TOLERANCE) -> str:
+def agreement(
+    label: str, ratios: list[float], tolerance: float = TOLERANCE, sanity: tuple[float, float] = SANITY
+) -> str:
     """'' when the ratios agree with 1 within `tolerance`, else why not.
 
     A shared runner's speed drifts by more than 5 % between runs, so single ratios cannot show agreement to
@@ -68,8 +70,8 @@ def agreement(label: str, ratios: list[float], tolerance: float = TOLERANCE) -> 
     rounds = ", ".join(f"{r:.3f}" for r in ratios)
     text = f"{label}: median {median:.3f} [95% CI {low:.3f}, {high:.3f}] (rounds: {rounds})"
     print(text)
-    if not SANITY[0] <= median <= SANITY[1]:
-        return f"{text} is outside {SANITY}: the harness measures something else"
+    if not sanity[0] <= median <= sanity[1]:
+        return f"{text} is outside {sanity}: the harness measures something else"
     if high < 1 - tolerance or low > 1 + tolerance:
         return f"{text} differs from the tool by more than {tolerance:.0%}"
     return ""

@@ -25,6 +25,10 @@ from tests.test_llama_tools import agreement, interleaved_ratios, need_tool
 pytestmark = pytest.mark.timing
 
 LOADED_TOLERANCE = 0.10
+# Past this the harness is broken: a collapse like issue 21's (50-150x) or even 2x. Not the quiet tests'
+# 0.8-1.25: under a nice-0 loop with 2 threads, medians of 11 rounds have read 0.797 twice in about ten runs (once
+# decode, once prefill), with every round's ratio between 0.64 and 1.21, as three threads trade two cores.
+LOADED_SANITY = (0.5, 2.0)
 BUSY_LIMIT_S = 900  # the busy process ends by itself after this, whatever happens to the test
 PROMPT, GEN = 128, 64
 # Where the scatter is (three threads on two cores: nice 0, 2 threads), single decodes of the same cell
@@ -67,7 +71,10 @@ def test_single_sequence_under_load_agrees_with_llama_bench(
             protocol["rounds"],
         )
     print(f"\nbench / llama-bench, busy loop at nice {nice}, {threads} threads, load average {os.getloadavg()[0]:.1f}")
-    problems = [agreement(f"pp{PROMPT}", pp, LOADED_TOLERANCE), agreement(f"tg{GEN} @ d{PROMPT}", tg, LOADED_TOLERANCE)]
+    problems = [
+        agreement(f"pp{PROMPT}", pp, LOADED_TOLERANCE, LOADED_SANITY),
+        agreement(f"tg{GEN} @ d{PROMPT}", tg, LOADED_TOLERANCE, LOADED_SANITY),
+    ]
     assert not any(problems), problems
 
 
@@ -86,5 +93,8 @@ def test_concurrent_sequences_under_load_agree_with_llama_batched_bench(smollm2_
             ours, lambda: batched_bench_once(smollm2_path, 2, PROMPT, gen, parallel), QUIET["rounds"]
         )
     print(f"\nbench / llama-batched-bench, {parallel} sequences, busy loop at nice 0")
-    problems = [agreement("S_PP", pp, LOADED_TOLERANCE), agreement("S_TG", tg, LOADED_TOLERANCE)]
+    problems = [
+        agreement("S_PP", pp, LOADED_TOLERANCE, LOADED_SANITY),
+        agreement("S_TG", tg, LOADED_TOLERANCE, LOADED_SANITY),
+    ]
     assert not any(problems), problems
