@@ -63,6 +63,28 @@ model, out = Path(sys.argv[1]), sys.argv[2]
 AutoTokenizer.from_pretrained(str(model.parent), gguf_file=model.name).save_pretrained(out)
 """
 
+# GuideLLM's CLI, with one fix: 0.8.1's AsyncPoissonStrategy.init_processes_start sets the start event (in
+# ThroughputStrategy's) before its shared offset, so a worker that wakes in between adds its gaps to the offset's
+# initial -1.0 and targets times near 1970, all overdue: its requests go out at once (on a busy machine it did
+# for all 12 requests of two runs in a row, and for 15 of a load-generator step; 0 of 5 unpatched runs on a quiet
+# machine). The fix sets the offset first; nothing else of GuideLLM changes. The main process calls
+# init_processes_start (scheduler/worker_group.py), so patching it there is enough; schedule_account still counts
+# any request without a target in its run.
+RUN_GUIDELLM = """
+import sys
+from guidellm.__main__ import cli
+from guidellm.scheduler.strategies import AsyncPoissonStrategy, ThroughputStrategy
+
+def init_processes_start(self, start_time):
+    with self._offset.get_lock():
+        self._offset.value = start_time
+    ThroughputStrategy.init_processes_start(self, start_time)
+
+AsyncPoissonStrategy.init_processes_start = init_processes_start
+sys.argv[0] = "guidellm"
+sys.exit(cli())
+"""
+
 COUNT_TOKENS = """
 import json, sys
 from transformers import AutoTokenizer
@@ -269,7 +291,9 @@ def command(url: str, tokenizer: Path, load: Load, shape: Shape, report: Path, s
         {"kind": "max_duration", "seconds": shape.max_seconds},
     ]
     return [
-        str(python.parent / "guidellm"),
+        str(python),
+        "-c",
+        RUN_GUIDELLM,
         "run",
         "--backend", json.dumps(backend),
         "--profile", json.dumps(load.profile()),
