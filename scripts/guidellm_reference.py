@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import signal
 import statistics
@@ -43,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from filelock import FileLock  # noqa: E402
 
 from bench.models.references import cache_dir  # noqa: E402
+from bench.runners.server.loadpoint import PointBounds, edge_counts  # noqa: E402
 from bench.stats import percentile  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,8 +52,8 @@ INSTALL_HINT = "run scripts/install_guidellm.sh (make test does)"
 # about 90 % of a core during a rate sweep, beside the one-thread server they measured. One worker runs every
 # stream in one event loop, as bench's client does, so what differs between the two is what each measures.
 WORKER_PROCESSES = 1
-RUN_MARGIN_S = 120.0
-UNSCHEDULED_S = 3600.0  # a target this long before a run's first request began is no time of that run  # a run's wall-clock bound beyond its own duration: start-up (imports, worker processes)
+RUN_MARGIN_S = 120.0  # a run's wall-clock bound beyond its own duration: start-up (imports, worker processes)
+UNSCHEDULED_S = 3600.0  # a target this long before a run's first request began is no time of that run
 
 DERIVE_TOKENIZER = """
 import sys
@@ -202,12 +202,12 @@ def figures(benchmark: dict[str, Any], warmup_requests: int = 0) -> GuideLLMFigu
 def point_figures(benchmark: dict[str, Any], warmup_pct: int, cooldown_pct: int) -> GuideLLMFigures:
     """An open-loop benchmark's figures over the requests bench's load point would measure: every request
     that started, in the order its schedule wanted them (`targeted_start`), less the first and last percentages
-    (rounded up, as bench.runners.server.loadpoint). GuideLLM cancels what is still running when its count is
+    (bench.runners.server.loadpoint.edge_counts). GuideLLM cancels what is still running when its count is
     reached; those fall in the cool-down, and one that does not fails the run."""
     requests = benchmark["requests"]
     started = [r for kind in ("successful", "errored", "incomplete") for r in requests[kind]]
     started.sort(key=lambda r: r["info"]["timings"]["targeted_start"])
-    warm, cool = (math.ceil(len(started) * pct / 100) for pct in (warmup_pct, cooldown_pct))
+    warm, cool = edge_counts(len(started), PointBounds(warmup_pct, cooldown_pct))
     kept = started[warm : len(started) - cool]
     ok = {id(r) for r in requests["successful"]}
     if not kept or any(id(r) not in ok for r in kept):

@@ -32,13 +32,8 @@ if [ "$installed" != "$LLAMA_CPP_VERSION" ] || [ "$(cat "$stamp" 2>/dev/null)" !
 fi
 "${PIP[@]}" install -e ".[${EXTRAS}]"
 if [ "${BENCH_BUILD_SERVER:-}" = 1 ]; then
-  tools=${XDG_CACHE_HOME:-$HOME/.cache}/bench/llama-tools/build/bin
-  if [ -x "$tools/llama-server" ]; then
-    echo "llama-server already built: $tools/llama-server"
-  else
-    echo "building llama-server and llama.cpp's tools from the vendored source into $tools"
-    echo "(10-20 minutes on 2 cores, once; the build's progress follows)"
-    ./scripts/build_llama_tools.sh
-  fi
+  # cmake rebuilds only what changed: once built, this takes seconds
+  echo "building llama-server and llama.cpp's tools from the vendored source (10-20 minutes on 2 cores, once)"
+  ./scripts/build_llama_tools.sh
 fi
 echo "bench installed in .venv (extras: $EXTRAS). Try: .venv/bin/bench hw"

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pytest
 
+from bench.runners.server.arrivals import profile_of
 from bench.runners.server.loadpoint import LAG_LIMIT_MS
 from bench.stats import percentile
 from scripts.guidellm_reference import (
@@ -137,8 +138,8 @@ def test_open_loop_figures_agree_with_guidellm(
         rate = round(LOAD_FRACTION * synchronous, 3)
 
         def ours() -> tuple[float, ...]:
-            offsets = guidellm_poisson_offsets(rate, REQUESTS, next(our_rounds))
             if kind == "poisson":
+                offsets = guidellm_poisson_offsets(rate, REQUESTS, next(our_rounds))
                 monkeypatch.setattr("bench.runners.server.served.send_offsets", lambda *_: offsets)
             row = _bench_point(engine, _load_cell(f"{bench_kind}:{rate:g}"))
             return row["request_throughput_rps"], row["ttft_ms_p50"], row["ttft_ms_p99"], row["tpot_ms_p50"]
@@ -208,8 +209,9 @@ def test_knee_rule() -> None:
 def _bench_sweep(engine: ServerEngine) -> list[SweepPoint]:
     points = []
     for number in range(1, SWEEP_POINTS + 1):
-        row = _bench_point(engine, _load_cell(f"sweep:{SWEEP_POINTS}/{number}"))
-        role = {1: "synchronous", 2: "throughput"}.get(number, "rate")
+        load = f"sweep:{SWEEP_POINTS}/{number}"
+        row = _bench_point(engine, _load_cell(load))
+        role = profile_of(load).sweep_role
         points.append(
             SweepPoint(
                 role, row["load_rate_rps"], row["request_throughput_rps"], row["ttft_ms_p99"], row["tpot_ms_p50"]

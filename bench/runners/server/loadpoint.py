@@ -31,7 +31,7 @@ class PointBounds:
     cooldown_pct: int
 
 
-def _ends(total: int, bounds: PointBounds) -> tuple[int, int]:
+def edge_counts(total: int, bounds: PointBounds) -> tuple[int, int]:
     """How many requests the warm-up and the cool-down leave out (rounded up, each at least 0)."""
     return math.ceil(total * bounds.warmup_pct / 100), math.ceil(total * bounds.cooldown_pct / 100)
 
@@ -39,7 +39,7 @@ def _ends(total: int, bounds: PointBounds) -> tuple[int, int]:
 def split(run: LoadRun, bounds: PointBounds) -> tuple[list[Sent], list[Sent], list[Sent]]:
     """(warm-up, measured, cool-down) in intended-send order; incomplete requests are in none of them."""
     due = sorted(run.sent, key=lambda s: s.intended_s)
-    warm, cool = _ends(len(due), bounds)
+    warm, cool = edge_counts(len(due), bounds)
     if warm + cool >= len(due):
         return due, [], []
     return due[:warm], [s for s in due[warm : len(due) - cool] if not s.incomplete], due[len(due) - cool :]
